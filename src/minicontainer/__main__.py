@@ -1,0 +1,3 @@
+from minicontainer.cli import main
+
+main()
