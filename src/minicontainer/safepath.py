@@ -1,0 +1,142 @@
+"""Open paths inside a container's root without ever following a symlink.
+
+Every runc CVE from 2019 on (CVE-2019-19921, CVE-2021-30465, CVE-2024-45310,
+CVE-2025-31133 ...) is the same mistake: the runtime resolved a path inside the
+rootfs the host way, and a symlink planted by the image sent a mount or a write
+to the host. So the runtime never hands a joined string like
+``rootfs + "/proc"`` to the kernel. Instead it walks the path one component at
+a time from a directory fd, with ``O_NOFOLLOW``, and mounts onto the resulting
+fd through ``/proc/self/fd/N`` (the magic link names exactly that inode).
+
+A symlink anywhere on the way is refused (ELOOP), so ``/proc -> /bad-proc``
+or ``/dev -> /host/dir`` in an image is an error, not an escape
+(reliability cases B11-B14).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from minicontainer.errors import SyscallError
+
+# O_PATH: an fd that names an inode without opening it for I/O; enough to
+# mount onto, to fstat and as a dir_fd. Not in Python's os on every build.
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+
+
+def split_inside(path: str) -> list[str]:
+    """'/a//b/./c/' -> ['a', 'b', 'c']; refuses '..' (a mount target never needs it)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise SyscallError("resolving", errno.EINVAL, path, "paths inside the container may not contain '..'")
+    return parts
+
+
+def open_beneath(
+    root_fd: int,
+    relpath: str,
+    flags: int = O_PATH,
+    *,
+    create_dirs: bool = False,
+    create_file: bool = False,
+    mode: int = 0o755,
+) -> int:
+    """Open ``relpath`` inside the directory ``root_fd`` refers to.
+
+    No component may be a symlink, the last one included. With
+    ``create_dirs`` missing directories are made on the way (``mkdirat``);
+    with ``create_file`` a missing last component is made as an empty
+    regular file (the mountpoint of a file bind mount). Returns a new fd the
+    caller must close.
+    """
+    parts = split_inside(relpath)
+    shown = "/" + "/".join(parts)
+    cur = os.open(".", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            if last and create_file:
+                try:
+                    fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=cur)
+                    os.close(fd)
+                except FileExistsError:
+                    pass
+                except OSError as e:
+                    raise SyscallError("creating", e.errno, shown) from None
+            elif create_dirs:
+                try:
+                    os.mkdir(name, mode, dir_fd=cur)
+                except FileExistsError:
+                    pass
+                except OSError as e:
+                    raise SyscallError("creating directory", e.errno, shown) from None
+            # Open without following, then look at what we got: O_PATH|O_NOFOLLOW
+            # hands back the symlink itself rather than failing, so check the type.
+            want = (flags & ~os.O_DIRECTORY) if last else O_PATH
+            try:
+                nxt = os.open(name, want | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
+            except OSError as e:
+                raise _explain(e, parts[: i + 1], shown) from None
+            st_mode = os.fstat(nxt).st_mode
+            if stat.S_ISLNK(st_mode):
+                os.close(nxt)
+                raise _symlink_error(parts[: i + 1], shown)
+            if (not last or flags & os.O_DIRECTORY) and not stat.S_ISDIR(st_mode):
+                os.close(nxt)
+                raise _explain(OSError(errno.ENOTDIR, "not a directory"), parts[: i + 1], shown)
+            os.close(cur)
+            cur = nxt
+        return cur
+    except BaseException:
+        os.close(cur)
+        raise
+
+
+def _symlink_error(parts: list[str], shown: str) -> SyscallError:
+    where = "/" + "/".join(parts)
+    return SyscallError(
+        "refusing to follow a symlink at",
+        errno.ELOOP,
+        where,
+        f"the image has a symlink at {where}; {shown} must be reached through real directories",
+    )
+
+
+def _explain(e: OSError, parts: list[str], shown: str) -> SyscallError:
+    if e.errno == errno.ELOOP:
+        return _symlink_error(parts, shown)
+    if e.errno == errno.ENOTDIR:
+        where = "/" + "/".join(parts)
+        return SyscallError("resolving", e.errno, where, f"{where} is not a directory; cannot reach {shown}")
+    return SyscallError("opening", e.errno, shown)
+
+
+def fd_path(fd: int) -> str:
+    """The magic link through which mount(2) and friends reach ``fd``'s inode."""
+    return f"/proc/self/fd/{fd}"
+
+
+def read_file_beneath(root_fd: int, relpath: str, limit: int = 1 << 20) -> bytes | None:
+    """Read a small regular file inside the root without following symlinks.
+
+    Returns None if it is missing. Refuses FIFOs, devices and anything over
+    ``limit`` bytes, so an image cannot make the runtime hang or read a host
+    file (reliability case B16).
+    """
+    try:
+        fd = open_beneath(root_fd, relpath, os.O_RDONLY | os.O_NONBLOCK)
+    except SyscallError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SyscallError("reading", errno.EINVAL, relpath, "expected a regular file")
+        if st.st_size > limit:
+            raise SyscallError("reading", errno.EFBIG, relpath, f"larger than {limit} bytes")
+        return os.read(fd, limit + 1)[:limit]
+    finally:
+        os.close(fd)

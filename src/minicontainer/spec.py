@@ -1,0 +1,234 @@
+"""What the user asked for, as a frozen, validated value. No syscalls here.
+
+The CLI turns flags into a :class:`ContainerSpec` with :func:`build_spec`;
+everything that can be wrong with the input is found here, before any
+directory, mount, cgroup or process exists (reliability cases H45-H47).
+plan.py turns the spec into steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from minicontainer.errors import UsageError
+
+# Docker's rule for container names, with a length cap: a letter or digit
+# first, then letters, digits and _.- (so '.', '..', 'a/b', '-rf' are refused).
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+# The namespaces a container gets unless the user opts out (namespaces(7)).
+ALL_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
+# Flags that can switch one off, docker-style: --pid host, --network host ...
+OPTIONAL_NAMESPACES = {"pid": "pid", "network": "net", "uts": "uts", "ipc": "ipc", "cgroupns": "cgroup"}
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_COMMAND = ("/bin/sh",)
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise UsageError(
+            f"invalid container name {name!r}",
+            "use 1-64 letters, digits and _.-, starting with a letter or digit",
+        )
+    return name
+
+
+def validate_hostname(name: str) -> str:
+    if len(name) > 64 or not _HOSTNAME_RE.match(name):
+        raise UsageError(f"invalid hostname {name!r}", "use letters, digits, '-' and '.', at most 64 characters")
+    return name
+
+
+def parse_env(items: Iterable[str], host_env: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """``-e KEY=VAL`` (or ``-e KEY`` to copy the host's value, as docker does)."""
+    host_env = os.environ if host_env is None else host_env
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not _ENV_KEY_RE.match(key):
+            raise UsageError(f"invalid environment variable {item!r}", "use KEY=VALUE with a name of letters, digits and _")
+        if "\n" in value or "\0" in value:
+            raise UsageError(f"environment variable {key} contains a newline or NUL byte", "remove it")
+        if not sep:
+            if key not in host_env:
+                continue  # docker drops -e KEY when KEY is unset on the host
+            value = host_env[key]
+        out.append((key, value))
+    return tuple(out)
+
+
+def read_env_file(path: str) -> list[str]:
+    """``--env-file``: KEY=VAL lines; blank lines and ``#`` comments skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read env file {path}: {e.strerror}", "check the path") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"env file {path} is not UTF-8 text", "save it as UTF-8") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """``-v HOST:CONTAINER[:ro]`` — a bind mount of a host path."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """``--tmpfs PATH[:size=64m,...]``."""
+
+    target: str
+    options: str = ""
+
+
+def parse_volume(text: str) -> Volume:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(f"invalid volume {text!r}", "use -v /host/path:/container/path[:ro]")
+    source, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise UsageError(f"invalid volume mode {mode!r} in {text!r}", "use ro or rw")
+    if not os.path.isabs(source):
+        raise UsageError(f"volume source {source!r} is not an absolute path", "named volumes are not supported; give a host path")
+    if not os.path.exists(source):
+        raise UsageError(f"volume source {source} does not exist", "create it first")
+    _check_container_path(target, "volume target")
+    return Volume(os.path.abspath(source), os.path.normpath(target), mode == "ro")
+
+
+def parse_tmpfs(text: str) -> Tmpfs:
+    target, _, options = text.partition(":")
+    _check_container_path(target, "tmpfs target")
+    for opt in filter(None, options.split(",")):
+        key = opt.partition("=")[0]
+        if key not in ("size", "mode", "nr_inodes", "uid", "gid", "noexec", "exec", "nosuid", "nodev", "ro", "rw"):
+            raise UsageError(f"unsupported tmpfs option {opt!r}", "use size=64m, mode=1777, noexec, nosuid, nodev, ro")
+    return Tmpfs(os.path.normpath(target), options)
+
+
+def _check_container_path(path: str, what: str) -> None:
+    if not path.startswith("/"):
+        raise UsageError(f"{what} {path!r} is not an absolute path", "paths inside the container start with /")
+    if ".." in path.split("/"):
+        raise UsageError(f"{what} {path!r} contains '..'", "give the path without '..'")
+    if os.path.normpath(path) == "/":
+        raise UsageError(f"{what} cannot be / itself", "choose a directory inside the container")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    hostname: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/"
+    interactive: bool = False
+    tty: bool = False
+    remove: bool = False
+    namespaces: frozenset[str] = frozenset(ALL_NAMESPACES)
+    use_chroot: bool = False
+    read_only: bool = False
+    volumes: tuple[Volume, ...] = ()
+    tmpfs: tuple[Tmpfs, ...] = ()
+    # Filled by the cgroups and security layers (cgroups.resources.Resources,
+    # security.config.SecurityConfig); None means "the defaults".
+    resources: Any = None
+    security: Any = None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def argv(self) -> tuple[str, ...]:
+        return self.command or DEFAULT_COMMAND
+
+    def environment(self, hostname: str) -> dict[str, str]:
+        """The container's environment: docker's defaults, then -e/--env-file."""
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+        if self.tty:
+            env["TERM"] = os.environ.get("TERM", "xterm")
+        env.update(self.env)
+        return env
+
+
+def build_spec(
+    image: str,
+    command: Iterable[str] = (),
+    *,
+    name: str | None = None,
+    hostname: str | None = None,
+    env: Iterable[str] = (),
+    env_files: Iterable[str] = (),
+    workdir: str | None = None,
+    interactive: bool = False,
+    tty: bool = False,
+    remove: bool = False,
+    pid: str | None = None,
+    network: str | None = None,
+    uts: str | None = None,
+    ipc: str | None = None,
+    cgroupns: str | None = None,
+    use_chroot: bool = False,
+    read_only: bool = False,
+    volumes: Iterable[str] = (),
+    tmpfs: Iterable[str] = (),
+    resources: Any = None,
+    security: Any = None,
+    host_env: dict[str, str] | None = None,
+) -> ContainerSpec:
+    """Validate CLI values into a ContainerSpec (raises UsageError)."""
+    if not image:
+        raise UsageError("no image given", "name an image (e.g. mini), a directory or a tarball")
+    if name is not None:
+        validate_name(name)
+    if hostname is not None:
+        validate_hostname(hostname)
+    command = tuple(command)
+    if command and command[0] == "":
+        raise UsageError("the command is an empty string", "give a program to run, e.g. /bin/sh")
+    namespaces = set(ALL_NAMESPACES)
+    for flag, value in (("pid", pid), ("network", network), ("uts", uts), ("ipc", ipc), ("cgroupns", cgroupns)):
+        if value is None:
+            continue
+        allowed = ("host", "none") if flag == "network" else ("host", "private")
+        if value not in allowed:
+            hint = "'host' shares the host's network; 'none' (the default) gives a private one with only lo"
+            if flag != "network":
+                hint = "'host' shares the host's namespace; 'private' (the default) gives a new one"
+            raise UsageError(f"invalid --{flag} value {value!r}", hint)
+        if value == "host":
+            namespaces.discard(OPTIONAL_NAMESPACES[flag])
+    if workdir is not None and not workdir.startswith("/"):
+        raise UsageError(f"working directory {workdir!r} is not absolute", "use -w /path")
+    all_env = []
+    for path in env_files:
+        all_env.extend(read_env_file(path))
+    all_env.extend(env)
+    return ContainerSpec(
+        image=image,
+        command=command,
+        name=name,
+        hostname=hostname,
+        env=parse_env(all_env, host_env),
+        workdir=workdir or "/",
+        interactive=interactive,
+        tty=tty,
+        remove=remove,
+        namespaces=frozenset(namespaces),
+        use_chroot=use_chroot,
+        read_only=read_only,
+        volumes=tuple(parse_volume(v) for v in volumes),
+        tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
+        resources=resources,
+        security=security,
+    )

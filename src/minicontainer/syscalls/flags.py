@@ -1,0 +1,63 @@
+"""Constants from <sched.h>, <sys/mount.h> and <linux/prctl.h> (values are the
+kernel ABI, identical on every Linux architecture we support)."""
+
+# clone(2) / unshare(2) namespace flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+NAMESPACE_FLAGS = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "cgroup": CLONE_NEWCGROUP,
+    "user": CLONE_NEWUSER,
+}
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+
+MOUNT_FLAG_NAMES = {
+    MS_RDONLY: "ro",
+    MS_NOSUID: "nosuid",
+    MS_NODEV: "nodev",
+    MS_NOEXEC: "noexec",
+    MS_REMOUNT: "remount",
+    MS_NOATIME: "noatime",
+    MS_BIND: "bind",
+    MS_MOVE: "move",
+    MS_REC: "rec",
+    MS_PRIVATE: "private",
+    MS_SLAVE: "slave",
+    MS_STRICTATIME: "strictatime",
+}
+
+# umount2(2)
+MNT_DETACH = 2
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def mount_flag_names(flags: int) -> list[str]:
+    """``MS_BIND|MS_REC`` -> ["bind", "rec"], for --explain and error messages."""
+    return [name for bit, name in MOUNT_FLAG_NAMES.items() if flags & bit]
