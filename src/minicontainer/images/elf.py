@@ -395,8 +395,12 @@ class LibraryResolver:
             return None
         return entry if entry.startswith("/") else None
 
-    def resolve(self, *programs: str) -> Resolution:
+    def resolve(self, *programs: str, dlopen: tuple[str, ...] = ()) -> Resolution:
         """Resolve ``programs`` (in-root absolute paths) and all they need.
+
+        ``dlopen`` names libraries the programs load at run time with
+        dlopen(3) (no DT_NEEDED names them); each is added, with what it
+        needs, if the search finds it, and silently left out if not.
 
         Each program is resolved on its own, as each is its own process; the
         result is the union. Raises ImageError naming the library and who
@@ -406,7 +410,7 @@ class LibraryResolver:
         interp: str | None = None
         libraries: dict[str, None] = {}  # an ordered set
         for prog in programs:
-            prog_interp, libs = self._resolve_one(prog)
+            prog_interp, libs = self._resolve_one(prog, dlopen)
             if prog_interp and interp and prog_interp != interp:
                 raise ImageError(
                     f"{prog} uses the dynamic loader {prog_interp}, the others {interp}",
@@ -416,7 +420,7 @@ class LibraryResolver:
             libraries.update(dict.fromkeys(libs))
         return Resolution(tuple(programs), interp, tuple(libraries))
 
-    def _resolve_one(self, prog: str) -> tuple[str | None, list[str]]:
+    def _resolve_one(self, prog: str, dlopen: tuple[str, ...] = ()) -> tuple[str | None, list[str]]:
         exe = self.info(prog)
         if exe is None:
             raise ElfFormatError(f"{prog}: missing or not an ELF file")
@@ -439,27 +443,40 @@ class LibraryResolver:
         # has its DT_RPATH ignored, and a DT_RUNPATH applies to that object's
         # own DT_NEEDED entries only.
         queue: list[tuple[str, ElfInfo, tuple[str, ...]]] = [(prog, exe, ())]
-        while queue:
-            obj, oi, inherited = queue.pop(0)
-            origin = self._origin(obj, is_program=obj == prog)
-            runpath = self._expand_all(oi.runpath, origin)
-            rpath = () if oi.runpath else self._expand_all(oi.rpath, origin) + inherited
-            for name in oi.needed:
-                if name in loaded:
-                    continue
-                found = self._find(name, exe, () if oi.runpath else rpath, runpath)
-                if found is None:
-                    raise ImageError(
-                        f"cannot find library {name} needed by {obj}",
-                        "is the program broken on the host too? run it there to check",
-                    )
-                fi = self.info(found)
-                loaded[name] = found
-                if fi.soname:
-                    loaded.setdefault(fi.soname, found)
-                if found != exe.interp:
-                    libraries.append(found)
-                    queue.append((found, fi, rpath))
+
+        def load(name: str, found: str, rpath: tuple[str, ...]) -> None:
+            fi = self.info(found)
+            loaded[name] = found
+            if fi.soname:
+                loaded.setdefault(fi.soname, found)
+            if found != exe.interp:
+                libraries.append(found)
+                queue.append((found, fi, rpath))
+
+        def drain() -> None:
+            while queue:
+                obj, oi, inherited = queue.pop(0)
+                origin = self._origin(obj, is_program=obj == prog)
+                runpath = self._expand_all(oi.runpath, origin)
+                rpath = () if oi.runpath else self._expand_all(oi.rpath, origin) + inherited
+                for name in oi.needed:
+                    if name in loaded:
+                        continue
+                    found = self._find(name, exe, rpath, runpath)
+                    if found is None:
+                        raise ImageError(
+                            f"cannot find library {name} needed by {obj}",
+                            "is the program broken on the host too? run it there to check",
+                        )
+                    load(name, found, rpath)
+
+        drain()
+        for name in dlopen:
+            if name not in loaded and exe.dynamic:
+                found = self._find(name, exe, (), ())
+                if found is not None:
+                    load(name, found, ())
+                    drain()
         return exe.interp, libraries
 
     def _expand_all(self, entries: tuple[str, ...], origin: str) -> tuple[str, ...]:
