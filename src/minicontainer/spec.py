@@ -82,6 +82,7 @@ class Volume:
     source: str
     target: str
     readonly: bool = False
+    is_dir: bool = True  # a file is bind-mounted onto a file
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def parse_volume(text: str) -> Volume:
     if not os.path.exists(source):
         raise UsageError(f"volume source {source} does not exist", "create it first")
     _check_container_path(target, "volume target")
-    return Volume(os.path.abspath(source), os.path.normpath(target), mode == "ro")
+    return Volume(os.path.abspath(source), os.path.normpath(target), mode == "ro", os.path.isdir(source))
 
 
 def parse_tmpfs(text: str) -> Tmpfs:

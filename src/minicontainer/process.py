@@ -1,0 +1,342 @@
+"""Starting the container's process and waiting for it.
+
+The shape (see runtime.py for the whole order)::
+
+    runtime ──unshare(CLONE_NEWPID)──fork──────────────────────────── wait ─▶ exit code
+                                      │  ▲ sync pipe: "you are in your cgroup, go on"
+                                      ▼  │ error pipe: closes on execve, or carries the error
+                              child (PID 1 in the new PID namespace)
+                              unshare, mounts, pivot_root ... execve(command)
+
+The runtime itself does the unshare(CLONE_NEWPID), so the child is PID 1 and
+no intermediate process is left running. The child cannot outlive the
+runtime: PR_SET_PDEATHSIG(SIGKILL) (prctl(2)) kills it if the runtime dies,
+even by SIGKILL (reliability case F37).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import struct
+import sys
+import termios
+import tty as ttymod
+from dataclasses import dataclass
+
+from minicontainer import plan as P
+from minicontainer.apply import Applier
+from minicontainer.errors import MiniError, SyscallError
+from minicontainer.syscalls.flags import CLONE_NEWPID, PR_SET_PDEATHSIG
+
+# Signals the runtime passes on to the container, like docker's --sig-proxy.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# A PID 1 without a handler ignores SIGTERM/SIGINT (pid_namespaces(7)); after
+# this grace period (or a second Ctrl-C) the runtime sends SIGKILL.
+STOP_GRACE_SECONDS = 10
+
+
+@dataclass
+class Hooks:
+    """What the runtime plugs in around the fork (all optional)."""
+
+    explain: object = None  # explain(index, step)
+    parent_step: object = None  # parent_step(step, child_pid) for CgroupStep
+    security_prepare: object = None  # in the child, before pivot_root -> a callable run just before exec
+    on_started: object = None  # on_started(child_pid), after the command is running
+
+
+class ChildFailed(MiniError):
+    """The child reported an error before exec; carries the child's message."""
+
+
+def _encode_error(e: BaseException) -> bytes:
+    if isinstance(e, MiniError):
+        return f"{e.exit_code}\0{e.message}\0{e.hint or ''}".encode(errors="replace")
+    return f"125\0internal error in the container setup: {type(e).__name__}: {e}\0run with --debug".encode(errors="replace")
+
+
+def _decode_error(data: bytes) -> MiniError:
+    code, message, hint = (data.decode(errors="replace").split("\0") + ["", ""])[:3]
+    try:
+        exit_code = int(code)
+    except ValueError:
+        exit_code = 125
+    return ChildFailed(message, hint or None, exit_code=exit_code)
+
+
+class Container:
+    """One run: fork, set up, exec, wait."""
+
+    def __init__(self, plan: P.Plan, sc, *, tty: bool = False, interactive: bool = False, hooks: Hooks | None = None):
+        self.plan = plan
+        self.sc = sc
+        self.tty = tty
+        self.interactive = interactive
+        self.hooks = hooks or Hooks()
+        self.pid = 0
+        self.master_fd: int | None = None
+        self._stop_requested = 0
+
+    # -- starting ---------------------------------------------------------
+    def start(self) -> int:
+        steps = self.plan.steps
+        index = {id(s): i for i, s in enumerate(steps, 1)}
+        fork_at = next(i for i, s in enumerate(steps) if isinstance(s, P.Fork))
+        before, after = steps[: fork_at + 1], steps[fork_at + 1 :]
+        parent_after = [s for s in after if s.phase == "parent"]
+        child_steps = [s for s in after if s.phase == "child"]
+
+        slave_fd = None
+        if self.tty:
+            self.master_fd, slave_fd = os.openpty()
+            _copy_winsize(sys.stdin.fileno(), self.master_fd)
+        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) if not self.interactive and not self.tty else None
+        sync_r, sync_w = os.pipe()
+        err_r, err_w = os.pipe()  # both close-on-exec (PEP 446)
+        own_pidns = None
+        parent_pid = os.getpid()
+        try:
+            for s in before:
+                self._explain(index, s)
+                if isinstance(s, P.UnsharePid):
+                    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                    self.sc.unshare(CLONE_NEWPID)
+            pid = os.fork()
+        except BaseException:
+            for fd in (sync_r, sync_w, err_r, err_w, slave_fd, devnull, self.master_fd):
+                if fd is not None:
+                    os.close(fd)
+            if own_pidns is not None:
+                self._restore_pidns(own_pidns)
+            raise
+        if pid == 0:  # ---------------- the child --------------------------
+            os.close(sync_w)
+            os.close(err_r)
+            if self.master_fd is not None:
+                os.close(self.master_fd)
+            self._child(child_steps, index, parent_pid, sync_r, err_w, slave_fd, devnull)
+            os._exit(125)  # not reached: _child execs or exits
+        # -------------------------------- the runtime ---------------------
+        self.pid = pid
+        os.close(sync_r)
+        os.close(err_w)
+        for fd in (slave_fd, devnull):
+            if fd is not None:
+                os.close(fd)
+        if own_pidns is not None:
+            # Our later children (none planned, but tests run many containers in
+            # one process) must not land in the container's PID namespace.
+            self._restore_pidns(own_pidns)
+        try:
+            for s in parent_after:
+                self._explain(index, s)
+                if self.hooks.parent_step is not None:
+                    self.hooks.parent_step(s, pid)
+            os.write(sync_w, b"1")
+        except BaseException:
+            self._kill_and_reap()
+            os.close(sync_w)
+            os.close(err_r)
+            raise
+        os.close(sync_w)
+        data = _read_all(err_r)
+        os.close(err_r)
+        if data:
+            self._reap()
+            raise _decode_error(data)
+        if self.hooks.on_started is not None:
+            self.hooks.on_started(pid)
+        return pid
+
+    def _restore_pidns(self, fd: int) -> None:
+        try:
+            self.sc.setns(fd, CLONE_NEWPID)
+        finally:
+            os.close(fd)
+
+    def _explain(self, index, step) -> None:
+        if self.hooks.explain is not None:
+            self.hooks.explain(index[id(step)], step)
+
+    def _child(self, steps, index, parent_pid, sync_r, err_w, slave_fd, devnull) -> None:
+        try:
+            # Die with the runtime: the kernel sends SIGKILL when it exits.
+            # Checked again after getppid(): the runtime may have died already.
+            self.sc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent_pid:
+                os._exit(125)
+            if os.read(sync_r, 1) != b"1":
+                os._exit(125)  # the runtime failed or died before releasing us
+            os.close(sync_r)
+
+            def on_new_session(tty: bool) -> None:
+                if tty:
+                    fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+                    for target in (0, 1, 2):
+                        os.dup2(slave_fd, target)
+                    os.close(slave_fd)
+                elif devnull is not None:
+                    os.dup2(devnull, 0)  # docker gives no stdin without -i
+                    os.close(devnull)
+
+            applier = Applier(self.sc, explain=self._child_explain(index), on_new_session=on_new_session)
+            # Resolve users, build the seccomp program ... while we may still
+            # run Python freely (before pivot_root).
+            pivot_at = next(
+                (i for i, s in enumerate(steps) if isinstance(s, (P.PivotRoot, P.Chroot))), len(steps)
+            )
+            applier.run(steps[:pivot_at], start_index=index[id(steps[0])] if steps else 1)
+            if self.hooks.security_prepare is not None:
+                applier.security_enter = self.hooks.security_prepare(applier.root_fd)
+            rest = steps[pivot_at:]
+            if rest:
+                applier.run(rest, start_index=index[id(rest[0])])
+        except BaseException as e:  # noqa: BLE001 - everything must reach the runtime
+            try:
+                os.write(err_w, _encode_error(e))
+            finally:
+                os._exit(e.exit_code if isinstance(e, MiniError) else 125)
+
+    def _child_explain(self, index):
+        if self.hooks.explain is None:
+            return None
+        return lambda i, step: self.hooks.explain(i, step)
+
+    # -- waiting ----------------------------------------------------------
+    def wait(self) -> int:
+        """Wait for the container's PID 1, forwarding signals; return its exit code."""
+        previous = {}
+        for sig in FORWARDED:
+            previous[sig] = signal.signal(sig, self._forward)
+        previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._escalate)
+        if self.master_fd is not None:
+            previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
+        try:
+            if self.master_fd is not None:
+                return self._pty_loop()
+            return self._reap()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _forward(self, sig, frame) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return
+        if sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._stop_requested += 1
+            if self._stop_requested >= 2 and sig == signal.SIGINT:
+                self._escalate(sig, frame)
+            else:
+                signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+
+    def _escalate(self, sig, frame) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _winch(self, sig, frame) -> None:
+        if self.master_fd is not None:
+            _copy_winsize(sys.stdin.fileno(), self.master_fd)
+
+    def _reap(self) -> int:
+        while True:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                return 125
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                break
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+    def _kill_and_reap(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reap()
+
+    def _pty_loop(self) -> int:
+        """Copy between the user's terminal and the container's pty until it ends."""
+        stdin = sys.stdin.fileno()
+        stdout = sys.stdout.fileno()
+        saved = None
+        if os.isatty(stdin):
+            saved = termios.tcgetattr(stdin)
+            # Raw mode: every key, Ctrl-C included, goes to the container's pty,
+            # whose line discipline turns it into SIGINT for the container.
+            ttymod.setraw(stdin)
+        reading_stdin = self.interactive
+        try:
+            while True:
+                fds = [self.master_fd] + ([stdin] if reading_stdin else [])
+                try:
+                    ready, _, _ = select.select(fds, [], [], 0.5)
+                except InterruptedError:
+                    continue
+                if self.master_fd in ready:
+                    try:
+                        data = os.read(self.master_fd, 65536)
+                    except OSError as e:
+                        if e.errno != errno.EIO:
+                            raise
+                        data = b""  # EIO: every slave end is closed
+                    if not data:
+                        break
+                    _write_all(stdout, data)
+                if reading_stdin and stdin in ready:
+                    data = os.read(stdin, 65536)
+                    if not data:
+                        reading_stdin = False
+                    else:
+                        _write_all(self.master_fd, data)
+        finally:
+            if saved is not None:
+                termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            os.close(self.master_fd)
+            self.master_fd = None
+        return self._reap()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            n = os.write(fd, data)
+        except BrokenPipeError:
+            return
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return
+            raise
+        data = data[n:]
+
+
+def _copy_winsize(src: int, dst: int) -> None:
+    try:
+        size = fcntl.ioctl(src, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass
+
+
+__all__ = ["Container", "Hooks", "ChildFailed", "SyscallError"]

@@ -1,0 +1,293 @@
+"""The only module that knows the order of a run, from spec to exit code.
+
+    1. resolve the image (a name in the store, a directory, or a tarball)
+    2. choose the id, name and hostname; lay out the container's layer dirs
+    3. build the plan (plan.py) — or, with --dry-run, print it and stop
+    4. reserve the name and write state.json (state.py)
+    5. start: fork, put the child in its cgroup, let it set itself up and
+       exec (process.py, apply.py)
+    6. wait, forwarding signals; report OOM/pids events
+    7. clean up: kill what is left in the cgroup, remove it, and with --rm
+       the writable layer and the state
+
+Whatever fails, step 7 runs: no cgroup, layer, state or process is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from minicontainer import paths
+from minicontainer import plan as P
+from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError
+from minicontainer.state import ContainerState, StateStore, new_id, proc_start_time
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    name: str  # as the user wrote it
+    image_id: str
+    rootfs: str  # the lower layer
+    exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
+
+
+def require_root(what: str = "running a container") -> None:
+    if os.geteuid() != 0:
+        raise NotRootError(
+            f"{what} needs root: namespaces, mounts and cgroups are privileged",
+            "run it as root (e.g. sudo minicontainer ...); rootless mode comes with --userns",
+        )
+
+
+def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
+    """An image name, a directory (used read-only as the lower layer) or a tarball."""
+    from minicontainer.images.store import ImageStore
+
+    store = ImageStore()
+    if "/" in ref or ref in (".", "..") or os.path.isdir(ref):
+        path = os.path.abspath(ref)
+        if os.path.isdir(path):
+            return ResolvedImage(ref, "dir:" + path, path)
+        if os.path.isfile(path):
+            return _import_tarball(store, path, build)
+        raise ImageError(f"no such image directory or tarball: {ref}", "give an existing directory or file", exit_code=125)
+    if os.path.isfile(ref):
+        return _import_tarball(store, os.path.abspath(ref), build)
+    if not store.exists(ref):
+        if ref == "mini":
+            if not build:
+                return ResolvedImage(ref, "(not built yet)", str(store.images_dir / "<id>" / "rootfs"), exists=False)
+            from minicontainer.images.mini import ensure_mini
+
+            image = ensure_mini(store)
+            return ResolvedImage(ref, image.id, str(image.rootfs))
+    image = store.get(ref)
+    return ResolvedImage(ref, image.id, str(image.rootfs))
+
+
+def _import_tarball(store, path: str, build: bool) -> ResolvedImage:
+    try:
+        from minicontainer.images import importer
+    except ImportError:
+        raise ImageError(f"{path} is a file, and importing tarballs is not available yet", "extract it into a directory") from None
+    if not build:
+        return ResolvedImage(path, "(imported at run time)", path, exists=False)
+    image = importer.import_for_run(store, path)
+    return ResolvedImage(path, image.id, str(image.rootfs))
+
+
+def overlay_supported() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+class Runner:
+    """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
+
+    def __init__(self, spec, *, explain: bool = False, out=None, sc=None):
+        self.spec = spec
+        self.explain = explain
+        self.out = out if out is not None else sys.stderr
+        self._sc = sc
+        self.cgroup = None  # a cgroups manager, when limits/cgroups are in use
+        self.security = None
+
+    @property
+    def sc(self):
+        if self._sc is None:
+            from minicontainer.syscalls.linux import Linux
+
+            self._sc = Linux()
+        return self._sc
+
+    # -- planning ---------------------------------------------------------
+    def make_plan(self, *, dry_run: bool = False):
+        spec = self.spec
+        image = resolve_image(spec.image, build=not dry_run)
+        cid = new_id()
+        name = spec.name or cid[:12]
+        hostname = spec.hostname or name
+        layer = paths.home() / "containers" / cid
+        mode = "overlay" if overlay_supported() else "bind"
+        rootfs = P.RootfsLayout(
+            lower=image.rootfs,
+            target=str(layer / "merged"),
+            upper=str(layer / "upper") if not spec.read_only else "",
+            work=str(layer / "work") if not spec.read_only else "",
+            mode=mode,
+        )
+        cgroup_steps = self._cgroup_steps(cid)
+        security_steps, mask_steps = self._security_steps()
+        plan = P.build_plan(
+            spec,
+            hostname=hostname,
+            rootfs=rootfs,
+            cgroup_steps=cgroup_steps,
+            security_steps=security_steps,
+            mask_steps=mask_steps,
+        )
+        state = ContainerState(
+            id=cid,
+            name=name,
+            image=image.name,
+            image_id=image.image_id,
+            command=list(spec.argv()),
+            hostname=hostname,
+            rootfs=rootfs.target,
+            layer_dir=str(layer),
+            remove=spec.remove,
+        )
+        return plan, state, image, rootfs
+
+    def _cgroup_steps(self, cid: str) -> list:
+        """The cgroup part of the plan (cgroups/ decides the files)."""
+        try:
+            from minicontainer import cgroups
+
+            cgroups.plan_steps  # noqa: B018  (the integration API; absent while it is being built)
+        except (ImportError, AttributeError):
+            if self.spec.resources is not None and not _resources_empty(self.spec.resources):
+                raise UsageError("resource limits are not available in this build", None) from None
+            return []
+        self.cgroup = cgroups.manager_for(cid, self.spec.resources)
+        return [
+            P.CgroupStep(action=w.action, path=w.path, value=w.value, reason=w.why, counterpart=w.counterpart)
+            for w in cgroups.plan_steps(self.cgroup, self.spec.resources)
+        ]
+
+    def _security_steps(self) -> tuple[list, list]:
+        try:
+            from minicontainer import security
+
+            security.plan_steps  # noqa: B018
+        except (ImportError, AttributeError):
+            return [], []
+        self.security = security
+        return security.plan_steps(self.spec.security), security.mask_steps(self.spec.security)
+
+    # -- running ----------------------------------------------------------
+    def dry_run(self) -> int:
+        plan, state, image, _ = self.make_plan(dry_run=True)
+        print(f"# container {state.short_id} ({state.name}), image {image.name}: the plan, not carried out", file=self.out)
+        print(plan.render(), file=self.out)
+        return 0
+
+    def run(self) -> int:
+        require_root()
+        plan, state, image, rootfs = self.make_plan()
+        store = StateStore()
+        state.created = time.time()
+        state.runtime_pid = os.getpid()
+        state.runtime_start = proc_start_time(os.getpid())
+        store.reserve(state)
+        layer = Path(state.layer_dir)
+        cgroup_created = False
+        container = None
+        try:
+            paths.ensure_private_dir(layer.parent)
+            layer.mkdir(mode=0o700)
+            for d in (rootfs.target, rootfs.upper, rootfs.work):
+                if d:
+                    os.mkdir(d, 0o755)
+            if rootfs.mode == "bind" and not self.spec.read_only:
+                self._copy_fallback(rootfs)
+            from minicontainer.process import Container, Hooks
+
+            def parent_step(step, child_pid):
+                nonlocal cgroup_created
+                cgroup_created = True
+                self._apply_cgroup_step(step, child_pid)
+
+            def on_started(pid):
+                state.pid = pid
+                state.status = "running"
+                state.started = time.time()
+                store.save(state)
+
+            hooks = Hooks(
+                explain=self._print_step if self.explain else None,
+                parent_step=parent_step,
+                security_prepare=self._security_prepare(),
+                on_started=on_started,
+            )
+            container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks)
+            container.start()
+            code = container.wait()
+            state.exit_code = code
+            state.exit_reason = self._exit_report() or ""
+            if state.exit_reason:
+                print(f"minicontainer: {state.exit_reason}", file=sys.stderr)
+            return code
+        except MiniError as e:
+            state.exit_code = e.exit_code
+            raise
+        finally:
+            state.status = "exited"
+            state.finished = time.time()
+            if cgroup_created and self.cgroup is not None:
+                self._destroy_cgroup()
+            if self.spec.remove:
+                shutil.rmtree(layer, ignore_errors=True)
+                store.remove(state)
+            elif state.exit_code is None or (container is None or not container.pid):
+                # It never started: nothing to keep (docker keeps "Created"
+                # containers, but a half-made one is only clutter here).
+                shutil.rmtree(layer, ignore_errors=True)
+                store.remove(state)
+            else:
+                store.save(state)
+
+    def _copy_fallback(self, rootfs) -> None:
+        """No overlayfs (some nested setups): copy the image once and say so."""
+        print("minicontainer: overlayfs is not available; copying the image instead (slower)", file=sys.stderr)
+        shutil.copytree(rootfs.lower, rootfs.target, symlinks=True, dirs_exist_ok=True)
+
+    def _print_step(self, i: int, step) -> None:
+        text = "\n".join(P.render_step(i, step)) + "\n"
+        try:
+            os.write(2 if self.out is sys.stderr else self.out.fileno(), text.encode())
+        except (OSError, AttributeError, ValueError):
+            self.out.write(text)
+
+    # -- cgroups and security hooks (filled by those layers) -----------------
+    def _apply_cgroup_step(self, step, child_pid: int) -> None:
+        from minicontainer import cgroups
+
+        cgroups.apply_step(self.cgroup, step, child_pid)
+
+    def _destroy_cgroup(self) -> None:
+        try:
+            self.cgroup.destroy()
+        except MiniError as e:
+            print(f"minicontainer: warning: {e}", file=sys.stderr)
+
+    def _exit_report(self) -> str | None:
+        if self.cgroup is None:
+            return None
+        try:
+            return self.cgroup.exit_report()
+        except (MiniError, OSError):
+            return None
+
+    def _security_prepare(self):
+        if self.security is None:
+            return None
+        config = self.spec.security
+
+        def prepare(root_fd):
+            return self.security.prepare_enter(config, root_fd)
+
+        return prepare
+
+
+def _resources_empty(resources) -> bool:
+    is_empty = getattr(resources, "is_empty", None)
+    return bool(is_empty()) if callable(is_empty) else False
