@@ -382,9 +382,10 @@ class LibraryResolver:
         # glibc takes it from /proc/self/exe, i.e. after symlinks; for a
         # library, from the path it was found under.
         if is_program:
-            real = os.path.realpath(self.host(path))
-            rel = os.path.relpath(real, self.root)
-            return os.path.dirname("/" + rel if not rel.startswith("..") else real)
+            try:
+                return os.path.dirname(walk_path(path, self.root)[-1].path)
+            except ImageError:
+                return os.path.dirname(path)
         return os.path.dirname(path)
 
     @staticmethod
@@ -482,10 +483,10 @@ class LibraryResolver:
     def _expand_all(self, entries: tuple[str, ...], origin: str) -> tuple[str, ...]:
         return tuple(d for d in (self._expand(e, origin) for e in entries) if d)
 
-    def _find(self, name: str, exe: ElfInfo, rpaths, runpath) -> str | None:
+    def _find(self, name: str, exe: ElfInfo, rpath: tuple[str, ...], runpath: tuple[str, ...]) -> str | None:
         if "/" in name:  # ld.so(8): a name with a slash is used as a path
             return name if self._usable(name, exe) else None
-        dirs = [d for chain in rpaths for d in chain] + list(runpath) + list(self.search_dirs(exe))
+        dirs = list(rpath) + list(runpath) + list(self.search_dirs(exe))
         for d in dirs:
             candidate = os.path.join(d, name)
             if self._usable(candidate, exe):
