@@ -82,6 +82,7 @@ class Applier:
 
     def _mount_rootfs(self, step: P.MountRootfs) -> None:
         if step.mode == "overlay":
+            self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
             self.sc.mount("overlay", step.target, "overlay", MS_RDONLY if step.readonly else 0, step.overlay_options)
         else:
             self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)

@@ -183,39 +183,42 @@ class MakeMountsPrivate(Step):
 
 @dataclass(frozen=True)
 class MountRootfs(Step):
-    """The container's root: an overlay (image as lower layer), or a bind mount."""
+    """The container's root: an overlay (image as lower layer), or a bind mount.
 
-    target: str = ""
-    lower: str = ""
-    upper: str = ""
-    work: str = ""
+    The overlay is mounted from inside the container's layer directory with
+    relative option paths (``lowerdir=lower`` where ``lower`` is a symlink to
+    the image), so the container's /proc/self/mountinfo shows no host paths.
+    """
+
+    target: str = ""  # <layer>/merged
+    layer: str = ""  # the container's directory: lower -> image, upper/, work/, merged/
+    lower: str = ""  # the image rootfs (for the bind mode and for reading)
     readonly: bool = False
     mode: str = "overlay"  # overlay | bind
 
     @property
     def overlay_options(self) -> str:
-        if self.readonly or not self.upper:
-            return f"lowerdir={self.lower}"
-        return f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
+        if self.readonly:
+            return "lowerdir=lower"
+        return "lowerdir=lower,upperdir=upper,workdir=work"
 
     def what(self) -> str:
         if self.mode == "overlay":
             ro = " read-only" if self.readonly else ""
-            return f"mount the root filesystem: a{ro} overlay of the image at {self.target}"
+            return f"mount the root filesystem: a{ro} overlay of the image on {self.target}"
         return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
 
     def why(self) -> str:
         if self.mode == "overlay":
             return (
-                "overlayfs: reads come from the image (lower), writes go to this container's own upper "
-                "directory, so the image is never modified and every container starts clean"
+                "overlayfs: reads come from the image (lower, a link to it), writes go to this container's own "
+                "upper directory, so the image is never modified and every container starts clean"
             )
         return "pivot_root(2) needs the new root to be a mount point; a bind mount of the directory makes it one"
 
     def shell(self) -> str:
         if self.mode == "overlay":
-            ro = ",ro" if self.readonly else ""
-            return f"mount -t overlay overlay -o {self.overlay_options}{ro} {self.target}"
+            return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged"
         ro = f" && mount -o remount,bind,ro {self.target}" if self.readonly else ""
         return f"mount --rbind {self.lower} {self.target}{ro}"
 
@@ -483,10 +486,12 @@ class RootfsLayout:
     """Where the container's root comes from (decided by the runtime)."""
 
     lower: str  # the image rootfs or the user's directory
-    target: str  # where the root is mounted (the container's merged dir)
-    upper: str = ""
-    work: str = ""
+    layer: str  # the container's own directory (lower link, upper/, work/, merged/)
     mode: str = "overlay"  # overlay | bind
+
+    @property
+    def target(self) -> str:
+        return self.layer + "/merged"
 
 
 def build_plan(
@@ -511,9 +516,8 @@ def build_plan(
     plan.add(
         MountRootfs(
             target=rootfs.target,
+            layer=rootfs.layer,
             lower=rootfs.lower,
-            upper=rootfs.upper,
-            work=rootfs.work,
             readonly=spec.read_only,
             mode=rootfs.mode,
         )

@@ -117,13 +117,10 @@ class Runner:
         hostname = spec.hostname or name
         layer = paths.home() / "containers" / cid
         mode = "overlay" if overlay_supported() else "bind"
-        rootfs = P.RootfsLayout(
-            lower=image.rootfs,
-            target=str(layer / "merged"),
-            upper=str(layer / "upper") if not spec.read_only else "",
-            work=str(layer / "work") if not spec.read_only else "",
-            mode=mode,
-        )
+        lower = image.rootfs
+        if mode == "bind" and not spec.read_only:
+            lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
+        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode)
         cgroup_steps = self._cgroup_steps(cid)
         security_steps, mask_steps = self._security_steps()
         plan = P.build_plan(
@@ -194,11 +191,14 @@ class Runner:
         try:
             paths.ensure_private_dir(layer.parent)
             layer.mkdir(mode=0o700)
-            for d in (rootfs.target, rootfs.upper, rootfs.work):
-                if d:
-                    os.mkdir(d, 0o755)
-            if rootfs.mode == "bind" and not self.spec.read_only:
-                self._copy_fallback(rootfs)
+            os.mkdir(layer / "merged", 0o755)
+            if rootfs.mode == "overlay":
+                os.symlink(rootfs.lower, layer / "lower")
+                if not self.spec.read_only:
+                    os.mkdir(layer / "upper", 0o755)
+                    os.mkdir(layer / "work", 0o700)
+            elif not self.spec.read_only:
+                self._copy_fallback(image.rootfs, rootfs.lower)
             from minicontainer.process import Container, Hooks
 
             def parent_step(step, child_pid):
@@ -245,10 +245,10 @@ class Runner:
             else:
                 store.save(state)
 
-    def _copy_fallback(self, rootfs) -> None:
-        """No overlayfs (some nested setups): copy the image once and say so."""
+    def _copy_fallback(self, source: str, copy: str) -> None:
+        """No overlayfs (some nested setups): copy the image and say so."""
         print("minicontainer: overlayfs is not available; copying the image instead (slower)", file=sys.stderr)
-        shutil.copytree(rootfs.lower, rootfs.target, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(source, copy, symlinks=True)
 
     def _print_step(self, i: int, step) -> None:
         text = "\n".join(P.render_step(i, step)) + "\n"

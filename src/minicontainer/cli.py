@@ -1,0 +1,125 @@
+"""The command line: thin. Flags -> spec -> runtime.
+
+Each subcommand lives in ``commands/<name>.py`` and is imported only when it
+is used, so ``minicontainer run`` does not pay for the image, stats or
+network code (click's LazyGroup pattern).
+
+Errors: library code raises ``minicontainer.errors.MiniError``; :func:`main`
+prints it as one line ``minicontainer: error: ... (hint: ...)`` and exits with
+its code. A Python traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from minicontainer import __version__
+from minicontainer.errors import MiniError
+
+# name -> (module, attribute, one-line help shown by `minicontainer --help`)
+COMMANDS = {
+    "run": ("minicontainer.commands.run", "run", "Run a command in a new container."),
+    "ps": ("minicontainer.commands.ps", "ps", "List containers."),
+    "rm": ("minicontainer.commands.rm", "rm", "Remove containers."),
+    "image": ("minicontainer.commands.image", "image", "Manage images: import, ls, inspect, rm, build-mini."),
+    "stats": ("minicontainer.commands.stats", "stats", "Show live resource usage of containers."),
+    "pause": ("minicontainer.commands.pause", "pause", "Freeze all processes of a container."),
+    "unpause": ("minicontainer.commands.pause", "unpause", "Thaw a paused container."),
+    "export": ("minicontainer.commands.export", "export", "Write a container's filesystem as a tar."),
+    "diff": ("minicontainer.commands.export", "diff", "List what a container changed (A/C/D)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name, (mod, _, _) in COMMANDS.items() if _module_exists(mod)]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        mod, attr, _ = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                return None
+            raise
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(mod: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(mod) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minicontainer")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def cli(debug):
+    """minicontainer: a small, readable container runtime.
+
+    It does by hand what docker does: unpack a root filesystem, unshare
+    namespaces, pivot_root into it, mount /proc /sys /tmp /dev, write cgroup
+    limits and exec your command. Add --explain to `run` to see every step
+    with its shell equivalent.
+    """
+    global _debug
+    _debug = _debug or debug
+
+
+_debug = os.environ.get("MINICONTAINER_DEBUG") == "1"
+
+
+def main(argv=None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="minicontainer", standalone_mode=False)
+    except MiniError as e:
+        if _debug:
+            raise
+        _print_error(str(e))
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        # Bad flags: one line, docker's exit code for its own errors.
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            cmd = e.ctx.command_path
+            _print_error(f"{e.format_message()} (see '{cmd} --help')")
+        else:
+            _print_error(e.format_message())
+        sys.exit(125)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # `minicontainer ps | head -1`: the reader left; not an error worth a traceback.
+        try:
+            sys.stdout = None
+        finally:
+            os._exit(141)
+    except Exception as e:  # noqa: BLE001 - the one place that catches everything
+        if _debug:
+            raise
+        _print_error(f"internal error: {type(e).__name__}: {e} (hint: run again with --debug and report it)")
+        sys.exit(125)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_error(message: str) -> None:
+    try:
+        click.echo(f"minicontainer: error: {message}", err=True)
+    except OSError:
+        pass

@@ -1,0 +1,56 @@
+"""``minicontainer rm [-f] CONTAINER...`` — remove state and writable layer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import click
+
+from minicontainer.errors import ContainerError, MiniError
+
+
+@click.command(short_help="Remove containers.")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+def rm(containers, force):
+    """Remove one or more containers (running ones only with -f)."""
+    from minicontainer.state import StateStore
+
+    store = StateStore()
+    failed = None
+    for ref in containers:
+        try:
+            st = store.get(ref)
+            if st.status == "running":
+                if not force:
+                    raise ContainerError(
+                        f"container {ref} is running", f"stop it first, or use 'minicontainer rm -f {ref}'"
+                    )
+                _kill(st)
+                st = store.get(ref)
+            if st.layer_dir and os.path.isdir(st.layer_dir):
+                shutil.rmtree(st.layer_dir, ignore_errors=True)
+            store.remove(st)
+            click.echo(ref)
+        except MiniError as e:
+            failed = e
+            click.echo(f"minicontainer: error: {e}", err=True)
+    if failed is not None:
+        return failed.exit_code
+    return 0
+
+
+def _kill(st) -> None:
+    """SIGKILL the container's PID 1; the runtime then cleans up and exits."""
+    from minicontainer.state import proc_start_time
+
+    try:
+        os.kill(st.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc_start_time(st.runtime_pid) == st.runtime_start and st.runtime_pid:
+        time.sleep(0.05)
