@@ -1,0 +1,420 @@
+"""What both cgroup managers do, and the steps they do it with.
+
+A manager owns one container's cgroup: ``<mount>/minicontainer/<id>`` on v2,
+one such directory per controller hierarchy on v1. Its life:
+
+1. ``plan()``        the ordered steps as data (``CgroupWrite``), for
+                     ``--explain`` and ``--dry-run``; nothing is changed;
+2. ``create()``      the "create" steps: mkdir, enable controllers, ...;
+3. ``apply()``       the "limit" steps: write each limit file;
+4. ``add_process()`` the "join" steps: the child's pid into cgroup.procs,
+                     before the child execs (so it never runs unlimited);
+5. ``stats()``, ``freeze()``/``thaw()``, ``oom_killed()``, ``exit_report()``;
+6. ``destroy()``     kill every process left, remove every directory,
+                     sub-cgroups first, with a deadline.
+
+``create``, ``apply`` and ``add_process`` execute exactly the steps ``plan``
+returns, so what ``--explain`` shows is what runs. The subclasses (v1.py,
+v2.py) supply the plan and the version-specific files; everything else lives
+here. All I/O goes through a ``CgroupFs`` (files.py), so unit tests run the
+same code against a temp dir.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import signal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from minicontainer import units
+from minicontainer.cgroups.files import CgroupFs, read_pids, walk_bottom_up
+from minicontainer.cgroups.resources import Resources
+from minicontainer.errors import CgroupError, SyscallError, UsageError
+
+DEFAULT_PARENT = "minicontainer"
+
+# Same rule as container names elsewhere: a safe single path component.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_id(container_id: str) -> str:
+    if not isinstance(container_id, str) or not _ID_RE.match(container_id):
+        raise UsageError(
+            f"invalid container id {container_id!r} for a cgroup name",
+            "use letters, digits and _.- (starting with a letter or digit)",
+        )
+    return container_id
+
+
+@dataclass(frozen=True)
+class CgroupWrite:
+    """One step on the cgroup filesystem.
+
+    ``action``:
+      - ``create``   mkdir ``file`` (a cgroup directory);
+      - ``write``    write ``value`` to ``file``; when ``source`` is set the
+                     value is copied from that file at run time (v1 cpuset),
+                     and only if ``file`` is still empty;
+      - ``move-out`` move every process listed in ``source`` into ``file``
+                     (the cgroup v2 "no internal processes" rule);
+      - ``join``     write the container's pid to ``file``.
+    ``stage`` says which method runs it: ``create`` / ``limit`` / ``join``.
+    ``counterpart`` names the same knob in the other cgroup version, so a
+    learner on a v1 host sees the v2 file and back. ``optional`` steps are
+    defaults (not asked for by a flag) and are skipped when the host lacks
+    the file. ``flag`` is the user's flag that asked for it, for errors.
+    """
+
+    file: str
+    value: str
+    why: str
+    counterpart: str = ""
+    action: str = "write"
+    stage: str = "limit"
+    source: str = ""
+    optional: bool = False
+    flag: str = ""
+
+    def describe(self) -> str:
+        """One line for --explain."""
+        if self.action == "create":
+            return f"mkdir {self.file}"
+        if self.action == "move-out":
+            return f"move every process in {self.source} to {self.file}"
+        if self.action == "join":
+            return f"echo {self.value} > {self.file}"
+        extra = f"   (other cgroup version: {self.counterpart})" if self.counterpart else ""
+        if self.source:
+            return f"cat {self.source} > {self.file}{extra}"
+        return f"echo '{self.value}' > {self.file}{extra}"
+
+    def shell(self) -> str:
+        """The command a person would type to do the same by hand."""
+        if self.action == "create":
+            return f"mkdir {self.file}"
+        if self.action == "move-out":
+            return f"for p in $(cat {self.source}); do echo $p > {self.file}; done"
+        if self.action == "join":
+            return f"echo $CHILD_PID > {self.file}"
+        if self.source:
+            return f"cat {self.source} > {self.file}"
+        return f"echo '{self.value}' > {self.file}"
+
+
+def format_exit_report(*, oom_kills: int, memory_limit: int | None, memory_peak: int | None,
+                       pids_max_hits: int, pids_limit: int | None) -> str | None:
+    """The one-line explanation shown when a container ends (pure).
+
+    >>> format_exit_report(oom_kills=1, memory_limit=80 << 20, memory_peak=80 << 20, pids_max_hits=0, pids_limit=None)
+    'killed by the OOM killer: memory limit 80 MiB, peak 80 MiB'
+    """
+    parts = []
+    if oom_kills > 0:
+        details = []
+        if memory_limit is not None:
+            details.append(f"memory limit {units.format_size(memory_limit)}")
+        if memory_peak is not None:
+            details.append(f"peak {units.format_size(memory_peak)}")
+        parts.append("killed by the OOM killer" + (": " + ", ".join(details) if details else ""))
+    if pids_max_hits > 0:
+        limit = f"pids limit {pids_limit} reached" if pids_limit is not None else "pids limit reached"
+        parts.append(f"forks failed: {limit}")
+    return "; ".join(parts) or None
+
+
+class CgroupManager(ABC):
+    """The interface the runtime calls; see the module docstring for the order."""
+
+    version = ""  # "v1" | "v2"
+
+    def __init__(self, container_id: str, resources: Resources | None = None, *,
+                 fs: CgroupFs | None = None, timeout: float = 10.0):
+        self.container_id = check_id(container_id)
+        self.resources = resources if resources is not None else Resources()
+        self.fs = fs if fs is not None else CgroupFs()
+        self.timeout = timeout
+
+    # -- where ---------------------------------------------------------------
+    @property
+    def relative_path(self) -> str:
+        """``minicontainer/<id>`` or ``<cgroup_parent>/<id>``, below each mount."""
+        parent = self.resources.cgroup_parent or DEFAULT_PARENT
+        return f"{parent}/{self.container_id}"
+
+    @abstractmethod
+    def leaves(self) -> list[str]:
+        """The container's cgroup directories (one on v2, one per hierarchy on v1)."""
+
+    @property
+    def path(self) -> str:
+        """The main cgroup directory (v2: the only one; v1: the freezer's or first)."""
+        return self.leaves()[0]
+
+    def exists(self) -> bool:
+        return any(self.fs.is_dir(p) for p in self.leaves())
+
+    # -- plan and the three stages that run it --------------------------------
+    @abstractmethod
+    def plan(self, resources: Resources | None = None) -> list[CgroupWrite]:
+        """Every step, in order, as data. Raises CgroupError for limits the host cannot enforce."""
+
+    def create(self) -> None:
+        """Make the cgroup. A stale empty one (from a crash) is removed first;
+        a non-empty or frozen one is refused (reliability case 32)."""
+        steps = [s for s in self.plan() if s.stage == "create"]
+        self._refuse_or_clear_existing()
+        for attempt in range(3):
+            try:
+                for s in steps:
+                    self._run(s)
+                return
+            except _ParentVanished:
+                # Another container's destroy() removed the shared
+                # "minicontainer" directory between our mkdirs; just redo it.
+                if attempt == 2:
+                    raise CgroupError(f"could not create {self.path}: its parent kept disappearing",
+                                      "another minicontainer may be cleaning up at the same time; retry") from None
+
+    def apply(self, resources: Resources | None = None) -> None:
+        """Write every limit (on the cgroup made by create())."""
+        if resources is not None:
+            self.resources = resources
+        for s in self.plan():
+            if s.stage == "limit":
+                self._run(s)
+
+    def add_process(self, pid: int) -> None:
+        """Move ``pid`` (and its threads) into the container's cgroup(s)."""
+        for s in self.plan():
+            if s.stage == "join":
+                self._run(s, pid=pid)
+
+    def _run(self, s: CgroupWrite, pid: int | None = None) -> None:
+        fs = self.fs
+        if s.action == "create":
+            try:
+                fs.mkdir(s.file)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                raise _ParentVanished() from None
+            except OSError as e:
+                raise SyscallError("creating the cgroup", e.errno or errno.EIO, s.file,
+                                   _mkdir_hint(e.errno)) from None
+            return
+        if s.action == "move-out":
+            for p in read_pids(fs, s.source):
+                try:
+                    fs.write(s.file, str(p))
+                except SyscallError as e:
+                    if e.errno != errno.ESRCH:  # gone meanwhile: nothing to move
+                        raise
+            return
+        value = str(pid) if s.action == "join" else s.value
+        if s.source:
+            try:
+                if fs.read(s.file).strip():
+                    return  # already set (e.g. a shared parent another container set up)
+            except SyscallError:
+                pass
+            value = fs.read(s.source).strip()
+        if s.optional and not fs.exists(s.file):
+            return
+        try:
+            fs.write(s.file, value)
+        except SyscallError as e:
+            if e.errno == errno.ENOENT and not fs.exists(s.file):
+                raise self._missing_file_error(s) from None
+            raise
+
+    def _missing_file_error(self, s: CgroupWrite) -> CgroupError:
+        name = s.file.rsplit("/", 1)[-1]
+        controller = name.split(".", 1)[0]
+        what = f"{s.flag} needs" if s.flag else "minicontainer needs"
+        return CgroupError(f"{what} {name}, which this host does not offer (the {controller} controller)",
+                           self.missing_hint(name, controller))
+
+    def missing_hint(self, name: str, controller: str) -> str:
+        return f"enable the {controller} controller on this host"
+
+    # -- state -----------------------------------------------------------------
+    def procs(self) -> list[int]:
+        """Every pid in the container's cgroup(s) and their sub-cgroups."""
+        pids: set[int] = set()
+        for leaf in self.leaves():
+            if not self.fs.is_dir(leaf):
+                continue
+            for d in walk_bottom_up(self.fs, leaf):
+                pids.update(read_pids(self.fs, f"{d}/cgroup.procs"))
+        return sorted(pids)
+
+    @abstractmethod
+    def is_frozen(self) -> bool: ...
+
+    @abstractmethod
+    def freeze(self) -> None:
+        """Stop every process (``pause``); returns once the kernel says frozen."""
+
+    @abstractmethod
+    def thaw(self) -> None: ...
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """Keys: memory_current, memory_limit, memory_peak (bytes), cpu_usage_usec,
+        cpu_throttled_usec, cpu_nr_throttled, pids_current, pids_limit,
+        io_read_bytes, io_write_bytes. None where the host has no such counter;
+        limits are None when unlimited."""
+
+    @abstractmethod
+    def _oom_kills(self) -> int: ...
+
+    @abstractmethod
+    def _pids_max_hits(self) -> int: ...
+
+    def oom_killed(self) -> bool:
+        """Did the OOM killer kill a process of this cgroup? Read before destroy()."""
+        return self._oom_kills() > 0
+
+    def exit_report(self) -> str | None:
+        """A line explaining a limit-caused death, or None. Read before destroy()."""
+        st = self.stats()
+        return format_exit_report(
+            oom_kills=self._oom_kills(),
+            memory_limit=st.get("memory_limit"),
+            memory_peak=st.get("memory_peak"),
+            pids_max_hits=self._pids_max_hits(),
+            pids_limit=st.get("pids_limit"),
+        )
+
+    # -- the end -----------------------------------------------------------------
+    @abstractmethod
+    def _kill_everything_once(self) -> None:
+        """Send SIGKILL to every process in the subtree (cgroup.kill or freeze+kill+thaw)."""
+
+    def kill_all(self) -> None:
+        """Kill every process in the cgroup and its sub-cgroups, and wait until
+        none is left. Bounded by ``self.timeout``: raises CgroupError naming
+        the survivors instead of looping forever (reliability case 33)."""
+        deadline = self.fs.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            pids = self.procs()
+            if not pids:
+                return
+            self._kill_everything_once()
+            self.fs.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            if self.fs.monotonic() > deadline:
+                pids = self.procs()
+                if not pids:
+                    return
+                raise CgroupError(
+                    f"processes {', '.join(map(str, pids))} in {self.path} survived SIGKILL for {self.timeout:g}s",
+                    "a process in uninterruptible sleep (state D in ps) dies when its I/O ends; "
+                    "retry the cleanup later",
+                )
+
+    def _signal_all(self, pids: list[int]) -> None:
+        for p in pids:
+            self.fs.kill(p, signal.SIGKILL)
+
+    def _wait_empty(self, path: str, deadline: float) -> None:
+        """Hook: v2 waits for ``populated 0`` in cgroup.events before rmdir."""
+
+    def destroy(self) -> None:
+        """Kill what is left and remove the cgroup(s), sub-cgroups first.
+
+        Idempotent: a cgroup already gone is fine. Removes the shared
+        ``minicontainer`` directory too when no other container uses it.
+        """
+        if not self.exists():
+            self._remove_shared_parent()
+            return
+        self.kill_all()
+        deadline = self.fs.monotonic() + self.timeout
+        for leaf in self.leaves():
+            if not self.fs.is_dir(leaf):
+                continue
+            for d in walk_bottom_up(self.fs, leaf):
+                self._rmdir_until(d, deadline)
+        self._remove_shared_parent()
+
+    def _rmdir_until(self, path: str, deadline: float) -> None:
+        self._wait_empty(path, deadline)
+        delay = 0.001
+        while True:
+            try:
+                self.fs.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                # EBUSY: the kernel has not finished tearing down the last
+                # task yet (cgroup v2 docs, "populated"), or a process slipped
+                # in: kill again and retry, until the deadline.
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or self.fs.monotonic() > deadline:
+                    raise SyscallError("removing the cgroup", e.errno or errno.EIO, path,
+                                       "processes may still be in it; see cgroup.procs") from None
+                if self.procs():
+                    self._kill_everything_once()
+                self.fs.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _remove_shared_parent(self) -> None:
+        if self.resources.cgroup_parent is not None:
+            return  # the user's parent is theirs to keep
+        for leaf in self.leaves():
+            parent = leaf.rsplit("/", 1)[0]
+            try:
+                self.fs.rmdir(parent)
+            except OSError:
+                pass  # still used by another container (EBUSY), or already gone
+
+    def _refuse_or_clear_existing(self) -> None:
+        if not self.exists():
+            return
+        pids = self.procs()
+        if pids:
+            raise CgroupError(
+                f"the cgroup {self.path} already holds processes ({', '.join(map(str, pids[:10]))})",
+                "a container with this id may still be running; stop it first, or pick another name",
+            )
+        if self.is_frozen():
+            raise CgroupError(
+                f"the cgroup {self.path} exists and is frozen",
+                "thaw it (minicontainer unpause) or remove it before reusing this id",
+            )
+        # Empty and not frozen: left over by a crash. Its old limits must not
+        # leak into this run, so remove it and start fresh.
+        deadline = self.fs.monotonic() + self.timeout
+        for leaf in self.leaves():
+            if self.fs.is_dir(leaf):
+                for d in walk_bottom_up(self.fs, leaf):
+                    self._rmdir_until(d, deadline)
+
+
+class _ParentVanished(Exception):
+    pass
+
+
+def _mkdir_hint(err: int | None) -> str | None:
+    if err in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the cgroup filesystem is read-only or not ours (inside a container? use --privileged)"
+    if err == errno.ENOSPC:
+        return "cgroup.max.descendants or cgroup.max.depth of a parent is reached"
+    return None
+
+
+def wait_until(fs: CgroupFs, check, timeout: float) -> bool:
+    """Poll ``check()`` with a short backoff until it is true or ``timeout`` passes."""
+    deadline = fs.monotonic() + timeout
+    delay = 0.001
+    while True:
+        if check():
+            return True
+        if fs.monotonic() > deadline:
+            return False
+        fs.sleep(delay)
+        delay = min(delay * 2, 0.05)
