@@ -75,7 +75,7 @@ def test_find_static_busybox_rejects_dynamic_programs(tmp_path):
     dyn = tmp_path / "busybox"
     dyn.write_bytes(Path("/bin/ls").read_bytes())
     dyn.chmod(0o755)
-    script = tmp_path / "script"
+    script = tmp_path / "mc-test-script"
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
     assert mini.find_static_busybox((str(dyn), str(script), str(tmp_path / "missing"))) is None
@@ -100,6 +100,19 @@ def test_host_plan_lists_tools_loader_and_libraries():
     assert len(set(plan.libraries)) == len(plan.libraries)
     assert str(len(plan.libraries)) in plan.description
     assert set(plan.missing_tools).isdisjoint(names)
+
+
+def test_host_plan_skips_missing_tools_and_follows_shebangs(tmp_path):
+    (tmp_path / "mc-test-script").write_text("#!/bin/sh -e\necho hi\n")
+    (tmp_path / "mc-test-script").chmod(0o755)
+    plan = mini.plan_host_binaries(("sh", "no-such-tool", "mc-test-script"), tool_dirs=("/bin", str(tmp_path)))
+    assert plan.missing_tools == ("no-such-tool",)
+    assert plan.tools == ("/bin/sh", str(tmp_path / "mc-test-script"))  # its interpreter /bin/sh is already there
+
+
+def test_host_plan_needs_a_shell(tmp_path):
+    with pytest.raises(ImageError, match="cannot copy the host's shell"):
+        mini.plan_host_binaries(("sh", "ls"), tool_dirs=(str(tmp_path),))
 
 
 def test_busybox_none_means_host_binaries():

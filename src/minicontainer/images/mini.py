@@ -208,19 +208,25 @@ def plan_host_binaries(
     missing: list[str] = []
     for name in tools:
         path = find_host_tool(name, tool_dirs)
-        if path is None:
+        wanted = [path] if path else []
+        # A script tool needs its interpreter, which needs its libraries.
+        interp = _shebang_interpreter(path) if path else None
+        if interp:
+            wanted.append(interp)
+        try:
+            if not wanted or not all(os.path.isfile(p) for p in wanted):
+                raise ImageError(f"{name}: not found on the host")
+            resolver.resolve(*(p for p in wanted if is_elf(p)))
+        except ImageError as e:
+            # sh is the one tool mini cannot do without; a missing or broken
+            # optional tool is left out (and listed in the plan).
             if name == "sh":
-                raise ImageError("the host has no /bin/sh to copy", "install a shell (dash or bash)")
+                raise ImageError(f"cannot copy the host's shell: {e.message}", "install dash or bash") from None
             missing.append(name)
             continue
-        found[path] = None
-        # A script tool needs its interpreter, which needs its libraries.
-        interp = _shebang_interpreter(path)
-        if interp and not is_elf(path) and os.path.isfile(interp):
-            found[interp] = None
+        found.update(dict.fromkeys(wanted))
     programs = tuple(found)
-    elf_programs = tuple(p for p in programs if is_elf(p))
-    res = resolver.resolve(*elf_programs, dlopen=DLOPENED_LIBRARIES)
+    res = resolver.resolve(*(p for p in programs if is_elf(p)), dlopen=DLOPENED_LIBRARIES)
     libraries = res.libraries
     return MiniPlan(
         kind="host",
