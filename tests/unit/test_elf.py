@@ -453,3 +453,12 @@ def test_origin_paths_match_ldd_on_compiled_programs(tmp_path, tags):
     res = LibraryResolver().resolve(str(prog))
     assert set(res.libraries) == ldd_libs - {loader}
     assert f"{tmp_path}/bin/../lib/liba.so" in res.libraries
+
+
+def test_absolute_symlinks_stay_inside_the_root(tree):
+    """/usr/lib/libq.so -> /mc-only-in-tree/...: followed inside the tree, not on the host."""
+    assert not os.path.exists("/mc-only-in-tree")
+    _put(tree, "/app/prog", make_elf(etype=ET_EXEC, interp=LDSO, needed=("libq.so",)))
+    _put(tree, "/mc-only-in-tree/libq.so.1", make_elf(soname="libq.so"))
+    _put(tree, "/usr/lib/libq.so", link="/mc-only-in-tree/libq.so.1")
+    assert LibraryResolver(tree).resolve("/app/prog").libraries == ("/usr/lib/libq.so",)

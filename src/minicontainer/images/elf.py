@@ -356,16 +356,17 @@ class LibraryResolver:
         self._conf_dirs = parse_ld_so_conf(ld_so_conf, root=self.root)
         self._cache: dict[str, ElfInfo | None] = {}
 
-    def host(self, path: str) -> str:
-        """The real location of an in-root path (identity when root is /)."""
-        return str(self.root / path.lstrip("/"))
-
     def info(self, path: str) -> ElfInfo | None:
-        """ElfInfo of ``path`` (in-root), or None if it is missing or not ELF."""
+        """ElfInfo of ``path`` (in-root), or None if it is missing or not ELF.
+
+        Symlinks are followed with :func:`walk_path`, so an absolute link in
+        a tree under another root stays in that tree.
+        """
         if path not in self._cache:
             try:
-                self._cache[path] = read_elf(self.host(path)) if os.path.isfile(self.host(path)) else None
-            except ElfFormatError:
+                real = walk_path(path, self.root)[-1].path
+                self._cache[path] = read_elf(str(self.root / real.lstrip("/")))
+            except ImageError:  # ElfFormatError included
                 self._cache[path] = None
         return self._cache[path]
 
