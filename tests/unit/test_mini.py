@@ -22,7 +22,9 @@ from minicontainer.images.store import ImageStore
 pytestmark = pytest.mark.unit
 
 BUSYBOX = mini.find_static_busybox()
-needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="no static busybox on this host (apt-get install busybox-static)")
+needs_busybox = pytest.mark.skipif(
+    BUSYBOX is None, reason="no static busybox on this host (apt-get install busybox-static)"
+)
 
 
 def _in_image(rootfs: Path, path: str) -> str:
