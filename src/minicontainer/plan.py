@@ -199,7 +199,9 @@ class MountRootfs(Step):
     @property
     def overlay_options(self) -> str:
         if self.readonly:
-            return "lowerdir=lower"
+            # overlayfs wants two lower layers when there is no upper one; the
+            # second is an empty directory, so the root is the image, read-only.
+            return "lowerdir=lower:empty"
         return "lowerdir=lower,upperdir=upper,workdir=work"
 
     def what(self) -> str:

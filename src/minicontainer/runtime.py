@@ -194,7 +194,9 @@ class Runner:
             os.mkdir(layer / "merged", 0o755)
             if rootfs.mode == "overlay":
                 os.symlink(rootfs.lower, layer / "lower")
-                if not self.spec.read_only:
+                if self.spec.read_only:
+                    os.mkdir(layer / "empty", 0o755)
+                else:
                     os.mkdir(layer / "upper", 0o755)
                     os.mkdir(layer / "work", 0o700)
             elif not self.spec.read_only:

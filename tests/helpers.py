@@ -1,0 +1,64 @@
+"""Shared helpers for the root-tier tests: run the real CLI, check for leaks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PY = sys.executable
+
+
+def mc(*args, input=None, timeout=60, env=None, check=None, **kw) -> subprocess.CompletedProcess:
+    """Run ``minicontainer ARGS`` as a subprocess; text output captured."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [PY, "-m", "minicontainer", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        **kw,
+    )
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}, stdout={proc.stdout!r}, stderr={proc.stderr!r}"
+    return proc
+
+
+def host_mountinfo() -> list[str]:
+    """Our mount table without the mount ids (they change as mounts come and go)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            out.append(" ".join(fields[2:]))
+    return sorted(out)
+
+
+def foreign_pidns_processes() -> set[tuple[int, str]]:
+    """Processes living in a PID namespace other than ours: containers."""
+    mine = os.readlink("/proc/self/ns/pid")
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.readlink(f"/proc/{entry}/ns/pid")
+        except OSError:
+            continue
+        if ns != mine:
+            out.add((int(entry), ns))
+    return out
+
+
+def minicontainer_cgroups() -> list[str]:
+    found = []
+    base = Path("/sys/fs/cgroup")
+    for d in [base, *[p for p in base.iterdir() if p.is_dir()]] if base.is_dir() else []:
+        if (d / "minicontainer").exists():
+            found.append(str(d / "minicontainer"))
+    return found

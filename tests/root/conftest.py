@@ -1,0 +1,40 @@
+"""Root tier: every test runs the real CLI; after each one the host must look
+exactly as before (mounts, container processes, cgroups)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from helpers import foreign_pidns_processes, host_mountinfo, mc
+
+
+@pytest.fixture(scope="session")
+def mc_home(tmp_path_factory):
+    """One image store for the session, with the built-in 'mini' image built once."""
+    home = tmp_path_factory.mktemp("mchome")
+    os.environ["MINICONTAINER_HOME"] = str(home)
+    if os.geteuid() == 0:
+        proc = mc("run", "--rm", "mini", "true", timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_host(mc_home, tmp_path, monkeypatch):
+    """A fresh state root per test, and a check that nothing leaked."""
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "run"))
+    monkeypatch.setenv("MINICONTAINER_HOME", str(mc_home))
+    mounts = host_mountinfo()
+    procs = foreign_pidns_processes()
+    yield tmp_path
+    # Containers die with their runtime; give the kernel a moment to reap.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and foreign_pidns_processes() - procs:
+        time.sleep(0.05)
+    assert foreign_pidns_processes() - procs == set(), "a container process was left running"
+    assert host_mountinfo() == mounts, "the host's mount table changed"
