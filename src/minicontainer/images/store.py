@@ -3,26 +3,30 @@
 Layout (see paths.py)::
 
     images/<id>/rootfs/      the unpacked root filesystem (never modified by a run)
-    images/<id>/meta.json    {"id", "created", "source", "size"}
+    images/<id>/meta.json    {"id", "created", "source", "size", ...}
     refs/<name>              a file holding the image id a name points to
-    tmp/                     work directories; a finished image is renamed
+    tmp/new-<pid>-*/         work directories; a finished image is renamed
                              from here into images/, so a crash or an error
                              never leaves a half-made image behind
 
-Several names may point to one id (importing the same content twice shares it).
+Several names may point to one id (importing the same content twice shares
+it: a tarball's id is the sha256 of its uncompressed stream). Every directory
+here is 0700 and root-owned: images hold setuid binaries that other host
+users must not reach (reliability case A10).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 from minicontainer import paths
 from minicontainer.errors import ImageError, UsageError
@@ -30,6 +34,8 @@ from minicontainer.errors import ImageError, UsageError
 # Like docker's repository names, without registries: a letter or digit, then
 # letters, digits and ``_.-``; an optional ``:tag``.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_.-]{1,64})?$")
+# An id is a directory name under images/: never a path.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def validate_image_name(name: str) -> str:
@@ -48,6 +54,22 @@ class Image:
     rootfs: Path
     meta: dict
 
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":")[-1][:12]
+
+
+@dataclass(frozen=True)
+class Populated:
+    """What a ``populate`` callback may return instead of a bare id: the
+    content id (None: a random one) and extra fields for meta.json."""
+
+    id: str | None
+    meta: dict = field(default_factory=dict)
+
+
+PopulateResult = Union[str, Populated, None]
+
 
 class ImageStore:
     def __init__(self, home: Path | None = None):
@@ -63,9 +85,22 @@ class ImageStore:
             d.mkdir(exist_ok=True)
             os.chmod(d, 0o700)
 
+    def clean_tmp(self) -> list[Path]:
+        """Remove work directories left by imports that were killed (their
+        pid, part of the name, is gone). Returns what was removed."""
+        removed = []
+        if not self.tmp_dir.is_dir():
+            return removed
+        for d in self.tmp_dir.iterdir():
+            m = re.match(r"^(?:new|old)-(\d+)-", d.name)
+            if m and not _pid_alive(int(m.group(1))):
+                remove_tree(d)
+                removed.append(d)
+        return removed
+
     # -- lookup ------------------------------------------------------------
     def exists(self, name: str) -> bool:
-        return (self.refs_dir / name).is_file()
+        return _NAME_RE.match(name or "") is not None and (self.refs_dir / name).is_file()
 
     def get(self, name: str) -> Image:
         validate_image_name(name)
@@ -78,6 +113,12 @@ class ImageStore:
                 "list images with 'minicontainer image ls', or import one with 'minicontainer image import'",
                 exit_code=125,
             ) from None
+        if not _ID_RE.match(image_id):
+            raise ImageError(
+                f"image {name} is damaged: {ref} does not hold an image id",
+                f"remove it with 'minicontainer image rm {name}' and import it again",
+                exit_code=125,
+            )
         d = self.images_dir / image_id
         try:
             meta = json.loads((d / "meta.json").read_text())
@@ -94,17 +135,26 @@ class ImageStore:
         if not self.refs_dir.is_dir():
             return out
         for ref in sorted(self.refs_dir.iterdir()):
+            if ref.name.startswith("."):
+                continue  # a ref being written
             try:
                 out.append(self.get(ref.name))
-            except ImageError:
+            except (ImageError, UsageError):
                 continue
         return out
+
+    def names_of(self, image_id: str) -> list[str]:
+        """Every name pointing to ``image_id``."""
+        return [img.name for img in self.list() if img.id == image_id]
+
+    def has_id(self, image_id: str) -> bool:
+        return bool(_ID_RE.match(image_id or "")) and (self.images_dir / image_id / "meta.json").is_file()
 
     # -- creation ----------------------------------------------------------
     def create(
         self,
         name: str,
-        populate: Callable[[Path], str | None],
+        populate: Callable[[Path], PopulateResult],
         source: str,
         *,
         force: bool = False,
@@ -112,46 +162,161 @@ class ImageStore:
         """Make image ``name`` atomically.
 
         ``populate(rootfs)`` fills an empty directory and may return a
-        content id (e.g. the sha256 of a tar stream); if it returns None a
-        random id is used. Any exception removes the work directory, so no
-        half-made image is ever visible.
+        content id (e.g. the sha256 of a tar stream) or a :class:`Populated`;
+        with no id a random one is used. Any exception removes the work
+        directory, so no half-made image is ever visible. If the id is
+        already in the store, the new copy is dropped and the name shares
+        the stored one.
         """
         validate_image_name(name)
         self.ensure()
         if self.exists(name) and not force:
             raise ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
-        work = Path(tempfile.mkdtemp(prefix="new-", dir=self.tmp_dir))
+        image_id = self.build(populate, source)
+        self.tag(name, image_id, force=True)
+        return self.get(name)
+
+    def build(self, populate: Callable[[Path], PopulateResult], source: str) -> str:
+        """Make an image without a name (see :meth:`create`); returns its id."""
+        self.ensure()
+        self.clean_tmp()
+        work = Path(tempfile.mkdtemp(prefix=f"new-{os.getpid()}-", dir=self.tmp_dir))
         try:
             rootfs = work / "rootfs"
             rootfs.mkdir()
             os.chmod(rootfs, 0o755)
-            image_id = populate(rootfs) or os.urandom(32).hex()
-            final = self.images_dir / image_id
-            if final.exists():
-                # Same content already stored: share it (the id is its digest).
-                shutil.rmtree(work, ignore_errors=True)
+            result = populate(rootfs)
+            if isinstance(result, Populated):
+                image_id, extra = result.id, result.meta
             else:
-                meta = {"id": image_id, "created": time.time(), "source": source, "size": _du(rootfs)}
-                (work / "meta.json").write_text(json.dumps(meta, indent=2))
-                os.rename(work, final)
+                image_id, extra = result, {}
+            image_id = image_id or os.urandom(32).hex()
+            if not _ID_RE.match(image_id):
+                raise ImageError(f"internal error: bad image id {image_id!r}")
+            final = self.images_dir / image_id
+            if self.has_id(image_id):
+                remove_tree(work)  # same content already stored: share it
+            else:
+                meta = {"id": image_id, "created": time.time(), "source": source, "size": _du(rootfs), **extra}
+                (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+                try:
+                    os.rename(work, final)
+                except OSError:
+                    if not self.has_id(image_id):
+                        raise
+                    remove_tree(work)  # a concurrent import of the same content won
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             raise
+        return image_id
+
+    def tag(self, name: str, image_id: str, *, force: bool = False) -> Image:
+        """Point ``name`` at the stored image ``image_id``."""
+        validate_image_name(name)
+        if not self.has_id(image_id):
+            raise ImageError(f"no image with id {image_id}")
+        if self.exists(name) and not force:
+            raise ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
         self._write_ref(name, image_id)
         return self.get(name)
 
     def _write_ref(self, name: str, image_id: str) -> None:
-        tmp = self.refs_dir / f".{name}.tmp"
+        tmp = self.refs_dir / f".{name}.{os.getpid()}.tmp"
         tmp.write_text(image_id + "\n")
         os.replace(tmp, self.refs_dir / name)
 
     # -- removal -----------------------------------------------------------
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, state_root: Path | None = None) -> None:
+        """Remove the name; the data goes with the last name pointing to it.
+        Refused while a container uses the image (see containers_using)."""
         image = self.get(name)
+        users = containers_using(image, state_root)
+        if users:
+            raise ImageError(
+                f"image {name} is used by container {', '.join(users)}",
+                f"remove the container first: 'minicontainer rm {users[0]}'",
+            )
         (self.refs_dir / name).unlink()
-        still_used = any(r.read_text().strip() == image.id for r in self.refs_dir.iterdir() if r.is_file())
-        if not still_used:
-            shutil.rmtree(self.images_dir / image.id, ignore_errors=True)
+        if not self.names_of(image.id):
+            self.ensure()
+            # Rename first: a half-deleted tree is never visible as an image.
+            doomed = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
+            try:
+                os.rename(self.images_dir / image.id, doomed / "image")
+            except FileNotFoundError:
+                pass
+            remove_tree(doomed)
+
+
+def containers_using(image: Image, state_root: Path | None = None) -> list[str]:
+    """Names (or ids) of containers whose state says they use ``image``.
+
+    Reads ``$MINICONTAINER_ROOT/containers/*/state.json`` (state.py's format:
+    "id", "name", "image", "image_id", ...). A container exists until
+    ``minicontainer rm`` removes its directory, running or not: its writable
+    layer is stacked on the image. When the state has an image_id, that is
+    what counts (a name may have been re-imported since)."""
+    root = Path(state_root) if state_root is not None else paths.state_root()
+    users = []
+    try:
+        entries = sorted((root / "containers").iterdir())
+    except OSError:
+        return users
+    for d in entries:
+        try:
+            state = json.loads((d / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict):
+            continue
+        if state.get("image_id"):
+            uses = state["image_id"] == image.id
+        else:
+            uses = state.get("image") in (image.name, image.id)
+        if uses:
+            users.append(str(state.get("name") or state.get("id") or d.name))
+    return users
+
+
+def remove_tree(path: Path) -> None:
+    """``rm -rf path`` that never deletes through a mount point inside it
+    (a failed debootstrap can leave /proc mounted in its target: rmtree would
+    then walk the host's /proc). Such mounts are detached first."""
+    path = Path(path)
+    for mnt in sorted(_mounts_under(path), key=len, reverse=True):
+        _umount_detach(mnt)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = os.path.realpath(path)
+    out = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                # proc(5): field 5 is the mount point, with octal escapes (\040 = space)
+                mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+                if mnt == prefix or mnt.startswith(prefix + "/"):
+                    out.append(mnt)
+    except OSError:
+        pass
+    return out
+
+
+def _umount_detach(target: str) -> None:
+    """umount2(target, MNT_DETACH), see umount(2)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.umount2(os.fsencode(target), 2)  # MNT_DETACH; failure: rmtree still skips nothing worse
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _du(path: Path) -> int:
@@ -164,8 +329,9 @@ def _du(path: Path) -> int:
                 st = os.lstat(os.path.join(dirpath, n))
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
     return total
