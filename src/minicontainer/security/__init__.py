@@ -1,0 +1,47 @@
+"""The security layer: what a container may still do once it runs.
+
+Namespaces decide what a container can *see*; this package decides what it
+can *do*. The runtime calls it in two steps:
+
+``prepare(config, rootfs_fd)`` - in the forked child, before pivot_root.
+    Everything that needs Python's imports or file reads: resolve ``--user``
+    from the image's own /etc/passwd (users.py, never the host's NSS),
+    compute the capability sets (caps.py), compile the seccomp program
+    (seccomp.py, bpf.py). It also makes the process non-dumpable, so root in
+    the container cannot reach the runtime through /proc/<pid>/exe.
+
+``masked_path_ops(config)`` - mount steps for /proc and /sys (paths.py),
+    applied by the runtime right after it mounts them in the new root.
+
+``enter(prepared)`` - after pivot_root, the last thing before execve. Only
+    system calls, in an order where each step still has the privilege it
+    needs: signals reset, rlimits, bounding set, ambient set, groups, gid,
+    uid, capset, parent-death signal re-armed, no_new_privs, fds marked
+    close-on-exec, seccomp last (apply.py explains each).
+
+``parse_security(...)`` turns Docker's flags into a frozen SecurityConfig
+(config.py) and ``describe(config)`` gives the --explain lines.
+"""
+
+from minicontainer.security.apply import Prepared, describe, enter, make_undumpable, prepare
+from minicontainer.security.caps import DEFAULT_CAPS, effective_caps
+from minicontainer.security.config import SecurityConfig, parse_security
+from minicontainer.security.paths import MaskOp, apply_mask_ops, masked_path_ops
+from minicontainer.security.users import ExecUser, resolve_user
+
+__all__ = [
+    "DEFAULT_CAPS",
+    "ExecUser",
+    "MaskOp",
+    "Prepared",
+    "SecurityConfig",
+    "apply_mask_ops",
+    "describe",
+    "effective_caps",
+    "enter",
+    "make_undumpable",
+    "masked_path_ops",
+    "parse_security",
+    "prepare",
+    "resolve_user",
+]
