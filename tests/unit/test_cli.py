@@ -1,0 +1,91 @@
+"""cli.py: every command has --help; bad input is one line, exit 125, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from minicontainer.cli import COMMANDS, cli
+
+pytestmark = pytest.mark.unit
+
+
+def all_command_paths():
+    """Every command and subcommand that exists, as argument lists."""
+    import click
+
+    paths = [[]]
+    ctx = click.Context(cli)
+    for name in cli.list_commands(ctx):
+        cmd = cli.get_command(ctx, name)
+        paths.append([name])
+        if isinstance(cmd, click.Group):
+            for sub in cmd.list_commands(ctx):
+                paths.append([name, sub])
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p) or "minicontainer")
+def test_help_of_every_command(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_the_basic_commands_exist():
+    names = cli.list_commands(None)
+    for required in ("run", "ps", "rm"):
+        assert required in names
+    assert set(names) <= set(COMMANDS)
+
+
+def run_cli(*args, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "minicontainer", *args], capture_output=True, text=True, timeout=60, env=e)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--name", "../x", "mini"],
+        ["run", "--nosuchflag", "mini"],
+        ["run"],
+        ["run", "-e", "BAD NAME=1", "mini"],
+        ["rm"],
+        ["nosuchcommand"],
+        ["ps", "--format", "xml"],
+    ],
+)
+def test_bad_input_is_one_line(args, tmp_path):
+    proc = run_cli(*args, env={"MINICONTAINER_HOME": str(tmp_path / "h"), "MINICONTAINER_ROOT": str(tmp_path / "r")})
+    assert proc.returncode == 125, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minicontainer: error:"), proc.stderr
+    assert not (tmp_path / "h").exists() and not (tmp_path / "r").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("--debug", "run", "--name", "../x", "mini")
+    assert "Traceback" in proc.stderr
+
+
+def test_run_does_not_import_heavy_modules():
+    code = (
+        "import sys, minicontainer.cli, minicontainer.commands.run, minicontainer.runtime, minicontainer.process;"
+        "print(sorted(m for m in ('pyroute2', 'psutil') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_dry_run_works_without_root_and_creates_nothing(tmp_path):
+    env = {"MINICONTAINER_HOME": str(tmp_path / "h"), "MINICONTAINER_ROOT": str(tmp_path / "r")}
+    proc = run_cli("run", "--dry-run", "--name", "t", "mini", "echo", "hi", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "pivot_root" in proc.stderr and "exec echo hi" in proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,109 @@
+"""plan.py: the ordered steps behind run, --dry-run and --explain."""
+
+from __future__ import annotations
+
+import pytest
+
+from minicontainer import plan as P
+from minicontainer.spec import build_spec
+from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
+
+pytestmark = pytest.mark.unit
+
+ROOTFS = P.RootfsLayout(lower="/images/x/rootfs", layer="/c/123")
+
+
+def kinds(plan):
+    return [type(s).__name__ for s in plan.steps]
+
+
+def test_order_of_a_default_run():
+    plan = P.build_plan(build_spec("mini", ["echo", "hi"]), hostname="box", rootfs=ROOTFS)
+    k = kinds(plan)
+    assert k[:5] == ["UnsharePid", "Fork", "Unshare", "MakeMountsPrivate", "MountRootfs"]
+    assert k[-3:] == ["NewSession", "PivotRoot", "Exec"]
+    # proc before sys, /dev before its devices, devices before pivot_root
+    order = [getattr(s, "target", None) for s in plan.steps if isinstance(s, P.Mount)]
+    assert order == ["/proc", "/sys", "/tmp", "/dev", "/dev/pts", "/dev/shm"]
+    assert k.index("MakeDevice") > k.index("Mount")
+    assert plan.steps[-1].argv == ("echo", "hi")
+
+
+def test_parent_and_child_phases():
+    plan = P.build_plan(build_spec("mini"), hostname="box", rootfs=ROOTFS)
+    assert [type(s).__name__ for s in plan.phase("parent")] == ["UnsharePid", "Fork"]
+    assert all(s.phase == "child" for s in plan.steps[2:])
+
+
+def test_namespaces_follow_the_spec():
+    plan = P.build_plan(build_spec("mini", pid="host", network="host"), hostname="h", rootfs=ROOTFS)
+    assert "UnsharePid" not in kinds(plan)
+    unshare = next(s for s in plan.steps if isinstance(s, P.Unshare))
+    assert unshare.namespaces == ("mnt", "uts", "ipc", "cgroup")
+    assert "--net" not in unshare.shell()
+    # with the host network, sysfs is bound from the host and made read-only
+    sys_mount = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/sys")
+    assert sys_mount.host_source and any(isinstance(s, P.RemountReadonly) and s.target == "/sys" for s in plan.steps)
+
+
+def test_uts_host_sets_no_hostname():
+    assert "SetHostname" not in kinds(P.build_plan(build_spec("mini", uts="host"), hostname="h", rootfs=ROOTFS))
+
+
+def test_mount_flags():
+    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS)
+    by_target = {s.target: s for s in plan.steps if isinstance(s, P.Mount)}
+    assert by_target["/proc"].flags == MS_NOSUID | MS_NODEV | MS_NOEXEC
+    assert by_target["/sys"].flags & MS_RDONLY
+    assert by_target["/tmp"].data == "mode=1777"
+    assert "newinstance" in by_target["/dev/pts"].data
+    # /proc and /sys must already exist in the image: never created (a symlink there is an error)
+    assert by_target["/proc"].create == "no" and by_target["/sys"].create == "no"
+
+
+def test_chroot_and_read_only():
+    plan = P.build_plan(build_spec("mini", use_chroot=True, read_only=True), hostname="h", rootfs=ROOTFS)
+    k = kinds(plan)
+    assert "Chroot" in k and "PivotRoot" not in k
+    root = next(s for s in plan.steps if isinstance(s, P.MountRootfs))
+    assert root.readonly and root.overlay_options == "lowerdir=lower:empty"
+    assert k.index("RemountReadonly") < k.index("Chroot")
+
+
+def test_overlay_options_are_relative():
+    root = next(s for s in P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS).steps
+                if isinstance(s, P.MountRootfs))
+    assert root.overlay_options == "lowerdir=lower,upperdir=upper,workdir=work"
+    assert root.target == "/c/123/merged" and root.layer == "/c/123"
+    assert root.shell() == "cd /c/123 && mount -t overlay overlay -o lowerdir=lower,upperdir=upper,workdir=work merged"
+
+
+def test_volumes_and_tmpfs_become_mounts(tmp_path):
+    spec = build_spec("mini", volumes=[f"{tmp_path}:/data:ro"], tmpfs=["/cache:size=1m"])
+    plan = P.build_plan(spec, hostname="h", rootfs=ROOTFS)
+    vol = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/data")
+    assert vol.host_source and vol.source == str(tmp_path)
+    assert any(isinstance(s, P.RemountReadonly) and s.target == "/data" for s in plan.steps)
+    cache = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/cache")
+    assert cache.fstype == "tmpfs" and cache.data == "size=1m"
+
+
+def test_render_has_what_why_and_shell_for_every_step():
+    plan = P.build_plan(build_spec("mini", ["true"]), hostname="box", rootfs=ROOTFS)
+    text = plan.render()
+    assert text.count("why:") >= len(plan.steps) - 1  # Fork has a why too; Exec as well
+    for needle in ("unshare --mount --uts --ipc --net --cgroup", "mount --make-rprivate /",
+                   "mount -t proc proc $ROOTFS/proc -o nosuid,nodev,noexec", "mknod -m 666 $ROOTFS/dev/null c 1 3",
+                   "hostname box", "pivot_root . .", "exec env -i", "mount_namespaces(7)"):
+        assert needle in text, needle
+    assert text.splitlines()[0].startswith(" 1. [runtime]")
+
+
+def test_cgroup_and_security_steps_are_placed():
+    cg = [P.CgroupStep(action="write", path="/sys/fs/cgroup/x/memory.max", value="1", reason="cgroups(7)")]
+    sec = [P.Note(text="drop capabilities")]
+    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS, cgroup_steps=cg, security_steps=sec)
+    k = kinds(plan)
+    assert k.index("CgroupStep") == k.index("Fork") + 1
+    assert k.index("Note") > k.index("PivotRoot") and k.index("Note") < k.index("Exec")
+    assert "echo 1 > /sys/fs/cgroup/x/memory.max" in plan.render()
