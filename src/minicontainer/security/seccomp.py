@@ -69,6 +69,8 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 X32_SYSCALL_BIT = 0x40000000
 
 CLONE_NEWUSER = 0x10000000
+# mknod's mode is a umode_t: the kernel keeps only 16 bits, the file type is bits 12-15.
+S_IFMT, S_IFCHR, S_IFBLK = 0o170000, 0o020000, 0o060000
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 
@@ -207,6 +209,19 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         excludes=Filter(caps=("CAP_SYS_ADMIN",)),
         why="a new user namespace needs no privilege and makes the caller root inside it, "
         "opening kernel code paths only root could reach (many privilege-escalation bugs start here)",
+    ),
+    *(
+        Rule(
+            (name,),
+            EPERM,
+            (ArgCheck(idx, "masked_eq", S_IFMT, kind, width=32),),
+            why="creating device nodes: without a device cgroup (cgroup v2 needs eBPF for one) a node "
+            "such as 'b 8 0' would give raw access to the host's disk. A deliberate difference from "
+            "Docker, which allows mknod and denies the open in the device cgroup; FIFOs and sockets "
+            "can still be created",
+        )
+        for name, idx in (("mknod", 1), ("mknodat", 2))
+        for kind in (S_IFCHR, S_IFBLK)
     ),
     _deny(
         "clone3",
