@@ -81,12 +81,65 @@ def _import_tarball(store, path: str, build: bool) -> ResolvedImage:
     return ResolvedImage(path, image.id, str(image.rootfs))
 
 
-def overlay_supported() -> bool:
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+def overlay_supported(layer_parent: Path) -> bool:
+    """Can we mount an overlay with its upper layer under ``layer_parent``?
+
+    The kernel must know overlayfs, and the upper directory must not itself
+    sit on an overlay (inside a docker container it does: the kernel refuses
+    overlayfs as an upper filesystem).
+    """
     try:
         with open("/proc/filesystems") as f:
-            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+            if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
+                return False
     except OSError:
         return False
+    probe = layer_parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return _fs_magic(str(probe)) != OVERLAYFS_SUPER_MAGIC
+
+
+def _fs_magic(path: str) -> int | None:
+    """statfs(2) f_type (Python's os.statvfs does not expose it)."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes on x86_64
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return None
+    return int.from_bytes(buf.raw[:8], sys.byteorder) & 0xFFFFFFFF
+
+
+def check_namespaces(namespaces) -> None:
+    """A kernel without a namespace we need: say which, before anything starts."""
+    from minicontainer.errors import MiniError
+
+    names = {"mnt": "mnt", "uts": "uts", "ipc": "ipc", "pid": "pid", "net": "net", "cgroup": "cgroup"}
+    for ns in namespaces:
+        if not os.path.exists(f"/proc/self/ns/{names[ns]}"):
+            raise MiniError(
+                f"this kernel has no {ns} namespace (/proc/self/ns/{names[ns]} is missing)",
+                f"use a kernel built with it, or share the host's with --{'network' if ns == 'net' else ns} host",
+            )
+
+
+def check_shell(rootfs: str, argv: tuple[str, ...]) -> None:
+    """A directory without /bin/sh cannot run the default shell: say so up front."""
+    from minicontainer.safepath import resolve_in_root
+
+    if argv[0] != "/bin/sh":
+        return
+    found = resolve_in_root(rootfs, "/bin/sh")
+    if found is None or not os.path.isfile(found):
+        raise ImageError(
+            f"{rootfs} has no /bin/sh to run",
+            "give a command that exists in it (minicontainer run IMAGE /path/to/program), or use a complete root filesystem",
+            exit_code=125,
+        )
 
 
 class Runner:
@@ -116,7 +169,7 @@ class Runner:
         name = spec.name or cid[:12]
         hostname = spec.hostname or name
         layer = paths.home() / "containers" / cid
-        mode = "overlay" if overlay_supported() else "bind"
+        mode = "overlay" if overlay_supported(layer.parent) else "bind"
         lower = image.rootfs
         if mode == "bind" and not spec.read_only:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
@@ -179,7 +232,9 @@ class Runner:
 
     def run(self) -> int:
         require_root()
+        check_namespaces(self.spec.namespaces)
         plan, state, image, rootfs = self.make_plan()
+        check_shell(image.rootfs, self.spec.argv())
         store = StateStore()
         state.created = time.time()
         state.runtime_pid = os.getpid()

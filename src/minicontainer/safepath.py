@@ -140,3 +140,41 @@ def read_file_beneath(root_fd: int, relpath: str, limit: int = 1 << 20) -> bytes
         return os.read(fd, limit + 1)[:limit]
     finally:
         os.close(fd)
+
+
+def resolve_in_root(root: str, path: str, max_links: int = 40) -> str | None:
+    """Where ``path`` leads inside ``root``, following symlinks as the
+    container would see them (absolute links and ``..`` stay clamped at the
+    root, like openat2's RESOLVE_IN_ROOT). Returns the host path, or None if
+    it does not exist. Read-only: used for checks before a run (is there a
+    /bin/sh?), never to decide where to mount or write.
+    """
+    todo = split_inside_allowing_dotdot(path)
+    done: list[str] = []
+    links = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, name)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > max_links:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = split_inside_allowing_dotdot(target) + todo
+            continue
+        done.append(name)
+    return os.path.join(root, *done)
+
+
+def split_inside_allowing_dotdot(path: str) -> list[str]:
+    return [p for p in path.split("/") if p not in ("", ".")]

@@ -410,8 +410,10 @@ def test_missing_shell_is_a_clear_error(tmp_path):
     for d in ("proc", "sys", "dev", "tmp"):
         (empty / d).mkdir(parents=True)
     proc = mc("run", "--rm", str(empty))
-    assert proc.returncode == 127
-    assert "/bin/sh" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 125
+    assert "has no /bin/sh" in proc.stderr and "hint:" in proc.stderr and proc.stderr.count("\n") == 1
+    # an explicit command that is missing is the command's problem: 127
+    assert mc("run", "--rm", str(empty), "/bin/true").returncode == 127
 
 
 def test_not_root_is_a_clear_error(monkeypatch, capsys):
