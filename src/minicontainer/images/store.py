@@ -282,10 +282,14 @@ def remove_tree(path: Path) -> None:
     """``rm -rf path`` that never deletes through a mount point inside it
     (a failed debootstrap can leave /proc mounted in its target: rmtree would
     then walk the host's /proc). Such mounts are detached first."""
-    path = Path(path)
-    for mnt in sorted(_mounts_under(path), key=len, reverse=True):
-        _umount_detach(mnt)
+    detach_mounts_under(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def detach_mounts_under(path: Path) -> None:
+    """Detach (umount -l) every mount at or below ``path``, deepest first."""
+    for mnt in sorted(_mounts_under(Path(path)), key=len, reverse=True):
+        _umount_detach(mnt)
 
 
 def _mounts_under(path: Path) -> list[str]:

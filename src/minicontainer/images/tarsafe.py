@@ -214,9 +214,10 @@ class _Source:
         self._head = head
         self._progress = progress
 
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            data, self._head = self._head, b""
+    def read(self, n: int | None = -1) -> bytes:
+        if self._head:  # decompressors read headers a few bytes at a time
+            cut = len(self._head) if n is None or n < 0 else n
+            data, self._head = self._head[:cut], self._head[cut:]
         else:
             data = self._raw.read(n if n and n > 0 else CHUNK)
         if self._progress is not None and data:

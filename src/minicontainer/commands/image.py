@@ -1,0 +1,220 @@
+"""``minicontainer image ...``: import, import-dir, debootstrap, build-mini, ls,
+inspect, rm. Thin: parse flags, call minicontainer.images, print.
+
+Errors are raised (ImageError, exit 1), never printed here: cli.main() prints
+``minicontainer: error: ...``. Normal output goes to stdout with click.echo;
+progress and notices go to stderr so ``ls --format json`` stays parsable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from minicontainer.units import format_size
+
+
+def _store():
+    from minicontainer.images.store import ImageStore
+
+    return ImageStore()
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return "-"
+    s = max(0, int(time.time() - t))
+    for unit, n in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
+                    ("hour", 3600), ("minute", 60)):
+        if s >= n:
+            k = s // n
+            return f"{k} {unit}{'s' if k > 1 else ''} ago"
+    return f"{s} seconds ago" if s != 1 else "1 second ago"
+
+
+class _Progress:
+    """A one-line progress display on stderr: bytes, total if known, speed.
+    Only on a terminal (a log file would fill with carriage returns)."""
+
+    def __init__(self, total: int | None, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self._last >= 0.1:
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        speed = self.done / max(now - self.start, 1e-6)
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            text = f"[{bar:<30}] {format_size(self.done)} / {format_size(self.total)}  {frac:4.0%}"
+        else:
+            text = f"{format_size(self.done)}"
+        self.stream.write(f"\r{text}  {format_size(int(speed))}/s\033[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _notices(outcome) -> None:
+    if outcome.skipped_special:
+        click.echo(
+            f"note: skipped {outcome.skipped_special} device node(s)/FIFO(s); /dev is a fresh tmpfs at run time",
+            err=True,
+        )
+    if getattr(outcome, "skipped_mounts", 0):
+        click.echo(f"note: skipped {outcome.skipped_mounts} mount point(s) of other filesystems", err=True)
+
+
+def _done(outcome) -> None:
+    img = outcome.image
+    how = ""
+    if outcome.from_cache:
+        how = " (already imported: shares the stored copy)"
+    elif outcome.shared:
+        how = " (same content as a stored image: shares it)"
+    click.echo(f"{img.name} {img.short_id}{how}")
+
+
+@click.group(short_help="Manage images.")
+def image():
+    """Manage images: import, import-dir, debootstrap, build-mini, ls, inspect, rm.
+
+    Images live under MINICONTAINER_HOME (default /var/lib/minicontainer,
+    root-only). A container never writes to its image: it gets its own
+    copy-on-write layer.
+    """
+
+
+@image.command("import", short_help="Import a tarball (plain, gzip, xz, bzip2; - for stdin).")
+@click.argument("file")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Replace an existing image of that name.")
+def import_cmd(file, name, force):
+    """Import FILE (a tar from 'docker export', 'podman export' or 'tar -c';
+    compression detected from its content; - reads standard input) as NAME.
+
+    \b
+    Unsafe members (.. escapes, writes through symlinks, hard links out of
+    the tree, whiteouts) refuse the whole archive; device nodes and FIFOs
+    are skipped. The image id is the sha256 of the uncompressed stream.
+    """
+    from minicontainer.images import importer
+
+    progress = _Progress(importer.tarball_size(file))
+    try:
+        outcome = importer.import_tarball(_store(), file, name, force=force, progress=progress)
+    finally:
+        progress.close()
+    _notices(outcome)
+    _done(outcome)
+
+
+@image.command("import-dir", short_help="Copy a directory tree into a new image.")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Replace an existing image of that name.")
+def import_dir_cmd(directory, name, force):
+    """Copy DIRECTORY into a new image NAME: modes, owners, symlinks and hard
+    links kept, symlinks never followed, other mounted filesystems left out."""
+    from minicontainer.images import importer
+
+    outcome = importer.import_dir(_store(), directory, name, force=force)
+    _notices(outcome)
+    _done(outcome)
+
+
+@image.command("debootstrap", short_help="Build a Debian/Ubuntu image with debootstrap.")
+@click.argument("suite")
+@click.argument("name")
+@click.option("--variant", default="minbase", show_default=True, help="debootstrap --variant.")
+@click.option("--mirror", default=None, help="Mirror URL (debootstrap's default if not given).")
+@click.option("--force", is_flag=True, help="Replace an existing image of that name.")
+def debootstrap_cmd(suite, name, variant, mirror, force):
+    """Run debootstrap(8) for SUITE (e.g. bookworm) into the store as NAME."""
+    from minicontainer.images import importer
+
+    img = importer.debootstrap(_store(), suite, name, variant=variant, mirror=mirror, force=force, output=sys.stderr)
+    click.echo(f"{img.name} {img.short_id}")
+
+
+@image.command("build-mini", short_help="Build the built-in image 'mini' from host binaries.")
+@click.option("--force", is_flag=True, help="Rebuild it even if it exists.")
+def build_mini_cmd(force):
+    """Build 'mini': a static busybox if the host has one, else host tools
+    with the shared libraries their ELF headers name."""
+    from minicontainer.images.mini import build_mini
+
+    img = build_mini(_store(), force=force)
+    click.echo(f"{img.name} {img.short_id}")
+
+
+def _row(img) -> dict:
+    return {
+        "name": img.name,
+        "id": img.id,
+        "size": img.meta.get("size", 0),
+        "created": img.meta.get("created"),
+        "source": img.meta.get("source", ""),
+    }
+
+
+@image.command("ls", short_help="List images.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+def ls_cmd(fmt):
+    """List images: NAME, ID, SIZE, CREATED, SOURCE."""
+    images = _store().list()
+    if fmt == "json":
+        click.echo(json.dumps([_row(i) for i in images], indent=2))
+        return
+    rows = [("NAME", "ID", "SIZE", "CREATED", "SOURCE")]
+    for img in images:
+        r = _row(img)
+        rows.append((r["name"], img.short_id, format_size(int(r["size"] or 0)), _ago(r["created"]), r["source"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@image.command("inspect", short_help="Show an image's details as JSON.")
+@click.argument("name")
+def inspect_cmd(name):
+    """Print NAME's metadata, every name sharing it, and the containers using it."""
+    from minicontainer.images.store import containers_using
+
+    store = _store()
+    img = store.get(name)
+    info = {
+        "name": img.name,
+        "id": img.id,
+        "names": store.names_of(img.id),
+        "rootfs": str(img.rootfs),
+        **{k: v for k, v in img.meta.items() if k not in ("id",)},
+        "used_by": containers_using(img),
+    }
+    click.echo(json.dumps(info, indent=2))
+
+
+@image.command("rm", short_help="Remove images (refused while a container uses one).")
+@click.argument("names", nargs=-1, required=True)
+def rm_cmd(names):
+    """Remove image NAME(s). The data goes when the last name sharing it goes."""
+    store = _store()
+    for name in names:
+        store.remove(name)
+        click.echo(name)
