@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from minicontainer.errors import UsageError, wrap_oserror
 
-INFINITY = resource.RLIM_INFINITY
+INFINITY = resource.RLIM_INFINITY  # -1 in Python
 
 # Docker's names (they come from ulimit(1)/prlimit(1)) -> RLIMIT_* numbers.
 ULIMIT_NAMES: dict[str, int] = {
@@ -57,6 +57,10 @@ def _value(text: str, spec: str) -> int:
     return int(t)
 
 
+def _order(v: int) -> float:
+    return float("inf") if v == INFINITY else v
+
+
 def parse_ulimit(spec: str) -> Ulimit:
     """``nofile=1024:2048`` -> Ulimit('nofile', 1024, 2048). Pure."""
     name, sep, values = (spec or "").partition("=")
@@ -71,8 +75,8 @@ def parse_ulimit(spec: str) -> Ulimit:
     soft_s, colon, hard_s = values.partition(":")
     soft = _value(soft_s, spec)
     hard = _value(hard_s, spec) if colon else soft
-    # RLIM_INFINITY is the largest value, so this compares "unlimited" right too.
-    if soft > hard:
+    # Python spells RLIM_INFINITY as -1; it is the largest value to the kernel.
+    if _order(soft) > _order(hard):
         raise UsageError(
             f"invalid --ulimit {spec!r}: the soft limit is larger than the hard limit",
             "the soft limit must be at most the hard limit (setrlimit(2))",
