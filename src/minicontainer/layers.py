@@ -1,0 +1,584 @@
+"""Read a container's layers without mounting them: what it changed, and
+the merged tree it sees.
+
+A container's root is an overlay (see the kernel's
+Documentation/filesystems/overlayfs.rst)::
+
+    lower   the image rootfs: shared, never written
+    upper   this container's writes (MINICONTAINER_HOME/containers/<id>/upper)
+    merged  what the container sees: upper on top of lower
+
+We apply overlayfs's rules ourselves, reading upper and lower side by side:
+
+- a name in upper hides the same name in lower, except that two
+  directories are merged (their children are combined, recursively);
+- a *whiteout* (a character device 0:0) in upper means "deleted": the lower
+  name is hidden and the whiteout itself is not part of the tree;
+- an *opaque* directory (xattr ``trusted.overlay.opaque`` = ``y``) was
+  deleted and made again: none of the lower directory's children show;
+- a *redirect* (xattr ``trusted.overlay.redirect``, only with the
+  ``redirect_dir`` feature, off by default) is a renamed lower directory: it
+  merges with the lower directory the xattr names, not the one at its path;
+- *metacopy* files (only with ``metacopy=on``, off by default) keep their
+  data in the lower layer; we refuse them with a clear error.
+
+Why not mount the overlay read-only and walk that? Mounting needs a private
+mount namespace in a forked child, and the container's own mount of the same
+upper dir would still be writing to it. Reading the directories works the
+same whether the container runs or not, needs no mount at all, serves
+``diff`` (which needs to know which layer an entry came from) and ``export``
+with one set of rules, and shows how overlayfs works.
+
+Safety: a running container can rename things and plant symlinks in its
+upper dir while we read it (docker cp had this race, CVE-2018-15664). So we
+never hand a path inside a layer to the kernel: every lookup is relative to
+an open directory fd (openat(2) with O_NOFOLLOW, fstatat(2) with
+AT_SYMLINK_NOFOLLOW); a file's data is opened with O_PATH first, checked to
+be the same regular file we listed, and only then reopened for reading
+through /proc/self/fd (proc(5)). A swapped path gives a skipped entry, never
+a host file. A running container's export is therefore not an atomic
+snapshot (docker's is not either): a file changing under us may be left out
+or read as it is at that moment.
+
+Symlinks inside the layers are never followed, in upper or lower. The only
+link we resolve is the container's own ``lower`` link to its image (written
+by the runtime, not by the container).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tarfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from minicontainer.errors import ContainerError, ImageError, wrap_oserror
+
+# The kernel's default; a rootless overlay mounted with "userxattr" uses
+# "user.overlay." instead (overlayfs.rst, "User xattr").
+TRUSTED_PREFIX = "trusted.overlay."
+USER_PREFIX = "user.overlay."
+
+# Deeper than any real root filesystem; keeps the recursion (one Python frame
+# per level) far from the interpreter's limit.
+MAX_DEPTH = 256
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Where a container's files are.
+
+    ``kind`` is "overlay" (``lower`` is the image, ``upper`` the writes),
+    "read-only" (only ``lower``, the image) or "copy": without overlayfs the
+    runtime gives the container a full private copy, which is then ``lower``,
+    and ``image`` is what ``diff`` compares it with (None if it is gone).
+    """
+
+    kind: str
+    lower: str
+    upper: str | None = None
+    image: str | None = None
+    xattr_prefix: str = TRUSTED_PREFIX
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "A" added, "C" changed, "D" deleted (docker diff's letters)
+    path: str  # inside the container, e.g. "/etc/passwd"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path}"
+
+
+def container_layers(layer_dir: str, image_rootfs: str | None) -> Layers:
+    """The layers of a container from its directory (runtime.py's layout)::
+
+        lower -> image rootfs, upper/, work/    overlay
+        lower -> image rootfs, empty/           --read-only overlay
+        copy/                                   no overlayfs: a private copy
+        (nothing)                               --read-only without overlayfs
+    """
+    d = Path(layer_dir)
+    if not d.is_dir():
+        raise ContainerError(f"the container's layer directory {d} is missing", "remove the container")
+    lower = _lower_link(d)
+    if (d / "upper").is_dir():
+        if lower is None:
+            raise ContainerError(f"the container's layer {d} has an upper/ but no lower link", "remove the container")
+        return Layers("overlay", lower=lower, upper=str(d / "upper"))
+    if (d / "copy").is_dir():
+        return Layers("copy", lower=str(d / "copy"), image=image_rootfs)
+    if lower is not None:
+        return Layers("read-only", lower=lower)
+    if image_rootfs is None:
+        raise ContainerError(f"cannot tell where the root filesystem of {d} is", "remove the container")
+    return Layers("read-only", lower=image_rootfs)
+
+
+def _lower_link(d: Path) -> str | None:
+    try:
+        target = os.readlink(d / "lower")
+    except OSError:
+        return None
+    return os.path.join(d, target)  # absolute targets stay as they are
+
+
+# -- fd-relative helpers ------------------------------------------------------------
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """overlayfs.rst, "whiteouts": a character device with device number 0/0."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _open_root(path: str, what: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise wrap_oserror(f"opening the {what} layer", e, path) from None
+
+
+def _listdir(fd: int | None) -> list[str]:
+    if fd is None:
+        return []
+    try:
+        return os.listdir(fd)
+    except OSError as e:
+        raise wrap_oserror("listing a directory", e, _fd_path(fd)) from None
+
+
+def _lstat(dir_fd: int | None, name: str) -> os.stat_result | None:
+    """fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW); None if it is gone."""
+    if dir_fd is None:
+        return None
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _open_dir(dir_fd: int | None, name: str) -> int | None:
+    """openat(O_DIRECTORY|O_NOFOLLOW): None if it is not (or no longer) a
+    real directory — a symlink to one does not count."""
+    if dir_fd is None:
+        return None
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise wrap_oserror("opening a directory", e, f"{_fd_path(dir_fd)}/{name}") from None
+
+
+def _xattr(fd: int, name: str) -> bytes | None:
+    try:
+        return os.getxattr(fd, name)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise wrap_oserror(f"reading the xattr {name}", e, _fd_path(fd)) from None
+
+
+def _xattr_at(dir_fd: int, name: str, attr: str) -> bytes | None:
+    """An xattr of a non-directory without opening it (opening could block
+    on a FIFO or wake a device): the path goes through the already open
+    directory, and the last component is not followed (lgetxattr(2))."""
+    try:
+        return os.getxattr(f"/proc/self/fd/{dir_fd}/{name}", attr, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
+            return None
+        raise wrap_oserror(f"reading the xattr {attr}", e, f"{_fd_path(dir_fd)}/{name}") from None
+
+
+def _fd_path(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"fd {fd}"
+
+
+def _lower_of(up_fd: int, lower_fd: int | None, name: str, lower_root: int, prefix: str) -> tuple[int | None, bool]:
+    """The lower directory that the upper directory ``up_fd`` (called
+    ``name``, in a directory merged with ``lower_fd``) merges with, and
+    whether it is the one at the same path. (None, True): nothing below."""
+    if lower_fd is None or _xattr(up_fd, prefix + "opaque") == b"y":
+        return None, True
+    redirect = _xattr(up_fd, prefix + "redirect")
+    if redirect is None:
+        return _open_dir(lower_fd, name), True
+    target = os.fsdecode(redirect)
+    if not target.startswith("/"):  # a new name in the same parent
+        return (_open_dir(lower_fd, target) if "/" not in target else None), False
+    fd = os.dup(lower_root)  # absolute: from the root of the lower layer
+    for comp in (c for c in target.split("/") if c not in ("", ".")):
+        nxt = _open_dir(fd, comp) if comp != ".." else None
+        os.close(fd)
+        if nxt is None:
+            return None, False
+        fd = nxt
+    return fd, False
+
+
+def _refuse_metacopy(dir_fd: int, name: str, path: str, prefix: str) -> None:
+    if _xattr_at(dir_fd, name, prefix + "metacopy") is not None:
+        raise ContainerError(
+            f"{path} in the container's upper layer is an overlayfs metacopy file (its data is in the lower layer)",
+            "metacopy=on is not supported by diff/export; mount overlays with metacopy=off (the default)",
+        )
+
+
+def _depth_check(path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ContainerError(f"{path} is nested deeper than {MAX_DEPTH} directories", "refusing to walk further")
+
+
+# -- the merged view ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the merged tree. ``dir_fd`` is the directory holding it;
+    it is valid only until the walk goes on to the next entry."""
+
+    path: str  # inside the container, "/etc/passwd"
+    st: os.stat_result  # lstat of the entry in the layer it comes from
+    layer: str  # "upper" | "lower"
+    dir_fd: int = field(repr=False)
+    name: str = field(repr=False)
+
+    def readlink(self) -> str:
+        return os.readlink(self.name, dir_fd=self.dir_fd)
+
+    def open(self) -> int | None:
+        """An fd to read a regular file's data, or None if it is no longer
+        the file we listed (a running container replaced it)."""
+        try:
+            pfd = os.open(self.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            return None
+        try:
+            now = os.fstat(pfd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (self.st.st_dev, self.st.st_ino):
+                return None
+            # O_PATH pinned the inode; reopening through /proc opens that inode, not a path.
+            return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(pfd)
+
+
+def walk_merged(layers: Layers) -> Iterator[Entry]:
+    """Every entry of the merged tree (the root itself excepted), parents
+    before children, names sorted. Whiteouts are not entries."""
+    with ExitStack() as stack:
+        low = _open_root(layers.lower, "lower")
+        stack.callback(os.close, low)
+        up = None
+        if layers.upper is not None:
+            up = _open_root(layers.upper, "upper")
+            stack.callback(os.close, up)
+        yield from _merge("", up, low, low, layers.xattr_prefix, 0)
+
+
+def _merge(rel: str, up: int | None, low: int | None, low_root: int, prefix: str, depth: int) -> Iterator[Entry]:
+    _depth_check(rel, depth)
+    up_names = set(_listdir(up))
+    for name in sorted(up_names | set(_listdir(low))):
+        path = f"{rel}/{name}"
+        src, layer = (up, "upper") if name in up_names else (low, "lower")
+        st = _lstat(src, name)
+        if st is None or is_whiteout(st):
+            continue  # deleted (or removed while we read)
+        if not stat.S_ISDIR(st.st_mode):
+            if layer == "upper" and stat.S_ISREG(st.st_mode):
+                _refuse_metacopy(src, name, path, prefix)
+            yield Entry(path, st, layer, src, name)
+            continue
+        child = _open_dir(src, name)
+        if child is None:
+            continue  # replaced by something else since the lstat
+        try:
+            child_low = None
+            if layer == "upper":
+                child_low, _ = _lower_of(child, low, name, low_root, prefix)
+            try:
+                yield Entry(path, os.fstat(child), layer, src, name)
+                if layer == "upper":
+                    yield from _merge(path, child, child_low, low_root, prefix, depth + 1)
+                else:
+                    yield from _merge(path, None, child, low_root, prefix, depth + 1)
+            finally:
+                if child_low is not None:
+                    os.close(child_low)
+        finally:
+            os.close(child)
+
+
+# -- diff ------------------------------------------------------------------------------
+
+
+def diff(layers: Layers) -> list[Change]:
+    """What the container changed, compared with its image, like docker diff:
+    ``A`` added, ``C`` changed, ``D`` deleted. A directory holding a change is
+    itself ``C``; an added directory lists its contents as ``A`` too; a
+    deleted directory is one ``D`` (not its contents). Sorted by path, a
+    directory before its contents."""
+    out: list[Change] = []
+    with ExitStack() as stack:
+        low = _open_root(layers.lower, "lower")
+        stack.callback(os.close, low)
+        if layers.kind == "overlay":
+            up = _open_root(layers.upper, "upper")
+            stack.callback(os.close, up)
+            _diff_dir("", up, low, True, low, low, layers.xattr_prefix, out, 0)
+        elif layers.kind == "copy":
+            # A private copy (no overlayfs): compare the whole tree with the image.
+            if layers.image is None:
+                raise ContainerError(
+                    "this container runs on a private copy of its image, and the image is gone: nothing to compare with",
+                    "'minicontainer export' still works",
+                )
+            image = _open_root(layers.image, "image")
+            stack.callback(os.close, image)
+            _diff_dir("", None, low, False, image, low, layers.xattr_prefix, out, 0)
+        # read-only: nothing can have changed
+    return sorted(out, key=lambda c: c.path.split("/"))
+
+
+def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_mode, a.st_uid, a.st_gid, a.st_mtime_ns) == (b.st_mode, b.st_uid, b.st_gid, b.st_mtime_ns)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result, a_link: str | None, b_link: str | None) -> bool:
+    """Two non-directories look the same (metadata, size, link target; the
+    data is not read, as rsync's quick check)."""
+    return _same_meta(a, b) and a.st_size == b.st_size and a.st_rdev == b.st_rdev and a_link == b_link
+
+
+def _diff_dir(
+    rel: str,
+    up: int | None,
+    low: int | None,
+    low_is_image: bool,
+    image: int | None,
+    low_root: int,
+    prefix: str,
+    out: list[Change],
+    depth: int,
+) -> bool:
+    """Record the changes below one directory; True if there are any.
+
+    ``up``: the container's writes here (each one is a change); ``low``: the
+    lower directory merged here; ``low_is_image``: it is the image's directory
+    at this same path (so its entries are unchanged by definition, and not
+    even read); ``image``: the image's directory at this path (None if the
+    image has no directory here), to tell A from C and find the D's.
+    """
+    _depth_check(rel, depth)
+    changed = False
+    up_names = set(_listdir(up))
+    low_names = set(_listdir(low))
+    image_names = low_names if low_is_image else set(_listdir(image))
+    visible = set()
+    for name in sorted(up_names | low_names):
+        from_upper = name in up_names
+        if not from_upper and low_is_image:
+            visible.add(name)  # the image's own entry, seen through the overlay: not even read
+            continue
+        src = up if from_upper else low
+        st = _lstat(src, name)
+        if st is None or is_whiteout(st):
+            continue
+        visible.add(name)
+        path = f"{rel}/{name}"
+        image_st = _lstat(image, name) if name in image_names else None
+        kind = "A" if image_st is None else "C"
+        if stat.S_ISDIR(st.st_mode):
+            if _diff_subdir(path, src, name, from_upper, low, low_is_image, image, image_st, low_root, prefix, out, depth):
+                changed = True
+            elif kind == "A" or not stat.S_ISDIR(image_st.st_mode) or not _same_meta(st, image_st):
+                out.append(Change(kind, path))
+                changed = True
+            continue
+        if from_upper:
+            if stat.S_ISREG(st.st_mode):
+                _refuse_metacopy(src, name, path, prefix)
+        elif image_st is not None and _same_file(st, image_st, _link(src, name, st), _link(image, name, image_st)):
+            continue  # a lower file other than the image's, but the same
+        out.append(Change(kind, path))
+        changed = True
+    for name in sorted(image_names - visible):
+        out.append(Change("D", f"{rel}/{name}"))
+        changed = True
+    return changed
+
+
+def _diff_subdir(path, src, name, from_upper, low, low_is_image, image, image_st, low_root, prefix, out, depth) -> bool:
+    """Recurse into one directory of the merged tree; records the directory
+    itself when something below it changed. True if it did."""
+    child = _open_dir(src, name)
+    if child is None:
+        return False
+    fds = [child]
+    try:
+        child_image = _open_dir(image, name) if image_st is not None and stat.S_ISDIR(image_st.st_mode) else None
+        if child_image is not None:
+            fds.append(child_image)
+        if from_upper:
+            child_low, same_path = _lower_of(child, low, name, low_root, prefix)
+            if child_low is not None:
+                fds.append(child_low)
+            child_up = child
+        else:
+            child_low, same_path, child_up = child, True, None
+        # Below here the lower is the image's own directory only if it was
+        # at this level too and no redirect moved it.
+        low_is_image_below = low_is_image and same_path and child_low is not None and child_image is not None
+        if low_is_image_below:
+            child_low = child_image
+        if _diff_dir(path, child_up, child_low, low_is_image_below, child_image, low_root, prefix, out, depth + 1):
+            out.append(Change("A" if image_st is None else "C", path))
+            return True
+        return False
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _link(dir_fd: int | None, name: str, st: os.stat_result) -> str | None:
+    if dir_fd is None or not stat.S_ISLNK(st.st_mode):
+        return None
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportStats:
+    members: int
+    bytes: int  # file data written
+    skipped: int  # sockets (tar has no type for them) and files replaced while we read
+
+
+class _ExactReader:
+    """Reads exactly ``size`` bytes from ``fd``: a file that shrank while we
+    read it (a running container) is padded with zeros, one that grew is cut
+    at the size we announced in the tar header."""
+
+    def __init__(self, fd: int, size: int, path: str):
+        self.fd = fd
+        self.left = size
+        self.path = path
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                data = os.read(self.fd, n - len(buf))
+            except OSError as e:
+                raise wrap_oserror("reading", e, self.path) from None
+            if not data:  # it shrank
+                buf += bytes(n - len(buf))
+                break
+            buf += data
+        self.left -= n
+        return bytes(buf)
+
+
+def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20) -> ExportStats:
+    """Write the merged tree to ``out`` as a tar stream (PAX format, tar(5)).
+
+    Kept: types, permission bits with setuid/setgid/sticky, numeric owners
+    (no user names: the host's names mean nothing in the container, and GNU
+    tar would prefer them over the numbers), mtimes (whole seconds, as docker
+    export), symlinks as they are, hard links between files of the tree,
+    device nodes and FIFOs. Names have no leading "/" or "./" and the root
+    itself is not a member (like docker export).
+    """
+    members = data = skipped = 0
+    links: dict[tuple[int, int], str] = {}
+    # Stream mode: no seeking, so "-" (a pipe) works; big buffers to keep
+    # the number of write(2) calls low.
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=bufsize, copybufsize=bufsize) as tar:
+        for entry in walk_merged(layers):
+            info = _tarinfo(entry)
+            if info is None:
+                skipped += 1
+                continue
+            st = entry.st
+            if info.type == tarfile.REGTYPE:
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in links:
+                    info.type, info.linkname, info.size = tarfile.LNKTYPE, links[key], 0
+                    tar.addfile(info)
+                    members += 1
+                    continue
+                fd = entry.open()
+                if fd is None:
+                    skipped += 1
+                    continue
+                try:
+                    tar.addfile(info, _ExactReader(fd, info.size, entry.path))
+                finally:
+                    os.close(fd)
+                if st.st_nlink > 1:
+                    links[key] = info.name
+                data += info.size
+            else:
+                tar.addfile(info)
+            members += 1
+    return ExportStats(members=members, bytes=data, skipped=skipped)
+
+
+def _tarinfo(entry: Entry) -> tarfile.TarInfo | None:
+    st = entry.st
+    info = tarfile.TarInfo(entry.path.lstrip("/"))
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""
+    info.mtime = int(st.st_mtime)
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type = tarfile.SYMTYPE
+        try:
+            info.linkname = entry.readlink()
+        except OSError:
+            return None
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    else:
+        return None  # a socket: tar(5) has no type for it
+    return info
+
+
+def check_output_outside(output: str, layers: Layers, layer_dir: str | None) -> None:
+    """Refuse to write the export into the tree being exported (the walk
+    would read the archive as it grows) or into the image."""
+    where = os.path.realpath(os.path.dirname(os.path.abspath(output)))
+    for d in (layer_dir, layers.lower, layers.upper, layers.image):
+        if d is None:
+            continue
+        real = os.path.realpath(d)
+        if where == real or where.startswith(real.rstrip("/") + "/"):
+            raise ImageError(
+                f"refusing to write the export to {output}: it is inside the container's layers ({real})",
+                "write it somewhere else, or to '-' (stdout)",
+            )
