@@ -202,7 +202,12 @@ def _pax_mtime_ns(value: str) -> int:
 
 
 class _EndOfData(Exception):
-    """The stream ended where the format needs more bytes."""
+    """The stream ended where the format needs more bytes. ``cut``: the
+    compressed stream itself ended before its end marker."""
+
+    def __init__(self, message: str, *, cut: bool = False):
+        super().__init__(message)
+        self.cut = cut
 
 
 class _Source:
@@ -278,7 +283,7 @@ class _Input:
         try:
             data = self._decoded.read(CHUNK)
         except EOFError as e:  # gzip/xz/bzip2: the stream ends before its end marker
-            raise _EndOfData(f"the {self.compression} data ends early") from e
+            raise _EndOfData(f"the {self.compression} data ends early", cut=True) from e
         except (zlib.error, lzma.LZMAError) as e:
             raise ImageError(f"corrupt {self.compression} data: {e}", _REFUSED_HINT) from e
         except OSError as e:
@@ -329,7 +334,7 @@ class _Input:
                 self._fill()
                 self._pos = len(self._buf)
         except _EndOfData as e:
-            if "ends early" in str(e):
+            if e.cut:
                 raise ImageError(f"truncated archive: {e}", _REFUSED_HINT) from None
 
 
@@ -353,7 +358,7 @@ class _TarReader:
         try:
             buf = self._inp.read(BLOCK)
         except _EndOfData as e:
-            if self.count == 0 and self._inp.total == 0:
+            if self.count == 0 and self._inp.total == 0 and not e.cut:
                 raise ImageError("not a tar archive: the input is empty", _REFUSED_HINT) from None
             raise ImageError(f"truncated archive: {e} after member {self.last!r}", _REFUSED_HINT) from None
         if buf.count(0) == BLOCK:
