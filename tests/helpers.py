@@ -55,10 +55,16 @@ def foreign_pidns_processes() -> set[tuple[int, str]]:
     return out
 
 
-def minicontainer_cgroups() -> list[str]:
-    found = []
+def container_cgroups() -> set[str]:
+    """Every container cgroup (named by a 64-hex id) under ``minicontainer``, v1 or v2.
+
+    (Other names there belong to the cgroup managers' own tests.)
+    """
     base = Path("/sys/fs/cgroup")
-    for d in [base, *[p for p in base.iterdir() if p.is_dir()]] if base.is_dir() else []:
-        if (d / "minicontainer").exists():
-            found.append(str(d / "minicontainer"))
+    found = set()
+    roots = [base] + ([p for p in base.iterdir() if p.is_dir()] if base.is_dir() else [])
+    for r in roots:
+        top = r / "minicontainer"
+        if top.is_dir():
+            found.update(str(d) for d in top.iterdir() if d.is_dir() and len(d.name) == 64)
     return found

@@ -110,36 +110,28 @@ class Fork(Step):
 
 @dataclass(frozen=True)
 class CgroupStep(Step):
-    """A cgroup operation done by the runtime for the child (see cgroups/)."""
+    """A cgroup operation the runtime does for the child.
+
+    ``write`` is a ``cgroups.base.CgroupWrite`` (file, value, why, the file's
+    name in the other cgroup version); cgroups/ decides them, this step only
+    shows and carries them.
+    """
 
     phase = "parent"
-    action: str = "write"  # create | write | join | move-out
-    path: str = ""
-    value: str = ""
-    reason: str = ""
-    counterpart: str = ""
+    write: object = None
+
+    @property
+    def stage(self) -> str:
+        return self.write.stage  # create | limit | join
 
     def what(self) -> str:
-        if self.action == "create":
-            return f"create the cgroup {self.path}"
-        if self.action == "join":
-            return f"move the child into the cgroup: write its pid to {self.path}"
-        if self.action == "move-out":
-            return f"move processes of {self.path} into a leaf cgroup"
-        extra = f"  [{self.counterpart}]" if self.counterpart else ""
-        return f"write {self.value!r} to {self.path}{extra}"
+        return self.write.describe()
 
     def why(self) -> str:
-        return self.reason or "cgroups(7)"
+        return self.write.why or "cgroups(7)"
 
     def shell(self) -> str:
-        if self.action == "create":
-            return f"mkdir -p {self.path}"
-        if self.action == "join":
-            return f"echo $CHILD_PID > {self.path}"
-        if self.action == "move-out":
-            return f"for p in $(cat {self.path}); do echo $p > {self.value}; done"
-        return f"echo {shlex.quote(self.value)} > {self.path}"
+        return self.write.shell()
 
 
 # --- child phase ---------------------------------------------------------

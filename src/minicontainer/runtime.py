@@ -151,6 +151,7 @@ class Runner:
         self.out = out if out is not None else sys.stderr
         self._sc = sc
         self.cgroup = None  # a cgroups manager, when limits/cgroups are in use
+        self._cgroup_stages_done: set[str] = set()
         self.security = None
 
     @property
@@ -194,24 +195,32 @@ class Runner:
             rootfs=rootfs.target,
             layer_dir=str(layer),
             remove=spec.remove,
+            cgroup=(getattr(spec.resources, "cgroup_parent", None) or ""),
         )
         return plan, state, image, rootfs
 
     def _cgroup_steps(self, cid: str) -> list:
-        """The cgroup part of the plan (cgroups/ decides the files)."""
-        try:
-            from minicontainer import cgroups
+        """The cgroup part of the plan: cgroups/ decides the files.
 
-            cgroups.plan_steps  # noqa: B018  (the integration API; absent while it is being built)
-        except (ImportError, AttributeError):
-            if self.spec.resources is not None and not _resources_empty(self.spec.resources):
-                raise UsageError("resource limits are not available in this build", None) from None
+        Every container gets a cgroup, limits or not: it is how the runtime
+        finds and kills every process of the container at the end, and what
+        stats and pause work on. If the host cannot give one and no limit was
+        asked for, the container runs without, and we say so.
+        """
+        from minicontainer import cgroups
+        from minicontainer.errors import CgroupError
+
+        resources = self.spec.resources
+        try:
+            self.cgroup = cgroups.manager_for(cid, resources)
+            writes = self.cgroup.plan()
+        except CgroupError as e:
+            if resources is not None and not resources.is_empty():
+                raise
+            print(f"minicontainer: warning: running without a cgroup: {e}", file=sys.stderr)
+            self.cgroup = None
             return []
-        self.cgroup = cgroups.manager_for(cid, self.spec.resources)
-        return [
-            P.CgroupStep(action=w.action, path=w.path, value=w.value, reason=w.why, counterpart=w.counterpart)
-            for w in cgroups.plan_steps(self.cgroup, self.spec.resources)
-        ]
+        return [P.CgroupStep(write=w) for w in writes]
 
     def _security_steps(self) -> tuple[list, list]:
         try:
@@ -316,9 +325,18 @@ class Runner:
 
     # -- cgroups and security hooks (filled by those layers) -----------------
     def _apply_cgroup_step(self, step, child_pid: int) -> None:
-        from minicontainer import cgroups
-
-        cgroups.apply_step(self.cgroup, step, child_pid)
+        """Carry out the cgroup steps by stage: the manager's create() (which
+        also refuses a stale non-empty cgroup), apply() and add_process()
+        each run the steps of their stage, in plan order."""
+        if step.stage in self._cgroup_stages_done:
+            return
+        self._cgroup_stages_done.add(step.stage)
+        if step.stage == "create":
+            self.cgroup.create()
+        elif step.stage == "limit":
+            self.cgroup.apply()
+        elif step.stage == "join":
+            self.cgroup.add_process(child_pid)
 
     def _destroy_cgroup(self) -> None:
         try:
@@ -343,8 +361,3 @@ class Runner:
             return self.security.prepare_enter(config, root_fd)
 
         return prepare
-
-
-def _resources_empty(resources) -> bool:
-    is_empty = getattr(resources, "is_empty", None)
-    return bool(is_empty()) if callable(is_empty) else False

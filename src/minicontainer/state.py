@@ -43,7 +43,7 @@ class ContainerState:
     exit_reason: str = ""  # e.g. the OOM report
     rootfs: str = ""  # the merged root on the host
     layer_dir: str = ""  # MINICONTAINER_HOME/containers/<id>
-    cgroup: str = ""
+    cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/)
     remove: bool = False
 
     @property

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import foreign_pidns_processes, host_mountinfo, mc
+from helpers import container_cgroups, foreign_pidns_processes, host_mountinfo, mc
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +31,7 @@ def clean_host(mc_home, tmp_path, monkeypatch):
     monkeypatch.setenv("MINICONTAINER_HOME", str(mc_home))
     mounts = host_mountinfo()
     procs = foreign_pidns_processes()
+    cgroups = container_cgroups()
     yield tmp_path
     # Containers die with their runtime; give the kernel a moment to reap.
     deadline = time.monotonic() + 5
@@ -38,3 +39,4 @@ def clean_host(mc_home, tmp_path, monkeypatch):
         time.sleep(0.05)
     assert foreign_pidns_processes() - procs == set(), "a container process was left running"
     assert host_mountinfo() == mounts, "the host's mount table changed"
+    assert container_cgroups() - cgroups == set(), "a container's cgroup was left behind"

@@ -100,10 +100,12 @@ def test_render_has_what_why_and_shell_for_every_step():
 
 
 def test_cgroup_and_security_steps_are_placed():
-    cg = [P.CgroupStep(action="write", path="/sys/fs/cgroup/x/memory.max", value="1", reason="cgroups(7)")]
+    from minicontainer.cgroups.base import CgroupWrite
+
+    cg = [P.CgroupStep(write=CgroupWrite(file="/sys/fs/cgroup/x/memory.max", value="1", why="cgroups(7)"))]
     sec = [P.Note(text="drop capabilities")]
     plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS, cgroup_steps=cg, security_steps=sec)
     k = kinds(plan)
     assert k.index("CgroupStep") == k.index("Fork") + 1
     assert k.index("Note") > k.index("PivotRoot") and k.index("Note") < k.index("Exec")
-    assert "echo 1 > /sys/fs/cgroup/x/memory.max" in plan.render()
+    assert "echo '1' > /sys/fs/cgroup/x/memory.max" in plan.render()

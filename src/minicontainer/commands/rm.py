@@ -31,6 +31,7 @@ def rm(containers, force):
                     )
                 _kill(st)
                 st = store.get(ref)
+            remove_cgroup(st)
             if st.layer_dir and os.path.isdir(st.layer_dir):
                 shutil.rmtree(st.layer_dir, ignore_errors=True)
             store.remove(st)
@@ -41,6 +42,17 @@ def rm(containers, force):
     if failed is not None:
         return failed.exit_code
     return 0
+
+
+def remove_cgroup(st) -> None:
+    """A runtime killed by SIGKILL could not remove the container's cgroup; do it now."""
+    from minicontainer.cgroups import manager_for
+    from minicontainer.cgroups.resources import Resources
+
+    try:
+        manager_for(st.id, Resources(cgroup_parent=st.cgroup or None)).destroy()
+    except MiniError as e:
+        click.echo(f"minicontainer: warning: {e}", err=True)
 
 
 def _kill(st) -> None:
