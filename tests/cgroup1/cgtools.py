@@ -188,3 +188,31 @@ class CgroupTracker:
                 except OSError:
                     pass
         return problems
+
+
+class LoopDevice:
+    """An 8 MiB loop device backed by a file in /tmp; ``close()`` detaches it."""
+
+    def __init__(self):
+        import subprocess
+        import tempfile
+
+        f = tempfile.NamedTemporaryFile(dir="/tmp", prefix="mctest-loop.", delete=False)
+        f.truncate(8 << 20)
+        f.close()
+        self.backing = f.name
+        try:
+            self.path = subprocess.run(["losetup", "-f", "--show", self.backing], check=True,
+                                       capture_output=True, text=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            os.unlink(self.backing)
+            raise
+
+    def close(self) -> None:
+        import subprocess
+
+        subprocess.run(["losetup", "-d", self.path], check=False)
+        try:
+            os.unlink(self.backing)
+        except FileNotFoundError:
+            pass

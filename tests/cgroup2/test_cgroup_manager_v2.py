@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cgroup1"))
-from cgtools import PY, CgroupTracker, alive, cpu_ticks, scale  # noqa: E402
+from cgtools import PY, CgroupTracker, LoopDevice, alive, cpu_ticks, scale  # noqa: E402
 
 from minicontainer.cgroups import manager_for, parse_resources  # noqa: E402
 from minicontainer.cgroups.detect import HostCgroups, detect  # noqa: E402
@@ -219,20 +219,14 @@ def test_refuses_a_busy_or_frozen_cgroup(cg):
 
 @pytest.fixture
 def loop_device():
-    backing = tempfile.NamedTemporaryFile(dir="/tmp", delete=False)
-    backing.truncate(8 << 20)
-    backing.close()
     try:
-        dev = subprocess.run(["losetup", "-f", "--show", backing.name], check=True, capture_output=True,
-                             text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as e:
-        os.unlink(backing.name)
+        dev = LoopDevice()
+    except Exception as e:
         pytest.skip(f"no loop device here: {e}")
     try:
-        yield dev
+        yield dev.path
     finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
-        os.unlink(backing.name)
+        dev.close()
 
 
 def test_io_max_throttles_a_loop_device(cg, loop_device):
@@ -249,7 +243,7 @@ def test_io_max_throttles_a_loop_device(cg, loop_device):
     assert m.stats()["io_write_bytes"] >= 3 << 20
 
 
-def _in_cgroup_namespace(nsroot: Path, cid: str) -> dict:
+def _in_cgroup_namespace(nsroot: Path, mnt: str, cid: str) -> dict:
     """Runs in a forked helper: enter a new cgroup and mount namespace whose
     root is ``nsroot`` (it holds a sleeper), mount cgroup2 there, and run the
     manager as the runtime would inside a privileged container."""
@@ -261,7 +255,6 @@ def _in_cgroup_namespace(nsroot: Path, cid: str) -> dict:
         raise OSError(ctypes.get_errno(), "unshare")
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-    mnt = tempfile.mkdtemp(prefix="cg2ns.")
     if libc.mount(b"none", mnt.encode(), b"cgroup2", 0, None) != 0:
         raise OSError(ctypes.get_errno(), "mount cgroup2")
     host = HostCgroups(mode="v2", v2_mount=mnt, v2_controllers=frozenset(read(Path(mnt) / "cgroup.controllers").split()))
@@ -295,6 +288,7 @@ def test_no_internal_processes_in_a_cgroup_namespace_root(cg):
     nsroot = ROOT / f"{cg.new_id()}-nsroot"
     nsroot.mkdir()
     sleeper = subprocess.Popen(["sleep", "600"])
+    mnt = tempfile.mkdtemp(prefix="mctest-cg2ns.")  # mounted only in the helper's mount namespace
     r, w = os.pipe()
     helper = -1
     try:
@@ -303,7 +297,7 @@ def test_no_internal_processes_in_a_cgroup_namespace_root(cg):
         if helper == 0:
             os.close(r)
             try:
-                out = json.dumps(_in_cgroup_namespace(nsroot, cg.new_id()))
+                out = json.dumps(_in_cgroup_namespace(nsroot, mnt, cg.new_id()))
             except BaseException as e:  # report, never return into pytest
                 out = json.dumps({"error": repr(e)})
             os.write(w, out.encode())
@@ -337,6 +331,7 @@ def test_no_internal_processes_in_a_cgroup_namespace_root(cg):
             os.waitpid(helper, 0)
         sleeper.kill()
         sleeper.wait()
+        os.rmdir(mnt)
         for d in (nsroot / "init", nsroot):
             deadline = time.monotonic() + scale(5)
             while d.exists():

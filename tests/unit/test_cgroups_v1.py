@@ -409,3 +409,16 @@ def test_describe_and_shell_lines(host):
     assert copy.shell() == f"cat {copy.source} > {copy.file}"
     join = next(s for s in steps if s.action == "join")
     assert join.shell() == f"echo $CHILD_PID > {join.file}"
+
+
+def test_old_kernels_without_oom_kill_fall_back_to_failcnt(host):
+    fake, h = host
+    m = mgr(host, res(memory="64m"))
+    m.create()
+    mem = f"{h.v1_mounts['memory']}/minicontainer/c1"
+    with open(f"{mem}/memory.oom_control", "w") as f:
+        f.write("oom_kill_disable 0\nunder_oom 0\n")  # Linux < 4.13: no oom_kill line
+    assert not m.oom_killed()
+    with open(f"{mem}/memory.failcnt", "w") as f:
+        f.write("12")
+    assert m.oom_killed()

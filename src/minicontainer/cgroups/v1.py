@@ -304,8 +304,13 @@ class V1Manager(CgroupManager):
         }
 
     def _oom_kills(self) -> int:
-        # "oom_kill N" in memory.oom_control since Linux 4.13 (memory.rst)
-        return self._opt_keyed("memory", "memory.oom_control").get("oom_kill", 0)
+        # "oom_kill N" in memory.oom_control since Linux 4.13 (memory.rst).
+        # Older kernels only count how often the limit was hit (failcnt): a
+        # hit is not always a kill, so this is a best guess there.
+        oom = self._opt_keyed("memory", "memory.oom_control")
+        if "oom_kill" in oom:
+            return oom["oom_kill"]
+        return 1 if (self._opt_int("memory", "memory.failcnt") or 0) > 0 else 0
 
     def _pids_max_hits(self) -> int:
         return self._opt_keyed("pids", "pids.events").get("max", 0)
