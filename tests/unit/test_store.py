@@ -1,0 +1,332 @@
+"""The image store, import-dir, and the ``minicontainer image`` commands."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from minicontainer.errors import ImageError, UsageError
+from minicontainer.images import importer
+from minicontainer.images.store import ImageStore, Populated, containers_using, validate_image_name
+
+pytestmark = pytest.mark.unit
+
+
+def _fill(files: dict[str, bytes]):
+    def populate(rootfs: Path):
+        for name, data in files.items():
+            p = rootfs / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        return None
+
+    return populate
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(tmp_path / "home")
+
+
+def _leftovers(store: ImageStore) -> list[str]:
+    return sorted(os.listdir(store.tmp_dir)) if store.tmp_dir.exists() else []
+
+
+# -- names and layout ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mini", "debian:bookworm", "a", "A.b-c_d", "x" * 64])
+def test_valid_names(name):
+    assert validate_image_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "-rf", ".hidden", "x" * 65, "a:", "a b", "é"])
+def test_invalid_names(name):
+    with pytest.raises(UsageError):
+        validate_image_name(name)
+
+
+def test_store_dirs_are_private(store):
+    store.ensure()
+    for d in (store.home, store.images_dir, store.refs_dir, store.tmp_dir):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+
+
+# -- create / get / list / remove ---------------------------------------------------------------
+
+
+def test_create_get_list_remove(store):
+    img = store.create("one", _fill({"bin/sh": b"#!"}), source="test")
+    assert img.name == "one" and (img.rootfs / "bin/sh").read_bytes() == b"#!"
+    assert img.meta["source"] == "test" and img.meta["size"] > 0
+    assert stat.S_IMODE(os.stat(store.images_dir / img.id).st_mode) == 0o700
+    assert [i.name for i in store.list()] == ["one"]
+    store.remove("one")
+    assert store.list() == [] and os.listdir(store.images_dir) == [] and _leftovers(store) == []
+    with pytest.raises(ImageError, match="no such image: one"):
+        store.get("one")
+
+
+def test_populated_meta_and_content_id(store):
+    img = store.create("x", lambda r: Populated("ab" * 32, {"members": 3}), source="s")
+    assert img.id == "ab" * 32 and img.meta["members"] == 3 and img.meta["id"] == img.id
+
+
+def test_failed_populate_leaves_nothing(store):
+    def boom(rootfs: Path):
+        (rootfs / "half").write_text("written")
+        raise ImageError("boom")
+
+    with pytest.raises(ImageError, match="boom"):
+        store.create("x", boom, source="s")
+    assert _leftovers(store) == [] and os.listdir(store.images_dir) == [] and os.listdir(store.refs_dir) == []
+
+
+def test_existing_name_needs_force(store):
+    store.create("x", _fill({"a": b"1"}), source="s")
+    with pytest.raises(ImageError, match="already exists"):
+        store.create("x", _fill({"a": b"2"}), source="s")
+    img = store.create("x", _fill({"a": b"2"}), source="s", force=True)
+    assert (img.rootfs / "a").read_bytes() == b"2"
+
+
+def test_same_id_is_shared_and_freed_with_last_name(store):
+    a = store.create("a", lambda r: Populated("cd" * 32), source="s")
+    b = store.create("b", lambda r: Populated("cd" * 32), source="s")
+    assert a.id == b.id and len(os.listdir(store.images_dir)) == 1
+    assert store.names_of(a.id) == ["a", "b"]
+    store.remove("a")
+    assert store.has_id(a.id)
+    store.remove("b")
+    assert not store.has_id(a.id) and _leftovers(store) == []
+
+
+def test_tag(store):
+    img = store.create("a", _fill({"f": b"1"}), source="s")
+    assert store.tag("b", img.id).id == img.id
+    with pytest.raises(ImageError, match="no image with id"):
+        store.tag("c", "0" * 64)
+
+
+def test_damaged_ref_is_not_followed(store):
+    store.ensure()
+    (store.refs_dir / "evil").write_text("../../../etc\n")
+    with pytest.raises(ImageError, match="damaged"):
+        store.get("evil")
+    assert store.list() == []
+
+
+def test_clean_tmp_removes_dead_imports_only(store):
+    store.ensure()
+    dead = store.tmp_dir / "new-999999999-abc"
+    (dead / "rootfs").mkdir(parents=True)
+    mine = store.tmp_dir / f"new-{os.getpid()}-xyz"
+    mine.mkdir()
+    assert store.clean_tmp() == [dead]
+    assert not dead.exists() and mine.exists()
+
+
+def test_read_only_dirs_are_removed(store):
+    def populate(rootfs: Path):
+        (rootfs / "ro").mkdir()
+        (rootfs / "ro" / "f").write_text("x")
+        os.chmod(rootfs / "ro", 0o500)
+
+    store.create("ro", populate, source="s")
+    store.remove("ro")
+    assert os.listdir(store.images_dir) == []
+
+
+# -- containers using an image ----------------------------------------------------------------------
+
+
+def _state(root: Path, cid: str, **fields):
+    d = root / "containers" / cid
+    d.mkdir(parents=True)
+    (d / "state.json").write_text(json.dumps({"id": cid, **fields}))
+
+
+def test_rm_refused_while_a_container_uses_it(store, tmp_path):
+    img = store.create("web", _fill({"a": b"1"}), source="s")
+    run = tmp_path / "run"
+    _state(run, "c1", name="frontend", image="web", image_id=img.id, status="exited")
+    _state(run, "c2", name="other", image="web", image_id="ff" * 32)  # an older 'web'
+    (run / "containers" / "junk").mkdir()
+    assert containers_using(img, run) == ["frontend"]
+    with pytest.raises(ImageError, match="used by container frontend") as exc:
+        store.remove("web", state_root=run)
+    assert "minicontainer rm frontend" in exc.value.hint
+    assert store.get("web").id == img.id
+    (run / "containers" / "c1" / "state.json").unlink()
+    store.remove("web", state_root=run)
+    assert store.list() == []
+
+
+def test_containers_using_by_name_without_image_id(store, tmp_path):
+    img = store.create("web", _fill({"a": b"1"}), source="s")
+    _state(tmp_path / "run", "c9", image="web")
+    assert containers_using(img, tmp_path / "run") == ["c9"]
+    assert containers_using(img, tmp_path / "nothing") == []
+
+
+# -- import-dir ---------------------------------------------------------------------------------------
+
+
+def test_import_dir_keeps_links_modes_and_skips_specials(store, tmp_path):
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "tmp").mkdir()
+    os.chmod(src / "tmp", 0o1777)
+    (src / "bin" / "su").write_bytes(b"\x7fELF" * 1000)
+    os.chmod(src / "bin" / "su", 0o4755)
+    os.utime(src / "bin" / "su", ns=(1, 1_400_000_000_000_000_000))
+    os.link(src / "bin" / "su", src / "bin" / "su2")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    os.symlink(str(outside), src / "escape")  # must be copied as a link, never followed
+    os.symlink("/usr/share/zoneinfo/UTC", src / "localtime")
+    os.mkfifo(src / "fifo")
+    os.utime(src / "bin", ns=(1, 1_500_000_000_000_000_000))
+
+    out = importer.import_dir(store, str(src), "copy")
+    r = out.image.rootfs
+    assert out.skipped_special == 1 and not (r / "fifo").exists()
+    assert os.readlink(r / "escape") == str(outside) and not (r / "secret").exists()
+    assert os.readlink(r / "localtime") == "/usr/share/zoneinfo/UTC"
+    assert stat.S_IMODE(os.stat(r / "bin/su").st_mode) == 0o4755
+    assert stat.S_IMODE(os.stat(r / "tmp").st_mode) == 0o1777
+    assert os.stat(r / "bin/su").st_ino == os.stat(r / "bin/su2").st_ino
+    assert os.stat(r / "bin/su").st_ino != os.stat(src / "bin/su").st_ino
+    assert (r / "bin/su").read_bytes() == b"\x7fELF" * 1000
+    assert os.stat(r / "bin/su").st_mtime_ns == 1_400_000_000_000_000_000
+    assert os.stat(r / "bin").st_mtime_ns == 1_500_000_000_000_000_000
+    assert out.image.meta["source"] == f"dir:{src}"
+
+
+def test_import_dir_errors(store, tmp_path):
+    with pytest.raises(ImageError, match="not a directory"):
+        importer.import_dir(store, str(tmp_path / "missing"), "x")
+    assert store.list() == []
+
+
+def test_debootstrap_missing_gives_apt_hint(store, monkeypatch):
+    monkeypatch.setattr(importer.shutil, "which", lambda name: None)
+    monkeypatch.setattr(importer.os, "access", lambda p, m: False)
+    with pytest.raises(ImageError, match="debootstrap is not installed") as exc:
+        importer.debootstrap(store, "bookworm", "deb")
+    assert "apt-get install -y debootstrap" in exc.value.hint
+    with pytest.raises(ImageError, match="invalid suite"):
+        importer.debootstrap(store, "../x", "deb")
+
+
+# -- the CLI --------------------------------------------------------------------------------------------
+
+
+def _tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def mc(capsys, *argv) -> tuple[int, str, str]:
+    from minicontainer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_cli_import_ls_inspect_rm(mc_dirs, tmp_path, capsys):
+    home, run = mc_dirs
+    t = _tar(tmp_path / "a.tar", {"etc/os-release": b"ID=test\n"})
+    code, out, err = mc(capsys, "image", "import", str(t), "test")
+    assert code == 0 and out.startswith("test ") and err == ""  # no progress bar: stderr is no tty
+    code, out, _ = mc(capsys, "image", "import", str(t), "test2")
+    assert code == 0 and "shares" in out
+
+    code, out, _ = mc(capsys, "image", "ls")
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "ID", "SIZE", "CREATED", "SOURCE"]
+    assert [line.split()[0] for line in lines[1:]] == ["test", "test2"]
+    assert len(lines[1].split()[1]) == 12
+
+    code, out, _ = mc(capsys, "image", "ls", "--format", "json")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["test", "test2"] and rows[0]["source"] == str(t)
+    assert set(rows[0]) == {"name", "id", "size", "created", "source"}
+
+    code, out, _ = mc(capsys, "image", "inspect", "test")
+    info = json.loads(out)
+    assert info["names"] == ["test", "test2"] and info["digest"] == "sha256:" + info["id"]
+    assert info["used_by"] == []
+
+    _state(run, "c1", name="db", image="test", image_id=info["id"])
+    code, out, err = mc(capsys, "image", "rm", "test")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [err.strip()]  # one line
+    assert "used by container db" in err and err.startswith("minicontainer: error:")
+
+    (run / "containers" / "c1" / "state.json").unlink()
+    code, out, _ = mc(capsys, "image", "rm", "test", "test2")
+    assert code == 0 and out.split() == ["test", "test2"]
+    assert json.loads(mc(capsys, "image", "ls", "--format", "json")[1]) == []
+
+
+def test_cli_failed_import_leaves_nothing(mc_dirs, tmp_path, capsys):
+    home, _ = mc_dirs
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar" * 200)
+    code, out, err = mc(capsys, "image", "import", str(bad), "bad")
+    assert code == 1 and "not a tar archive" in err and len(err.strip().splitlines()) == 1
+    assert json.loads(mc(capsys, "image", "ls", "--format", "json")[1]) == []
+    assert os.listdir(home / "tmp") == [] and os.listdir(home / "images") == []
+    code, _, err = mc(capsys, "image", "import", str(tmp_path / "nope.tar"), "bad")
+    assert code == 1 and "no such file" in err
+    code, _, err = mc(capsys, "image", "inspect", "nothere")
+    assert code != 0 and "no such image" in err
+
+
+def test_cli_import_dir(mc_dirs, tmp_path, capsys):
+    src = tmp_path / "tree"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "sh").write_bytes(b"#!")
+    code, out, _ = mc(capsys, "image", "import-dir", str(src), "tree")
+    assert code == 0 and out.startswith("tree ")
+
+
+@pytest.mark.parametrize("sub", ["import", "import-dir", "debootstrap", "build-mini", "ls", "inspect", "rm"])
+def test_every_image_command_has_help(capsys, sub):
+    code, out, _ = mc(capsys, "image", sub, "--help")
+    assert code == 0 and "Usage:" in out
+
+
+def test_progress_only_on_a_terminal():
+    from minicontainer.commands.image import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    quiet = io.StringIO()
+    p = _Progress(1000, quiet)
+    p(500)
+    p.close()
+    assert quiet.getvalue() == ""
+
+    tty = Tty()
+    p = _Progress(2 << 20, tty)
+    p._last = -1.0
+    p(1 << 20)
+    assert "\r" in tty.getvalue() and "1 MiB / 2 MiB" in tty.getvalue() and "/s" in tty.getvalue()
+    p.close()
