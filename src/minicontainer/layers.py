@@ -208,7 +208,7 @@ def _lower_of(up_fd: int, lower_fd: int | None, name: str, lower_root: int, pref
     """The lower directory that the upper directory ``up_fd`` (called
     ``name``, in a directory merged with ``lower_fd``) merges with, and
     whether it is the one at the same path. (None, True): nothing below."""
-    if lower_fd is None or _xattr(up_fd, prefix + "opaque") == b"y":
+    if _xattr(up_fd, prefix + "opaque") == b"y":
         return None, True
     redirect = _xattr(up_fd, prefix + "redirect")
     if redirect is None:
@@ -216,7 +216,9 @@ def _lower_of(up_fd: int, lower_fd: int | None, name: str, lower_root: int, pref
     target = os.fsdecode(redirect)
     if not target.startswith("/"):  # a new name in the same parent
         return (_open_dir(lower_fd, target) if "/" not in target else None), False
-    fd = os.dup(lower_root)  # absolute: from the root of the lower layer
+    # Absolute: from the root of the lower layer, even when the parent has
+    # no lower directory (a lower dir moved into a new one).
+    fd = os.dup(lower_root)
     for comp in (c for c in target.split("/") if c not in ("", ".")):
         nxt = _open_dir(fd, comp) if comp != ".." else None
         os.close(fd)
@@ -329,26 +331,26 @@ def diff(layers: Layers) -> list[Change]:
     itself ``C``; an added directory lists its contents as ``A`` too; a
     deleted directory is one ``D`` (not its contents). Sorted by path, a
     directory before its contents."""
-    out: list[Change] = []
     with ExitStack() as stack:
         low = _open_root(layers.lower, "lower")
         stack.callback(os.close, low)
+        differ = _Differ(low, layers.xattr_prefix)
         if layers.kind == "overlay":
             up = _open_root(layers.upper, "upper")
             stack.callback(os.close, up)
-            _diff_dir("", up, low, True, low, low, layers.xattr_prefix, out, 0)
+            differ.dir("", up, low, True, low, 0)
         elif layers.kind == "copy":
             # A private copy (no overlayfs): compare the whole tree with the image.
             if layers.image is None:
                 raise ContainerError(
-                    "this container runs on a private copy of its image, and the image is gone: nothing to compare with",
+                    "this container runs on a private copy of its image, and the image is gone",
                     "'minicontainer export' still works",
                 )
             image = _open_root(layers.image, "image")
             stack.callback(os.close, image)
-            _diff_dir("", None, low, False, image, low, layers.xattr_prefix, out, 0)
+            differ.dir("", None, low, False, image, 0)
         # read-only: nothing can have changed
-    return sorted(out, key=lambda c: c.path.split("/"))
+    return sorted(differ.out, key=lambda c: c.path.split("/"))
 
 
 def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
@@ -361,94 +363,95 @@ def _same_file(a: os.stat_result, b: os.stat_result, a_link: str | None, b_link:
     return _same_meta(a, b) and a.st_size == b.st_size and a.st_rdev == b.st_rdev and a_link == b_link
 
 
-def _diff_dir(
-    rel: str,
-    up: int | None,
-    low: int | None,
-    low_is_image: bool,
-    image: int | None,
-    low_root: int,
-    prefix: str,
-    out: list[Change],
-    depth: int,
-) -> bool:
-    """Record the changes below one directory; True if there are any.
+class _Differ:
+    """Walks the merged tree next to the image's, directory by directory,
+    and collects the changes in ``out``."""
 
-    ``up``: the container's writes here (each one is a change); ``low``: the
-    lower directory merged here; ``low_is_image``: it is the image's directory
-    at this same path (so its entries are unchanged by definition, and not
-    even read); ``image``: the image's directory at this path (None if the
-    image has no directory here), to tell A from C and find the D's.
-    """
-    _depth_check(rel, depth)
-    changed = False
-    up_names = set(_listdir(up))
-    low_names = set(_listdir(low))
-    image_names = low_names if low_is_image else set(_listdir(image))
-    visible = set()
-    for name in sorted(up_names | low_names):
-        from_upper = name in up_names
-        if not from_upper and low_is_image:
-            visible.add(name)  # the image's own entry, seen through the overlay: not even read
-            continue
-        src = up if from_upper else low
-        st = _lstat(src, name)
-        if st is None or is_whiteout(st):
-            continue
-        visible.add(name)
-        path = f"{rel}/{name}"
-        image_st = _lstat(image, name) if name in image_names else None
-        kind = "A" if image_st is None else "C"
-        if stat.S_ISDIR(st.st_mode):
-            if _diff_subdir(path, src, name, from_upper, low, low_is_image, image, image_st, low_root, prefix, out, depth):
-                changed = True
-            elif kind == "A" or not stat.S_ISDIR(image_st.st_mode) or not _same_meta(st, image_st):
-                out.append(Change(kind, path))
-                changed = True
-            continue
-        if from_upper:
-            if stat.S_ISREG(st.st_mode):
-                _refuse_metacopy(src, name, path, prefix)
-        elif image_st is not None and _same_file(st, image_st, _link(src, name, st), _link(image, name, image_st)):
-            continue  # a lower file other than the image's, but the same
-        out.append(Change(kind, path))
-        changed = True
-    for name in sorted(image_names - visible):
-        out.append(Change("D", f"{rel}/{name}"))
-        changed = True
-    return changed
+    def __init__(self, low_root: int, prefix: str):
+        self.low_root = low_root
+        self.prefix = prefix
+        self.out: list[Change] = []
 
+    def dir(self, rel: str, up: int | None, low: int | None, low_is_image: bool, image: int | None, depth: int) -> bool:
+        """Record the changes below one directory; True if there are any.
 
-def _diff_subdir(path, src, name, from_upper, low, low_is_image, image, image_st, low_root, prefix, out, depth) -> bool:
-    """Recurse into one directory of the merged tree; records the directory
-    itself when something below it changed. True if it did."""
-    child = _open_dir(src, name)
-    if child is None:
-        return False
-    fds = [child]
-    try:
-        child_image = _open_dir(image, name) if image_st is not None and stat.S_ISDIR(image_st.st_mode) else None
-        if child_image is not None:
-            fds.append(child_image)
-        if from_upper:
-            child_low, same_path = _lower_of(child, low, name, low_root, prefix)
-            if child_low is not None:
-                fds.append(child_low)
-            child_up = child
-        else:
-            child_low, same_path, child_up = child, True, None
-        # Below here the lower is the image's own directory only if it was
-        # at this level too and no redirect moved it.
-        low_is_image_below = low_is_image and same_path and child_low is not None and child_image is not None
-        if low_is_image_below:
-            child_low = child_image
-        if _diff_dir(path, child_up, child_low, low_is_image_below, child_image, low_root, prefix, out, depth + 1):
-            out.append(Change("A" if image_st is None else "C", path))
-            return True
-        return False
-    finally:
-        for fd in fds:
-            os.close(fd)
+        ``up``: the container's writes here (each one is a change); ``low``:
+        the lower directory merged here; ``low_is_image``: it is the image's
+        directory at this same path, so its entries are unchanged by
+        definition (and not even read); ``image``: the image's directory at
+        this path (None if the image has no directory here), to tell A from C
+        and to find what was deleted.
+        """
+        _depth_check(rel, depth)
+        changed = False
+        up_names = set(_listdir(up))
+        low_names = set(_listdir(low))
+        image_names = low_names if low_is_image else set(_listdir(image))
+        visible = set()
+        for name in sorted(up_names | low_names):
+            from_upper = name in up_names
+            if not from_upper and low_is_image:
+                visible.add(name)  # the image's own entry, seen through the overlay
+                continue
+            src = up if from_upper else low
+            st = _lstat(src, name)
+            if st is None or is_whiteout(st):
+                continue
+            visible.add(name)
+            path = f"{rel}/{name}"
+            image_st = _lstat(image, name) if name in image_names else None
+            kind = "A" if image_st is None else "C"
+            if stat.S_ISDIR(st.st_mode):
+                if self.subdir(path, src, name, from_upper, low, low_is_image, image, image_st, depth):
+                    changed = True  # it recorded itself
+                elif kind == "A" or not stat.S_ISDIR(image_st.st_mode) or not _same_meta(st, image_st):
+                    self.out.append(Change(kind, path))
+                    changed = True
+                continue
+            if from_upper:
+                if stat.S_ISREG(st.st_mode):
+                    _refuse_metacopy(src, name, path, self.prefix)
+            elif image_st is not None and _same_file(st, image_st, _link(src, name, st), _link(image, name, image_st)):
+                continue  # from a lower directory other than the image's, but the same
+            self.out.append(Change(kind, path))
+            changed = True
+        for name in sorted(image_names - visible):
+            self.out.append(Change("D", f"{rel}/{name}"))
+            changed = True
+        return changed
+
+    def subdir(self, path, src, name, from_upper, low, low_is_image, image, image_st, depth) -> bool:
+        """Recurse into one directory of the merged tree; records the
+        directory itself when something below it changed. True if it did."""
+        child = _open_dir(src, name)
+        if child is None:
+            return False
+        fds = [child]
+        try:
+            child_image = None
+            if image_st is not None and stat.S_ISDIR(image_st.st_mode):
+                child_image = _open_dir(image, name)
+                if child_image is not None:
+                    fds.append(child_image)
+            if from_upper:
+                child_up = child
+                child_low, same_path = _lower_of(child, low, name, self.low_root, self.prefix)
+                if child_low is not None:
+                    fds.append(child_low)
+            else:
+                child_up, child_low, same_path = None, child, True
+            # Below here the lower is the image's own directory only if it
+            # was at this level too and no redirect moved it.
+            low_is_image_below = low_is_image and same_path and child_low is not None and child_image is not None
+            if low_is_image_below:
+                child_low = child_image
+            if self.dir(path, child_up, child_low, low_is_image_below, child_image, depth + 1):
+                self.out.append(Change("A" if image_st is None else "C", path))
+                return True
+            return False
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def _link(dir_fd: int | None, name: str, st: os.stat_result) -> str | None:
