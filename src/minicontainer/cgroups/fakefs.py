@@ -29,7 +29,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minicontainer.cgroups.files import CgroupFs, _write_hint
+from minicontainer.cgroups.files import CgroupFs, write_hint
 from minicontainer.errors import SyscallError
 
 V1_UNLIMITED = "9223372036854771712"
@@ -73,7 +73,7 @@ class Hierarchy:
 
 
 def _err(path: str, value: str, err: int) -> SyscallError:
-    return SyscallError(f"writing {value!r} to", err, path, _write_hint(path, err))
+    return SyscallError(f"writing {value!r} to", err, path, write_hint(path, err))
 
 
 class FakeCgroupFs(CgroupFs):

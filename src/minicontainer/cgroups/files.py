@@ -10,6 +10,10 @@ and without ``O_CREAT``: a missing file means a missing controller (ENOENT),
 which the managers turn into an error naming it, instead of a stray regular
 file. Nothing here follows a symlink (cgroupfs has none; a symlink means
 someone is playing tricks).
+
+``read``/``write`` raise :class:`~minicontainer.errors.SyscallError` (with a
+cgroup-specific hint); ``mkdir``/``rmdir`` raise the plain ``OSError``, because
+the managers branch on EEXIST, ENOENT and EBUSY there.
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ class CgroupFs:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
-            raise wrap_oserror(f"writing {value!r} to", e, path, _write_hint(path, e.errno)) from None
+            raise wrap_oserror(f"writing {value!r} to", e, path, write_hint(path, e.errno)) from None
         try:
             os.write(fd, value.encode())
         except OSError as e:
-            raise wrap_oserror(f"writing {value!r} to", e, path, _write_hint(path, e.errno)) from None
+            raise wrap_oserror(f"writing {value!r} to", e, path, write_hint(path, e.errno)) from None
         finally:
             os.close(fd)
 
@@ -90,7 +94,7 @@ class CgroupFs:
         return time.monotonic()
 
 
-def _write_hint(path: str, err: int | None) -> str | None:
+def write_hint(path: str, err: int | None) -> str | None:
     """Explain the errnos cgroup files give (cgroups(7), cgroup-v2 docs)."""
     name = os.path.basename(path)
     if err == errno.ENOENT:

@@ -156,7 +156,7 @@ def plan_v2(mount: str, relative: str, r: Resources, levels: tuple[Level, ...]) 
             value=" ".join(f"+{c}" for c in need),
             stage="create",
             why=f"let the cgroups below use these controllers ({DOC}, 'Enabling and Disabling')",
-            counterpart="(v1 mounts each controller as its own hierarchy)",
+            counterpart="none: v1 mounts each controller as a hierarchy of its own",
         ))
     steps.append(CgroupWrite(file=leaf, value="", action="create", stage="create",
                              why="the container's own cgroup"))
