@@ -162,10 +162,12 @@ class Applier:
                 self.sc.mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0", shown=step.path)
             else:
                 self.sc.mount(target, target, None, MS_BIND | MS_REC, None, shown=step.path)
-                keep = self.sc.mount_flags_of(target)
-                self.sc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, None, shown=step.path)
         finally:
             self.sc.close(fd)
+        if step.kind == "readonly":
+            # The fd still names the mount underneath; open the path again to
+            # reach the new bind mount on top, then make that one read-only.
+            self._remount_ro(P.RemountReadonly(target=step.path))
 
     # -- identity, session, root ------------------------------------------
     def _sethostname(self, step: P.SetHostname) -> None:
