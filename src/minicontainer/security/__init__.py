@@ -19,6 +19,9 @@ can *do*. The runtime calls it in two steps:
     uid, capset, parent-death signal re-armed, no_new_privs, fds marked
     close-on-exec, seccomp last (apply.py explains each).
 
+``mask_steps``, ``plan_steps`` and ``prepare_enter`` (steps.py) are the same
+three things in the shape the runtime's plan wants.
+
 ``parse_security(...)`` turns Docker's flags into a frozen SecurityConfig
 (config.py) and ``describe(config)`` gives the --explain lines.
 """
@@ -27,6 +30,7 @@ from minicontainer.security.apply import Prepared, describe, enter, make_undumpa
 from minicontainer.security.caps import DEFAULT_CAPS, effective_caps
 from minicontainer.security.config import SecurityConfig, parse_security
 from minicontainer.security.paths import MaskOp, apply_mask_ops, masked_path_ops
+from minicontainer.security.steps import mask_steps, plan_steps, prepare_enter
 from minicontainer.security.users import ExecUser, resolve_user
 
 __all__ = [
@@ -40,8 +44,11 @@ __all__ = [
     "effective_caps",
     "enter",
     "make_undumpable",
+    "mask_steps",
     "masked_path_ops",
     "parse_security",
+    "plan_steps",
     "prepare",
+    "prepare_enter",
     "resolve_user",
 ]

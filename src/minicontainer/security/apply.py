@@ -62,7 +62,7 @@ class Prepared:
     no_new_privs: bool
     setgroups_allowed: bool
     parent_pid: int  # getppid() seen by prepare (0 in a new PID namespace)
-    parent_poll: select.poll | None  # POLLHUP when the runtime's end of parent_fd is closed
+    parent_poll: select.poll | None  # HUP/ERR when the runtime's end of the parent_fd pipe is closed
     keep_fds: tuple[int, ...]
     max_fd: int
     signals: tuple[int, ...]  # every signal whose disposition enter() resets
@@ -125,9 +125,11 @@ def prepare(
     """Everything that reads files or imports, done before pivot_root.
 
     Also makes this process non-dumpable right away (case C21). ``parent_fd``
-    is the read end of a pipe whose write end only the runtime holds: in a
+    is one end of a pipe whose other end only the runtime holds: in a
     new PID namespace getppid() is 0, so a hang-up on it is the only way to
-    notice that the runtime died before PR_SET_PDEATHSIG was re-armed.
+    notice that the runtime died before PR_SET_PDEATHSIG was re-armed. Either
+    end works: a read end reports POLLHUP, a write end (like the runtime's
+    error pipe) POLLERR, once the runtime's end is closed.
     """
     make_undumpable()
     user = resolve_user(rootfs_fd, config.user, config.group_add)
@@ -147,7 +149,7 @@ def prepare(
     poll = None
     if parent_fd is not None:
         poll = select.poll()
-        poll.register(parent_fd, select.POLLHUP)
+        poll.register(parent_fd, select.POLLHUP | select.POLLERR)
     return Prepared(
         user=user,
         last_cap=last_cap,
@@ -198,7 +200,7 @@ def _rearm_parent_death(p: Prepared) -> None:
     # If the runtime died before the line above, the signal will never come.
     if p.parent_pid and os.getppid() != p.parent_pid:
         raise SecurityError("the runtime exited while the container was being set up")
-    if p.parent_poll is not None and p.parent_poll.poll(0):
+    if p.parent_poll is not None and any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.parent_poll.poll(0)):
         raise SecurityError("the runtime exited while the container was being set up")
 
 
