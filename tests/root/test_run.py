@@ -464,3 +464,34 @@ def test_not_root_is_a_clear_error(monkeypatch, capsys):
     assert exc.value.code == 125
     err = capsys.readouterr().err
     assert "needs root" in err and err.count("\n") == 1
+
+
+# --- load ------------------------------------------------------------------
+
+
+def test_same_name_started_twice_at_once_exactly_one_wins():
+    procs = [
+        subprocess.Popen([PY, "-m", "minicontainer", "run", "--name", "twin", "mini", "sleep", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 125], results
+    assert any("already in use" in err for _, err in results)
+    mc("rm", "twin", check=0)
+    mc("run", "--rm", "--name", "twin", "mini", "true", check=0)  # reusable after rm
+
+
+def test_many_concurrent_runs_leave_nothing(mc_home):
+    before = set(os.listdir(mc_home / "containers"))
+    procs = [
+        subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "mini", "/bin/sh", "-c", f"echo {i}; hostname"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(12)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 12, [e for _, e in outs]
+    assert sorted(int(o.split()[0]) for o, _ in outs) == list(range(12))
+    assert len({o.split()[1] for o, _ in outs}) == 12  # each its own hostname
+    assert set(os.listdir(mc_home / "containers")) == before
