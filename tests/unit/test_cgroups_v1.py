@@ -359,9 +359,13 @@ def test_stats_and_exit_report(host):
         f.write("2500000000")
     with open(f"{h.v1_mounts['blkio']}/minicontainer/c1/blkio.throttle.io_service_bytes_recursive", "w") as f:
         f.write("8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n")
+    with open(f"{mem}/memory.stat", "w") as f:
+        f.write("cache 4096\ninactive_file 0\ntotal_cache 8192\ntotal_inactive_file 4096\n")
     st = m.stats()
     assert st["memory_limit"] == 80 * MIB
     assert st["memory_peak"] == 80 * MIB
+    assert st["memory_inactive_file"] == 4096  # the total_ (hierarchical) value
+    assert st["cpus"] is None  # no --cpus
     assert st["cpu_usage_usec"] == 2_500_000
     assert st["pids_limit"] == 20
     assert (st["io_read_bytes"], st["io_write_bytes"]) == (4096, 8192)
@@ -370,6 +374,13 @@ def test_stats_and_exit_report(host):
     with open(f"{h.v1_mounts['pids']}/minicontainer/c1/pids.events", "w") as f:
         f.write("max 3\n")
     assert m.exit_report().endswith("; forks failed: pids limit 20 reached")
+
+
+def test_stats_cpus_from_the_cfs_quota(host):
+    m = mgr(host, res(cpus="0.25"))
+    m.create()
+    m.apply()
+    assert m.stats()["cpus"] == 0.25
 
 
 def test_unlimited_memory_shows_as_none(host):

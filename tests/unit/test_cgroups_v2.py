@@ -299,8 +299,12 @@ def test_stats_and_reports(tmp_path):
         f.write("usage_usec 1500\nnr_throttled 4\nthrottled_usec 900\n")
     with open(f"{leaf}/io.stat", "w") as f:
         f.write("8:0 rbytes=100 wbytes=200 rios=1 wios=2\n7:1 rbytes=1 wbytes=2\n")
+    with open(f"{leaf}/memory.stat", "w") as f:
+        f.write("anon 100\nfile 300\nactive_file 100\ninactive_file 200\n")
     st = m.stats()
     assert st["memory_limit"] == 80 * MIB and st["memory_peak"] == 80 * MIB
+    assert st["memory_inactive_file"] == 200
+    assert st["cpus"] is None  # cpu.max "max 100000"
     assert (st["cpu_usage_usec"], st["cpu_throttled_usec"], st["cpu_nr_throttled"]) == (1500, 900, 4)
     assert (st["io_read_bytes"], st["io_write_bytes"]) == (101, 202)
     assert st["pids_limit"] == 20
@@ -309,6 +313,14 @@ def test_stats_and_reports(tmp_path):
     with open(f"{leaf}/pids.events", "w") as f:
         f.write("max 7\n")
     assert "forks failed: pids limit 20 reached" in m.exit_report()
+
+
+def test_stats_cpus_from_cpu_max(tmp_path):
+    fake, mount = make(tmp_path)
+    m = mgr(fake, mount, res(cpus="1.5"))
+    m.create()
+    m.apply()
+    assert m.stats()["cpus"] == 1.5
 
 
 def test_plan_v2_pure_with_a_hand_made_survey():

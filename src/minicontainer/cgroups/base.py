@@ -262,7 +262,8 @@ class CgroupManager(ABC):
 
     @abstractmethod
     def stats(self) -> dict:
-        """Keys: memory_current, memory_limit, memory_peak (bytes), cpu_usage_usec,
+        """Keys: memory_current, memory_limit, memory_peak, memory_inactive_file
+        (bytes), cpus (the CPU limit, e.g. 0.5), cpu_usage_usec,
         cpu_throttled_usec, cpu_nr_throttled, pids_current, pids_limit,
         io_read_bytes, io_write_bytes. None where the host has no such counter;
         limits are None when unlimited."""

@@ -36,6 +36,7 @@ V1_UNLIMITED = "9223372036854771712"
 
 V2_FILES = {
     "memory": {"memory.max": "max", "memory.low": "0", "memory.current": "0", "memory.peak": "0",
+               "memory.stat": "anon 0\nfile 0\nactive_file 0\ninactive_file 0\n",
                "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"},
     "cpu": {"cpu.max": "max 100000", "cpu.weight": "100"},
     "cpuset": {"cpuset.cpus": "", "cpuset.mems": ""},
@@ -47,6 +48,7 @@ V2_SWAP = {"memory.swap.max": "max", "memory.swap.current": "0"}
 V1_FILES = {
     "memory": {"memory.limit_in_bytes": V1_UNLIMITED, "memory.soft_limit_in_bytes": V1_UNLIMITED,
                "memory.usage_in_bytes": "0", "memory.max_usage_in_bytes": "0", "memory.failcnt": "0",
+               "memory.stat": "cache 0\nrss 0\ninactive_file 0\ntotal_cache 0\ntotal_inactive_file 0\n",
                "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"},
     "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1", "cpu.shares": "1024",
             "cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"},

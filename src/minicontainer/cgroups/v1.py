@@ -290,10 +290,16 @@ class V1Manager(CgroupManager):
                         write += int(f[2])
             except (SyscallError, ValueError):
                 pass
+        quota = self._opt_int("cpu", "cpu.cfs_quota_us")
+        period = self._opt_int("cpu", "cpu.cfs_period_us")
         return {
             "memory_current": self._opt_int("memory", "memory.usage_in_bytes"),
             "memory_limit": limit,
             "memory_peak": self._opt_int("memory", "memory.max_usage_in_bytes"),
+            # page cache the kernel drops first; docker stats leaves it out
+            # of "usage" (memory.rst: "total_" = this cgroup and below)
+            "memory_inactive_file": self._opt_keyed("memory", "memory.stat").get("total_inactive_file"),
+            "cpus": quota / period if quota is not None and quota > 0 and period else None,
             "cpu_usage_usec": usage_ns // 1000 if usage_ns is not None else None,
             "cpu_throttled_usec": throttled_ns // 1000 if throttled_ns is not None else None,
             "cpu_nr_throttled": cpu.get("nr_throttled"),

@@ -342,6 +342,9 @@ class V2Manager(CgroupManager):
             "memory_current": self._opt_int("memory.current"),
             "memory_limit": self._opt_int("memory.max"),
             "memory_peak": self._opt_int("memory.peak"),  # Linux 5.19+
+            # page cache the kernel drops first; docker stats leaves it out of "usage"
+            "memory_inactive_file": self._opt_keyed("memory.stat").get("inactive_file"),
+            "cpus": self._cpus(),
             "cpu_usage_usec": cpu.get("usage_usec"),
             "cpu_throttled_usec": cpu.get("throttled_usec"),
             "cpu_nr_throttled": cpu.get("nr_throttled"),
@@ -350,6 +353,14 @@ class V2Manager(CgroupManager):
             "io_read_bytes": read,
             "io_write_bytes": write,
         }
+
+    def _cpus(self) -> float | None:
+        """cpu.max "QUOTA PERIOD" as a number of CPUs; None for "max" (no limit)."""
+        try:
+            quota, _, period = self.fs.read(f"{self.path}/cpu.max").strip().partition(" ")
+            return int(quota) / int(period) if quota != "max" else None
+        except (SyscallError, ValueError, ZeroDivisionError):
+            return None
 
     def _oom_kills(self) -> int:
         return self._opt_keyed("memory.events").get("oom_kill", 0)
