@@ -11,6 +11,7 @@ which is why these cases are here and not in the unit tier.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import subprocess
@@ -349,9 +350,8 @@ def test_unwritable_or_unsafe_output_is_a_clear_error(containers, mc_home, tmp_p
     assert "no/such/dir/x.tar" in bad.stderr and "Traceback" not in bad.stderr
     isdir = mc("export", "out", str(tmp_path))
     assert isdir.returncode != 0 and "is a directory" in isdir.stderr
-    inside = mc("export", "out", str(mc_home / "containers" / "x.tar"))
-    # containers/ itself is not a layer, but <id>/ is:
-    layer = next(p for p in (mc_home / "containers").iterdir() if p.is_dir())
+    states = json.loads(mc("ps", "-a", "--format", "json", check=0).stdout)
+    layer = Path(next(s["layer_dir"] for s in states if s["name"] == "out"))
     inside = mc("export", "out", str(layer / "upper" / "x.tar"))
     assert inside.returncode != 0 and "inside the container's layers" in inside.stderr
     assert not (layer / "upper" / "x.tar").exists()
