@@ -24,6 +24,7 @@ def test_defaults_are_dockers_plus_no_new_privs():
     assert cfg.no_new_privs is True
     assert cfg.seccomp == "default" and cfg.seccomp_profile is None
     assert cfg.masked_paths == DEFAULT_MASKED_PATHS and "/proc/kcore" in cfg.masked_paths
+    assert cfg.readonly_paths == DEFAULT_READONLY_PATHS
     assert "/proc/sys" in cfg.readonly_paths and "/proc/sysrq-trigger" in cfg.readonly_paths
     assert caps.effective_caps(cfg, 40) == caps.DEFAULT_CAPS
     assert caps.caps_to_mask(caps.DEFAULT_CAPS) == DOCKER_DEFAULT_MASK

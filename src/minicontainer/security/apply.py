@@ -108,10 +108,8 @@ def _wanted_caps(config: SecurityConfig, last_cap: int, bounding_now: int) -> in
 def filter_for(config: SecurityConfig, cap_names: frozenset[str], arch: str | None = None,
                kernel: tuple[int, int] | None = None) -> seccomp.CompiledFilter | None:
     """The compiled seccomp program for ``config``, or None when unconfined."""
-    if config.seccomp == "unconfined":
-        return None
-    profile = config.seccomp_profile if config.seccomp_profile is not None else seccomp.DEFAULT_PROFILE
-    return seccomp.compile_filter(profile, cap_names, arch, kernel)
+    profile = seccomp.profile_for(config)
+    return None if profile is None else seccomp.compile_filter(profile, cap_names, arch, kernel)
 
 
 def prepare(
@@ -270,12 +268,7 @@ def describe(config: SecurityConfig) -> list[str]:
     for u in config.ulimits:
         fmt = lambda v: "unlimited" if v == rlimits.INFINITY else str(v)  # noqa: E731
         lines.append(f"ulimit {u.name}: soft {fmt(u.soft)}, hard {fmt(u.hard)}  (prlimit --{u.name}=...)")
-    compiled = filter_for(config, kept)
-    if compiled is None:
-        why = "--privileged" if config.privileged else "--security-opt seccomp=unconfined"
-        lines.append(f"seccomp: off ({why})")
-    else:
-        lines.extend(seccomp.describe_filter(compiled))
+    lines.extend(seccomp.describe(config))
     ops = masked_path_ops(config)
     if not ops:
         lines.append("masked and read-only paths: none (--privileged or systempaths=unconfined)")

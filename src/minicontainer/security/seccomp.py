@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 from minicontainer.errors import SecurityError, wrap_oserror
 from minicontainer.security import _sys, bpf
+from minicontainer.security.caps import effective_caps
 from minicontainer.security.syscall_tables import TABLES
 
 # Return values (linux/seccomp.h). The action is in the high 16 bits, data
@@ -475,7 +476,23 @@ class LoadedFilter:
             raise wrap_oserror("installing the seccomp filter", e, hint=hint) from None
 
 
-# -- explaining ------------------------------------------------------------------
+# -- choosing and explaining -------------------------------------------------------
+
+
+def profile_for(config) -> Profile | None:
+    """The profile a SecurityConfig asks for; None for ``seccomp=unconfined``."""
+    if config.seccomp == "unconfined":
+        return None
+    return config.seccomp_profile if config.seccomp_profile is not None else DEFAULT_PROFILE
+
+
+def describe(config, arch: str | None = None, kernel: tuple[int, int] | None = None) -> list[str]:
+    """--explain lines for the filter ``config`` gets (capabilities decide some rules)."""
+    profile = profile_for(config)
+    if profile is None:
+        why = "--privileged" if config.privileged else "--security-opt seccomp=unconfined"
+        return [f"seccomp: off ({why})"]
+    return describe_filter(compile_filter(profile, effective_caps(config), arch, kernel))
 
 
 def describe_filter(compiled: CompiledFilter) -> list[str]:
