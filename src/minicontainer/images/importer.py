@@ -147,6 +147,7 @@ def _build_from_tar(store, raw, source, limits, progress):
             "members": result.members,
             "tar_bytes": result.bytes,
             "skipped_special": result.skipped_special,
+            "size": result.file_bytes,
         }
         return Populated(image_id, meta)
 

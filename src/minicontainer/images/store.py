@@ -17,7 +17,6 @@ users must not reach (reliability case A10).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -197,7 +196,9 @@ class ImageStore:
             if self.has_id(image_id):
                 remove_tree(work)  # same content already stored: share it
             else:
-                meta = {"id": image_id, "created": time.time(), "source": source, "size": _du(rootfs), **extra}
+                # the size: given by populate (a tar import knows it), or measured
+                size = extra["size"] if "size" in extra else _du(rootfs)
+                meta = {"id": image_id, "created": time.time(), "source": source, **extra, "size": size}
                 (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
                 try:
                     os.rename(work, final)
@@ -329,6 +330,8 @@ def _mounts_under(path: Path) -> list[str]:
 
 def _umount_detach(target: str) -> None:
     """umount2(target, MNT_DETACH), see umount(2)."""
+    import ctypes  # only here: the store is on the `run` start path
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.umount2(os.fsencode(target), 2)  # MNT_DETACH; failure: rmtree still skips nothing worse
 

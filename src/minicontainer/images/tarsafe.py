@@ -43,15 +43,11 @@ that becomes the image id. See tar(5) for the format.
 
 from __future__ import annotations
 
-import bz2
 import errno
-import gzip
 import hashlib
-import lzma
 import os
 import stat
 import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -95,6 +91,7 @@ class ExtractResult:
     members: int
     bytes: int  # length of the uncompressed stream
     skipped_special: int  # device nodes and FIFOs left out
+    file_bytes: int = 0  # data of the regular files: the image's size
 
 
 @dataclass(frozen=True)
@@ -259,13 +256,25 @@ class _Input:
         head = _read_head(raw, 6)
         self.compression = detect_compression(head)
         src = _Source(raw, head, progress)
+        # The decompressor modules are imported only when needed (start-up
+        # time); each brings its own "corrupt data" exception.
+        self._corrupt: tuple[type[BaseException], ...] = ()
         if self.compression == "none":
             self._decoded = src
         elif self.compression == "gzip":
+            import gzip
+            import zlib
+
             self._decoded = gzip.GzipFile(fileobj=src, mode="rb")
+            self._corrupt = (zlib.error,)
         elif self.compression == "xz":
+            import lzma
+
             self._decoded = lzma.LZMAFile(src)
+            self._corrupt = (lzma.LZMAError,)
         elif self.compression == "bzip2":
+            import bz2
+
             self._decoded = bz2.BZ2File(src)
         else:
             raise ImageError(
@@ -284,12 +293,12 @@ class _Input:
             data = self._decoded.read(CHUNK)
         except EOFError as e:  # gzip/xz/bzip2: the stream ends before its end marker
             raise _EndOfData(f"the {self.compression} data ends early", cut=True) from e
-        except (zlib.error, lzma.LZMAError) as e:
-            raise ImageError(f"corrupt {self.compression} data: {e}", _REFUSED_HINT) from e
         except OSError as e:
             if e.errno is None:  # gzip.BadGzipFile, bz2 "Invalid data stream"
                 raise ImageError(f"corrupt {self.compression} data: {e}", _REFUSED_HINT) from e
             raise _read_error(e) from e
+        except self._corrupt as e:
+            raise ImageError(f"corrupt {self.compression} data: {e}", _REFUSED_HINT) from e
         if not data:
             raise _EndOfData("unexpected end of data")
         self.total += len(data)
@@ -735,12 +744,13 @@ def extract_tar(
     """
     inp = _Input(raw, limits, progress)
     reader = _TarReader(inp, limits)
-    skipped = 0
+    skipped = file_bytes = 0
     with SafeTree(dest, same_owner=same_owner) as tree:
         while (m := reader.next_member()) is not None:
             try:
                 if m.type in _REGULAR:
                     tree.write_file(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name, reader.copy_data)
+                    file_bytes += m.size
                 elif m.type == tarfile.DIRTYPE:
                     tree.make_dir(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name)
                 elif m.type == tarfile.SYMTYPE:
@@ -768,4 +778,5 @@ def extract_tar(
         members=reader.count,
         bytes=inp.total,
         skipped_special=skipped,
+        file_bytes=file_bytes,
     )
