@@ -330,3 +330,24 @@ def test_progress_only_on_a_terminal():
     p(1 << 20)
     assert "\r" in tty.getvalue() and "1 MiB / 2 MiB" in tty.getvalue() and "/s" in tty.getvalue()
     p.close()
+
+
+def test_import_for_run_names_and_reuses_the_image(store, tmp_path):
+    t = _tar(tmp_path / "c.tar", {"bin/sh": b"#!"})
+    first = importer.import_for_run(store, str(t))
+    assert first.name == f"tar-{first.id[:12]}" and (first.rootfs / "bin/sh").exists()
+    again = importer.import_for_run(store, str(t))
+    assert again == first and len(os.listdir(store.images_dir)) == 1
+    store.tag("mine", first.id)
+    store.remove(first.name)
+    assert importer.import_for_run(store, str(t)).name == "mine"  # an existing name is reused
+
+
+def test_import_for_run_refuses_hostile_tar(store, tmp_path):
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as tf:
+        ti = tarfile.TarInfo("../../evil")
+        tf.addfile(ti, io.BytesIO(b""))
+    with pytest.raises(ImageError, match="leaves the root"):
+        importer.import_for_run(store, str(path))
+    assert store.list() == [] and _leftovers(store) == []

@@ -631,3 +631,10 @@ def test_no_fds_leak(env):
 def test_resource_module_present():
     # the disk-full test relies on RLIMIT_FSIZE (Linux)
     assert hasattr(resource, "RLIMIT_FSIZE")
+
+
+def test_out_of_range_ids_and_times_refused(env):
+    env.refuse([F("a", b"x", uid=2**32)], "bad size, uid or gid", fmt=tarfile.PAX_FORMAT)
+    ti = _info("b", tarfile.REGTYPE, size=1)
+    ti.pax_headers = {"mtime": "1" + "0" * 30}
+    env.refuse([(ti, b"x")], "corrupt archive: member 'b'", fmt=tarfile.PAX_FORMAT)

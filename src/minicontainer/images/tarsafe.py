@@ -447,8 +447,9 @@ class _TarReader:
                 f"the archive has more than {self._limits.max_members} members",
                 "is it an archive bomb? raise Limits.max_members if it is genuine",
             )
-        if size < 0 or uid < 0 or gid < 0:
-            raise ImageError(f"corrupt archive: negative size or id for member {name!r}", _REFUSED_HINT)
+        # ids are 32-bit and (uid_t)-1 means "leave unchanged" to chown(2)
+        if size < 0 or not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
+            raise ImageError(f"corrupt archive: bad size, uid or gid for member {name!r}", _REFUSED_HINT)
         if kind in _REGULAR:
             if size > self._limits.max_file_bytes:
                 raise refused(name, f"is {size} bytes, over the {self._limits.max_file_bytes}-byte limit per file")
@@ -762,8 +763,10 @@ def extract_tar(
                 else:
                     raise refused(m.name, f"has an unsupported type {m.type!r}")
             except OSError as e:
-                err = wrap_oserror(f"extracting {m.name!r}", e, path=None)
+                err = wrap_oserror(f"extracting {m.name!r}", e, path="")
                 raise ImageError(err.message, err.hint) from e
+            except (ValueError, OverflowError) as e:  # a value the kernel API cannot take
+                raise ImageError(f"corrupt archive: member {m.name!r}: {e}", _REFUSED_HINT) from e
         if reader.count == 0:
             raise ImageError("the archive is empty (no members)", "an image needs at least /bin/sh")
         try:
