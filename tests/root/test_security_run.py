@@ -120,3 +120,52 @@ def test_explain_shows_the_security_steps():
     proc = mc("run", "--dry-run", "mini", "true")
     text = proc.stdout + proc.stderr
     assert "no_new_privs" in text and "bounding set" in text and "/proc/kcore" in text
+
+
+# -- C22 and B16 through run: a hostile directory rootfs ------------------------------------------
+
+
+@pytest.fixture
+def hostile_rootfs(mc_home, tmp_path):
+    """A copy of mini whose tree plants Python modules at the host interpreter's sys.path."""
+    import shutil
+    import subprocess
+
+    from helpers import PY
+    from minicontainer.images.store import ImageStore
+
+    root = tmp_path / "hostile"
+    shutil.copytree(ImageStore(mc_home).get("mini").rootfs, root, symlinks=True)
+    paths = subprocess.run([PY, "-c", "import sys; print('\\n'.join(p for p in sys.path if p))"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    # The container's root is an overlay over this tree, so a file written
+    # inside would be lost with the layer: the payload shouts on stderr.
+    payload = "import os\nos.write(2, b'PLANTED_{name} ran in the runtime\\n')\n"
+    for p in paths:
+        base = root / p.lstrip("/")
+        for rel in ("encodings/idna.py", "encodings/punycode.py", "sitecustomize.py", "usercustomize.py",
+                    "json/__init__.py", "select.py", "ctypes/__init__.py"):
+            f = base / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(payload.format(name=rel.replace("/", "_")))
+    return root
+
+
+def test_no_code_from_the_rootfs_runs_in_the_runtime(hostile_rootfs):
+    for flags in ([], ["-u", "user"], ["--cap-drop", "ALL", "--ulimit", "nofile=64"]):
+        proc = mc("run", "--rm", *flags, str(hostile_rootfs), "/bin/sh", "-c", "echo ran-ok")
+        assert "PLANTED" not in proc.stdout + proc.stderr, f"code from the image ran in the runtime: {proc.stderr}"
+        assert proc.returncode == 0, (flags, proc.stderr)
+        assert proc.stdout.strip() == "ran-ok"
+
+
+def test_passwd_symlink_to_a_host_secret_is_not_followed(hostile_rootfs):
+    passwd = hostile_rootfs / "etc" / "passwd"
+    passwd.unlink()
+    passwd.symlink_to("/etc/shadow")
+    proc = mc("run", "--rm", "-u", "user", str(hostile_rootfs), "true")
+    assert proc.returncode == 125
+    assert "symlink" in proc.stderr and "root:" not in proc.stderr + proc.stdout
+    # A numeric user does not need the file at all.
+    proc = mc("run", "--rm", "-u", "1000", str(hostile_rootfs), "/bin/sh", "-c", "id -u")
+    assert (proc.returncode, proc.stdout.strip()) == (0, "1000"), proc.stderr
