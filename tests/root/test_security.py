@@ -8,7 +8,7 @@ and vanish with it (the root conftest checks the host's mount table).
 
 Cases: D25 (capability sets), D26 (mount, unshare -U, keyctl, reboot,
 mknod, open_by_handle_at), D27 (setuid binary under no_new_privs), D28
-(TIOCSTI), B18 (masked and read-only /proc, /sys), C20 (leaked fds),
+(TIOCSTI), D25 file capabilities, B18 (masked and read-only /proc, /sys), C20 (leaked fds),
 C21 (non-dumpable), C22 (nothing imported or opened in enter), F37
 (parent-death signal after the uid change), F39 (signal state).
 """
@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import stat
+import struct
 import sys
 import tempfile
 import termios
@@ -331,6 +332,36 @@ def test_setuid_root_binary_gains_nothing(rootfs, setuid_id):
     status, out = run_exec(rootfs, [setuid_id], user="1000", security_opt=["no-new-privileges=false"])
     assert status == 0, out
     assert "euid=0(" in out, out
+
+
+@pytest.fixture
+def filecap_cat():
+    """A copy of cat(1) with CAP_DAC_OVERRIDE as a file capability, and a root-only secret."""
+    d = tempfile.mkdtemp(prefix="mc-fcap-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        cat = os.path.join(d, "cat")
+        shutil.copy("/bin/cat", cat)
+        # security.capability, VFS_CAP_REVISION_2 with the effective bit: what
+        # `setcap cap_dac_override+ep` writes (capabilities(7), "File capabilities").
+        value = struct.pack("<IIIII", 0x02000000 | 0x1, 1 << caps.CAP_NUMBERS["CAP_DAC_OVERRIDE"], 0, 0, 0)
+        os.setxattr(cat, "security.capability", value)
+        secret = os.path.join(d, "secret")
+        with open(secret, "w") as f:
+            f.write("TOP-SECRET\n")
+        os.chmod(secret, 0o600)
+        yield cat, secret
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_file_capabilities_gain_nothing(rootfs, filecap_cat):
+    cat, secret = filecap_cat
+    status, out = run_exec(rootfs, [cat, secret], user="1000")
+    assert os.WEXITSTATUS(status) == 1 and "Permission denied" in out, out
+    # Control: without no_new_privs the file capability works (it is in the bounding set).
+    status, out = run_exec(rootfs, [cat, secret], user="1000", security_opt=["no-new-privileges=false"])
+    assert (status, out) == (0, "TOP-SECRET\n")
 
 
 # -- D28: TIOCSTI ------------------------------------------------------------------------------
