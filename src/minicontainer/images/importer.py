@@ -68,6 +68,8 @@ def import_tarball(
     _check_free_name(store, name, force)
     if source == "-":
         raw = stdin if stdin is not None else os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+        if raw.isatty():
+            raise ImageError("refusing to read a tarball from a terminal", "pipe it in: 'cat FILE | minicontainer image import - NAME'")
         return _import_stream(store, raw, "stdin", name, None, limits, progress)
     raw = _open_tarball(source)
     with raw:
