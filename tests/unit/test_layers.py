@@ -386,3 +386,14 @@ def test_output_inside_the_layers_is_refused(tmp_path, image):
     with pytest.raises(ImageError, match="inside the container's layers"):
         L.check_output_outside(str(image / "x.tar"), lay, None)
     L.check_output_outside(str(tmp_path.parent / "x.tar"), lay, str(tmp_path / "layer"))
+
+
+def test_commands_have_help():
+    from click.testing import CliRunner
+
+    from minicontainer.cli import cli
+
+    for cmd, words in (("export", "FILE|-"), ("diff", "added (A)")):
+        result = CliRunner().invoke(cli, [cmd, "--help"])
+        assert result.exit_code == 0, result.output
+        assert words in result.output
