@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -259,3 +260,30 @@ def test_imported_tarball_runs_and_image_is_unchanged(mc_home, tmp_path):
         assert not (img.rootfs / "written").exists()
     finally:
         mc("image", "rm", "real-import-test")
+
+
+# -- file capabilities: the one extended attribute kept ------------------------------------------------
+
+# capabilities(7), VFS_CAP_REVISION_2: magic|effective, then permitted/inheritable
+# low and high words. cap_net_raw is bit 13: what Debian gives /bin/ping.
+CAP_NET_RAW_EP = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+
+
+def test_file_capabilities_survive_and_overlay_xattrs_do_not(mc_dirs, tmp_path):
+    path = tmp_path / "caps.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("bin/ping")
+        ti.size, ti.mode = 4, 0o755
+        ti.pax_headers = {
+            "SCHILY.xattr.security.capability": CAP_NET_RAW_EP.decode("utf-8", "surrogateescape"),
+            "SCHILY.xattr.trusted.overlay.redirect": "/etc",
+            "SCHILY.xattr.user.note": "dropped",
+        }
+        tf.addfile(ti, io.BytesIO(b"\x7fELF"))
+    img = importer.import_tarball(ImageStore(), str(path), "caps").image
+    ping = img.rootfs / "bin" / "ping"
+    assert os.getxattr(ping, "security.capability") == CAP_NET_RAW_EP
+    assert [x for x in os.listxattr(ping) if not x.startswith("security.")] == []  # no trusted.*, user.*
+
+    copy = importer.import_dir(ImageStore(), str(img.rootfs), "caps-copy").image
+    assert os.getxattr(copy.rootfs / "bin" / "ping", "security.capability") == CAP_NET_RAW_EP

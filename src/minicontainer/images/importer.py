@@ -308,6 +308,7 @@ def _copy_dir(dfd: int, parts: tuple[str, ...], dev: int, tree: SafeTree, links,
                 tree.write_file(
                     path, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, label,
                     lambda out, fd=fd, size=st.st_size: _copy_data(fd, out, size),
+                    _caps_of(fd),
                 )
             finally:
                 os.close(fd)
@@ -315,6 +316,16 @@ def _copy_dir(dfd: int, parts: tuple[str, ...], dev: int, tree: SafeTree, links,
                 links[(lst.st_dev, lst.st_ino)] = path
         else:
             counts["special"] += 1  # devices, FIFOs, sockets: /dev is made at run time
+
+
+def _caps_of(fd: int) -> bytes | None:
+    """The file's capabilities (the one xattr we copy, as tarsafe explains)."""
+    try:
+        return os.getxattr(fd, "security.capability")
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
 
 
 def _open_same(name: str, dfd: int, flags: int, lst: os.stat_result, label: str) -> int:

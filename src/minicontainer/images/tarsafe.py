@@ -30,7 +30,11 @@ The rules:
   regular file;
 - device nodes and FIFOs are skipped and counted (``/dev`` is a fresh tmpfs
   at run time); whiteouts (``.wh.*``, from registry layers) are refused;
-- configurable limits (:class:`Limits`) turn bombs into a clear error.
+- configurable limits (:class:`Limits`) turn bombs into a clear error;
+- of the extended attributes only file capabilities
+  (``SCHILY.xattr.security.capability``, as root) are kept: without them
+  ``ping`` loses cap_net_raw. Others are dropped on purpose:
+  ``trusted.overlay.*`` would steer overlayfs when the image is a lower layer.
 
 We parse the headers ourselves (with :meth:`tarfile.TarInfo.frombuf` for the
 ustar block and its checksum) instead of iterating a ``tarfile`` object:
@@ -107,6 +111,7 @@ class Member:
     gid: int
     mtime_ns: int
     linkname: str
+    caps: bytes | None = None  # file capabilities (security.capability), e.g. ping's cap_net_raw
 
 
 # -- pure helpers ---------------------------------------------------------------
@@ -464,6 +469,7 @@ class _TarReader:
             gid=gid,
             mtime_ns=mtime_ns,
             linkname=linkname,
+            caps=_caps(pax),
         )
 
     def copy_data(self, fd: int | None) -> None:
@@ -477,6 +483,11 @@ class _TarReader:
             self._inp.copy_to(None, padded)
         except _EndOfData as e:
             raise ImageError(f"truncated archive: {e} inside member {self.last!r}", _REFUSED_HINT) from None
+
+
+def _caps(pax: dict[str, str]) -> bytes | None:
+    value = pax.get("SCHILY.xattr.security.capability")
+    return value.encode("utf-8", "surrogateescape") if value else None  # binary, kept by surrogateescape
 
 
 def _padded(size: int) -> int:
@@ -628,6 +639,7 @@ class SafeTree:
         mtime_ns: int | None,
         label: str,
         write: Callable[[int], None],
+        caps: bytes | None = None,
     ) -> None:
         """Create a new regular file and let ``write(fd)`` fill it."""
         if not parts:
@@ -644,6 +656,9 @@ class SafeTree:
             if self.same_owner:
                 os.fchown(fd, uid, gid)  # before chmod: chown(2) clears setuid bits
             os.fchmod(fd, mode)
+            if caps is not None and self.same_owner:
+                # after chown, which clears them (capabilities(7), "File capabilities")
+                os.setxattr(fd, "security.capability", caps)
             if mtime_ns is not None:
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
@@ -750,7 +765,7 @@ def extract_tar(
         while (m := reader.next_member()) is not None:
             try:
                 if m.type in _REGULAR:
-                    tree.write_file(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name, reader.copy_data)
+                    tree.write_file(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name, reader.copy_data, m.caps)
                     file_bytes += m.size
                 elif m.type == tarfile.DIRTYPE:
                     tree.make_dir(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name)
