@@ -29,13 +29,24 @@ def mc(*args, input=None, timeout=60, env=None, check=None, **kw) -> subprocess.
     return proc
 
 
-def host_mountinfo() -> list[str]:
-    """Our mount table without the mount ids (they change as mounts come and go)."""
+# Where a leak by the runtime would show on the host: the container's root and
+# volumes under the test's own dirs, or a kernel filesystem mounted over the host's.
+_WATCHED = ("/", "/proc", "/sys", "/tmp", "/dev", "/dev/pts", "/dev/shm", "/sys/fs/cgroup", "/run")
+
+
+def host_mountinfo(*own_dirs) -> list[str]:
+    """Our mount table, without mount ids (they change as mounts come and go),
+    limited to the places a leak of ours would show: the watched system paths
+    and the given directories. (Other programs on this machine, benchmarks or
+    docker, may mount elsewhere meanwhile.)"""
+    own = tuple(str(d) for d in own_dirs)
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            out.append(" ".join(fields[2:]))
+            point = fields[4]
+            if point in _WATCHED or (own and point.startswith(own)):
+                out.append(" ".join(fields[2:]))
     return sorted(out)
 
 

@@ -418,13 +418,16 @@ class Note(Step):
 
     text: str = ""
     reason: str = ""
-    phase_name: str = "child"
+    command: str = ""  # the shell equivalent, if there is one
 
     def what(self) -> str:
         return self.text
 
     def why(self) -> str:
         return self.reason
+
+    def shell(self) -> str:
+        return self.command
 
 
 @dataclass

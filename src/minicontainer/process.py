@@ -190,7 +190,9 @@ class Container:
             )
             applier.run(steps[:pivot_at], start_index=index[id(steps[0])] if steps else 1)
             if self.hooks.security_prepare is not None:
-                applier.security_enter = self.hooks.security_prepare(applier.root_fd)
+                # err_w doubles as a "runtime still alive?" probe for the
+                # security layer after it re-arms the parent-death signal.
+                applier.security_enter = self.hooks.security_prepare(applier.root_fd, err_w)
             rest = steps[pivot_at:]
             if rest:
                 applier.run(rest, start_index=index[id(rest[0])])

@@ -357,7 +357,7 @@ class Runner:
             return None
         config = self.spec.security
 
-        def prepare(root_fd):
-            return self.security.prepare_enter(config, root_fd)
+        def prepare(root_fd, parent_fd):
+            return self.security.prepare_enter(config, root_fd, parent_fd=parent_fd)
 
         return prepare

@@ -29,7 +29,7 @@ def clean_host(mc_home, tmp_path, monkeypatch):
     """A fresh state root per test, and a check that nothing leaked."""
     monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "run"))
     monkeypatch.setenv("MINICONTAINER_HOME", str(mc_home))
-    mounts = host_mountinfo()
+    mounts = host_mountinfo(mc_home, tmp_path)
     procs = foreign_pidns_processes()
     cgroups = container_cgroups()
     yield tmp_path
@@ -38,5 +38,5 @@ def clean_host(mc_home, tmp_path, monkeypatch):
     while time.monotonic() < deadline and foreign_pidns_processes() - procs:
         time.sleep(0.05)
     assert foreign_pidns_processes() - procs == set(), "a container process was left running"
-    assert host_mountinfo() == mounts, "the host's mount table changed"
+    assert host_mountinfo(mc_home, tmp_path) == mounts, "the host's mount table changed"
     assert container_cgroups() - cgroups == set(), "a container's cgroup was left behind"
