@@ -433,6 +433,9 @@ class Note(Step):
 @dataclass
 class Plan:
     steps: list[Step] = field(default_factory=list)
+    # Long values shown as shell variables, e.g. {"ID": "<64 hex>"}: the
+    # lines stay readable, and after `ID=...` they can be typed as they are.
+    legend: dict[str, str] = field(default_factory=dict)
 
     def add(self, step: Step) -> Step:
         self.steps.append(step)
@@ -441,21 +444,26 @@ class Plan:
     def phase(self, name: str) -> list[Step]:
         return [s for s in self.steps if s.phase == name]
 
+    def header(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.legend.items()]
+
     def render(self) -> str:
-        """The --dry-run text: numbered steps with why and shell equivalent."""
-        lines = []
+        """The --dry-run text: the legend, then numbered steps with why and shell equivalent."""
+        lines = self.header()
         for i, step in enumerate(self.steps, 1):
-            lines.extend(render_step(i, step))
+            lines.extend(render_step(i, step, self.legend))
         return "\n".join(lines)
 
 
-def render_step(i: int, step: Step) -> list[str]:
+def render_step(i: int, step: Step, legend: dict[str, str] | None = None) -> list[str]:
     who = "runtime" if step.phase == "parent" else "container"
     out = [f"{i:2}. [{who}] {step.what()}"]
     if step.why():
         out.append(f"      why:   {step.why()}")
     if step.shell():
         out.append(f"      shell: {step.shell()}")
+    for name, value in (legend or {}).items():
+        out = [line.replace(value, "$" + name) for line in out]
     return out
 
 

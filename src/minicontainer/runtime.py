@@ -152,6 +152,7 @@ class Runner:
         self._sc = sc
         self.cgroup = None  # a cgroups manager, when limits/cgroups are in use
         self._cgroup_stages_done: set[str] = set()
+        self._legend: dict[str, str] = {}
         self.security = None
 
     @property
@@ -185,6 +186,8 @@ class Runner:
             security_steps=security_steps,
             mask_steps=mask_steps,
         )
+        plan.legend = {"ID": cid}
+        self._legend = plan.legend
         state = ContainerState(
             id=cid,
             name=name,
@@ -284,6 +287,8 @@ class Runner:
                 security_prepare=self._security_prepare(),
                 on_started=on_started,
             )
+            if self.explain:
+                print("\n".join(plan.header()), file=self.out)
             container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks)
             container.start()
             code = container.wait()
@@ -317,7 +322,7 @@ class Runner:
         shutil.copytree(source, copy, symlinks=True)
 
     def _print_step(self, i: int, step) -> None:
-        text = "\n".join(P.render_step(i, step)) + "\n"
+        text = "\n".join(P.render_step(i, step, self._legend)) + "\n"
         try:
             os.write(2 if self.out is sys.stderr else self.out.fileno(), text.encode())
         except (OSError, AttributeError, ValueError):

@@ -109,3 +109,12 @@ def test_cgroup_and_security_steps_are_placed():
     assert k.index("CgroupStep") == k.index("Fork") + 1
     assert k.index("Note") > k.index("PivotRoot") and k.index("Note") < k.index("Exec")
     assert "echo '1' > /sys/fs/cgroup/x/memory.max" in plan.render()
+
+
+def test_legend_shortens_long_values():
+    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=P.RootfsLayout(lower="/img", layer="/c/" + "a" * 64))
+    plan.legend = {"ID": "a" * 64}
+    text = plan.render()
+    assert text.splitlines()[0] == "ID=" + "a" * 64
+    assert "a" * 64 not in "\n".join(text.splitlines()[1:])
+    assert "cd /c/$ID && mount -t overlay" in text
