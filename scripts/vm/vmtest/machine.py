@@ -89,7 +89,7 @@ def qemu_command(assets: Assets, job: Job, cfg: VmConfig) -> list[str]:
     else:
         # thread=multi: one host thread per vCPU (MTTCG), so -smp 2 really
         # runs two CPUs in parallel.
-        accel = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        accel = ["-accel", "tcg,thread=multi", "-cpu", os.environ.get("MINICONTAINER_VM_CPU", "max")]
     virtfs = "local,security_model=none,multidevs=remap"
     return [
         "qemu-system-x86_64",
