@@ -506,8 +506,9 @@ def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20) -> Expor
     (no user names: the host's names mean nothing in the container, and GNU
     tar would prefer them over the numbers), mtimes (whole seconds, as docker
     export), symlinks as they are, hard links between files of the tree,
-    device nodes and FIFOs. Names have no leading "/" or "./" and the root
-    itself is not a member (like docker export).
+    device nodes and FIFOs, file capabilities (the only xattr kept; the
+    overlay's own trusted.overlay.* never leave). Names have no leading "/"
+    or "./" and the root itself is not a member (like docker export).
     """
     members = data = skipped = 0
     links: dict[tuple[int, int], str] = {}
@@ -531,6 +532,12 @@ def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20) -> Expor
                 if fd is None:
                     skipped += 1
                     continue
+                caps = _xattr_at(entry.dir_fd, entry.name, "security.capability")
+                if caps is not None:
+                    # File capabilities (ping's cap_net_raw...), as GNU tar
+                    # --xattrs writes them; binary, so surrogateescape (tarfile
+                    # then marks the record hdrcharset=BINARY, pax(1)).
+                    info.pax_headers = {"SCHILY.xattr.security.capability": caps.decode("utf-8", "surrogateescape")}
                 try:
                     tar.addfile(info, _ExactReader(fd, info.size, entry.path))
                 finally:

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pty
+import struct
 import subprocess
 import tarfile
 from pathlib import Path
@@ -196,6 +197,33 @@ def test_metacopy_layers_are_refused_clearly(tmp_path):
     lay = L.Layers("overlay", lower=str(tmp_path / "lower"), upper=str(tmp_path / "upper"))
     with pytest.raises(ContainerError, match="metacopy"):
         L.diff(lay)
+
+
+def test_file_capabilities_are_exported_and_survive_import(tmp_path):
+    from minicontainer.images import tarsafe
+
+    make_lower(tmp_path)
+    up = tmp_path / "upper"
+    (up / "bin").mkdir(parents=True)
+    ping = up / "bin/ping"
+    ping.write_text("ELF")
+    # capabilities(7) vfs_cap_data, revision 2 with the effective bit:
+    # permitted = CAP_NET_RAW (13), what `setcap cap_net_raw+ep` writes.
+    caps = struct.pack("<5I", 0x02000000 | 1, 1 << 13, 0, 0, 0)
+    os.setxattr(ping, "security.capability", caps)
+    lay = L.Layers("overlay", lower=str(tmp_path / "lower"), upper=str(up))
+    buf = io.BytesIO()
+    L.write_tar(lay, buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        member = tar.getmember("bin/ping")
+        assert member.pax_headers["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape") == caps
+        assert "SCHILY.xattr.security.capability" not in tar.getmember("bin/busybox").pax_headers
+    buf.seek(0)
+    out = tmp_path / "imported"
+    out.mkdir()
+    tarsafe.extract_tar(buf, out)
+    assert os.getxattr(out / "bin/ping", "security.capability") == caps
 
 
 def test_whiteouts_in_a_fake_upper_and_never_a_host_file(tmp_path):
