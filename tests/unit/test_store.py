@@ -351,3 +351,15 @@ def test_import_for_run_refuses_hostile_tar(store, tmp_path):
     with pytest.raises(ImageError, match="leaves the root"):
         importer.import_for_run(store, str(path))
     assert store.list() == [] and _leftovers(store) == []
+
+
+def test_damaged_image_can_be_removed(store):
+    img = store.create("dmg", _fill({"a": b"1"}), source="s")
+    (store.images_dir / img.id / "meta.json").unlink()
+    with pytest.raises(ImageError, match="damaged"):
+        store.get("dmg")
+    store.remove("dmg")
+    assert not (store.images_dir / img.id).exists() and not store.exists("dmg")
+    (store.refs_dir / "evil").write_text("../../x\n")
+    store.remove("evil")  # the ref goes, nothing outside is touched
+    assert not store.exists("evil")

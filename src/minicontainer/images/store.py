@@ -230,7 +230,14 @@ class ImageStore:
     def remove(self, name: str, *, state_root: Path | None = None) -> None:
         """Remove the name; the data goes with the last name pointing to it.
         Refused while a container uses the image (see containers_using)."""
-        image = self.get(name)
+        try:
+            image = self.get(name)
+        except ImageError:
+            # A damaged image (meta.json gone) must still be removable.
+            image_id = self._ref_id(name)
+            if image_id is None:
+                raise
+            image = Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
         users = containers_using(image, state_root)
         if users:
             raise ImageError(
@@ -238,6 +245,8 @@ class ImageStore:
                 f"remove the container first: 'minicontainer rm {users[0]}'",
             )
         (self.refs_dir / name).unlink()
+        if not _ID_RE.match(image.id):
+            return  # a ref holding garbage: nothing of ours to delete
         if not self.names_of(image.id):
             self.ensure()
             # Rename first: a half-deleted tree is never visible as an image.
@@ -247,6 +256,13 @@ class ImageStore:
             except FileNotFoundError:
                 pass
             remove_tree(doomed)
+
+
+    def _ref_id(self, name: str) -> str | None:
+        try:
+            return (self.refs_dir / name).read_text().strip()
+        except OSError:
+            return None
 
 
 def containers_using(image: Image, state_root: Path | None = None) -> list[str]:
