@@ -29,7 +29,7 @@ from minicontainer.errors import CgroupError
 
 __all__ = [
     "CgroupManager", "CgroupWrite", "HostCgroups", "Resources", "detect", "format_exit_report",
-    "manager_for", "parse_resources",
+    "manager_for", "manager_of", "parse_resources",
 ]
 
 
@@ -63,6 +63,15 @@ def manager_for(container_id: str, resources: Resources | None = None, host: Hos
         return V1Manager(container_id, resources, mounts=mounts, fs=fs, timeout=timeout)
     raise CgroupError("this host has no cgroup filesystem mounted",
                       "mount cgroup2 on /sys/fs/cgroup (mount -t cgroup2 none /sys/fs/cgroup)")
+
+
+def manager_of(container_id: str, cgroup_parent: str | None = None) -> CgroupManager:
+    """The manager of a container that already exists (for stats, pause, rm).
+
+    Only the cgroup's place matters here (``--cgroup-parent``, saved in the
+    container's state): the limits are read back from the files.
+    """
+    return manager_for(container_id, Resources(cgroup_parent=cgroup_parent or None))
 
 
 def _read_only(mount: str) -> CgroupError:

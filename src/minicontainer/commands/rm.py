@@ -57,12 +57,14 @@ def remove_cgroup(st) -> None:
 
 def _kill(st) -> None:
     """SIGKILL the container's PID 1; the runtime then cleans up and exits."""
+    from minicontainer.commands.pause import thaw_if_paused
     from minicontainer.state import proc_start_time
 
     try:
         os.kill(st.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    thaw_if_paused(st)  # cgroup v1: a paused PID 1 dies only once thawed
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and proc_start_time(st.runtime_pid) == st.runtime_start and st.runtime_pid:
         time.sleep(0.05)
