@@ -318,8 +318,10 @@ class Runner:
 
     def _copy_fallback(self, source: str, copy: str) -> None:
         """No overlayfs (some nested setups): copy the image and say so."""
+        from minicontainer.images.importer import copy_tree
+
         print("minicontainer: overlayfs is not available; copying the image instead (slower)", file=sys.stderr)
-        shutil.copytree(source, copy, symlinks=True)
+        copy_tree(Path(source), Path(copy))  # keeps owners, modes and links, never follows a symlink
 
     def _print_step(self, i: int, step) -> None:
         text = "\n".join(P.render_step(i, step, self._legend)) + "\n"
