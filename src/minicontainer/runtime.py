@@ -103,6 +103,19 @@ def overlay_supported(layer_parent: Path) -> bool:
     return _fs_magic(str(probe)) != OVERLAYFS_SUPER_MAGIC
 
 
+def storage_mode(layer_parent: Path) -> str:
+    """"overlay" or "bind" (a private copy, bind-mounted): MINICONTAINER_STORAGE=copy
+    forces the copy (like docker's vfs driver), otherwise overlay where it works."""
+    wanted = os.environ.get("MINICONTAINER_STORAGE", "auto")
+    if wanted not in ("auto", "overlay", "copy"):
+        raise UsageError(f"MINICONTAINER_STORAGE={wanted!r} is not known", "use auto, overlay or copy")
+    if wanted == "copy":
+        return "bind"
+    if wanted == "overlay" or overlay_supported(layer_parent):
+        return "overlay"
+    return "bind"
+
+
 def _fs_magic(path: str) -> int | None:
     """statfs(2) f_type (Python's os.statvfs does not expose it)."""
     import ctypes
@@ -171,7 +184,7 @@ class Runner:
         name = spec.name or cid[:12]
         hostname = spec.hostname or name
         layer = paths.home() / "containers" / cid
-        mode = "overlay" if overlay_supported(layer.parent) else "bind"
+        mode = storage_mode(layer.parent)
         lower = image.rootfs
         if mode == "bind" and not spec.read_only:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
@@ -321,7 +334,12 @@ class Runner:
         from minicontainer.images.importer import copy_tree
 
         print("minicontainer: overlayfs is not available; copying the image instead (slower)", file=sys.stderr)
-        copy_tree(Path(source), Path(copy))  # keeps owners, modes and links, never follows a symlink
+        os.mkdir(copy, 0o755)
+        try:
+            copy_tree(Path(source), Path(copy))  # keeps owners, modes and links, never follows a symlink
+        except MiniError as e:
+            e.exit_code = 125  # a failed run, not a failed image command
+            raise
 
     def _print_step(self, i: int, step) -> None:
         text = "\n".join(P.render_step(i, step, self._legend)) + "\n"

@@ -495,3 +495,16 @@ def test_many_concurrent_runs_leave_nothing(mc_home):
     assert sorted(int(o.split()[0]) for o, _ in outs) == list(range(12))
     assert len({o.split()[1] for o, _ in outs}) == 12  # each its own hostname
     assert set(os.listdir(mc_home / "containers")) == before
+
+
+def test_copy_storage_when_overlay_is_missing(mc_home):
+    # the fallback for nested setups (an upper dir on overlayfs): a private copy, owners kept
+    env = {"MINICONTAINER_STORAGE": "copy"}
+    proc = mc("run", "--name", "copied", "mini", "/bin/sh", "-c", "stat -c '%u %a' /home/user /tmp; echo x > /etc/new",
+              env=env, check=0)
+    assert "copying the image" in proc.stderr
+    lines = proc.stdout.split("\n")
+    assert lines[0].split()[0] == "1000"  # /home/user keeps its owner in the copy
+    assert lines[1] == "0 1777"  # /tmp is a fresh tmpfs either way
+    assert mc("run", "--rm", "mini", "cat", "/etc/new").returncode != 0  # the image is untouched
+    mc("rm", "copied", check=0)
