@@ -10,6 +10,11 @@
 
 Both are root-only: images can hold setuid binaries that other host users
 must not reach (reliability case A10).
+
+Rootless mode (an ordinary user, see userns.py) keeps its own, under the
+user's XDG directories: ``$XDG_DATA_HOME/minicontainer`` (default
+``~/.local/share/minicontainer``) and ``$XDG_RUNTIME_DIR/minicontainer``
+(default ``/tmp/minicontainer-<uid>``), also 0700.
 """
 
 from __future__ import annotations
@@ -21,16 +26,47 @@ DEFAULT_HOME = "/var/lib/minicontainer"
 DEFAULT_ROOT = "/run/minicontainer"
 
 
+def _host_uid() -> int:
+    # Not os.getuid(): inside rootless mode's user namespace it says 0.
+    from minicontainer.userns import host_uid
+
+    return host_uid()
+
+
 def home() -> Path:
-    return Path(os.environ.get("MINICONTAINER_HOME") or DEFAULT_HOME)
+    if os.environ.get("MINICONTAINER_HOME"):
+        return Path(os.environ["MINICONTAINER_HOME"])
+    if _host_uid() == 0:
+        return Path(DEFAULT_HOME)
+    data = os.environ.get("XDG_DATA_HOME", "")
+    if not data.startswith("/"):  # the XDG spec: relative values are ignored
+        data = os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "minicontainer"
 
 
 def state_root() -> Path:
-    return Path(os.environ.get("MINICONTAINER_ROOT") or DEFAULT_ROOT)
+    if os.environ.get("MINICONTAINER_ROOT"):
+        return Path(os.environ["MINICONTAINER_ROOT"])
+    uid = _host_uid()
+    if uid == 0:
+        return Path(DEFAULT_ROOT)
+    run = os.environ.get("XDG_RUNTIME_DIR", "")
+    if run.startswith("/"):
+        return Path(run) / "minicontainer"
+    return Path(f"/tmp/minicontainer-{uid}")
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700, root-only."""
+    """Create ``path`` (and parents) and make it 0700, ours only.
+
+    The directory must belong to us: in /tmp another user could have made
+    ``/tmp/minicontainer-<uid>`` first, to read or plant our state.
+    """
     path.mkdir(parents=True, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.geteuid():
+        from minicontainer.errors import MiniError
+
+        raise MiniError(f"{path} belongs to uid {st.st_uid}, not to us", "remove it, or set MINICONTAINER_ROOT/_HOME")
     os.chmod(path, 0o700)
     return path

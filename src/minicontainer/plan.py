@@ -507,9 +507,18 @@ def build_plan(
     cgroup_steps: list[Step] = (),
     security_steps: list[Step] = (),
     mask_steps: list[Step] = (),
+    userns_steps: list[Step] = (),
+    rootless: bool = False,
 ) -> Plan:
-    """Turn a ContainerSpec into the ordered steps (pure: no syscalls)."""
+    """Turn a ContainerSpec into the ordered steps (pure: no syscalls).
+
+    ``userns_steps`` (rootless mode, userns.py) come first: the runtime enters
+    the user namespace before it makes the PID namespace. ``rootless`` binds
+    the host's devices instead of creating them.
+    """
     plan = Plan()
+    for s in userns_steps:
+        plan.add(s)
     if "pid" in spec.namespaces:
         plan.add(UnsharePid())
     plan.add(Fork())
@@ -599,7 +608,20 @@ def build_plan(
         )
     )
     for path, major, minor in STANDARD_DEVICES:
-        plan.add(MakeDevice(path=path, major=major, minor=minor))
+        if rootless:
+            plan.add(
+                Mount(
+                    target=path,
+                    source=path,
+                    flags=MS_BIND,
+                    reason="rootless: mknod(2) of a device needs CAP_MKNOD in the host's user namespace, "
+                    "so the host's own device node is bind-mounted onto an empty file (as runc and podman do)",
+                    create="file",
+                    host_source=True,
+                )
+            )
+        else:
+            plan.add(MakeDevice(path=path, major=major, minor=minor))
     plan.add(
         Mount(
             target="/dev/pts",

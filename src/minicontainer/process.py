@@ -12,6 +12,11 @@ The runtime itself does the unshare(CLONE_NEWPID), so the child is PID 1 and
 no intermediate process is left running. The child cannot outlive the
 runtime: PR_SET_PDEATHSIG(SIGKILL) (prctl(2)) kills it if the runtime dies,
 even by SIGKILL (reliability case F37).
+
+Rootless mode adds one step in front: the runtime moves itself into a new
+user namespace (userns.py explains why the runtime, and not the child), so
+the PID namespace and everything the child creates belong to it. From there
+on the path is the same; only the PID namespace cannot be left again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tty as ttymod
 from dataclasses import dataclass
 
 from minicontainer import plan as P
+from minicontainer import userns
 from minicontainer.apply import Applier
 from minicontainer.errors import MiniError, SyscallError
 from minicontainer.syscalls.flags import CLONE_NEWPID, PR_SET_PDEATHSIG
@@ -98,12 +104,20 @@ class Container:
         sync_r, sync_w = os.pipe()
         err_r, err_w = os.pipe()  # both close-on-exec (PEP 446)
         own_pidns = None
+        in_userns = False
         parent_pid = os.getpid()
         try:
             for s in before:
                 self._explain(index, s)
-                if isinstance(s, P.UnsharePid):
-                    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                if isinstance(s, userns.UserNamespace):
+                    userns.enter(s.mapping, self.sc)
+                    in_userns = True
+                elif isinstance(s, P.UnsharePid):
+                    # To come back afterwards; not from a user namespace we
+                    # entered: setns(2) into the host's PID namespace would
+                    # need CAP_SYS_ADMIN over the host's user namespace.
+                    if not in_userns:
+                        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
                     self.sc.unshare(CLONE_NEWPID)
             pid = os.fork()
         except BaseException:

@@ -158,8 +158,14 @@ def check_shell(rootfs: str, argv: tuple[str, ...]) -> None:
 class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
-    def __init__(self, spec, *, explain: bool = False, out=None, sc=None):
+    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False):
         self.spec = spec
+        # Rootless mode (userns.py): with --userns, or whenever we are not the
+        # host's root. ``unprivileged`` also rules out cgroups and mknod.
+        from minicontainer.userns import host_uid
+
+        self.unprivileged = host_uid() != 0
+        self.userns = userns or self.unprivileged
         self.explain = explain
         self.out = out if out is not None else sys.stderr
         self._sc = sc
@@ -185,6 +191,13 @@ class Runner:
         hostname = spec.hostname or name
         layer = paths.home() / "containers" / cid
         mode = storage_mode(layer.parent)
+        userns_steps = []
+        if self.userns:
+            from minicontainer import userns
+
+            userns_steps = [userns.UserNamespace(mapping=userns.plan_mapping())]
+            if not userns.overlay_allowed():
+                mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
         lower = image.rootfs
         if mode == "bind" and not spec.read_only:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
@@ -198,6 +211,8 @@ class Runner:
             cgroup_steps=cgroup_steps,
             security_steps=security_steps,
             mask_steps=mask_steps,
+            userns_steps=userns_steps,
+            rootless=self.userns,
         )
         plan.legend = {"ID": cid}
         self._legend = plan.legend
@@ -227,6 +242,8 @@ class Runner:
         from minicontainer.errors import CgroupError
 
         resources = self.spec.resources
+        if self.unprivileged:
+            return self._rootless_cgroup_steps(resources)
         try:
             self.cgroup = cgroups.manager_for(cid, resources)
             writes = self.cgroup.plan()
@@ -237,6 +254,24 @@ class Runner:
             self.cgroup = None
             return []
         return [P.CgroupStep(write=w) for w in writes]
+
+    def _rootless_cgroup_steps(self, resources) -> list:
+        """Rootless: no cgroup. Creating one needs root, unless the host
+        delegates a cgroup v2 subtree to the user (systemd Delegate=yes),
+        which minicontainer does not use yet."""
+        if resources is not None and not resources.is_empty():
+            raise NotRootError(
+                "resource limits need a cgroup, and a rootless container gets none: "
+                "an unprivileged user cannot create cgroups (cgroups(7))",
+                "run as root (sudo minicontainer run ...) to use -m/--cpus/--pids-limit..., or drop the limit flags",
+            )
+        return [
+            P.Note(
+                text="no cgroup for this container (rootless mode)",
+                reason="cgroups(7): only root may create cgroups unless the host delegates a subtree to the user; "
+                "no limit was asked for, so the container runs in the caller's cgroup (stats and pause do not apply)",
+            )
+        ]
 
     def _security_steps(self) -> tuple[list, list]:
         try:
@@ -256,7 +291,12 @@ class Runner:
         return 0
 
     def run(self) -> int:
-        require_root()
+        if self.userns:
+            from minicontainer.userns import check_allowed
+
+            check_allowed()
+        else:
+            require_root()
         check_namespaces(self.spec.namespaces)
         plan, state, image, rootfs = self.make_plan()
         check_shell(image.rootfs, self.spec.argv())

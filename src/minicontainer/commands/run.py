@@ -91,9 +91,11 @@ def _security(opts: dict):
 @click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]", help="Set a resource limit (e.g. nofile=1024).")
 @click.option("-u", "--user", metavar="UID[:GID]|NAME", help="Run as this user (looked up in the container).")
 @click.option("--group-add", multiple=True, help="Add a supplementary group.")
+@click.option("--userns", is_flag=True,
+              help="Run in a user namespace, the caller as root inside (automatic when not root).")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and do nothing.")
-def run(image, command, explain, dry_run, **opts):
+def run(image, command, explain, dry_run, userns, **opts):
     """Run COMMAND (default /bin/sh) in a new container made from IMAGE.
 
     IMAGE is an image name (``mini`` is built in), a directory used
@@ -138,7 +140,7 @@ def run(image, command, explain, dry_run, **opts):
     if spec.use_chroot and not dry_run:
         click.echo("minicontainer: warning: --chroot is escapable by a root process; use it only to see why pivot_root exists",
                    err=True)
-    runner = Runner(spec, explain=explain)
+    runner = Runner(spec, explain=explain, userns=userns)
     if dry_run:
         return runner.dry_run()
     return runner.run()
