@@ -37,12 +37,14 @@ The order inside ``enter`` (each step needs what the next one removes):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import select
 import signal
 from dataclasses import dataclass
 
+from minicontainer import userns
 from minicontainer.errors import SecurityError, wrap_oserror
 from minicontainer.security import _sys, caps, rlimits, seccomp
 from minicontainer.security.config import SecurityConfig
@@ -90,6 +92,24 @@ def _setgroups_allowed() -> bool:
             return f.read().strip() != "deny"
     except OSError:
         return True
+
+
+def _check_mapped(user: ExecUser) -> None:
+    """In a user namespace only mapped ids exist: setresuid(2) to another is EINVAL."""
+    for kind, ids in (("uid", (user.uid,)), ("gid", (user.gid,) + tuple(user.groups))):
+        for id_ in ids:
+            if not userns.is_mapped(id_, kind):
+                raise SecurityError(
+                    f"{kind} {id_} does not exist in this user namespace (rootless mode maps only "
+                    f"{_mapped_text(kind)})",
+                    "give the caller a range in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 "
+                    "--add-subgids 100000-165535 USER; needs newuidmap, package uidmap), or run with --user 0",
+                )
+
+
+def _mapped_text(kind: str) -> str:
+    extents = userns.read_map(f"/proc/self/{kind}_map")
+    return ", ".join(str(i) if n == 1 else f"{i}-{i + n - 1}" for i, _, n in extents) or "nothing"
 
 
 def _wanted_caps(config: SecurityConfig, last_cap: int, bounding_now: int) -> int:
@@ -140,10 +160,16 @@ def prepare(
     compiled = filter_for(config, caps.mask_to_caps(keep), arch)
     setgroups_allowed = _setgroups_allowed()
     if not setgroups_allowed and user.groups:
-        raise SecurityError(
-            "supplementary groups cannot be set in this user namespace (/proc/self/setgroups is 'deny')",
-            "drop --group-add, or map groups with newgidmap (rootless mode with /etc/subgid)",
-        )
+        if config.group_add:
+            raise SecurityError(
+                "supplementary groups cannot be set in this user namespace (/proc/self/setgroups is 'deny')",
+                "drop --group-add, or map groups with newgidmap (rootless mode with /etc/subgid)",
+            )
+        # Groups the image's /etc/group gives the user: rootless mode with a
+        # single-id map cannot set them (nor any other), so they are left out.
+        user = dataclasses.replace(user, groups=(), notes=user.notes + (
+            "supplementary groups from /etc/group left out: setgroups is denied in this user namespace",))
+    _check_mapped(user)
     poll = None
     if parent_fd is not None:
         poll = select.poll()
