@@ -363,3 +363,215 @@ def test_damaged_image_can_be_removed(store):
     (store.refs_dir / "evil").write_text("../../x\n")
     store.remove("evil")  # the ref goes, nothing outside is touched
     assert not store.exists("evil")
+
+
+# -- replacing a name frees the old image; prune ----------------------------------------------------
+
+
+def test_force_replace_deletes_the_old_image(store):
+    old = store.create("x", _fill({"a": b"1"}), source="s")
+    new = store.create("x", _fill({"a": b"2"}), source="s", force=True)
+    assert new.id != old.id and os.listdir(store.images_dir) == [new.id]
+    assert _leftovers(store) == []
+
+
+def test_force_replace_keeps_an_image_still_named_or_used(store, tmp_path):
+    run = tmp_path / "run"
+    store.state_root = run
+    shared = store.create("x", _fill({"a": b"1"}), source="s")
+    store.tag("alias", shared.id)
+    store.create("x", _fill({"a": b"2"}), source="s", force=True)
+    assert store.get("alias").id == shared.id  # another name still points to it
+
+    used = store.create("y", _fill({"a": b"3"}), source="s")
+    _state(run, "c1", name="web", image="y", image_id=used.id, status="running")
+    store.create("y", _fill({"a": b"4"}), source="s", force=True)
+    assert store.has_id(used.id)  # a container runs on it: kept...
+    assert store.prune() == []  # ...and prune agrees
+    (run / "containers" / "c1" / "state.json").unlink()
+    pruned = store.prune()
+    assert [i.id for i in pruned] == [used.id] and pruned[0].meta["source"] == "s"
+    assert not store.has_id(used.id) and store.has_id(shared.id) and _leftovers(store) == []
+    assert sorted(i.name for i in store.list()) == ["alias", "x", "y"]
+
+
+def test_tag_force_deletes_the_old_image(store):
+    a = store.create("a", _fill({"f": b"1"}), source="s")
+    b = store.create("b", _fill({"f": b"2"}), source="s")
+    with pytest.raises(ImageError, match="already exists"):
+        store.tag("a", b.id)
+    store.tag("a", b.id, force=True)
+    assert not store.has_id(a.id) and os.listdir(store.images_dir) == [b.id]
+
+
+def test_import_force_deletes_the_old_image(store, tmp_path):
+    first = importer.import_tarball(store, str(_tar(tmp_path / "1.tar", {"f": b"1"})), "t").image
+    second = importer.import_tarball(store, str(_tar(tmp_path / "2.tar", {"f": b"2"})), "t", force=True).image
+    assert os.listdir(store.images_dir) == [second.id] and first.id != second.id
+    # the cached fast path switches names the same way
+    again = importer.import_tarball(store, str(tmp_path / "1.tar"), "u")
+    assert not again.from_cache  # its image was deleted: read again
+    importer.import_tarball(store, str(tmp_path / "2.tar"), "u", force=True)
+    assert os.listdir(store.images_dir) == [second.id]
+
+
+def test_build_mini_force_does_not_leak(mc_dirs, monkeypatch):
+    from minicontainer.images import mini
+
+    monkeypatch.setattr(mini, "plan_mini", lambda: mini.MiniPlan(kind="host", description="fake"))
+    monkeypatch.setattr(mini, "write_mini", lambda rootfs, plan: (rootfs / "sh").write_text("fake"))
+    store = ImageStore()
+    for _ in range(3):
+        img = mini.build_mini(store, force=True)
+    assert os.listdir(store.images_dir) == [img.id] and store.list() == [img]
+
+
+def test_prune_removes_unnamed_images_only(store):
+    kept = store.create("kept", _fill({"a": b"1"}), source="s")
+    orphan = store.create("gone", _fill({"a": b"2"}), source="orphan-src")
+    (store.refs_dir / "gone").unlink()  # as left by an older version
+    damaged = store.create("dmg", _fill({"a": b"3"}), source="s")
+    (store.images_dir / damaged.id / "meta.json").unlink()  # still named: kept
+    assert [i.id for i in store.prune()] == [orphan.id]
+    assert sorted(os.listdir(store.images_dir)) == sorted([kept.id, damaged.id])
+    assert store.prune() == [] and _leftovers(store) == []
+
+
+def test_cli_prune(mc_dirs, tmp_path, capsys):
+    home, _ = mc_dirs
+    t = _tar(tmp_path / "a.tar", {"etc/os-release": b"ID=test\n"})
+    code, out, _ = mc(capsys, "image", "prune")
+    assert code == 0 and out == "reclaimed 0 B (0 images)\n"
+    assert mc(capsys, "image", "import", str(t), "p")[0] == 0
+    image_id = json.loads(mc(capsys, "image", "inspect", "p")[1])["id"]
+    (home / "refs" / "p").unlink()
+    code, out, _ = mc(capsys, "image", "prune")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith(f"deleted {image_id[:12]}") and str(t) in lines[0]
+    assert lines[1].startswith("reclaimed ") and lines[1].endswith("(1 image)")
+    assert os.listdir(home / "images") == []
+
+
+# -- the store lock: one build at a time per name -----------------------------------------------------
+
+
+def _in_child(fn) -> int:
+    """Fork; the child runs ``fn`` and exits 0 if it returned, 1 if it raised."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _wait_ok(pid: int) -> bool:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def test_lock_is_exclusive_between_processes_and_reentrant(store, tmp_path):
+    import time
+
+    marks = tmp_path / "marks"
+    marks.touch()
+
+    def worker(tag: str):
+        def run():
+            with store.lock("x"):
+                with store.lock("x"):  # nested in one process: no self-deadlock
+                    with open(marks, "a") as f:
+                        f.write(f"{tag}+\n")
+                    time.sleep(0.3)
+                    with open(marks, "a") as f:
+                        f.write(f"{tag}-\n")
+
+        return run
+
+    pids = [_in_child(worker("a")), _in_child(worker("b"))]
+    assert all(_wait_ok(p) for p in pids)
+    lines = marks.read_text().split()
+    # never interleaved: each holder's enter and leave are adjacent
+    assert len(lines) == 4 and lines[0][0] == lines[1][0] and lines[2][0] == lines[3][0], lines
+    with store.lock():
+        with store.lock("x"):
+            pass  # a different lock, free
+    assert stat.S_IMODE(os.stat(store.locks_dir).st_mode) == 0o700
+
+
+def test_two_first_ensure_mini_build_once(mc_dirs, tmp_path, monkeypatch):
+    """Two first `run mini` at once: one builds, the other waits and reuses it."""
+    import time
+
+    from minicontainer.images import mini
+
+    builds = tmp_path / "builds"
+    builds.touch()
+
+    def slow_write(rootfs, plan):
+        with open(builds, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # long enough for the other process to arrive
+        (rootfs / "sh").write_text("fake")
+
+    monkeypatch.setattr(mini, "plan_mini", lambda: mini.MiniPlan(kind="host", description="fake"))
+    monkeypatch.setattr(mini, "write_mini", slow_write)
+    ids = tmp_path / "ids"
+    ids.mkdir()
+
+    def first_run():
+        img = mini.ensure_mini(ImageStore())
+        (ids / str(os.getpid())).write_text(img.id)
+
+    pids = [_in_child(first_run), _in_child(first_run)]
+    assert all(_wait_ok(p) for p in pids)
+    assert len(builds.read_text().split()) == 1
+    seen = {p.read_text() for p in ids.iterdir()}
+    store = ImageStore()
+    assert len(seen) == 1 and seen == {store.get("mini").id}
+    assert os.listdir(store.images_dir) == [seen.pop()] and _leftovers(store) == []
+
+
+def test_concurrent_create_of_one_name_has_one_winner(store, tmp_path):
+    import time
+
+    def slow(rootfs: Path):
+        time.sleep(0.3)
+        (rootfs / "f").write_text(str(os.getpid()))
+
+    pids = [_in_child(lambda: store.create("same", slow, source="s")) for _ in range(2)]
+    results = sorted(_wait_ok(p) for p in pids)
+    assert results == [False, True]  # the second waited, then found the name taken
+    assert len(os.listdir(store.images_dir)) == 1 and _leftovers(store) == []
+
+
+# -- exit codes of image commands ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["image", "import", "{tar}", "../bad"],
+        ["image", "import-dir", "{dir}", "a b"],
+        ["image", "inspect", "nothere"],
+        ["image", "inspect", "../x"],
+        ["image", "rm", "nothere"],
+        ["image", "import", "{dir}/missing.tar", "ok"],
+    ],
+)
+def test_image_errors_exit_1(mc_dirs, tmp_path, capsys, argv):
+    t = _tar(tmp_path / "a.tar", {"f": b"1"})
+    argv = [a.format(tar=t, dir=tmp_path) for a in argv]
+    code, out, err = mc(capsys, *argv)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("minicontainer: error: ")
+
+
+def test_image_flag_errors_stay_125_and_run_keeps_125(mc_dirs, capsys):
+    code, _, err = mc(capsys, "image", "ls", "--format", "xml")
+    assert code == 125 and "minicontainer: error:" in err
+    code, _, err = mc(capsys, "run", "--name", "../x", "mini")
+    assert code == 125 and "minicontainer: error:" in err

@@ -1,8 +1,10 @@
 """``minicontainer image ...``: import, import-dir, debootstrap, build-mini, ls,
 inspect, rm. Thin: parse flags, call minicontainer.images, print.
 
-Errors are raised (ImageError, exit 1), never printed here: cli.main() prints
-``minicontainer: error: ...``. Normal output goes to stdout with click.echo;
+Errors are raised, never printed here: cli.main() prints
+``minicontainer: error: ...``. Every error of an image command exits 1, as
+docker's image commands do, whatever class it is raised as elsewhere (an
+invalid name is a UsageError, 125 for ``run``); bad flags stay 125. Normal output goes to stdout with click.echo;
 progress and notices go to stderr so ``ls --format json`` stays parsable.
 """
 
@@ -14,6 +16,7 @@ import time
 
 import click
 
+from minicontainer.errors import MiniError
 from minicontainer.units import format_size
 
 
@@ -91,9 +94,20 @@ def _done(outcome) -> None:
     click.echo(f"{img.name} {img.short_id}{how}")
 
 
-@click.group(short_help="Manage images.")
+class _ImageGroup(click.Group):
+    """The ``image`` group: our errors leave with docker's image exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MiniError as e:
+            e.exit_code = 1
+            raise
+
+
+@click.group(cls=_ImageGroup, short_help="Manage images.")
 def image():
-    """Manage images: import, import-dir, debootstrap, build-mini, ls, inspect, rm.
+    """Manage images: import, import-dir, debootstrap, build-mini, ls, inspect, rm, prune.
 
     Images live under MINICONTAINER_HOME (default /var/lib/minicontainer,
     root-only). A container never writes to its image: it gets its own
@@ -218,3 +232,20 @@ def rm_cmd(names):
     for name in names:
         store.remove(name)
         click.echo(name)
+
+
+@image.command("prune", short_help="Remove images that no name points to and no container uses.")
+def prune_cmd():
+    """Remove stored images that no name points to and no container uses.
+
+    \b
+    An image stays while a container runs on it, even after its name moved
+    on ('import --force', 'build-mini --force'); prune frees it later.
+    """
+    removed = _store().prune()
+    total = 0
+    for img in removed:
+        size = int(img.meta.get("size") or 0)
+        total += size
+        click.echo(f"deleted {img.short_id}  {format_size(size)}  {img.meta.get('source', '')}".rstrip())
+    click.echo(f"reclaimed {format_size(total)} ({len(removed)} image{'s' if len(removed) != 1 else ''})")

@@ -1,6 +1,6 @@
 """Getting root filesystems into the store: tarballs, directories, debootstrap.
 
-Every path goes through ``ImageStore.build``: the tree is made in a fresh
+Every path goes through ``ImageStore.create``: the tree is made in a fresh
 0700 work directory under the store's ``tmp/`` and renamed into ``images/``
 only when complete, so a failure (a hostile member, a truncated gzip, a full
 disk, Ctrl-C) leaves nothing behind.
@@ -70,16 +70,18 @@ def import_tarball(
         raw = stdin if stdin is not None else os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
         if raw.isatty():
             raise ImageError("refusing to read a tarball from a terminal", "pipe it in: 'cat FILE | minicontainer image import - NAME'")
-        return _import_stream(store, raw, "stdin", name, None, limits, progress)
+        return _import_stream(store, raw, "stdin", name, None, limits, progress, force)
     raw = _open_tarball(source)
     with raw:
         st = os.fstat(raw.fileno())
         key = _cache_key(st) if stat.S_ISREG(st.st_mode) else None
         cached = _cache_get(store, key)
-        if cached and store.has_id(cached):
-            image = store.tag(name, cached, force=True)
-            return ImportOutcome(image, shared=True, from_cache=True, members=image.meta.get("members", 0))
-        return _import_stream(store, raw, os.path.abspath(source), name, key, limits, progress)
+        if cached:
+            with store.lock():  # so the cached image cannot be pruned before we name it
+                if store.has_id(cached):
+                    image = store.tag(name, cached, force=force)
+                    return ImportOutcome(image, shared=True, from_cache=True, members=image.meta.get("members", 0))
+        return _import_stream(store, raw, os.path.abspath(source), name, key, limits, progress, force)
 
 
 def tarball_size(source: str) -> int | None:
@@ -101,17 +103,22 @@ def import_for_run(store: ImageStore, path: str) -> Image:
     """``minicontainer run FILE.tar``: the image of that tarball, imported on
     first use under the name ``tar-<short id>`` (so ``image ls`` shows it
     and ``image rm`` can free the space)."""
+
+    def name_for(image_id: str) -> str:
+        names = store.names_of(image_id)
+        return names[0] if names else f"tar-{image_id[:12]}"
+
     with _open_tarball(path) as raw:
         st = os.fstat(raw.fileno())
         key = _cache_key(st) if stat.S_ISREG(st.st_mode) else None
-        image_id = _cache_get(store, key)
-        if not (image_id and store.has_id(image_id)):
-            image_id, _, _ = _build_from_tar(store, raw, os.path.abspath(path), Limits(), None)
-            _cache_put(store, key, image_id)
-    names = store.names_of(image_id)
-    if names:
-        return store.get(names[0])
-    return store.tag(f"tar-{image_id[:12]}", image_id, force=True)
+        cached = _cache_get(store, key)
+        if cached:
+            with store.lock():
+                if store.has_id(cached):
+                    return store.tag(name_for(cached), cached, force=True)
+        image, _, _ = _build_from_tar(store, raw, os.path.abspath(path), name_for, Limits(), None, True)
+        _cache_put(store, key, image.id)
+        return image
 
 
 def _open_tarball(source: str) -> BinaryIO:
@@ -126,16 +133,17 @@ def _open_tarball(source: str) -> BinaryIO:
         raise ImageError(err.message, err.hint) from e
 
 
-def _import_stream(store, raw, source, name, key, limits, progress) -> ImportOutcome:
-    image_id, shared, result = _build_from_tar(store, raw, source, limits, progress)
-    _cache_put(store, key, image_id)
-    image = store.tag(name, image_id, force=True)
+def _import_stream(store, raw, source, name, key, limits, progress, force) -> ImportOutcome:
+    image, shared, result = _build_from_tar(store, raw, source, name, limits, progress, force)
+    _cache_put(store, key, image.id)
     return ImportOutcome(
         image, shared=shared, from_cache=False, members=result.members, skipped_special=result.skipped_special
     )
 
 
-def _build_from_tar(store, raw, source, limits, progress):
+def _build_from_tar(store, raw, source, name, limits, progress, force):
+    """Extract ``raw`` into a new image named ``name`` (a string, or a
+    function of the id: see ImageStore.create)."""
     outcome = {}
 
     def populate(rootfs: Path) -> Populated:
@@ -153,8 +161,8 @@ def _build_from_tar(store, raw, source, limits, progress):
         }
         return Populated(image_id, meta)
 
-    image_id = store.build(populate, source)
-    return image_id, outcome["shared"], outcome["result"]
+    image = store.create(name, populate, source, force=force)
+    return image, outcome["shared"], outcome["result"]
 
 
 def _check_free_name(store: ImageStore, name: str, force: bool) -> None:

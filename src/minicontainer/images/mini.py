@@ -470,16 +470,24 @@ def build_mini(store: ImageStore, *, force: bool = False) -> Image:
 
 
 def ensure_mini(store: ImageStore) -> Image:
-    """The image ``mini``, built first if the store does not have it yet."""
+    """The image ``mini``, built first if the store does not have it yet.
+
+    Two first ``run mini`` at once must not both build it: the name lock
+    makes the second wait for the first's build, then it finds the image.
+    """
     if store.exists(NAME):
-        return store.get(NAME)
-    try:
-        return build_mini(store)
-    except ImageError:
-        # Another `run mini` may have built it meanwhile: use theirs.
+        return store.get(NAME)  # the common case: no lock, no wait
+    with store.lock(NAME):
         if store.exists(NAME):
             return store.get(NAME)
-        raise
+        try:
+            return build_mini(store)
+        except ImageError:
+            # The name was set meanwhile without a build (a re-import cached
+            # by 'image import ... mini' only takes the store lock): use it.
+            if store.exists(NAME):
+                return store.get(NAME)
+            raise
 
 
 __all__ = [

@@ -8,15 +8,23 @@ Layout (see paths.py)::
     tmp/new-<pid>-*/         work directories; a finished image is renamed
                              from here into images/, so a crash or an error
                              never leaves a half-made image behind
+    tmp/old-<pid>-*/         an image being deleted (renamed out of images/
+                             first, so a half-deleted tree is never an image)
+    store.lock               flock(2) for changes to refs/ and images/
+    locks/<name>             flock(2) held while image <name> is being built
 
 Several names may point to one id (importing the same content twice shares
 it: a tarball's id is the sha256 of its uncompressed stream). Every directory
 here is 0700 and root-owned: images hold setuid binaries that other host
-users must not reach (reliability case A10).
+users must not reach (reliability case A10). An image goes when nothing uses
+it any more: no name points to it and no container runs on it (its lower
+layer); ``image prune`` sweeps up any that were kept for a container.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -25,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 from minicontainer import paths
 from minicontainer.errors import ImageError, UsageError
@@ -70,19 +78,80 @@ class Populated:
 PopulateResult = Union[str, Populated, None]
 
 
+# Locks held by this process: (pid, lock file) -> [fd, depth]. flock(2) locks
+# belong to an open file description, so opening the file a second time in
+# the same process and locking it again would wait for ourselves forever;
+# nested ``lock()`` calls reuse the first fd instead. The pid is part of the
+# key because a forked child must take its own locks. Not thread-safe: the
+# CLI is single-threaded.
+_HELD: dict[tuple[int, str], list[int]] = {}
+
+
 class ImageStore:
-    def __init__(self, home: Path | None = None):
+    """Images on disk, with two kinds of locks (see :meth:`lock`).
+
+    Readers (get, list, ``run`` looking up its image) take no lock: a ref is
+    replaced with rename(2) and an image appears in images/ with rename(2),
+    so a reader sees the old state or the new one, never half of either.
+    """
+
+    def __init__(self, home: Path | None = None, state_root: Path | None = None):
         self.home = Path(home) if home is not None else paths.home()
         self.images_dir = self.home / "images"
         self.refs_dir = self.home / "refs"
         self.tmp_dir = self.home / "tmp"
+        self.locks_dir = self.home / "locks"
+        # where containers_using() looks for containers (None: paths.state_root())
+        self.state_root = Path(state_root) if state_root is not None else None
 
     # -- setup -------------------------------------------------------------
     def ensure(self) -> None:
         paths.ensure_private_dir(self.home)
-        for d in (self.images_dir, self.refs_dir, self.tmp_dir):
+        for d in (self.images_dir, self.refs_dir, self.tmp_dir, self.locks_dir):
             d.mkdir(exist_ok=True)
             os.chmod(d, 0o700)
+
+    @contextlib.contextmanager
+    def lock(self, name: str | None = None) -> Iterator[None]:
+        """Hold a store lock (flock(2), exclusive) for the ``with`` block.
+
+        - ``lock()``: the whole store, for short changes to refs/ and images/
+          (point a name, install or delete an image). Check-then-change is
+          atomic under it: no import can point a name at an image that a
+          concurrent ``rm`` or ``prune`` is deleting.
+        - ``lock(name)``: building image ``name``, for as long as the build
+          takes. A second builder of the same name waits, then finds the image
+          made (``ensure_mini``: two first ``run mini`` build it once). Builds
+          of other names go on in parallel.
+
+        Order: a name lock is taken before the store lock, never while
+        holding it. Nested calls in one process are free. The kernel drops a
+        lock when its holder dies, so a killed import never blocks the store.
+        """
+        if name is None:
+            path = self.home / "store.lock"
+        else:
+            validate_image_name(name)  # the name becomes a file name
+            path = self.locks_dir / name
+        key = (os.getpid(), str(path))
+        if key in _HELD:
+            _HELD[key][1] += 1
+            try:
+                yield
+            finally:
+                _HELD[key][1] -= 1
+            return
+        self.ensure()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _HELD[key] = [fd, 1]
+            try:
+                yield
+            finally:
+                del _HELD[key]
+        finally:
+            os.close(fd)  # releases the lock
 
     def clean_tmp(self) -> list[Path]:
         """Remove work directories left by imports that were killed (their
@@ -152,7 +221,7 @@ class ImageStore:
     # -- creation ----------------------------------------------------------
     def create(
         self,
-        name: str,
+        name: str | Callable[[str], str],
         populate: Callable[[Path], PopulateResult],
         source: str,
         *,
@@ -165,19 +234,44 @@ class ImageStore:
         with no id a random one is used. Any exception removes the work
         directory, so no half-made image is ever visible. If the id is
         already in the store, the new copy is dropped and the name shares
-        the stored one.
-        """
-        validate_image_name(name)
-        self.ensure()
-        if self.exists(name) and not force:
-            raise ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
-        image_id = self.build(populate, source)
-        self.tag(name, image_id, force=True)
-        return self.get(name)
+        the stored one. With ``force`` an existing name is switched to the
+        new image, and the image it pointed to is deleted once nothing uses
+        it (no other name, no container).
 
-    def build(self, populate: Callable[[Path], PopulateResult], source: str) -> str:
-        """Make an image without a name (see :meth:`create`); returns its id."""
+        ``name`` may also be a function of the new id returning the name
+        (``run FILE.tar`` names an image after its content); it is called
+        under the store lock, so it may look at the store's names.
+        """
+        fixed = isinstance(name, str)
+        if fixed:
+            validate_image_name(name)
         self.ensure()
+        doomed: list[Path] = []
+        with self.lock(name) if fixed else contextlib.nullcontext():
+            if fixed and self.exists(name) and not force:
+                raise _exists_error(name)
+            work, image_id = self._populate(populate, source)
+            try:
+                with self.lock():
+                    if not self.has_id(image_id):
+                        os.rename(work, self.images_dir / image_id)
+                    final_name = name if fixed else validate_image_name(name(image_id))
+                    try:
+                        image = self._point(final_name, image_id, force, doomed)
+                    except ImageError:
+                        # lost a race for the name (see tag): leave no orphan
+                        self._drop_if_unused(image_id, final_name, doomed)
+                        raise
+            finally:
+                # Outside the lock: deleting a big tree holds up nobody.
+                for d in (work, *doomed):
+                    if os.path.lexists(d):
+                        remove_tree(d)
+        return image
+
+    def _populate(self, populate: Callable[[Path], PopulateResult], source: str) -> tuple[Path, str]:
+        """Fill a fresh work directory in tmp/; returns it (with its meta.json
+        written) and the image id. On any error nothing is left behind."""
         self.clean_tmp()
         work = Path(tempfile.mkdtemp(prefix=f"new-{os.getpid()}-", dir=self.tmp_dir))
         try:
@@ -192,33 +286,38 @@ class ImageStore:
             image_id = image_id or os.urandom(32).hex()
             if not _ID_RE.match(image_id):
                 raise ImageError(f"internal error: bad image id {image_id!r}")
-            final = self.images_dir / image_id
-            if self.has_id(image_id):
-                remove_tree(work)  # same content already stored: share it
-            else:
-                # the size: given by populate (a tar import knows it), or measured
-                size = extra["size"] if "size" in extra else _du(rootfs)
-                meta = {"id": image_id, "created": time.time(), "source": source, **extra, "size": size}
-                (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-                try:
-                    os.rename(work, final)
-                except OSError:
-                    if not self.has_id(image_id):
-                        raise
-                    remove_tree(work)  # a concurrent import of the same content won
+            # the size: given by populate (a tar import knows it), or measured
+            size = extra["size"] if "size" in extra else _du(rootfs)
+            meta = {"id": image_id, "created": time.time(), "source": source, **extra, "size": size}
+            (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         except BaseException:
             remove_tree(work)
             raise
-        return image_id
+        return work, image_id
 
     def tag(self, name: str, image_id: str, *, force: bool = False) -> Image:
-        """Point ``name`` at the stored image ``image_id``."""
+        """Point ``name`` at the stored image ``image_id`` (with ``force``,
+        replacing what it pointed to; see :meth:`create`)."""
         validate_image_name(name)
-        if not self.has_id(image_id):
-            raise ImageError(f"no image with id {image_id}")
-        if self.exists(name) and not force:
-            raise ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
+        doomed: list[Path] = []
+        try:
+            with self.lock():
+                if not self.has_id(image_id):
+                    raise ImageError(f"no image with id {image_id}")
+                return self._point(name, image_id, force, doomed)
+        finally:
+            for d in doomed:
+                remove_tree(d)
+
+    def _point(self, name: str, image_id: str, force: bool, doomed: list[Path]) -> Image:
+        """Under the store lock: make ``name`` point to ``image_id``; the image
+        it pointed to before goes if nothing else uses it."""
+        old = self._ref_id(name)
+        if old is not None and not force:
+            raise _exists_error(name)
         self._write_ref(name, image_id)
+        if old and old != image_id:
+            self._drop_if_unused(old, name, doomed)
         return self.get(name)
 
     def _write_ref(self, name: str, image_id: str) -> None:
@@ -230,39 +329,100 @@ class ImageStore:
     def remove(self, name: str, *, state_root: Path | None = None) -> None:
         """Remove the name; the data goes with the last name pointing to it.
         Refused while a container uses the image (see containers_using)."""
+        self._lookup_for_removal(name)  # errors before creating any store dir
+        doomed: list[Path] = []
         try:
-            image = self.get(name)
+            with self.lock():
+                image = self._lookup_for_removal(name)
+                users = containers_using(image, state_root or self.state_root)
+                if users:
+                    raise ImageError(
+                        f"image {name} is used by container {', '.join(users)}",
+                        f"remove the container first: 'minicontainer rm {users[0]}'",
+                    )
+                (self.refs_dir / name).unlink()
+                self._drop_if_unused(image.id, name, doomed, state_root=state_root)
+        finally:
+            for d in doomed:
+                remove_tree(d)
+
+    def _lookup_for_removal(self, name: str) -> Image:
+        try:
+            return self.get(name)
         except ImageError:
             # A damaged image (meta.json gone) must still be removable.
             image_id = self._ref_id(name)
             if image_id is None:
                 raise
-            image = Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
-        users = containers_using(image, state_root)
-        if users:
-            raise ImageError(
-                f"image {name} is used by container {', '.join(users)}",
-                f"remove the container first: 'minicontainer rm {users[0]}'",
-            )
-        (self.refs_dir / name).unlink()
-        if not _ID_RE.match(image.id):
-            return  # a ref holding garbage: nothing of ours to delete
-        if not self.names_of(image.id):
-            self.ensure()
-            # Rename first: a half-deleted tree is never visible as an image.
-            doomed = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
-            try:
-                os.rename(self.images_dir / image.id, doomed / "image")
-            except FileNotFoundError:
-                pass
-            remove_tree(doomed)
+            return Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
 
+    def prune(self) -> list[Image]:
+        """Delete every stored image that no name points to and no container
+        uses (left by older versions, or by a container that held an image
+        while its name moved on). Returns them, named ``""``."""
+        if not self.images_dir.is_dir():
+            return []
+        removed: list[Image] = []
+        doomed: list[Path] = []
+        try:
+            with self.lock():
+                for d in sorted(self.images_dir.iterdir()):
+                    try:
+                        meta = json.loads((d / "meta.json").read_text())
+                    except (OSError, ValueError):
+                        meta = {}
+                    if self._drop_if_unused(d.name, "", doomed):
+                        removed.append(Image(name="", id=d.name, rootfs=d / "rootfs", meta=meta))
+        finally:
+            for d in doomed:
+                remove_tree(d)
+        self.clean_tmp()
+        return removed
+
+    def _drop_if_unused(
+        self, image_id: str, name: str, doomed: list[Path], *, state_root: Path | None = None
+    ) -> bool:
+        """Under the store lock: if no name points to ``image_id`` and no
+        container uses it, move it out of images/ into tmp/ and append that
+        path to ``doomed`` (the caller deletes it after releasing the lock).
+        ``name`` is the name it was known by, for containers whose state has
+        no image id (they keep it: better a leak than a broken container)."""
+        if not _ID_RE.match(image_id or "") or image_id in self._referenced_ids():
+            return False
+        image = Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
+        if containers_using(image, state_root or self.state_root):
+            return False
+        # Rename first: a half-deleted tree is never visible as an image.
+        self.ensure()
+        grave = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
+        doomed.append(grave)
+        try:
+            os.rename(self.images_dir / image_id, grave / "image")
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _referenced_ids(self) -> set[str]:
+        """Ids named by any ref, damaged images included (read raw, unlike
+        list(), so a ref whose meta.json is gone still protects its data)."""
+        ids = set()
+        if self.refs_dir.is_dir():
+            for ref in self.refs_dir.iterdir():
+                if not ref.name.startswith("."):
+                    image_id = self._ref_id(ref.name)
+                    if image_id:
+                        ids.add(image_id)
+        return ids
 
     def _ref_id(self, name: str) -> str | None:
         try:
             return (self.refs_dir / name).read_text().strip()
         except OSError:
             return None
+
+
+def _exists_error(name: str) -> ImageError:
+    return ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
 
 
 def containers_using(image: Image, state_root: Path | None = None) -> list[str]:
