@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PY = sys.executable
@@ -79,3 +80,50 @@ def container_cgroups() -> set[str]:
         if top.is_dir():
             found.update(str(d) for d in top.iterdir() if d.is_dir() and len(d.name) == 64)
     return found
+
+
+def minicontainer_cgroup_dirs() -> set[str]:
+    """Every directory named ``minicontainer`` under /sys/fs/cgroup (v2 at the
+    top, v1 one level down in each hierarchy) and every cgroup below it."""
+    base = Path("/sys/fs/cgroup")
+    found: set[str] = set()
+    roots = [base] + ([p for p in base.iterdir() if p.is_dir()] if base.is_dir() else [])
+    for r in roots:
+        top = r / "minicontainer"
+        if top.is_dir():
+            found.update(str(p) for p in [top, *top.rglob("*")] if p.is_dir() and not p.is_symlink())
+    return found
+
+
+def prepare_mc_home(home: Path, timeout: float = 120) -> None:
+    """Point MINICONTAINER_HOME at ``home`` and build the 'mini' image there once."""
+    os.environ["MINICONTAINER_HOME"] = str(home)
+    if os.geteuid() == 0:
+        proc = mc("run", "--rm", "mini", "true", timeout=timeout)
+        assert proc.returncode == 0, proc.stderr
+
+
+class HostSnapshot:
+    """The host as a test found it (mounts, container processes, cgroups
+    named minicontainer); :meth:`leaks` lists what differs afterwards."""
+
+    def __init__(self, *own_dirs):
+        self.own_dirs = own_dirs
+        self.mounts = host_mountinfo(*own_dirs)
+        self.procs = foreign_pidns_processes()
+        self.cgroups = minicontainer_cgroup_dirs()
+
+    def leaks(self, settle: float = 5.0) -> list[str]:
+        # Containers die with their runtime; give the kernel a moment to reap.
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline and (foreign_pidns_processes() - self.procs
+                                               or minicontainer_cgroup_dirs() - self.cgroups):
+            time.sleep(0.05)
+        out = []
+        if foreign_pidns_processes() - self.procs:
+            out.append(f"container processes left running: {sorted(foreign_pidns_processes() - self.procs)}")
+        if host_mountinfo(*self.own_dirs) != self.mounts:
+            out.append("the host's mount table changed")
+        if minicontainer_cgroup_dirs() - self.cgroups:
+            out.append(f"cgroups left behind: {sorted(minicontainer_cgroup_dirs() - self.cgroups)}")
+        return out
