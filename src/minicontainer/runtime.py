@@ -195,6 +195,12 @@ class Runner:
         if self.userns:
             from minicontainer import userns
 
+            if "pid" not in spec.namespaces:
+                raise UsageError(
+                    "--pid host cannot be combined with a user namespace (rootless mode)",
+                    "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); "
+                    "run as root, or drop --pid host",
+                )
             userns_steps = [userns.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11

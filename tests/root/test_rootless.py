@@ -309,3 +309,48 @@ def test_root_with_userns(mc_home):
     assert "00000000a80425fb" in lines[1]
     assert "made" not in out  # even root's container cannot make devices from a user namespace
 
+
+
+def test_pid_host_is_refused_rootless(user):
+    proc = user.mc("run", "--rm", "--pid", "host", "mini", "true", check=125)
+    assert "--pid host cannot be combined with a user namespace" in proc.stderr
+
+
+def test_a_terminal_works_rootless(user):
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    args = user.popen_args("run", "--rm", "-it", "mini", "/bin/sh", "-c", "test -t 0 && echo is-a-tty; stty size")
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the pty's slave is already its stdio
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+            os.chdir(args["cwd"])
+            os.setgroups([])
+            os.setgid(UID)
+            os.setuid(UID)
+            os.execve(args["args"][0], args["args"], args["env"])
+        finally:
+            os._exit(127)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert b"is-a-tty" in out and b"30 90" in out
