@@ -117,7 +117,7 @@ class Applier:
             self.sc.close(fd)
 
     def _remount_ro(self, step: P.RemountReadonly) -> None:
-        fd = self.root_fd if not step.target else self._target(step.target, "no")
+        fd = self.root_fd if not step.target else self.sc.open_beneath(self.root_fd, step.target)  # file or dir
         try:
             keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
             self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, None,
