@@ -24,6 +24,12 @@ three things in the shape the runtime's plan wants.
 
 ``parse_security(...)`` turns Docker's flags into a frozen SecurityConfig
 (config.py) and ``describe(config)`` gives the --explain lines.
+
+In rootless mode (minicontainer.userns) the same steps run inside a user
+namespace: the capabilities kept count only there, ``--user`` must name an
+id that the namespace maps (prepare() says which ids exist), and with a
+single-id map setgroups(2) is denied, so the image's supplementary groups
+are left out and ``--group-add`` is an error.
 """
 
 from minicontainer.security.apply import Prepared, describe, enter, make_undumpable, prepare
