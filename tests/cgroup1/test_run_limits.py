@@ -115,6 +115,32 @@ def test_pids_limit_counts_every_process():
     assert "forks failed: pids limit 20 reached" in proc.stderr
 
 
+# --- cleanup --------------------------------------------------------------------
+
+
+def test_processes_that_escape_pid_1_are_killed_through_the_cgroup():
+    # Without a PID namespace of its own, nothing kills a setsid'd grandchild
+    # when the container's first process exits: only the cgroup still knows it
+    # (v1: freeze, SIGKILL each, thaw; v2: cgroup.kill).
+    marker = f"{os.getpid() % 1000 + 3000}.5"
+    proc = run("--pid", "host", "mini", "sh", "-c", f"setsid sleep {marker} & sleep 0.2; echo started")
+    assert (proc.returncode, proc.stdout) == (0, "started\n"), proc.stderr
+    assert not sleeping(marker)
+
+
+def sleeping(marker: str) -> list[int]:
+    """Pids of `sleep MARKER` processes on the host."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                    out.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 # --- cpu ------------------------------------------------------------------------
 
 
