@@ -36,11 +36,29 @@ class ResolvedImage:
     exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
 
 
+def remove_layer_dir(layer) -> None:
+    """Remove a container's layer directory, whoever owns its files.
+
+    As root, a plain recursive delete. Rootless, overlayfs leaves a mode-000
+    work/work directory and the container's files belong to ids of its user
+    namespace, which the caller cannot delete from outside: userns.remove_tree
+    does it from inside a namespace with the same map.
+    """
+    if not os.path.isdir(layer):
+        return
+    if os.geteuid() != 0:
+        from minicontainer.userns import remove_tree
+
+        if remove_tree(str(layer)):
+            return
+    shutil.rmtree(layer, ignore_errors=True)
+
+
 def require_root(what: str = "running a container") -> None:
     if os.geteuid() != 0:
         raise NotRootError(
             f"{what} needs root: namespaces, mounts and cgroups are privileged",
-            "run it as root (e.g. sudo minicontainer ...); rootless mode comes with --userns",
+            "run it as root (e.g. sudo minicontainer ...)",
         )
 
 
@@ -365,12 +383,12 @@ class Runner:
             if cgroup_created and self.cgroup is not None:
                 self._destroy_cgroup()
             if self.spec.remove:
-                shutil.rmtree(layer, ignore_errors=True)
+                remove_layer_dir(layer)
                 store.remove(state)
             elif state.exit_code is None or (container is None or not container.pid):
                 # It never started: nothing to keep (docker keeps "Created"
                 # containers, but a half-made one is only clutter here).
-                shutil.rmtree(layer, ignore_errors=True)
+                remove_layer_dir(layer)
                 store.remove(state)
             else:
                 store.save(state)

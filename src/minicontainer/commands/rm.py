@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 
@@ -32,8 +31,10 @@ def rm(containers, force):
                 _kill(st)
                 st = store.get(ref)
             remove_cgroup(st)
-            if st.layer_dir and os.path.isdir(st.layer_dir):
-                shutil.rmtree(st.layer_dir, ignore_errors=True)
+            if st.layer_dir:
+                from minicontainer.runtime import remove_layer_dir
+
+                remove_layer_dir(st.layer_dir)
             store.remove(st)
             click.echo(ref)
         except MiniError as e:
