@@ -104,24 +104,35 @@ def prepare_mc_home(home: Path, timeout: float = 120) -> None:
 
 
 class HostSnapshot:
-    """The host as a test found it (mounts, container processes, cgroups
-    named minicontainer); :meth:`leaks` lists what differs afterwards."""
+    """The host as a test found it (mounts, container PID namespaces, cgroups
+    named minicontainer); :meth:`leaks` lists what differs afterwards.
+
+    Containers are compared by PID namespace, not by pid: a long-running
+    container of someone else on this machine that keeps starting processes
+    is not a leak of ours; a container of ours left running is a new namespace.
+    """
 
     def __init__(self, *own_dirs):
         self.own_dirs = own_dirs
         self.mounts = host_mountinfo(*own_dirs)
-        self.procs = foreign_pidns_processes()
+        self.pidns = self._pidns()
         self.cgroups = minicontainer_cgroup_dirs()
+
+    @staticmethod
+    def _pidns() -> set[str]:
+        return {ns for _, ns in foreign_pidns_processes()}
 
     def leaks(self, settle: float = 5.0) -> list[str]:
         # Containers die with their runtime; give the kernel a moment to reap.
         deadline = time.monotonic() + settle
-        while time.monotonic() < deadline and (foreign_pidns_processes() - self.procs
+        while time.monotonic() < deadline and (self._pidns() - self.pidns
                                                or minicontainer_cgroup_dirs() - self.cgroups):
             time.sleep(0.05)
         out = []
-        if foreign_pidns_processes() - self.procs:
-            out.append(f"container processes left running: {sorted(foreign_pidns_processes() - self.procs)}")
+        new_ns = self._pidns() - self.pidns
+        if new_ns:
+            left = sorted(p for p, ns in foreign_pidns_processes() if ns in new_ns)
+            out.append(f"container processes left running: {left}")
         if host_mountinfo(*self.own_dirs) != self.mounts:
             out.append("the host's mount table changed")
         if minicontainer_cgroup_dirs() - self.cgroups:
