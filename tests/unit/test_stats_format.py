@@ -260,3 +260,21 @@ def test_streaming_ends_when_the_named_containers_exit(host, capsys, monkeypatch
     tables = [t for t in out.split("\n\n") if t.strip()]
     assert len(tables) == 2
     assert "web" in tables[0] and "web" not in tables[1]
+
+
+def test_on_a_terminal_each_refresh_clears_the_screen(host, capsys, monkeypatch):
+    add, _ = host
+    add("web")
+    ticks = []
+
+    def sleep(seconds):
+        ticks.append(seconds)
+        if len(ticks) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(S.time, "sleep", sleep)
+    monkeypatch.setattr(S.sys.stdout, "isatty", lambda: True)
+    code, out, _ = run_cli(capsys, "stats")
+    assert code == 0
+    assert out.count(S.CLEAR_SCREEN) == 2
+    assert out.startswith(S.CLEAR_SCREEN + "CONTAINER ID")
