@@ -83,10 +83,10 @@ class Applier:
     def _mount_rootfs(self, step: P.MountRootfs) -> None:
         if step.mode == "overlay":
             self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
-            self.sc.mount("overlay", step.target, "overlay", MS_RDONLY if step.readonly else 0, step.overlay_options)
+            self.sc.mount("overlay", step.target, "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options)
         else:
             self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)
-            if step.readonly:
+            if not step.writable:
                 self.sc.mount(None, step.target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         self.root_path = step.target
         self.root_fd = self.sc.open_dir(step.target)

@@ -187,10 +187,14 @@ class MountRootfs(Step):
     lower: str = ""  # the image rootfs (for the bind mode and for reading)
     readonly: bool = False
     mode: str = "overlay"  # overlay | bind
+    # False only for --read-only when no mountpoint must be made in the image:
+    # then there is no upper layer at all. Otherwise the root gets one, and
+    # --read-only remounts it read-only after the mountpoints exist.
+    writable: bool = True
 
     @property
     def overlay_options(self) -> str:
-        if self.readonly:
+        if not self.writable:
             # overlayfs wants two lower layers when there is no upper one; the
             # second is an empty directory, so the root is the image, read-only.
             return "lowerdir=lower:empty"
@@ -493,6 +497,7 @@ class RootfsLayout:
     lower: str  # the image rootfs or the user's directory
     layer: str  # the container's own directory (lower link, upper/, work/, merged/)
     mode: str = "overlay"  # overlay | bind
+    writable: bool = True  # see MountRootfs.writable
 
     @property
     def target(self) -> str:
@@ -534,6 +539,7 @@ def build_plan(
             lower=rootfs.lower,
             readonly=spec.read_only,
             mode=rootfs.mode,
+            writable=rootfs.writable,
         )
     )
     for vol in spec.volumes:

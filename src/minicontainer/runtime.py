@@ -145,6 +145,16 @@ def _fs_magic(path: str) -> int | None:
     return int.from_bytes(buf.raw[:8], sys.byteorder) & 0xFFFFFFFF
 
 
+def needs_mountpoints(spec, rootfs: str) -> bool:
+    """Must a --read-only root still get a layer, to hold mountpoints the
+    image lacks (a -v or --tmpfs target, /tmp, /dev)? Docker makes them in a
+    small layer of its own, then mounts the root read-only; so do we."""
+    if spec.volumes or spec.tmpfs:
+        return True
+    return not all(os.path.isdir(os.path.join(rootfs, d)) and not os.path.islink(os.path.join(rootfs, d))
+                   for d in ("tmp", "dev"))
+
+
 def check_namespaces(namespaces) -> None:
     """A kernel without a namespace we need: say which, before anything starts."""
     from minicontainer.errors import MiniError
@@ -222,10 +232,11 @@ class Runner:
             userns_steps = [userns.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
+        writable = not spec.read_only or needs_mountpoints(spec, image.rootfs)
         lower = image.rootfs
-        if mode == "bind" and not spec.read_only:
+        if mode == "bind" and writable:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
-        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode)
+        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable)
         cgroup_steps = self._cgroup_steps(cid)
         security_steps, mask_steps = self._security_steps()
         plan = P.build_plan(
@@ -338,12 +349,12 @@ class Runner:
             os.mkdir(layer / "merged", 0o755)
             if rootfs.mode == "overlay":
                 os.symlink(rootfs.lower, layer / "lower")
-                if self.spec.read_only:
+                if not rootfs.writable:
                     os.mkdir(layer / "empty", 0o755)
                 else:
                     os.mkdir(layer / "upper", 0o755)
                     os.mkdir(layer / "work", 0o700)
-            elif not self.spec.read_only:
+            elif rootfs.writable:
                 self._copy_fallback(image.rootfs, rootfs.lower)
             from minicontainer.process import Container, Hooks
 

@@ -60,6 +60,8 @@ def proc_start_time(pid: int) -> int:
         return 0
     # The command name (field 2) may contain spaces and ')': split after the last ')'.
     rest = data[data.rfind(b")") + 2 :].split()
+    if not rest or rest[0] in (b"Z", b"X"):
+        return 0  # a zombie has exited; it only waits for its parent to reap it
     return int(rest[19]) if len(rest) > 19 else 0
 
 

@@ -335,8 +335,17 @@ def test_directory_as_image_is_used_read_only(tmp_path, mc_home):
 
 
 def test_read_only_root(tmp_path):
-    proc = sh("touch /x; echo root=$?; touch /tmp/y; echo tmp=$?", "--read-only", check=0)
+    proc = sh("touch /x; echo root=$?; touch /tmp/y; echo tmp=$?; grep ' / ' /proc/self/mountinfo", "--read-only", check=0)
     assert "root=1" in proc.stdout and "tmp=0" in proc.stdout
+    assert "lowerdir=lower:empty" in proc.stdout  # no upper layer at all
+
+
+def test_read_only_root_with_a_volume_the_image_lacks(tmp_path):
+    # docker makes the mountpoint first, then mounts the root read-only
+    (tmp_path / "d").mkdir()
+    proc = sh("echo hi > /data/f; touch /x; echo root=$?", "--read-only", "-v", f"{tmp_path}/d:/data", check=0)
+    assert "root=1" in proc.stdout
+    assert (tmp_path / "d" / "f").read_text() == "hi\n"
 
 
 def test_volume_and_tmpfs(tmp_path):
@@ -508,3 +517,13 @@ def test_copy_storage_when_overlay_is_missing(mc_home):
     assert lines[1] == "0 1777"  # /tmp is a fresh tmpfs either way
     assert mc("run", "--rm", "mini", "cat", "/etc/new").returncode != 0  # the image is untouched
     mc("rm", "copied", check=0)
+
+
+def test_rm_force_of_a_running_rm_container():
+    runtime = subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "--name", "brief", "mini", "sleep", "30"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_running("brief")
+    proc = mc("rm", "-f", "brief")
+    assert runtime.wait(timeout=20) == 137
+    assert proc.returncode == 0 and proc.stdout.strip() == "brief", proc.stderr
+    assert json.loads(mc("ps", "-a", "--format", "json", check=0).stdout) == []

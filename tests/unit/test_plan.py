@@ -62,7 +62,8 @@ def test_mount_flags():
 
 
 def test_chroot_and_read_only():
-    plan = P.build_plan(build_spec("mini", use_chroot=True, read_only=True), hostname="h", rootfs=ROOTFS)
+    layout = P.RootfsLayout(lower="/images/x/rootfs", layer="/c/123", writable=False)
+    plan = P.build_plan(build_spec("mini", use_chroot=True, read_only=True), hostname="h", rootfs=layout)
     k = kinds(plan)
     assert "Chroot" in k and "PivotRoot" not in k
     root = next(s for s in plan.steps if isinstance(s, P.MountRootfs))

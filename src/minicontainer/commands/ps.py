@@ -22,7 +22,9 @@ def _ago(t: float) -> str:
 
 def status_text(st) -> str:
     if st.status == "running":
-        return f"Up since {_ago(st.started)}"
+        from minicontainer.commands.pause import paused
+
+        return f"Up since {_ago(st.started)}" + (" (Paused)" if paused(st) else "")
     if st.status == "exited":
         return f"Exited ({st.exit_code}) {_ago(st.finished)}" if st.finished else f"Exited ({st.exit_code})"
     return st.status.capitalize()

@@ -29,7 +29,12 @@ def rm(containers, force):
                         f"container {ref} is running", f"stop it first, or use 'minicontainer rm -f {ref}'"
                     )
                 _kill(st)
-                st = store.get(ref)
+                try:
+                    st = store.get(st.id)
+                except ContainerError:
+                    # a --rm container: its runtime removed everything on the way out
+                    click.echo(ref)
+                    continue
             remove_cgroup(st)
             if st.layer_dir:
                 from minicontainer.runtime import remove_layer_dir
