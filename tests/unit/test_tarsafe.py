@@ -431,6 +431,13 @@ def test_a9_malformed_input_refused_and_leaves_nothing(env, make, match):
         importer.import_tarball(env.store, str(path), "bad")
     env.check_outside()
     env.check_nothing_stored()
+    assert _hash_threads() == []  # the sha256 thread stops on errors too
+
+
+def _hash_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "sha256"]
 
 
 def test_a9_missing_end_of_archive_is_truncated(env):
@@ -463,6 +470,18 @@ def test_compression_detected_by_content_not_name(env, suffix, compress):
     out = importer.import_tarball(env.store, str(path), "img")
     assert out.image.id == hashlib.sha256(raw).hexdigest()  # id: digest of the *uncompressed* stream
     assert (out.image.rootfs / "etc" / "os-release").read_bytes() == b"ID=test\n"
+
+
+def test_id_of_a_many_chunk_stream(env):
+    """The digest, computed on another thread chunk by chunk, is the sha256
+    of the whole stream, in order (several 1 MiB chunks, gzip and plain)."""
+    raw = tar_bytes([F("big", os.urandom(3 << 20)), F("small", b"s"), F("big2", os.urandom((1 << 20) + 7))])
+    for i, data in enumerate((raw, _gz(raw))):
+        path = env.tars / f"many{i}"
+        path.write_bytes(data)
+        out = importer.import_tarball(env.store, str(path), f"many{i}")
+        assert out.image.id == hashlib.sha256(raw).hexdigest()
+    assert _hash_threads() == []
 
 
 def test_same_content_shares_the_image(env):
