@@ -125,7 +125,9 @@ def _kernel_package(cache: Path, apt: _Apt) -> str:
             return found[0]
         if attempt == 1:
             apt.update()
-    raise SetupError("apt knows no linux-image-amd64", "is this a Debian (or derived) host with main enabled?")
+    raise SetupError("apt knows no linux-image-amd64, the Debian kernel the VM boots",
+                     "vm-test needs a Debian host; on a host with a unified cgroup v2 hierarchy, "
+                     "run the tier directly: .venv/bin/python -m pytest -m cgroup2 tests/")
 
 
 def _kernel_deb(cache: Path, package: str, apt: _Apt) -> Path:
