@@ -96,10 +96,13 @@ def minicontainer_cgroup_dirs() -> set[str]:
 
 
 def prepare_mc_home(home: Path, timeout: float = 120) -> None:
-    """Point MINICONTAINER_HOME at ``home`` and build the 'mini' image there once."""
-    os.environ["MINICONTAINER_HOME"] = str(home)
+    """Build the 'mini' image once in the image store at ``home``.
+
+    (The environment is left alone: fixtures point MINICONTAINER_HOME at
+    ``home`` per test with monkeypatch, so nothing leaks between tiers.)"""
     if os.geteuid() == 0:
-        proc = mc("run", "--rm", "mini", "true", timeout=timeout)
+        proc = mc("run", "--rm", "mini", "true", timeout=timeout,
+                  env={"MINICONTAINER_HOME": str(home), "MINICONTAINER_ROOT": str(home) + "-run"})
         assert proc.returncode == 0, proc.stderr
 
 

@@ -9,17 +9,14 @@ import time
 
 import pytest
 
-from helpers import container_cgroups, foreign_pidns_processes, host_mountinfo, mc
+from helpers import container_cgroups, foreign_pidns_processes, host_mountinfo, prepare_mc_home
 
 
 @pytest.fixture(scope="session")
 def mc_home(tmp_path_factory):
     """One image store for the session, with the built-in 'mini' image built once."""
     home = tmp_path_factory.mktemp("mchome")
-    os.environ["MINICONTAINER_HOME"] = str(home)
-    if os.geteuid() == 0:
-        proc = mc("run", "--rm", "mini", "true", timeout=120)
-        assert proc.returncode == 0, proc.stderr
+    prepare_mc_home(home)
     yield home
     shutil.rmtree(home, ignore_errors=True)
 
