@@ -28,10 +28,12 @@ from minicontainer.errors import ImageError
 from minicontainer.images import importer
 from minicontainer.images.store import ImageStore
 from minicontainer.images.tarsafe import (
+    BadHeader,
     Limits,
     detect_compression,
     extract_tar,
     member_parts,
+    parse_header,
     parse_pax,
 )
 
@@ -657,3 +659,110 @@ def test_out_of_range_ids_and_times_refused(env):
     ti = _info("b", tarfile.REGTYPE, size=1)
     ti.pax_headers = {"mtime": "1" + "0" * 30}
     env.refuse([(ti, b"x")], "corrupt archive: member 'b'", fmt=tarfile.PAX_FORMAT)
+
+
+# -- our header parser against tarfile's -------------------------------------------------------
+
+
+def _header_blocks():
+    """Last header block of members written by tarfile in each format (the
+    blocks before it, for long names, are extended headers)."""
+    infos = []
+    for name, kind, extra in [
+        ("etc/passwd", tarfile.REGTYPE, {}),
+        ("usr/bin/", tarfile.DIRTYPE, {}),
+        ("bin", tarfile.SYMTYPE, {"linkname": "usr/bin"}),
+        ("etc/localtime", tarfile.SYMTYPE, {"linkname": "/usr/share/zoneinfo/Etc/UTC"}),
+        ("usr/bin/su", tarfile.REGTYPE, {"mode": 0o4755, "size": 70000}),
+        ("tmp", tarfile.DIRTYPE, {"mode": 0o1777, "mtime": 0}),
+        ("dev/null", tarfile.CHRTYPE, {}),
+        ("x" * 80 + "/" + "y" * 90, tarfile.REGTYPE, {}),  # ustar splits it into prefix + name
+        ("caf\u00e9/\u00fc", tarfile.REGTYPE, {}),
+        ("big", tarfile.REGTYPE, {"uid": 3_000_000_000 - 7, "gid": 65534, "size": 9 << 30}),  # base 256 in GNU
+        ("old", tarfile.REGTYPE, {"mtime": -86400}),  # before 1970: base 256 in GNU
+    ]:
+        ti = tarfile.TarInfo(name)
+        ti.type = kind
+        ti.mode = extra.get("mode", 0o644)
+        ti.linkname = extra.get("linkname", "")
+        ti.size = extra.get("size", 0)
+        ti.mtime = extra.get("mtime", 1_700_000_000)
+        ti.uid, ti.gid = extra.get("uid", 0), extra.get("gid", 0)
+        infos.append(ti)
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT):
+        for ti in infos:
+            try:
+                buf = ti.tobuf(fmt, "utf-8", "surrogateescape")
+            except ValueError:
+                continue  # e.g. a 9 GiB size or a negative mtime has no ustar form
+            yield fmt, buf[-512:]
+
+
+def _fields(h):
+    return (h.name, h.linkname, h.type, h.mode, h.uid, h.gid, h.size, h.mtime)
+
+
+def test_parse_header_matches_tarfile():
+    seen = 0
+    for fmt, block in _header_blocks():
+        ours = parse_header(block)
+        theirs = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        assert _fields(ours) == _fields(theirs), (fmt, block[:100])
+        seen += 1
+    assert seen >= 28
+
+
+def test_parse_header_v7_directory_and_signed_checksum():
+    ti = tarfile.TarInfo("old/dir/")
+    ti.type = tarfile.AREGTYPE  # V7: a directory is a "file" whose name ends in /
+    block = bytearray(ti.tobuf(tarfile.GNU_FORMAT)[:512])
+    h = parse_header(bytes(block))
+    assert (h.name, h.type) == ("old/dir", tarfile.DIRTYPE)
+    # a name byte >= 0x80 summed as a signed char, as some old tars did
+    block[0:1] = b"\xe9"
+    block[148:156] = b" " * 8
+    signed = sum(b - 256 if b > 127 else b for b in block)
+    block[148:156] = b"%06o\0 " % signed
+    assert parse_header(bytes(block)).name.startswith("\udce9")
+
+
+def test_parse_header_refuses_whatever_tarfile_refuses():
+    """Random damage to valid blocks: if tarfile calls it invalid, so do we
+    (we are stricter about numbers: no '+1', '0o7' or '1_0' that int() takes)."""
+    import random
+
+    rng = random.Random(1234)
+    blocks = [b for _, b in _header_blocks()]
+    refused = 0
+    for i in range(3000):
+        block = bytearray(rng.choice(blocks))
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.choice([rng.randrange(512), rng.randrange(100, 157)])  # favour the number fields
+            block[pos] = rng.choice([rng.randrange(256), ord("8"), ord("+"), ord(" "), 0])
+        block = bytes(block)
+        try:
+            tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            theirs_ok = True
+        except tarfile.HeaderError:
+            theirs_ok = False
+        try:
+            parse_header(block)
+            ours_ok = True
+        except BadHeader:
+            ours_ok = False
+        if not theirs_ok:
+            assert not ours_ok, block
+            refused += 1
+    assert refused > 2000  # almost any damage breaks the checksum
+
+
+@pytest.mark.parametrize("field, value", [(b"+0000644", "mode"), (b"0o00644\0", "mode"), (b"00_0644\0", "mode"),
+                                          (b"0000844\0", "mode")])
+def test_parse_header_strict_numbers(field, value):
+    ti = tarfile.TarInfo("f")
+    block = bytearray(ti.tobuf(tarfile.GNU_FORMAT)[:512])
+    block[100:108] = field
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    with pytest.raises(BadHeader, match="invalid number"):
+        parse_header(bytes(block))
