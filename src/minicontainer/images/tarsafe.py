@@ -246,11 +246,9 @@ def _number(field: bytes) -> int:
         n = int.from_bytes(field[1:], "big")
         return n - (1 << (8 * (len(field) - 1))) if lead == 0xFF else n
     digits = field.split(b"\0", 1)[0].strip()
-    if not digits:
-        return 0
-    if not digits.isdigit() or b"8" in digits or b"9" in digits:  # int() would take "+1", "0o7", "1_0"
+    if digits.translate(None, b"01234567"):  # something else is left: int() would take "+1", "0o7", "1_0"
         raise BadHeader(f"invalid number {field!r}")
-    return int(digits, 8)
+    return int(digits, 8) if digits else 0
 
 
 def detect_compression(head: bytes) -> str:
@@ -560,18 +558,21 @@ class _TarReader:
         name = long_name if long_name is not None else info.name
         linkname = long_link if long_link is not None else info.linkname
         size, uid, gid, mtime_ns = info.size, info.uid, info.gid, info.mtime * 1_000_000_000
-        name = pax.get("path", name)
-        linkname = pax.get("linkpath", linkname)
-        try:
-            size = int(pax.get("size", size))
-            uid = int(pax.get("uid", uid))
-            gid = int(pax.get("gid", gid))
-            if "mtime" in pax:
-                mtime_ns = _pax_mtime_ns(pax["mtime"])
-        except ValueError:
-            raise ImageError(f"corrupt archive: bad pax number for member {name!r}", _REFUSED_HINT) from None
-        if any(k.startswith("GNU.sparse.") for k in pax) or info.type == tarfile.GNUTYPE_SPARSE:
-            raise refused(name, "is a GNU sparse file, which is not supported (re-create the archive without --sparse)")
+        if pax:  # most members of a docker export have none
+            name = pax.get("path", name)
+            linkname = pax.get("linkpath", linkname)
+            try:
+                size = int(pax.get("size", size))
+                uid = int(pax.get("uid", uid))
+                gid = int(pax.get("gid", gid))
+                if "mtime" in pax:
+                    mtime_ns = _pax_mtime_ns(pax["mtime"])
+            except ValueError:
+                raise ImageError(f"corrupt archive: bad pax number for member {name!r}", _REFUSED_HINT) from None
+            if any(k.startswith("GNU.sparse.") for k in pax):
+                raise refused(name, _SPARSE)
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise refused(name, _SPARSE)
         kind = info.type
         if kind == tarfile.AREGTYPE and name.endswith("/"):
             kind = tarfile.DIRTYPE  # old tars mark directories only by the slash
@@ -599,7 +600,7 @@ class _TarReader:
             gid=gid,
             mtime_ns=mtime_ns,
             linkname=linkname,
-            caps=_caps(pax),
+            caps=_caps(pax) if pax else None,
         )
 
     def copy_data(self, fd: int | None) -> None:
@@ -613,6 +614,9 @@ class _TarReader:
             self._inp.copy_to(None, padded)
         except _EndOfData as e:
             raise ImageError(f"truncated archive: {e} inside member {self.last!r}", _REFUSED_HINT) from None
+
+
+_SPARSE = "is a GNU sparse file, which is not supported (re-create the archive without --sparse)"
 
 
 def _caps(pax: dict[str, str]) -> bytes | None:
