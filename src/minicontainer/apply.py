@@ -216,6 +216,16 @@ class Applier:
             except OSError as e2:
                 raise SyscallError("creating working directory", e2.errno, step.workdir) from None
             self.sc.chdir(step.workdir)
+        # The cwd must be inside the new root: a workdir reached through a
+        # leaked fd (/proc/self/fd/N) would point at the host (CVE-2024-21626).
+        # getcwd(3) fails (or says "(unreachable)") for a directory outside it.
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = "(unreachable)"
+        if not cwd.startswith("/"):
+            raise SyscallError("the working directory is outside the container:", errno.EPERM, step.workdir,
+                               "give a path inside the container's root filesystem")
         reset_signals()
         self.sc.cloexec_from(3)
         if self.security_enter is not None:
@@ -266,9 +276,23 @@ def execvpe(sc, argv: list[bytes], env: dict[bytes, bytes], path: bytes) -> None
             exit_code=126,
         )
     if b"/" in name:
+        if _exists(name):
+            # execve said ENOENT for a file that is there: its #! interpreter
+            # (or ELF loader) is what is missing (reliability case F41).
+            raise CommandError(f"exec {shown}: no such file or directory",
+                               "the file exists, but the interpreter on its #! line (or its loader) does not",
+                               exit_code=127)
         raise CommandError(f"exec {shown}: no such file or directory", "check the path inside the container", exit_code=127)
     raise CommandError(
         f"exec {shown}: executable file not found in $PATH",
         "check the command name, or give its full path inside the container",
         exit_code=127,
     )
+
+
+def _exists(path: bytes) -> bool:
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

@@ -62,11 +62,21 @@ def ensure_private_dir(path: Path) -> Path:
     The directory must belong to us: in /tmp another user could have made
     ``/tmp/minicontainer-<uid>`` first, to read or plant our state.
     """
-    path.mkdir(parents=True, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
-        from minicontainer.errors import MiniError
+    import stat
 
+    from minicontainer.errors import MiniError
+
+    path.mkdir(parents=True, exist_ok=True)
+    # lstat and an O_NOFOLLOW fd: a symlink planted in /tmp must neither pass
+    # the owner check nor have its target chmod-ed.
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise MiniError(f"{path} is a symlink", "remove it, or set MINICONTAINER_ROOT/_HOME")
+    if st.st_uid != os.geteuid():
         raise MiniError(f"{path} belongs to uid {st.st_uid}, not to us", "remove it, or set MINICONTAINER_ROOT/_HOME")
-    os.chmod(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
     return path

@@ -542,20 +542,6 @@ def build_plan(
             writable=rootfs.writable,
         )
     )
-    for vol in spec.volumes:
-        plan.add(
-            Mount(
-                target=vol.target,
-                source=vol.source,
-                flags=MS_BIND | MS_REC,
-                reason="-v: the host path appears inside the container; the mountpoint is created "
-                "inside the root without following symlinks",
-                create="dir" if vol.is_dir else "file",
-                host_source=True,
-            )
-        )
-        if vol.readonly:
-            plan.add(RemountReadonly(target=vol.target, reason="-v ...:ro"))
     plan.add(
         Mount(
             target="/proc",
@@ -650,6 +636,22 @@ def build_plan(
     )
     for path, target in DEV_LINKS:
         plan.add(Symlink(path=path, target=target))
+    # The user's mounts come after the standard ones, so a -v or --tmpfs on
+    # /tmp or under /dev is not hidden by them (docker does the same).
+    for vol in spec.volumes:
+        plan.add(
+            Mount(
+                target=vol.target,
+                source=vol.source,
+                flags=MS_BIND | MS_REC,
+                reason="-v: the host path appears inside the container; the mountpoint is created "
+                "inside the root without following symlinks",
+                create="dir" if vol.is_dir else "file",
+                host_source=True,
+            )
+        )
+        if vol.readonly:
+            plan.add(RemountReadonly(target=vol.target, reason="-v ...:ro"))
     for t in spec.tmpfs:
         data = t.options or "mode=1777"
         plan.add(

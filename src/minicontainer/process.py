@@ -27,7 +27,6 @@ import os
 import select
 import signal
 import struct
-import sys
 import termios
 import tty as ttymod
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 # A PID 1 without a handler ignores SIGTERM/SIGINT (pid_namespaces(7)); after
 # this grace period (or a second Ctrl-C) the runtime sends SIGKILL.
 STOP_GRACE_SECONDS = 10
+# When nobody reads the output any more (a closed pipe), a shorter grace.
+HANGUP_GRACE_SECONDS = 2
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Container:
         self.interactive = interactive
         self.hooks = hooks or Hooks()
         self.pid = 0
+        self.exit_code: int | None = None  # set once PID 1 is reaped
         self.master_fd: int | None = None
         self._stop_requested = 0
 
@@ -96,11 +98,17 @@ class Container:
         parent_after = [s for s in after if s.phase == "parent"]
         child_steps = [s for s in after if s.phase == "child"]
 
+        _ensure_std_fds()
         slave_fd = None
         if self.tty:
             self.master_fd, slave_fd = os.openpty()
-            _copy_winsize(sys.stdin.fileno(), self.master_fd)
-        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) if not self.interactive and not self.tty else None
+            _copy_winsize(0, self.master_fd)
+        devnull = None
+        if not self.interactive and not self.tty:
+            # Above fd 2 even when our stdin is closed, or dup2 onto 0 would be a no-op.
+            fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            devnull = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
         sync_r, sync_w = os.pipe()
         err_r, err_w = os.pipe()  # both close-on-exec (PEP 446)
         own_pidns = None
@@ -132,6 +140,10 @@ class Container:
             os.close(err_r)
             if self.master_fd is not None:
                 os.close(self.master_fd)
+            # Close every fd our caller leaked to us now, not only at exec: an
+            # fd open on a host directory would let `-w /proc/self/fd/N` put
+            # the container's cwd outside its root (CVE-2024-21626).
+            close_inherited_fds(keep=(sync_r, err_w, slave_fd, devnull))
             self._child(child_steps, index, parent_pid, sync_r, err_w, slave_fd, devnull)
             os._exit(125)  # not reached: _child execs or exits
         # -------------------------------- the runtime ---------------------
@@ -259,18 +271,25 @@ class Container:
 
     def _winch(self, sig, frame) -> None:
         if self.master_fd is not None:
-            _copy_winsize(sys.stdin.fileno(), self.master_fd)
+            _copy_winsize(0, self.master_fd)
 
     def _reap(self) -> int:
         while True:
             try:
                 _, status = os.waitpid(self.pid, 0)
             except ChildProcessError:
+                self.exit_code = 125
                 return 125
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 break
         code = os.waitstatus_to_exitcode(status)
-        return 128 - code if code < 0 else code
+        self.exit_code = 128 - code if code < 0 else code
+        return self.exit_code
+
+    def ensure_dead(self) -> None:
+        """After an error or a signal in the runtime: no container process may outlive it."""
+        if self.pid and self.exit_code is None:
+            self._kill_and_reap()
 
     def _kill_and_reap(self) -> None:
         try:
@@ -281,15 +300,15 @@ class Container:
 
     def _pty_loop(self) -> int:
         """Copy between the user's terminal and the container's pty until it ends."""
-        stdin = sys.stdin.fileno()
-        stdout = sys.stdout.fileno()
+        stdin, stdout = 0, 1  # the fds themselves: sys.stdin is None when fd 0 is closed
         saved = None
-        if os.isatty(stdin):
+        if _fd_open(stdin) and os.isatty(stdin):
             saved = termios.tcgetattr(stdin)
             # Raw mode: every key, Ctrl-C included, goes to the container's pty,
             # whose line discipline turns it into SIGINT for the container.
             ttymod.setraw(stdin)
-        reading_stdin = self.interactive
+        reading_stdin = self.interactive and _fd_open(stdin)
+        writing = True
         try:
             while True:
                 fds = [self.master_fd] + ([stdin] if reading_stdin else [])
@@ -306,7 +325,12 @@ class Container:
                         data = b""  # EIO: every slave end is closed
                     if not data:
                         break
-                    _write_all(stdout, data)
+                    if writing and not _write_all(stdout, data):
+                        # Our reader is gone (`run -t ... | head -1`): the output
+                        # has nowhere to go. Hang up on the container like a
+                        # closed terminal would, and kill it if it ignores that.
+                        writing = False
+                        self._hang_up()
                 if reading_stdin and stdin in ready:
                     data = os.read(stdin, 65536)
                     if not data:
@@ -319,6 +343,46 @@ class Container:
             os.close(self.master_fd)
             self.master_fd = None
         return self._reap()
+
+    def _hang_up(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return
+        signal.setitimer(signal.ITIMER_REAL, HANGUP_GRACE_SECONDS)
+
+
+def _ensure_std_fds() -> None:
+    """If our caller closed stdin/stdout/stderr, put /dev/null there: otherwise
+    the next fd we open (a pipe, the root's fd) would take number 0, 1 or 2
+    and be clobbered when the container's stdio is set up."""
+    for fd in (0, 1, 2):
+        if not _fd_open(fd):
+            opened = os.open("/dev/null", os.O_RDWR)  # the lowest free number: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def close_inherited_fds(keep) -> None:
+    """Close every fd >= 3 but those in ``keep`` (listed from /proc/self/fd:
+    a loop up to RLIMIT_NOFILE could mean a million close calls)."""
+    keep = {fd for fd in keep if fd is not None}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= 3 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own fd, already gone
 
 
 def _read_all(fd: int) -> bytes:
@@ -333,17 +397,19 @@ def _read_all(fd: int) -> bytes:
         chunks.append(data)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write everything; False if the other end is gone (EPIPE, EIO, closed fd)."""
     while data:
         try:
             n = os.write(fd, data)
         except BrokenPipeError:
-            return
+            return False
         except OSError as e:
-            if e.errno == errno.EIO:
-                return
+            if e.errno in (errno.EIO, errno.EBADF):
+                return False
             raise
         data = data[n:]
+    return True
 
 
 def _copy_winsize(src: int, dst: int) -> None:

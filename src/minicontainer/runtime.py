@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -67,25 +68,26 @@ def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
     from minicontainer.images.store import ImageStore
 
     store = ImageStore()
-    if "/" in ref or ref in (".", "..") or os.path.isdir(ref):
-        path = os.path.abspath(ref)
-        if os.path.isdir(path):
-            return ResolvedImage(ref, "dir:" + path, path)
-        if os.path.isfile(path):
-            return _import_tarball(store, path, build)
-        raise ImageError(f"no such image directory or tarball: {ref}", "give an existing directory or file", exit_code=125)
-    if os.path.isfile(ref):
-        return _import_tarball(store, os.path.abspath(ref), build)
-    if not store.exists(ref):
-        if ref == "mini":
+    # Like docker: something that looks like a path is a path; a bare word is
+    # an image name first (a directory called "mini" in the current directory
+    # does not shadow the image), and a file or directory only if no image has it.
+    looks_like_path = "/" in ref or ref.startswith(".")
+    if not looks_like_path and (store.exists(ref) or ref == "mini" or not os.path.exists(ref)):
+        if not store.exists(ref) and ref == "mini":
             if not build:
                 return ResolvedImage(ref, "(not built yet)", str(store.images_dir / "<id>" / "rootfs"), exists=False)
             from minicontainer.images.mini import ensure_mini
 
             image = ensure_mini(store)
             return ResolvedImage(ref, image.id, str(image.rootfs))
-    image = store.get(ref)
-    return ResolvedImage(ref, image.id, str(image.rootfs))
+        image = store.get(ref)
+        return ResolvedImage(ref, image.id, str(image.rootfs))
+    path = os.path.abspath(ref)
+    if os.path.isdir(path):
+        return ResolvedImage(ref, "dir:" + path, path)
+    if os.path.isfile(path):
+        return _import_tarball(store, path, build)
+    raise ImageError(f"no such image directory or tarball: {ref}", "give an existing directory or file", exit_code=125)
 
 
 def _import_tarball(store, path: str, build: bool) -> ResolvedImage:
@@ -119,6 +121,11 @@ def overlay_supported(layer_parent: Path) -> bool:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return _fs_magic(str(probe)) != OVERLAYFS_SUPER_MAGIC
+
+
+def _interrupted(sig, frame):
+    raise MiniError(f"interrupted by {signal.Signals(sig).name} while setting up; cleaned up", None,
+                    exit_code=128 + sig)
 
 
 def storage_mode(layer_parent: Path) -> str:
@@ -339,6 +346,10 @@ class Runner:
         state.created = time.time()
         state.runtime_pid = os.getpid()
         state.runtime_start = proc_start_time(os.getpid())
+        # From here on something exists to clean up: SIGTERM or SIGHUP must
+        # unwind through the finally below instead of killing us on the spot
+        # (once the container runs, process.py forwards them to it instead).
+        previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         store.reserve(state)
         layer = Path(state.layer_dir)
         cgroup_created = False
@@ -389,6 +400,10 @@ class Runner:
             state.exit_code = e.exit_code
             raise
         finally:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)  # finish the cleanup first
+            if container is not None:
+                container.ensure_dead()
             state.status = "exited"
             state.finished = time.time()
             if cgroup_created and self.cgroup is not None:
@@ -403,6 +418,8 @@ class Runner:
                 store.remove(state)
             else:
                 store.save(state)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _copy_fallback(self, source: str, copy: str) -> None:
         """No overlayfs (some nested setups): copy the image and say so."""
@@ -412,7 +429,7 @@ class Runner:
         os.mkdir(copy, 0o755)
         try:
             copy_tree(Path(source), Path(copy))  # keeps owners, modes and links, never follows a symlink
-        except MiniError as e:
+        except ImageError as e:
             e.exit_code = 125  # a failed run, not a failed image command
             raise
 

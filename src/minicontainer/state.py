@@ -120,10 +120,12 @@ class StateStore:
         """A 'running' container whose runtime is gone has exited."""
         if state.status in ("running", "created") and state.runtime_pid:
             if proc_start_time(state.runtime_pid) != state.runtime_start:
+                never_started = state.status == "created"
                 state.status = "exited"
-                state.exit_reason = state.exit_reason or "the runtime was killed"
+                state.exit_reason = state.exit_reason or (
+                    "the runtime died before the container started" if never_started else "the runtime was killed")
                 if state.exit_code is None:
-                    state.exit_code = 137
+                    state.exit_code = 125 if never_started else 137
         return state
 
     def get(self, ref: str) -> ContainerState:

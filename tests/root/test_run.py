@@ -527,3 +527,94 @@ def test_rm_force_of_a_running_rm_container():
     assert runtime.wait(timeout=20) == 137
     assert proc.returncode == 0 and proc.stdout.strip() == "brief", proc.stderr
     assert json.loads(mc("ps", "-a", "--format", "json", check=0).stdout) == []
+
+
+# --- findings of the review (reliability cases C20, B5-style mount order, F40, F33) ---
+
+
+def test_workdir_through_a_leaked_fd_cannot_reach_the_host(tmp_path):
+    # CVE-2024-21626: a host directory fd leaked by the caller, used as -w
+    secret = tmp_path / "hostdir"
+    secret.mkdir()
+    (secret / "flag").write_text("host secret")
+    fd = os.open(secret, os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(fd, True)
+    try:
+        proc = subprocess.run(
+            [PY, "-m", "minicontainer", "run", "--rm", "-w", f"/proc/self/fd/{fd}", "mini", "/bin/sh", "-c",
+             "cat flag; cd ../../..; ls; touch ./pwned-by-test"],
+            capture_output=True, text=True, timeout=60, pass_fds=(fd,),
+        )
+    finally:
+        os.close(fd)
+    assert "host secret" not in proc.stdout
+    assert proc.returncode != 0
+    assert not (tmp_path / "pwned-by-test").exists() and not os.path.exists("/pwned-by-test")
+
+
+def test_volumes_on_tmp_and_under_dev_are_not_hidden(tmp_path):
+    host = tmp_path / "share"
+    host.mkdir()
+    (host / "seen").write_text("yes")
+    out = sh("cat /tmp/seen; cat /dev/host/seen", "-v", f"{host}:/tmp", "-v", f"{host}:/dev/host", check=0).stdout
+    assert out == "yesyes"
+
+
+def test_tty_output_into_a_closed_pipe_ends_quickly():
+    start = time.monotonic()
+    proc = subprocess.run(f"{PY} -m minicontainer run -t --rm mini yes | head -1", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "y"
+    assert time.monotonic() - start < 15
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_during_setup_cleans_up(tmp_path, mc_home):
+    # a slow setup: the copy storage of a directory with many files
+    from minicontainer.images.store import ImageStore
+
+    big = tmp_path / "big"
+    subprocess.run(["cp", "-a", str(ImageStore(mc_home).get("mini").rootfs), str(big)], check=True)
+    for i in range(3000):
+        (big / "etc" / f"f{i}").write_text("x")
+    before = set(os.listdir(mc_home / "containers"))
+    runtime = subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "--name", "slow", str(big), "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, MINICONTAINER_STORAGE="copy"))
+    names = tmp_path / "run" / "names"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (names / "slow").is_symlink():
+        time.sleep(0.01)
+    time.sleep(0.1)
+    runtime.send_signal(signal.SIGTERM)
+    out, err = runtime.communicate(timeout=30)
+    assert runtime.returncode in (0, 143), err  # 0 if it finished first
+    assert "Traceback" not in err
+    assert not (names / "slow").exists()
+    assert set(os.listdir(mc_home / "containers")) == before
+
+
+def test_closed_stdin_is_no_error():
+    proc = subprocess.run(f"{PY} -m minicontainer run --rm mini cat <&-", shell=True, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    proc = subprocess.run(f"{PY} -m minicontainer run --rm -t mini true <&-", shell=True, capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+
+
+def test_a_directory_named_like_an_image_does_not_shadow_it(tmp_path):
+    (tmp_path / "mini").mkdir()
+    proc = mc("run", "--rm", "mini", "/bin/sh", "-c", "echo ok", cwd=str(tmp_path), check=0)
+    assert proc.stdout.strip() == "ok"
+
+
+def test_bad_shebang_says_the_interpreter_is_missing(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    script = d / "s"
+    script.write_text("#!/mmnnttbb\necho hi\n")
+    script.chmod(0o755)
+    proc = mc("run", "--rm", "-v", f"{d}:/x", "mini", "/x/s")
+    assert proc.returncode == 127
+    assert "interpreter" in proc.stderr and proc.stderr.count("\n") == 1

@@ -23,7 +23,7 @@ def rm(containers, force):
     for ref in containers:
         try:
             st = store.get(ref)
-            if st.status == "running":
+            if st.status in ("running", "created"):  # "created": its runtime is alive, setting it up
                 if not force:
                     raise ContainerError(
                         f"container {ref} is running", f"stop it first, or use 'minicontainer rm -f {ref}'"

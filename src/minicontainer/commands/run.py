@@ -135,7 +135,7 @@ def run(image, command, explain, dry_run, userns, **opts):
         resources=_resources(opts),
         security=_security(opts),
     )
-    if spec.tty and spec.interactive and not sys.stdin.isatty():
+    if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
         raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
     if spec.use_chroot and not dry_run:
         click.echo("minicontainer: warning: --chroot is escapable by a root process; use it only to see why pivot_root exists",
