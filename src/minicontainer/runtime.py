@@ -350,7 +350,7 @@ class Runner:
         # unwind through the finally below instead of killing us on the spot
         # (once the container runs, process.py forwards them to it instead).
         previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        store.reserve(state)
+        self._reserve(store, state, image)
         layer = Path(state.layer_dir)
         cgroup_created = False
         container = None
@@ -420,6 +420,22 @@ class Runner:
                 store.save(state)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
+        """Write the state (which names the image) under the image store's lock,
+        so `image rm`/`prune` cannot delete the image between our resolving it
+        and our state saying it is in use."""
+        if image.image_id.startswith("dir:"):
+            store.reserve(state)
+            return
+        from minicontainer.images.store import ImageStore
+
+        images = ImageStore()
+        with images.lock():
+            if not images.has_id(image.image_id):
+                raise ImageError(f"image {image.name} was removed while the container was starting",
+                                 "run it again", exit_code=125)
+            store.reserve(state)
 
     def _copy_fallback(self, source: str, copy: str) -> None:
         """No overlayfs (some nested setups): copy the image and say so."""
