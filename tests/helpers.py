@@ -141,3 +141,47 @@ class HostSnapshot:
         if minicontainer_cgroup_dirs() - self.cgroups:
             out.append(f"cgroups left behind: {sorted(minicontainer_cgroup_dirs() - self.cgroups)}")
         return out
+
+
+def run_in_pty(exec_child, *, rows=40, cols=100, send=b"", send_after=None, timeout=60):
+    """Run a program on a new pseudo-terminal of the given size, as a user at
+    a terminal would: ``exec_child()`` runs in the forked child (its stdio is
+    the pty) and must exec. ``send`` is typed once ``send_after`` appears in
+    the output. Returns (exit code, everything the program wrote)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    pid, master = pty.fork()
+    if pid == 0:
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            exec_child()
+        finally:
+            os._exit(127)
+    out = b""
+    sent = not send
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sent and (send_after is None or send_after in out):
+                time.sleep(0.2)
+                os.write(master, send)
+                sent = True
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break  # EIO: the program and all it started are gone
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(master)
+    return os.waitstatus_to_exitcode(status), out

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mc
+from helpers import mc, run_in_pty
 
 pytestmark = pytest.mark.root
 
@@ -320,40 +320,15 @@ def test_pid_host_is_refused_rootless(user):
 
 
 def test_a_terminal_works_rootless(user):
-    import fcntl
-    import pty
-    import select
-    import struct
-    import termios
-
     args = user.popen_args("run", "--rm", "-it", "mini", "/bin/sh", "-c", "test -t 0 && echo is-a-tty; stty size")
-    pid, master = pty.fork()
-    if pid == 0:  # the child: the pty's slave is already its stdio
-        try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
-            os.chdir(args["cwd"])
-            os.setgroups([])
-            os.setgid(UID)
-            os.setuid(UID)
-            os.execve(args["args"][0], args["args"], args["env"])
-        finally:
-            os._exit(127)
-    out = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(master)
-    assert os.waitstatus_to_exitcode(status) == 0, out
+
+    def as_the_user():
+        os.chdir(args["cwd"])
+        os.setgroups([])
+        os.setgid(UID)
+        os.setuid(UID)
+        os.execve(args["args"][0], args["args"], args["env"])
+
+    code, out = run_in_pty(as_the_user, rows=30, cols=90)
+    assert code == 0, out
     assert b"is-a-tty" in out and b"30 90" in out

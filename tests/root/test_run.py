@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import PY, mc
+from helpers import PY, mc, run_in_pty
 
 pytestmark = pytest.mark.root
 
@@ -228,40 +228,8 @@ def test_stdout_into_a_closed_pipe_is_no_error():
     assert "Traceback" not in proc.stderr
 
 
-def _in_pty(argv, send=b"", rows=40, cols=100, timeout=30, send_after=None):
-    """Run argv on a new pty of the given size; return (exit code, output)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    pid, master = pty.fork()
-    if pid == 0:
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        os.execv(PY, [PY, "-m", "minicontainer", *argv])
-    out = b""
-    deadline = time.monotonic() + timeout
-    sent = False
-    while time.monotonic() < deadline:
-        if send and not sent and (send_after is None or send_after in out):
-            time.sleep(0.2)
-            os.write(master, send)
-            sent = True
-        import select
-
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(master)
-    return os.waitstatus_to_exitcode(status), out
+def _in_pty(argv, **kw):
+    return run_in_pty(lambda: os.execv(PY, [PY, "-m", "minicontainer", *argv]), **kw)
 
 
 def test_tty_gives_the_container_a_terminal_of_the_right_size():

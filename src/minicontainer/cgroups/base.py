@@ -103,6 +103,27 @@ class CgroupWrite:
         return f"echo '{self.value}' > {self.file}"
 
 
+def required_controllers(r: Resources, *, io: str = "io") -> dict[str, str]:
+    """controller -> the flag that needs it. The block I/O controller is
+    called ``io`` on v2 and ``blkio`` on v1; the others share their names."""
+    need: dict[str, str] = {}
+    if r.memory is not None:
+        need["memory"] = "--memory"
+    elif r.memory_reservation is not None:
+        need["memory"] = "--memory-reservation"
+    if r.cpus is not None:
+        need["cpu"] = "--cpus"
+    elif r.cpu_shares is not None:
+        need["cpu"] = "--cpu-shares"
+    if r.cpuset_cpus is not None or r.cpuset_mems is not None:
+        need["cpuset"] = "--cpuset-cpus" if r.cpuset_cpus is not None else "--cpuset-mems"
+    if r.pids_limit is not None:
+        need["pids"] = "--pids-limit"
+    if r.device_read_bps or r.device_write_bps:
+        need[io] = "--device-read-bps" if r.device_read_bps else "--device-write-bps"
+    return need
+
+
 def format_exit_report(*, oom_kills: int, memory_limit: int | None, memory_peak: int | None,
                        pids_max_hits: int, pids_limit: int | None) -> str | None:
     """The one-line explanation shown when a container ends (pure).

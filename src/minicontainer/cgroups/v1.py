@@ -21,7 +21,7 @@ Two v1 quirks the plan handles:
 from __future__ import annotations
 
 from minicontainer import units
-from minicontainer.cgroups.base import CgroupManager, CgroupWrite, wait_until
+from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
 from minicontainer.errors import CgroupError, SyscallError
@@ -34,25 +34,6 @@ DOC = "v1 docs"
 
 # v1 prints "no limit" as the largest page-aligned 63-bit number.
 _UNLIMITED_V1 = 2**62
-
-
-def required_controllers(r: Resources) -> dict[str, str]:
-    need: dict[str, str] = {}
-    if r.memory is not None:
-        need["memory"] = "--memory"
-    elif r.memory_reservation is not None:
-        need["memory"] = "--memory-reservation"
-    if r.cpus is not None:
-        need["cpu"] = "--cpus"
-    elif r.cpu_shares is not None:
-        need["cpu"] = "--cpu-shares"
-    if r.cpuset_cpus is not None or r.cpuset_mems is not None:
-        need["cpuset"] = "--cpuset-cpus" if r.cpuset_cpus is not None else "--cpuset-mems"
-    if r.pids_limit is not None:
-        need["pids"] = "--pids-limit"
-    if r.device_read_bps or r.device_write_bps:
-        need["blkio"] = "--device-read-bps" if r.device_read_bps else "--device-write-bps"
-    return need
 
 
 def hierarchies(mounts: dict[str, str]) -> dict[str, tuple[str, ...]]:
@@ -69,7 +50,7 @@ def plan_v1(mounts: dict[str, str], relative: str, r: Resources, *, memsw: bool)
 
     ``memsw``: whether the host has swap accounting (memory.memsw.* files).
     """
-    for ctrl, flag in required_controllers(r).items():
+    for ctrl, flag in required_controllers(r, io="blkio").items():
         if ctrl not in mounts:
             raise CgroupError(
                 f"{flag} needs the {ctrl} controller, which is not mounted on this host",

@@ -27,7 +27,7 @@ import errno
 from dataclasses import dataclass
 
 from minicontainer import units
-from minicontainer.cgroups.base import CgroupManager, CgroupWrite, wait_until
+from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed, read_pids
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
 from minicontainer.errors import CgroupError, SyscallError
@@ -47,26 +47,6 @@ def cpu_weight(shares: int) -> int:
     1 + ((shares - 2) * 9999) / 262142, in integer arithmetic.
     """
     return 1 + ((shares - 2) * 9999) // 262142
-
-
-def required_controllers(r: Resources) -> dict[str, str]:
-    """controller -> the flag that needs it."""
-    need: dict[str, str] = {}
-    if r.memory is not None:
-        need["memory"] = "--memory"
-    elif r.memory_reservation is not None:
-        need["memory"] = "--memory-reservation"
-    if r.cpus is not None:
-        need["cpu"] = "--cpus"
-    elif r.cpu_shares is not None:
-        need["cpu"] = "--cpu-shares"
-    if r.cpuset_cpus is not None or r.cpuset_mems is not None:
-        need["cpuset"] = "--cpuset-cpus" if r.cpuset_cpus is not None else "--cpuset-mems"
-    if r.pids_limit is not None:
-        need["pids"] = "--pids-limit"
-    if r.device_read_bps or r.device_write_bps:
-        need["io"] = "--device-read-bps" if r.device_read_bps else "--device-write-bps"
-    return need
 
 
 @dataclass(frozen=True)
