@@ -202,8 +202,8 @@ class MountRootfs(Step):
 
     def what(self) -> str:
         if self.mode == "overlay":
-            ro = " read-only" if self.readonly else ""
-            return f"mount the root filesystem: a{ro} overlay of the image on {self.target}"
+            kind = "a read-only overlay" if not self.writable else "an overlay"
+            return f"mount the root filesystem: {kind} of the image on {self.target}"
         return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
 
     def why(self) -> str:
@@ -449,7 +449,12 @@ class Plan:
         return [s for s in self.steps if s.phase == name]
 
     def header(self) -> list[str]:
-        return [f"{k}={v}" for k, v in self.legend.items()]
+        """``NAME=value`` lines, each using the names before it (shell-ready)."""
+        out = []
+        for i, (k, v) in enumerate(self.legend.items()):
+            earlier = dict(list(self.legend.items())[:i])
+            out.append(f"{k}={_substitute(v, earlier)}")
+        return out
 
     def render(self) -> str:
         """The --dry-run text: the legend, then numbered steps with why and shell equivalent."""
@@ -466,9 +471,14 @@ def render_step(i: int, step: Step, legend: dict[str, str] | None = None) -> lis
         out.append(f"      why:   {step.why()}")
     if step.shell():
         out.append(f"      shell: {step.shell()}")
-    for name, value in (legend or {}).items():
-        out = [line.replace(value, "$" + name) for line in out]
-    return out
+    return [_substitute(line, legend or {}) for line in out]
+
+
+def _substitute(text: str, legend: dict[str, str]) -> str:
+    """Replace each legend value by $NAME, longest value first."""
+    for name, value in sorted(legend.items(), key=lambda kv: -len(kv[1])):
+        text = text.replace(value, "$" + name)
+    return text
 
 
 # --- building the plan ---------------------------------------------------

@@ -256,7 +256,7 @@ class Runner:
             userns_steps=userns_steps,
             rootless=self.userns,
         )
-        plan.legend = {"ID": cid}
+        plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
         self._legend = plan.legend
         state = ContainerState(
             id=cid,

@@ -51,8 +51,8 @@ def plan_steps(config: SecurityConfig | None) -> list:
         shell = " ".join(f"--{u.name}={_fmt(u.soft)}:{_fmt(u.hard)}" for u in cfg.ulimits)
         notes.append(P.Note(
             text=f"set resource limits {limits}",
-            reason=f"--ulimit; setrlimit(2), before capabilities go (raising a hard limit needs CAP_SYS_RESOURCE)."
-                   f"  shell: prlimit {shell} --pid $$",
+            reason="--ulimit; setrlimit(2), before capabilities go (raising a hard limit needs CAP_SYS_RESOURCE)",
+            command=f"prlimit {shell} --pid $$",
         ))
     drop_list = ",".join(c.lower() for c in dropped)
     notable = [c[4:] for c in ("CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO") if c in dropped]
@@ -61,16 +61,16 @@ def plan_steps(config: SecurityConfig | None) -> list:
              + "; empty the ambient set",
         reason="capabilities(7): what is dropped from the bounding set can never come back, not even through a "
                "setuid-root binary"
-               + (f"; gone: {', '.join(notable)}..." if notable else "; --privileged keeps them all")
-               + (f".  shell: capsh --drop={drop_list} --" if drop_list else ""),
+               + (f"; gone: {', '.join(notable)}..." if notable else "; --privileged keeps them all"),
+        command=f"capsh --drop={drop_list} --" if drop_list else "",
     ))
     who = cfg.user or "root (uid 0)"
     extra = f", extra groups {', '.join(cfg.group_add)}" if cfg.group_add else ""
     notes.append(P.Note(
         text=f"switch to user {who}{extra}: setgroups, setresgid, setresuid",
         reason="names come from the image's /etc/passwd and /etc/group, read by our own code before pivot_root "
-               "(never the host's NSS); a uid change away from 0 empties the effective and permitted sets.  "
-               "shell: setpriv --reuid U --regid G --groups ...",
+               "(never the host's NSS); a uid change away from 0 empties the effective and permitted sets",
+        command="setpriv --reuid U --regid G --groups ...",
     ))
     notes.append(P.Note(
         text="set effective = permitted capabilities to the kept set for root, none for other users; "
@@ -85,8 +85,8 @@ def plan_steps(config: SecurityConfig | None) -> list:
     if cfg.no_new_privs:
         notes.append(P.Note(
             text="set no_new_privs",
-            reason="prctl(PR_SET_NO_NEW_PRIVS): setuid bits and file capabilities grant nothing from now on.  "
-                   "shell: setpriv --no-new-privs",
+            reason="prctl(PR_SET_NO_NEW_PRIVS): setuid bits and file capabilities grant nothing from now on",
+            command="setpriv --no-new-privs",
         ))
     compiled = filter_for(cfg, kept)
     if compiled is None:
