@@ -214,6 +214,8 @@ def _lower_of(up_fd: int, lower_fd: int | None, name: str, lower_root: int, pref
     if redirect is None:
         return _open_dir(lower_fd, name), True
     target = os.fsdecode(redirect)
+    if target in (".", "..") or ".." in target.split("/"):
+        return None, False  # never a way out of the lower layer
     if not target.startswith("/"):  # a new name in the same parent
         return (_open_dir(lower_fd, target) if "/" not in target else None), False
     # Absolute: from the root of the lower layer, even when the parent has

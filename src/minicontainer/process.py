@@ -54,6 +54,7 @@ class Hooks:
     parent_step: object = None  # parent_step(step, child_pid) for CgroupStep
     security_prepare: object = None  # in the child, before pivot_root -> a callable run just before exec
     on_started: object = None  # on_started(child_pid), after the command is running
+    after_kill: object = None  # after_kill(), right after a SIGKILL: thaw a paused (frozen) container
 
 
 class ChildFailed(MiniError):
@@ -264,10 +265,17 @@ class Container:
                 signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
 
     def _escalate(self, sig, frame) -> None:
+        self._sigkill()
+
+    def _sigkill(self) -> None:
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            return
+        # A frozen (paused) process dies of SIGKILL only once thawed on cgroup
+        # v1: without this, waiting for it would block forever.
+        if self.hooks.after_kill is not None:
+            self.hooks.after_kill()
 
     def _winch(self, sig, frame) -> None:
         if self.master_fd is not None:
@@ -292,10 +300,7 @@ class Container:
             self._kill_and_reap()
 
     def _kill_and_reap(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._sigkill()
         self._reap()
 
     def _pty_loop(self) -> int:

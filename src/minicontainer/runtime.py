@@ -385,6 +385,7 @@ class Runner:
                 parent_step=parent_step,
                 security_prepare=self._security_prepare(),
                 on_started=on_started,
+                after_kill=self._thaw,
             )
             if self.explain:
                 print("\n".join(plan.header()), file=self.out)
@@ -470,6 +471,15 @@ class Runner:
             self.cgroup.apply()
         elif step.stage == "join":
             self.cgroup.add_process(child_pid)
+
+    def _thaw(self) -> None:
+        if self.cgroup is None:
+            return
+        try:
+            if self.cgroup.is_frozen():
+                self.cgroup.thaw()
+        except (MiniError, OSError):
+            pass  # destroy() kills and thaws anyway
 
     def _destroy_cgroup(self) -> None:
         try:

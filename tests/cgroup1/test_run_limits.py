@@ -276,3 +276,27 @@ def test_pause_refuses_a_container_that_is_not_running(containers):
     assert proc.returncode == 125
     assert "container done is not running" in proc.stderr and "hint:" in proc.stderr
     mc("rm", "done", check=0)
+
+
+def test_a_paused_container_still_stops_when_the_runtime_is_told_to(clean_host):
+    # SIGTERM to the runtime of a paused container: forwarded, then escalated to
+    # SIGKILL, and the freezer thawed so the kill can land (no hang on cgroup v1)
+    import signal as _signal
+    import subprocess as _sp
+
+    from helpers import PY
+
+    runtime = _sp.Popen([PY, "-m", "minicontainer", "run", "--name", "frozen", "mini", "sleep", "300"],
+                        stdout=_sp.DEVNULL, stderr=_sp.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and mc("pause", "frozen").returncode != 0:
+            time.sleep(0.2)
+        assert "(Paused)" in mc("ps", check=0).stdout
+        runtime.send_signal(_signal.SIGTERM)
+        assert runtime.wait(timeout=40) == 137
+    finally:
+        if runtime.poll() is None:
+            runtime.kill()
+            runtime.wait()
+    mc("rm", "frozen", check=0)

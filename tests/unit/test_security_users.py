@@ -247,3 +247,12 @@ def test_read_container_file_rejects_dotdot(rootfs):
     assert read_container_file(fd, "etc/missing") is None
     assert read_container_file(fd, "etc/passwd/x") is None
     assert read_container_file(fd, "etc/passwd").startswith(b"root:")
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "1²"])
+def test_non_ascii_digits_are_not_ids(text):
+    # str.isdigit() accepts these; int() rejects "²" and reads "٣" as 3
+    from minicontainer.security.users import _id, parse_passwd
+
+    assert _id(text) is None
+    assert parse_passwd(f"evil:x:{text}:0::/:/bin/sh\nroot:x:0:0::/root:/bin/sh\n")[-1].name == "root"

@@ -184,9 +184,11 @@ class CgroupManager(ABC):
     def create(self) -> None:
         """Make the cgroup. A stale empty one (from a crash) is removed first;
         a non-empty or frozen one is refused (reliability case 32)."""
-        steps = [s for s in self.plan() if s.stage == "create"]
         self._refuse_or_clear_existing()
         for attempt in range(3):
+            # Planned again on each attempt: a parent that existed the first
+            # time (so the plan had no mkdir for it) may be gone now.
+            steps = [s for s in self.plan() if s.stage == "create"]
             try:
                 for s in steps:
                     self._run(s)

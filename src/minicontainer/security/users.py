@@ -69,7 +69,8 @@ class ExecUser:
 
 
 def _id(text: str) -> int | None:
-    if text.isdigit() and int(text) <= MAX_ID:
+    # isascii: str.isdigit() also accepts "²" or "٣", which int() rejects or misreads
+    if text.isascii() and text.isdigit() and int(text) <= MAX_ID:
         return int(text)
     return None
 
