@@ -371,8 +371,16 @@ class Runner:
 
             def parent_step(step, child_pid):
                 nonlocal cgroup_created
+                # A cgroup that already exists and is refused (busy or frozen,
+                # reliability case 32) is not ours: never destroy it.
+                foreign = not cgroup_created and self.cgroup.exists()
                 cgroup_created = True
-                self._apply_cgroup_step(step, child_pid)
+                try:
+                    self._apply_cgroup_step(step, child_pid)
+                except MiniError:
+                    if foreign:
+                        cgroup_created = False
+                    raise
 
             def on_started(pid):
                 state.pid = pid
