@@ -37,6 +37,31 @@ class ResolvedImage:
     exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
 
 
+def sweep_dead_runtimes(store: StateStore) -> None:
+    """Finish the cleanup of containers whose runtime was killed (SIGKILL, a
+    crash): kill what is left in their cgroup and remove it (with --pid host
+    the kernel does not take the other processes down with PID 1), and for
+    --rm containers remove the layer and the state too (reliability case 33).
+    Each is swept once: its state is saved as exited."""
+    for st in store.dead_runtimes():
+        if os.geteuid() == 0:
+            try:
+                from minicontainer.cgroups import manager_of
+
+                manager_of(st.id, st.cgroup).destroy()
+            except (MiniError, OSError):
+                continue  # try again next time
+        if st.remove:
+            if st.layer_dir:
+                remove_layer_dir(st.layer_dir)
+            store.remove(st)
+        else:
+            try:
+                store.save(st)
+            except OSError:
+                pass
+
+
 def remove_layer_dir(layer) -> None:
     """Remove a container's layer directory, whoever owns its files.
 
@@ -350,6 +375,7 @@ class Runner:
         # unwind through the finally below instead of killing us on the spot
         # (once the container runs, process.py forwards them to it instead).
         previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        sweep_dead_runtimes(store)
         self._reserve(store, state, image)
         layer = Path(state.layer_dir)
         cgroup_created = False

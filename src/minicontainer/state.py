@@ -128,6 +128,24 @@ class StateStore:
                     state.exit_code = 125 if never_started else 137
         return state
 
+    def dead_runtimes(self) -> list[ContainerState]:
+        """Containers whose state file still says running (or created) but
+        whose runtime is gone (killed with SIGKILL, a crash): what they left
+        behind has not been cleaned up yet. Returned as they are now (exited)."""
+        out = []
+        if not self.containers.is_dir():
+            return out
+        for d in self.containers.iterdir():
+            try:
+                on_disk = json.loads((d / "state.json").read_text()).get("status")
+            except (OSError, ValueError):
+                continue
+            if on_disk in ("running", "created"):
+                st = self._read(d.name)
+                if st is not None and st.status == "exited":
+                    out.append(st)
+        return out
+
     def get(self, ref: str) -> ContainerState:
         """Find a container by name, full id or unique id prefix."""
         link = self.names / ref

@@ -586,3 +586,38 @@ def test_bad_shebang_says_the_interpreter_is_missing(tmp_path):
     proc = mc("run", "--rm", "-v", f"{d}:/x", "mini", "/x/s")
     assert proc.returncode == 127
     assert "interpreter" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_the_next_run_cleans_up_after_a_killed_runtime(tmp_path):
+    # --pid host: PID 1 dies with the runtime (PDEATHSIG), but its other
+    # processes would live on; the next run kills them through the cgroup and,
+    # for --rm, removes what was left (reliability cases 33 and 37)
+    runtime = subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "--pid", "host", "--name", "hostpid", "mini",
+                                "/bin/sh", "-c", "sleep 987 & sleep 986"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_running("hostpid")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _pids_of("sleep 987"):
+        time.sleep(0.05)
+    assert _pids_of("sleep 987")
+    runtime.kill()
+    runtime.wait(timeout=10)
+    mc("run", "--rm", "mini", "true", check=0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _pids_of("sleep 987"):
+        time.sleep(0.05)
+    assert not _pids_of("sleep 987"), "a process of the killed container survived the next run"
+    assert json.loads(mc("ps", "-a", "--format", "json", check=0).stdout) == []
+
+
+def _pids_of(cmdline: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().replace(b"\0", b" ").strip() == cmdline.encode():
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
