@@ -374,25 +374,14 @@ class Runner:
         # From here on something exists to clean up: SIGTERM or SIGHUP must
         # unwind through the finally below instead of killing us on the spot
         # (once the container runs, process.py forwards them to it instead).
-        previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        sweep_dead_runtimes(store)
-        self._reserve(store, state, image)
         layer = Path(state.layer_dir)
         cgroup_created = False
         container = None
+        previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            paths.ensure_private_dir(layer.parent)
-            layer.mkdir(mode=0o700)
-            os.mkdir(layer / "merged", 0o755)
-            if rootfs.mode == "overlay":
-                os.symlink(rootfs.lower, layer / "lower")
-                if not rootfs.writable:
-                    os.mkdir(layer / "empty", 0o755)
-                else:
-                    os.mkdir(layer / "upper", 0o755)
-                    os.mkdir(layer / "work", 0o700)
-            elif rootfs.writable:
-                self._copy_fallback(image.rootfs, rootfs.lower)
+            sweep_dead_runtimes(store)
+            self._reserve(store, state, image)
+            self._prepare_layer(layer, rootfs, image)
             from minicontainer.process import Container, Hooks
 
             def parent_step(step, child_pid):
@@ -443,7 +432,9 @@ class Runner:
             state.finished = time.time()
             if cgroup_created and self.cgroup is not None:
                 self._destroy_cgroup()
-            if self.spec.remove:
+            if not store.owns(state):
+                pass  # the name was taken, or a signal came first: nothing of ours to remove
+            elif self.spec.remove:
                 remove_layer_dir(layer)
                 store.remove(state)
             elif state.exit_code is None or (container is None or not container.pid):
@@ -455,6 +446,22 @@ class Runner:
                 store.save(state)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _prepare_layer(self, layer: Path, rootfs, image: ResolvedImage) -> None:
+        """The container's own directory: lower (a link to the image), upper/
+        and work/ for the overlay, merged/ where the root is mounted."""
+        paths.ensure_private_dir(layer.parent)
+        layer.mkdir(mode=0o700)
+        os.mkdir(layer / "merged", 0o755)
+        if rootfs.mode == "overlay":
+            os.symlink(rootfs.lower, layer / "lower")
+            if not rootfs.writable:
+                os.mkdir(layer / "empty", 0o755)
+            else:
+                os.mkdir(layer / "upper", 0o755)
+                os.mkdir(layer / "work", 0o700)
+        elif rootfs.writable:
+            self._copy_fallback(image.rootfs, rootfs.lower)
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
         """Write the state (which names the image) under the image store's lock,

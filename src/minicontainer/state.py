@@ -168,6 +168,10 @@ class StateStore:
         out = [s for s in (self._read(p.name) for p in self.containers.iterdir()) if s is not None]
         return sorted(out, key=lambda s: s.created, reverse=True)
 
+    def owns(self, state: ContainerState) -> bool:
+        """Is ``state``'s directory ours (reserved by this container)?"""
+        return (self.containers / state.id).is_dir()
+
     # -- removal ----------------------------------------------------------
     def remove(self, state: ContainerState) -> None:
         shutil.rmtree(self.containers / state.id, ignore_errors=True)
