@@ -26,12 +26,14 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import struct
 import termios
 import tty as ttymod
 from dataclasses import dataclass
 
 from minicontainer import plan as P
+from minicontainer import safepath
 from minicontainer import userns
 from minicontainer.apply import Applier
 from minicontainer.errors import MiniError, SyscallError
@@ -100,10 +102,15 @@ class Container:
         child_steps = [s for s in after if s.phase == "child"]
 
         _ensure_std_fds()
-        slave_fd = None
+        # With -t the child makes the pty in the container's own devpts (so
+        # `tty` names a device that exists inside, as with runc) and hands the
+        # master back over this socket (SCM_RIGHTS, unix(7)).
+        console = console_child = None
+        winsize = None
         if self.tty:
-            self.master_fd, slave_fd = os.openpty()
-            _copy_winsize(0, self.master_fd)
+            console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            winsize = _get_winsize(0)
+        slave_fd = console_child.fileno() if console_child is not None else None
         devnull = None
         if not self.interactive and not self.tty:
             # Above fd 2 even when our stdin is closed, or dup2 onto 0 would be a no-op.
@@ -130,30 +137,34 @@ class Container:
                     self.sc.unshare(CLONE_NEWPID)
             pid = os.fork()
         except BaseException:
-            for fd in (sync_r, sync_w, err_r, err_w, slave_fd, devnull, self.master_fd):
+            for fd in (sync_r, sync_w, err_r, err_w, devnull):
                 if fd is not None:
                     os.close(fd)
+            for sock in (console, console_child):
+                if sock is not None:
+                    sock.close()
             if own_pidns is not None:
                 self._restore_pidns(own_pidns)
             raise
         if pid == 0:  # ---------------- the child --------------------------
             os.close(sync_w)
             os.close(err_r)
-            if self.master_fd is not None:
-                os.close(self.master_fd)
+            if console is not None:
+                console.close()
             # Close every fd our caller leaked to us now, not only at exec: an
             # fd open on a host directory would let `-w /proc/self/fd/N` put
             # the container's cwd outside its root (CVE-2024-21626).
             close_inherited_fds(keep=(sync_r, err_w, slave_fd, devnull))
-            self._child(child_steps, index, parent_pid, sync_r, err_w, slave_fd, devnull)
+            self._child(child_steps, index, parent_pid, sync_r, err_w, console_child, winsize, devnull)
             os._exit(125)  # not reached: _child execs or exits
         # -------------------------------- the runtime ---------------------
         self.pid = pid
         os.close(sync_r)
         os.close(err_w)
-        for fd in (slave_fd, devnull):
-            if fd is not None:
-                os.close(fd)
+        if devnull is not None:
+            os.close(devnull)
+        if console_child is not None:
+            console_child.close()
         if own_pidns is not None:
             # Our later children (none planned, but tests run many containers in
             # one process) must not land in the container's PID namespace.
@@ -172,6 +183,9 @@ class Container:
         os.close(sync_w)
         data = _read_all(err_r)
         os.close(err_r)
+        if console is not None:
+            self.master_fd = None if data else _receive_console(console)
+            console.close()
         if data:
             self._reap()
             raise _decode_error(data)
@@ -189,7 +203,7 @@ class Container:
         if self.hooks.explain is not None:
             self.hooks.explain(index[id(step)], step)
 
-    def _child(self, steps, index, parent_pid, sync_r, err_w, slave_fd, devnull) -> None:
+    def _child(self, steps, index, parent_pid, sync_r, err_w, console, winsize, devnull) -> None:
         try:
             # Die with the runtime: the kernel sends SIGKILL when it exits. If
             # it died before this line, the sync pipe below reads EOF instead
@@ -201,6 +215,7 @@ class Container:
 
             def on_new_session(tty: bool) -> None:
                 if tty:
+                    slave_fd = open_console(applier.root_fd, winsize, console)
                     fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
                     for target in (0, 1, 2):
                         os.dup2(slave_fd, target)
@@ -355,6 +370,51 @@ class Container:
         except ProcessLookupError:
             return
         signal.setitimer(signal.ITIMER_REAL, HANGUP_GRACE_SECONDS)
+
+
+# ioctl numbers from <asm-generic/ioctls.h> (Python's termios lacks them)
+_TIOCSPTLCK = 0x40045431  # lock/unlock a pty's slave
+_TIOCGPTPEER = 0x5441  # open the slave from the master, no path lookup (Linux 4.13)
+
+
+def open_console(root_fd: int, winsize: bytes | None, console: socket.socket) -> int:
+    """In the child: a pty from the container's own devpts instance (mounted
+    at /dev/pts by the plan). The master goes to the runtime over ``console``;
+    the slave fd is returned, to become the container's stdio.
+
+    The slave is opened with TIOCGPTPEER, from the master itself, so no path
+    is looked up for it (ioctl_tty(2)); ptmx is reached with open_beneath, in
+    the devpts we just mounted."""
+    master = safepath.open_beneath(root_fd, "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        if winsize:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
+        socket.send_fds(console, [b"c"], [master])
+    finally:
+        os.close(master)
+    console.close()
+    return slave
+
+
+def _receive_console(console: socket.socket) -> int:
+    """In the runtime: the pty master the child sent before it exec'd."""
+    console.setblocking(False)  # it is there already, or it never comes
+    try:
+        _, fds, _, _ = socket.recv_fds(console, 1, 1)
+    except BlockingIOError:
+        fds = []
+    if not fds:
+        raise MiniError("the container started without its terminal", "run again without -t, and report it")
+    return fds[0]
+
+
+def _get_winsize(fd: int) -> bytes | None:
+    try:
+        return fcntl.ioctl(fd, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    except OSError:
+        return None
 
 
 def _ensure_std_fds() -> None:

@@ -234,10 +234,13 @@ def _in_pty(argv, **kw):
 
 def test_tty_gives_the_container_a_terminal_of_the_right_size():
     code, out = _in_pty(["run", "--rm", "-it", "mini", "/bin/sh", "-c",
-                         "test -t 0 && test -t 1 && echo is-a-tty; stty size; echo TERM=$TERM"])
+                         "test -t 0 && test -t 1 && echo is-a-tty; stty size; echo TERM=$TERM; tty; ls /dev/pts"])
     assert code == 0, out
     assert b"is-a-tty" in out
     assert b"40 100" in out
+    # the pty comes from the container's own devpts: its name exists inside
+    assert b"/dev/pts/0\r\n" in out
+    assert out.split(b"/dev/pts/0\r\n")[1].split() == [b"0", b"ptmx"]
     assert b"TERM=" in out and b"TERM=\r" not in out
 
 
