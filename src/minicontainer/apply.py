@@ -226,10 +226,11 @@ class Applier:
         if not cwd.startswith("/"):
             raise SyscallError("the working directory is outside the container:", errno.EPERM, step.workdir,
                                "give a path inside the container's root filesystem")
-        reset_signals()
-        self.sc.cloexec_from(3)
         if self.security_enter is not None:
-            self.security_enter()
+            self.security_enter()  # resets signals and marks fds close-on-exec in its own order
+        else:
+            reset_signals()
+            self.sc.cloexec_from(3)
         execvpe(self.sc, argv, env, path)
 
 

@@ -45,6 +45,7 @@ import signal
 from dataclasses import dataclass
 
 from minicontainer import userns
+from minicontainer.apply import reset_signals
 from minicontainer.errors import SecurityError, wrap_oserror
 from minicontainer.security import _sys, caps, rlimits, seccomp
 from minicontainer.security.config import SecurityConfig
@@ -67,7 +68,6 @@ class Prepared:
     parent_poll: select.poll | None  # HUP/ERR when the runtime's end of the parent_fd pipe is closed
     keep_fds: tuple[int, ...]
     max_fd: int
-    signals: tuple[int, ...]  # every signal whose disposition enter() resets
 
 
 def make_undumpable() -> None:
@@ -188,20 +188,10 @@ def prepare(
         parent_poll=poll,
         keep_fds=tuple(keep_fds),
         max_fd=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-        signals=tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)),
     )
 
 
 # -- enter: syscalls only, no imports, no file access ---------------------------
-
-
-def _reset_signals(signals: tuple[int, ...]) -> None:
-    for sig in signals:
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # signals reserved by libc (the NPTL ones) cannot be changed
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _set_ids(p: Prepared) -> None:
@@ -244,7 +234,7 @@ def _cloexec_fds(p: Prepared) -> None:
 
 def enter(p: Prepared) -> None:
     """Drop privileges for good; the next call must be execve. See the module docstring."""
-    _reset_signals(p.signals)
+    reset_signals()
     if p.filter is not None and not p.no_new_privs:
         p.filter.install()
     rlimits.apply_rlimits(p.rlimits)
