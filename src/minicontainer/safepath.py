@@ -28,7 +28,7 @@ O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 def split_inside(path: str) -> list[str]:
     """'/a//b/./c/' -> ['a', 'b', 'c']; refuses '..' (a mount target never needs it)."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
+    parts = split_inside_allowing_dotdot(path)
     if ".." in parts:
         raise SyscallError("resolving", errno.EINVAL, path, "paths inside the container may not contain '..'")
     return parts

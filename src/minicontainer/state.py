@@ -108,13 +108,17 @@ class StateStore:
 
     # -- lookup -----------------------------------------------------------
     def _read(self, cid: str) -> ContainerState | None:
+        state = self._load(cid)
+        return self._refresh(state) if state is not None else None
+
+    def _load(self, cid: str) -> ContainerState | None:
+        """state.json as written, without looking at the runtime."""
         try:
             data = json.loads((self.containers / cid / "state.json").read_text())
         except (OSError, ValueError):
             return None
         known = {f.name for f in fields(ContainerState)}
-        state = ContainerState(**{k: v for k, v in data.items() if k in known})
-        return self._refresh(state)
+        return ContainerState(**{k: v for k, v in data.items() if k in known})
 
     def _refresh(self, state: ContainerState) -> ContainerState:
         """A 'running' container whose runtime is gone has exited."""
@@ -136,14 +140,9 @@ class StateStore:
         if not self.containers.is_dir():
             return out
         for d in self.containers.iterdir():
-            try:
-                on_disk = json.loads((d / "state.json").read_text()).get("status")
-            except (OSError, ValueError):
-                continue
-            if on_disk in ("running", "created"):
-                st = self._read(d.name)
-                if st is not None and st.status == "exited":
-                    out.append(st)
+            st = self._load(d.name)
+            if st is not None and st.status in ("running", "created") and self._refresh(st).status == "exited":
+                out.append(st)
         return out
 
     def get(self, ref: str) -> ContainerState:
