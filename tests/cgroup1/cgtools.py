@@ -216,3 +216,16 @@ class LoopDevice:
             os.unlink(self.backing)
         except FileNotFoundError:
             pass
+
+
+def rmdir_when_empty(path, timeout: float) -> None:
+    """rmdir a cgroup, retrying while the kernel still counts a dying process
+    in it (EBUSY until cgroup.events says populated 0)."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path):
+        try:
+            os.rmdir(path)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

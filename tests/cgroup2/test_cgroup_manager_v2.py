@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cgroup1"))
-from cgtools import PY, CgroupTracker, LoopDevice, alive, cpu_ticks, scale  # noqa: E402
+from cgtools import PY, CgroupTracker, LoopDevice, alive, cpu_ticks, rmdir_when_empty, scale  # noqa: E402
 
 from minicontainer.cgroups import manager_for, parse_resources  # noqa: E402
 from minicontainer.cgroups.detect import HostCgroups, detect  # noqa: E402
@@ -333,11 +333,4 @@ def test_no_internal_processes_in_a_cgroup_namespace_root(cg):
         sleeper.wait()
         os.rmdir(mnt)
         for d in (nsroot / "init", nsroot):
-            deadline = time.monotonic() + scale(5)
-            while d.exists():
-                try:
-                    d.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            rmdir_when_empty(d, scale(5))

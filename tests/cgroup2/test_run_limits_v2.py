@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cgroup1"))
-from cgtools import LoopDevice, scale  # noqa: E402
+from cgtools import LoopDevice, rmdir_when_empty, scale  # noqa: E402
 from helpers import PY, HostSnapshot, mc, prepare_mc_home  # noqa: E402
 from runtools import COUNTER, Containers, read_counter  # noqa: E402
 
@@ -220,11 +220,4 @@ def test_run_in_the_root_of_a_cgroup_namespace_that_holds_processes(clean_host):
         assert not (nsroot / "minicontainer").exists()
     finally:
         for d in (nsroot / "init", nsroot):
-            deadline = time.monotonic() + scale(5)
-            while d.exists():
-                try:
-                    d.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            rmdir_when_empty(d, scale(5))
