@@ -1,6 +1,9 @@
-"""Starting the container's process and waiting for it.
+"""The container's process: the channels to it, starting it, waiting for it.
 
-The shape (see runtime.py for the whole order)::
+``Container.start`` hands the plan to the interpreter (interpreter.py), which
+runs the runtime's steps, forks, and runs the child's; this module holds what
+the two processes share (``Channels``) and what happens once the command
+runs: signal forwarding, the pty copy loop, reaping. The shape::
 
     runtime ──unshare(CLONE_NEWPID)──fork──────────────────────────── wait ─▶ exit code
                                       │  ▲ sync pipe: "you are in your cgroup, go on"
@@ -32,12 +35,10 @@ import termios
 import tty as ttymod
 from dataclasses import dataclass
 
-from minicontainer import plan as P
 from minicontainer import safepath
-from minicontainer import userns
-from minicontainer.apply import Applier
+from minicontainer import steps as S
 from minicontainer.errors import MiniError, SyscallError
-from minicontainer.syscalls.flags import CLONE_NEWPID, PR_SET_PDEATHSIG
+from minicontainer.interpreter import Interpreter
 
 # Signals the runtime passes on to the container, like docker's --sig-proxy.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -50,11 +51,9 @@ HANGUP_GRACE_SECONDS = 2
 
 @dataclass
 class Hooks:
-    """What the runtime plugs in around the fork (all optional)."""
+    """What the runtime plugs in around the run (all optional)."""
 
-    explain: object = None  # explain(index, step)
-    parent_step: object = None  # parent_step(step, child_pid) for CgroupStep
-    security_prepare: object = None  # in the child, before pivot_root -> a callable run just before exec
+    explain: object = None  # explain(index, step), before each step
     on_started: object = None  # on_started(child_pid), after the command is running
     after_kill: object = None  # after_kill(), right after a SIGKILL: thaw a paused (frozen) container
 
@@ -78,176 +77,188 @@ def _decode_error(data: bytes) -> MiniError:
     return ChildFailed(message, hint or None, exit_code=exit_code)
 
 
-class Container:
-    """One run: fork, set up, exec, wait."""
+class Channels:
+    """The pipes and sockets between the runtime and its child.
 
-    def __init__(self, plan: P.Plan, sc, *, tty: bool = False, interactive: bool = False, hooks: Hooks | None = None):
+    - sync pipe: the child waits on it until the runtime has put it in its
+      cgroup (the ReleaseChild / AwaitRelease steps);
+    - error pipe: close-on-exec, so it reads EOF once the command runs, or
+      the child's error (AwaitExec); the child also polls its end to notice a
+      dead runtime (RearmParentDeath);
+    - with -t, a socket pair: the child makes the pty in the container's own
+      devpts (so `tty` names a device that exists inside, as with runc) and
+      sends the master back (SCM_RIGHTS, unix(7));
+    - without -i or -t, /dev/null for the container's stdin (as docker).
+    """
+
+    def __init__(self, *, tty: bool, interactive: bool):
+        self.tty = tty
+        self.console = self.console_child = None
+        self.winsize = None
+        self.devnull = None
+        self.master_fd: int | None = None
+        self.sync_r = self.sync_w = self.err_r = self.err_w = None
+        self._poll = None
+        try:
+            if tty:
+                self.console, self.console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.winsize = _get_winsize(0)
+            if not interactive and not tty:
+                # Above fd 2 even when our stdin is closed, or dup2 onto 0 would be a no-op.
+                fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                self.devnull = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                os.close(fd)
+            self.sync_r, self.sync_w = os.pipe()
+            self.err_r, self.err_w = os.pipe()  # both close-on-exec (PEP 446)
+        except BaseException:
+            self.close()
+            raise
+
+    def _fds(self):
+        return ("sync_r", "sync_w", "err_r", "err_w", "devnull")
+
+    def close(self) -> None:
+        """Close whatever is still open (the error paths)."""
+        for name in self._fds():
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+        for name in ("console", "console_child"):
+            sock = getattr(self, name)
+            if sock is not None:
+                sock.close()
+                setattr(self, name, None)
+
+    def _drop(self, *names: str) -> None:
+        for name in names:
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+    # -- the child's side ---------------------------------------------------------
+    def in_child(self) -> None:
+        self._drop("sync_w", "err_r")
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+        # Close every fd our caller leaked to us now, not only at exec: an fd
+        # open on a host directory would let `-w /proc/self/fd/N` put the
+        # container's cwd outside its root (CVE-2024-21626).
+        slave = self.console_child.fileno() if self.console_child is not None else None
+        close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull))
+        # Either end of a pipe reports the other end's close: a write end like
+        # ours POLLERR (poll(2)); polled after the uid change.
+        self._poll = select.poll()
+        self._poll.register(self.err_w, select.POLLHUP | select.POLLERR)
+
+    def close_sync(self) -> None:
+        self._drop("sync_r", "sync_w")
+
+    def attach_stdio(self, root_fd: int, tty: bool) -> None:
+        """After setsid: the pty as controlling terminal and stdio, or /dev/null as stdin."""
+        if tty:
+            slave_fd = open_console(root_fd, self.winsize, self.console_child)
+            self.console_child = None
+            fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+            for target in (0, 1, 2):
+                os.dup2(slave_fd, target)
+            os.close(slave_fd)
+        elif self.devnull is not None:
+            os.dup2(self.devnull, 0)  # docker gives no stdin without -i
+            self._drop("devnull")
+
+    def runtime_alive(self) -> bool:
+        if self._poll is None:
+            return True
+        return not any(ev & (select.POLLHUP | select.POLLERR) for _, ev in self._poll.poll(0))
+
+    def runtime_gone(self) -> None:
+        os._exit(125)  # the runtime failed or died before releasing us: nothing to report to
+
+    def child_failed(self, e: BaseException) -> None:
+        """Report the error to the runtime and exit; never returns."""
+        try:
+            os.write(self.err_w, _encode_error(e))
+        finally:
+            os._exit(e.exit_code if isinstance(e, MiniError) else 125)
+
+    # -- the runtime's side --------------------------------------------------------
+    def in_parent(self) -> None:
+        self._drop("sync_r", "err_w", "devnull")
+        if self.console_child is not None:
+            self.console_child.close()
+            self.console_child = None
+
+    def read_errors(self, sc) -> bytes:
+        chunks = []
+        while True:
+            try:
+                data = sc.read(self.err_r, 65536)
+            except InterruptedError:
+                continue
+            if not data:
+                break
+            chunks.append(data)
+        self._drop("err_r")
+        return b"".join(chunks)
+
+    def decode_error(self, data: bytes) -> MiniError:
+        return _decode_error(data)
+
+    def receive_console(self) -> None:
+        if self.console is not None:
+            self.master_fd = _receive_console(self.console)
+            self.console.close()
+            self.console = None
+
+
+class Container:
+    """One run: the plan's steps up to exec (through the interpreter), then wait."""
+
+    def __init__(self, plan: S.Plan, sc, *, tty: bool = False, interactive: bool = False, hooks: Hooks | None = None,
+                 cgroup=None):
         self.plan = plan
         self.sc = sc
         self.tty = tty
         self.interactive = interactive
         self.hooks = hooks or Hooks()
+        self.cgroup = cgroup
+        self.interpreter: Interpreter | None = None
         self.pid = 0
         self.exit_code: int | None = None  # set once PID 1 is reaped
         self.master_fd: int | None = None
         self._stop_requested = 0
 
+    @property
+    def cgroup_owned(self) -> bool:
+        """Did the cgroup steps get past the check? Then the cgroup is ours to remove."""
+        return self.interpreter is not None and self.interpreter.cgroup_owned
+
     # -- starting ---------------------------------------------------------
     def start(self) -> int:
-        steps = self.plan.steps
-        index = {id(s): i for i, s in enumerate(steps, 1)}
-        fork_at = next(i for i, s in enumerate(steps) if isinstance(s, P.Fork))
-        before, after = steps[: fork_at + 1], steps[fork_at + 1 :]
-        parent_after = [s for s in after if s.phase == "parent"]
-        child_steps = [s for s in after if s.phase == "child"]
-
         _ensure_std_fds()
-        # With -t the child makes the pty in the container's own devpts (so
-        # `tty` names a device that exists inside, as with runc) and hands the
-        # master back over this socket (SCM_RIGHTS, unix(7)).
-        console = console_child = None
-        winsize = None
-        if self.tty:
-            console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            winsize = _get_winsize(0)
-        slave_fd = console_child.fileno() if console_child is not None else None
-        devnull = None
-        if not self.interactive and not self.tty:
-            # Above fd 2 even when our stdin is closed, or dup2 onto 0 would be a no-op.
-            fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            devnull = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-            os.close(fd)
-        sync_r, sync_w = os.pipe()
-        err_r, err_w = os.pipe()  # both close-on-exec (PEP 446)
-        own_pidns = None
-        in_userns = False
-        parent_pid = os.getpid()
+        chan = Channels(tty=self.tty, interactive=self.interactive)
+        interp = self.interpreter = Interpreter(self.sc, explain=self.hooks.explain, channels=chan,
+                                                cgroup=self.cgroup)
         try:
-            for s in before:
-                self._explain(index, s)
-                if isinstance(s, userns.UserNamespace):
-                    userns.enter(s.mapping, self.sc)
-                    in_userns = True
-                elif isinstance(s, P.UnsharePid):
-                    # To come back afterwards; not from a user namespace we
-                    # entered: setns(2) into the host's PID namespace would
-                    # need CAP_SYS_ADMIN over the host's user namespace.
-                    if not in_userns:
-                        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-                    self.sc.unshare(CLONE_NEWPID)
-            pid = os.fork()
+            interp.run(self.plan.steps)  # the child execs, or reports and exits
+            if interp.in_child:
+                chan.child_failed(MiniError("internal error: the plan ended without an Exec step"))
         except BaseException:
-            for fd in (sync_r, sync_w, err_r, err_w, devnull):
-                if fd is not None:
-                    os.close(fd)
-            for sock in (console, console_child):
-                if sock is not None:
-                    sock.close()
-            if own_pidns is not None:
-                self._restore_pidns(own_pidns)
+            interp.abandon()
+            self.pid = interp.child_pid
+            if self.pid:
+                self._kill_and_reap()
+            chan.close()
             raise
-        if pid == 0:  # ---------------- the child --------------------------
-            os.close(sync_w)
-            os.close(err_r)
-            if console is not None:
-                console.close()
-            # Close every fd our caller leaked to us now, not only at exec: an
-            # fd open on a host directory would let `-w /proc/self/fd/N` put
-            # the container's cwd outside its root (CVE-2024-21626).
-            close_inherited_fds(keep=(sync_r, err_w, slave_fd, devnull))
-            self._child(child_steps, index, parent_pid, sync_r, err_w, console_child, winsize, devnull)
-            os._exit(125)  # not reached: _child execs or exits
-        # -------------------------------- the runtime ---------------------
-        self.pid = pid
-        os.close(sync_r)
-        os.close(err_w)
-        if devnull is not None:
-            os.close(devnull)
-        if console_child is not None:
-            console_child.close()
-        if own_pidns is not None:
-            # Our later children (none planned, but tests run many containers in
-            # one process) must not land in the container's PID namespace.
-            self._restore_pidns(own_pidns)
-        try:
-            for s in parent_after:
-                self._explain(index, s)
-                if self.hooks.parent_step is not None:
-                    self.hooks.parent_step(s, pid)
-            os.write(sync_w, b"1")
-        except BaseException:
-            self._kill_and_reap()
-            os.close(sync_w)
-            os.close(err_r)
-            raise
-        os.close(sync_w)
-        data = _read_all(err_r)
-        os.close(err_r)
-        if console is not None:
-            self.master_fd = None if data else _receive_console(console)
-            console.close()
-        if data:
-            self._reap()
-            raise _decode_error(data)
+        self.pid = interp.child_pid
+        self.master_fd = chan.master_fd
+        chan.close()
         if self.hooks.on_started is not None:
-            self.hooks.on_started(pid)
-        return pid
-
-    def _restore_pidns(self, fd: int) -> None:
-        try:
-            self.sc.setns(fd, CLONE_NEWPID)
-        finally:
-            os.close(fd)
-
-    def _explain(self, index, step) -> None:
-        if self.hooks.explain is not None:
-            self.hooks.explain(index[id(step)], step)
-
-    def _child(self, steps, index, parent_pid, sync_r, err_w, console, winsize, devnull) -> None:
-        try:
-            # Die with the runtime: the kernel sends SIGKILL when it exits. If
-            # it died before this line, the sync pipe below reads EOF instead
-            # (getppid() can't tell: in a new PID namespace it is always 0).
-            self.sc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.read(sync_r, 1) != b"1":
-                os._exit(125)  # the runtime failed or died before releasing us
-            os.close(sync_r)
-
-            def on_new_session(tty: bool) -> None:
-                if tty:
-                    slave_fd = open_console(applier.root_fd, winsize, console)
-                    fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
-                    for target in (0, 1, 2):
-                        os.dup2(slave_fd, target)
-                    os.close(slave_fd)
-                elif devnull is not None:
-                    os.dup2(devnull, 0)  # docker gives no stdin without -i
-                    os.close(devnull)
-
-            applier = Applier(self.sc, explain=self._child_explain(index), on_new_session=on_new_session)
-            # Resolve users, build the seccomp program ... while we may still
-            # run Python freely (before pivot_root).
-            pivot_at = next(
-                (i for i, s in enumerate(steps) if isinstance(s, (P.PivotRoot, P.Chroot))), len(steps)
-            )
-            applier.run(steps[:pivot_at], start_index=index[id(steps[0])] if steps else 1)
-            if self.hooks.security_prepare is not None:
-                # err_w doubles as a "runtime still alive?" probe for the
-                # security layer after it re-arms the parent-death signal.
-                applier.security_enter = self.hooks.security_prepare(applier.root_fd, err_w)
-            rest = steps[pivot_at:]
-            if rest:
-                applier.run(rest, start_index=index[id(rest[0])])
-        except BaseException as e:  # noqa: BLE001 - everything must reach the runtime
-            try:
-                os.write(err_w, _encode_error(e))
-            finally:
-                os._exit(e.exit_code if isinstance(e, MiniError) else 125)
-
-    def _child_explain(self, index):
-        if self.hooks.explain is None:
-            return None
-        return lambda i, step: self.hooks.explain(i, step)
+            self.hooks.on_started(self.pid)
+        return self.pid
 
     # -- waiting ----------------------------------------------------------
     def wait(self) -> int:
@@ -448,18 +459,6 @@ def close_inherited_fds(keep) -> None:
                 os.close(fd)
             except OSError:
                 pass  # the listing's own fd, already gone
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except InterruptedError:
-            continue
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 def _write_all(fd: int, data: bytes) -> bool:

@@ -1,40 +1,38 @@
 """The only module that knows the order of a run, from spec to exit code.
 
-    1. resolve the image (a name in the store, a directory, or a tarball)
-    2. choose the id, name and hostname; lay out the container's layer dirs
-    3. build the plan (plan.py) — or, with --dry-run, print it and stop
-    4. reserve the name and write state.json (state.py)
-    5. start: fork, put the child in its cgroup, let it set itself up and
-       exec (process.py, apply.py)
-    6. wait, forwarding signals; report OOM/pids events
-    7. clean up: kill what is left in the cgroup, remove it, and with --rm
+    1. resolve the image (rootfs.py: a name in the store, a directory, or a
+       tarball); choose the id, name and hostname; lay out the layer dirs
+    2. ask the cgroup and security layers for their steps, and build the
+       plan (plan.py) — or, with --dry-run, print it and stop
+    3. reserve the name and write state.json (state.py)
+    4. start: the interpreter (interpreter.py) carries out the plan's steps
+       in the runtime, forks, and carries out the child's, up to exec
+       (process.py holds the pipes between the two)
+    5. wait, forwarding signals; report OOM/pids events
+    6. clean up: kill what is left in the cgroup, remove it, and with --rm
        the writable layer and the state
 
-Whatever fails, step 7 runs: no cgroup, layer, state or process is left.
+Whatever fails, step 6 runs: no cgroup, layer, state or process is left.
+The security and cgroup layers are imported, never guarded: if one cannot
+be loaded the run stops with an error instead of running with less
+isolation.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from minicontainer import paths
 from minicontainer import plan as P
+from minicontainer import steps as S
 from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError
+from minicontainer.hostcheck import check_namespaces, check_shell, require_root
+from minicontainer.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
 from minicontainer.state import ContainerState, StateStore, new_id, proc_start_time
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    name: str  # as the user wrote it
-    image_id: str
-    rootfs: str  # the lower layer
-    exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
 
 
 def sweep_dead_runtimes(store: StateStore) -> None:
@@ -62,157 +60,9 @@ def sweep_dead_runtimes(store: StateStore) -> None:
                 pass
 
 
-def remove_layer_dir(layer) -> None:
-    """Remove a container's layer directory, whoever owns its files.
-
-    As root, a plain recursive delete. Rootless, overlayfs leaves a mode-000
-    work/work directory and the container's files belong to ids of its user
-    namespace, which the caller cannot delete from outside: userns.remove_tree
-    does it from inside a namespace with the same map.
-    """
-    if not os.path.isdir(layer):
-        return
-    if os.geteuid() != 0:
-        from minicontainer.userns import remove_tree
-
-        if remove_tree(str(layer)):
-            return
-    shutil.rmtree(layer, ignore_errors=True)
-
-
-def require_root(what: str = "running a container") -> None:
-    if os.geteuid() != 0:
-        raise NotRootError(
-            f"{what} needs root: namespaces, mounts and cgroups are privileged",
-            "run it as root (e.g. sudo minicontainer ...)",
-        )
-
-
-def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
-    """An image name, a directory (used read-only as the lower layer) or a tarball."""
-    from minicontainer.images.store import ImageStore
-
-    store = ImageStore()
-    # Like docker: something that looks like a path is a path; a bare word is
-    # an image name first (a directory called "mini" in the current directory
-    # does not shadow the image), and a file or directory only if no image has it.
-    looks_like_path = "/" in ref or ref.startswith(".")
-    if not looks_like_path and (store.exists(ref) or ref == "mini" or not os.path.exists(ref)):
-        if not store.exists(ref) and ref == "mini":
-            if not build:
-                return ResolvedImage(ref, "(not built yet)", str(store.images_dir / "<id>" / "rootfs"), exists=False)
-            from minicontainer.images.mini import ensure_mini
-
-            image = ensure_mini(store)
-            return ResolvedImage(ref, image.id, str(image.rootfs))
-        image = store.get(ref)
-        return ResolvedImage(ref, image.id, str(image.rootfs))
-    path = os.path.abspath(ref)
-    if os.path.isdir(path):
-        return ResolvedImage(ref, "dir:" + path, path)
-    if os.path.isfile(path):
-        return _import_tarball(store, path, build)
-    raise ImageError(f"no such image directory or tarball: {ref}", "give an existing directory or file", exit_code=125)
-
-
-def _import_tarball(store, path: str, build: bool) -> ResolvedImage:
-    try:
-        from minicontainer.images import importer
-    except ImportError:
-        raise ImageError(f"{path} is a file, and importing tarballs is not available yet", "extract it into a directory") from None
-    if not build:
-        return ResolvedImage(path, "(imported at run time)", path, exists=False)
-    image = importer.import_for_run(store, path)
-    return ResolvedImage(path, image.id, str(image.rootfs))
-
-
-OVERLAYFS_SUPER_MAGIC = 0x794C7630
-
-
-def overlay_supported(layer_parent: Path) -> bool:
-    """Can we mount an overlay with its upper layer under ``layer_parent``?
-
-    The kernel must know overlayfs, and the upper directory must not itself
-    sit on an overlay (inside a docker container it does: the kernel refuses
-    overlayfs as an upper filesystem).
-    """
-    try:
-        with open("/proc/filesystems") as f:
-            if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
-                return False
-    except OSError:
-        return False
-    probe = layer_parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return _fs_magic(str(probe)) != OVERLAYFS_SUPER_MAGIC
-
-
 def _interrupted(sig, frame):
     raise MiniError(f"interrupted by {signal.Signals(sig).name} while setting up; cleaned up", None,
                     exit_code=128 + sig)
-
-
-def storage_mode(layer_parent: Path) -> str:
-    """"overlay" or "bind" (a private copy, bind-mounted): MINICONTAINER_STORAGE=copy
-    forces the copy (like docker's vfs driver), otherwise overlay where it works."""
-    wanted = os.environ.get("MINICONTAINER_STORAGE", "auto")
-    if wanted not in ("auto", "overlay", "copy"):
-        raise UsageError(f"MINICONTAINER_STORAGE={wanted!r} is not known", "use auto, overlay or copy")
-    if wanted == "copy":
-        return "bind"
-    if wanted == "overlay" or overlay_supported(layer_parent):
-        return "overlay"
-    return "bind"
-
-
-def _fs_magic(path: str) -> int | None:
-    """statfs(2) f_type (Python's os.statvfs does not expose it)."""
-    import ctypes
-
-    buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes on x86_64
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(path), buf) != 0:
-        return None
-    return int.from_bytes(buf.raw[:8], sys.byteorder) & 0xFFFFFFFF
-
-
-def needs_mountpoints(spec, rootfs: str) -> bool:
-    """Must a --read-only root still get a layer, to hold mountpoints the
-    image lacks (a -v or --tmpfs target, /tmp, /dev)? Docker makes them in a
-    small layer of its own, then mounts the root read-only; so do we."""
-    if spec.volumes or spec.tmpfs:
-        return True
-    return not all(os.path.isdir(os.path.join(rootfs, d)) and not os.path.islink(os.path.join(rootfs, d))
-                   for d in ("tmp", "dev"))
-
-
-def check_namespaces(namespaces) -> None:
-    """A kernel without a namespace we need: say which, before anything starts."""
-    from minicontainer.errors import MiniError
-
-    names = {"mnt": "mnt", "uts": "uts", "ipc": "ipc", "pid": "pid", "net": "net", "cgroup": "cgroup"}
-    for ns in namespaces:
-        if not os.path.exists(f"/proc/self/ns/{names[ns]}"):
-            raise MiniError(
-                f"this kernel has no {ns} namespace (/proc/self/ns/{names[ns]} is missing)",
-                f"use a kernel built with it, or share the host's with --{'network' if ns == 'net' else ns} host",
-            )
-
-
-def check_shell(rootfs: str, argv: tuple[str, ...]) -> None:
-    """A directory without /bin/sh cannot run the default shell: say so up front."""
-    from minicontainer.safepath import resolve_in_root
-
-    if argv[0] != "/bin/sh":
-        return
-    found = resolve_in_root(rootfs, "/bin/sh")
-    if found is None or not os.path.isfile(found):
-        raise ImageError(
-            f"{rootfs} has no /bin/sh to run",
-            "give a command that exists in it (minicontainer run IMAGE /path/to/program), or use a complete root filesystem",
-            exit_code=125,
-        )
 
 
 class Runner:
@@ -230,9 +80,7 @@ class Runner:
         self.out = out if out is not None else sys.stderr
         self._sc = sc
         self.cgroup = None  # a cgroups manager, when limits/cgroups are in use
-        self._cgroup_stages_done: set[str] = set()
         self._legend: dict[str, str] = {}
-        self.security = None
 
     @property
     def sc(self):
@@ -261,7 +109,7 @@ class Runner:
                     "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); "
                     "run as root, or drop --pid host",
                 )
-            userns_steps = [userns.UserNamespace(mapping=userns.plan_mapping())]
+            userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
         writable = not spec.read_only or needs_mountpoints(spec, image.rootfs)
@@ -270,14 +118,14 @@ class Runner:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
         rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable)
         cgroup_steps = self._cgroup_steps(cid)
-        security_steps, mask_steps = self._security_steps()
+        from minicontainer.security import security_steps
+
         plan = P.build_plan(
             spec,
             hostname=hostname,
             rootfs=rootfs,
             cgroup_steps=cgroup_steps,
-            security_steps=security_steps,
-            mask_steps=mask_steps,
+            security=security_steps(spec.security),
             userns_steps=userns_steps,
             rootless=self.userns,
         )
@@ -313,14 +161,14 @@ class Runner:
             return self._rootless_cgroup_steps(resources)
         try:
             self.cgroup = cgroups.manager_for(cid, resources)
-            writes = self.cgroup.plan()
+            writes = self.cgroup.steps()  # once: the interpreter executes these very objects
         except CgroupError as e:
             if resources is not None and not resources.is_empty():
                 raise
             print(f"minicontainer: warning: running without a cgroup: {e}", file=sys.stderr)
             self.cgroup = None
             return []
-        return [P.CgroupStep(write=w) for w in writes]
+        return [S.CgroupStep(write=w) for w in writes]
 
     def _rootless_cgroup_steps(self, resources) -> list:
         """Rootless: no cgroup. Creating one needs root, unless the host
@@ -333,22 +181,13 @@ class Runner:
                 "run as root (sudo minicontainer run ...) to use -m/--cpus/--pids-limit..., or drop the limit flags",
             )
         return [
-            P.Note(
+            S.Note(
+                phase=S.PARENT,
                 text="no cgroup for this container (rootless mode)",
                 reason="cgroups(7): only root may create cgroups unless the host delegates a subtree to the user; "
                 "no limit was asked for, so the container runs in the caller's cgroup (stats and pause do not apply)",
             )
         ]
-
-    def _security_steps(self) -> tuple[list, list]:
-        try:
-            from minicontainer import security
-
-            security.plan_steps  # noqa: B018
-        except (ImportError, AttributeError):
-            return [], []
-        self.security = security
-        return security.plan_steps(self.spec.security), security.mask_steps(self.spec.security)
 
     # -- running ----------------------------------------------------------
     def dry_run(self) -> int:
@@ -375,27 +214,13 @@ class Runner:
         # unwind through the finally below instead of killing us on the spot
         # (once the container runs, process.py forwards them to it instead).
         layer = Path(state.layer_dir)
-        cgroup_created = False
         container = None
         previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             sweep_dead_runtimes(store)
             self._reserve(store, state, image)
-            self._prepare_layer(layer, rootfs, image)
+            prepare_layer(layer, rootfs, image.rootfs)
             from minicontainer.process import Container, Hooks
-
-            def parent_step(step, child_pid):
-                nonlocal cgroup_created
-                # A cgroup that already exists and is refused (busy or frozen,
-                # reliability case 32) is not ours: never destroy it.
-                foreign = not cgroup_created and self.cgroup.exists()
-                cgroup_created = True
-                try:
-                    self._apply_cgroup_step(step, child_pid)
-                except MiniError:
-                    if foreign:
-                        cgroup_created = False
-                    raise
 
             def on_started(pid):
                 state.pid = pid
@@ -405,14 +230,13 @@ class Runner:
 
             hooks = Hooks(
                 explain=self._print_step if self.explain else None,
-                parent_step=parent_step,
-                security_prepare=self._security_prepare(),
                 on_started=on_started,
                 after_kill=self._thaw,
             )
             if self.explain:
                 print("\n".join(plan.header()), file=self.out)
-            container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks)
+            container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks,
+                                  cgroup=self.cgroup)
             container.start()
             code = container.wait()
             state.exit_code = code
@@ -430,7 +254,9 @@ class Runner:
                 container.ensure_dead()
             state.status = "exited"
             state.finished = time.time()
-            if cgroup_created and self.cgroup is not None:
+            # A cgroup that was there and refused (busy or frozen, reliability
+            # case 32) is not ours: only one that passed the check is destroyed.
+            if container is not None and container.cgroup_owned and self.cgroup is not None:
                 self._destroy_cgroup()
             if not store.owns(state):
                 pass  # the name was taken, or a signal came first: nothing of ours to remove
@@ -446,22 +272,6 @@ class Runner:
                 store.save(state)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _prepare_layer(self, layer: Path, rootfs, image: ResolvedImage) -> None:
-        """The container's own directory: lower (a link to the image), upper/
-        and work/ for the overlay, merged/ where the root is mounted."""
-        paths.ensure_private_dir(layer.parent)
-        layer.mkdir(mode=0o700)
-        os.mkdir(layer / "merged", 0o755)
-        if rootfs.mode == "overlay":
-            os.symlink(rootfs.lower, layer / "lower")
-            if not rootfs.writable:
-                os.mkdir(layer / "empty", 0o755)
-            else:
-                os.mkdir(layer / "upper", 0o755)
-                os.mkdir(layer / "work", 0o700)
-        elif rootfs.writable:
-            self._copy_fallback(image.rootfs, rootfs.lower)
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
         """Write the state (which names the image) under the image store's lock,
@@ -479,40 +289,14 @@ class Runner:
                                  "run it again", exit_code=125)
             store.reserve(state)
 
-    def _copy_fallback(self, source: str, copy: str) -> None:
-        """No overlayfs (some nested setups): copy the image and say so."""
-        from minicontainer.images.importer import copy_tree
-
-        print("minicontainer: overlayfs is not available; copying the image instead (slower)", file=sys.stderr)
-        os.mkdir(copy, 0o755)
-        try:
-            copy_tree(Path(source), Path(copy))  # keeps owners, modes and links, never follows a symlink
-        except ImageError as e:
-            e.exit_code = 125  # a failed run, not a failed image command
-            raise
-
     def _print_step(self, i: int, step) -> None:
-        text = "\n".join(P.render_step(i, step, self._legend)) + "\n"
+        text = "\n".join(S.render_step(i, step, self._legend)) + "\n"
         try:
             os.write(2 if self.out is sys.stderr else self.out.fileno(), text.encode())
         except (OSError, AttributeError, ValueError):
             self.out.write(text)
 
-    # -- cgroups and security hooks (filled by those layers) -----------------
-    def _apply_cgroup_step(self, step, child_pid: int) -> None:
-        """Carry out the cgroup steps by stage: the manager's create() (which
-        also refuses a stale non-empty cgroup), apply() and add_process()
-        each run the steps of their stage, in plan order."""
-        if step.stage in self._cgroup_stages_done:
-            return
-        self._cgroup_stages_done.add(step.stage)
-        if step.stage == "create":
-            self.cgroup.create()
-        elif step.stage == "limit":
-            self.cgroup.apply()
-        elif step.stage == "join":
-            self.cgroup.add_process(child_pid)
-
+    # -- cgroup helpers around the run ---------------------------------------------
     def _thaw(self) -> None:
         if self.cgroup is None:
             return
@@ -535,13 +319,3 @@ class Runner:
             return self.cgroup.exit_report()
         except (MiniError, OSError):
             return None
-
-    def _security_prepare(self):
-        if self.security is None:
-            return None
-        config = self.spec.security
-
-        def prepare(root_fd, parent_fd):
-            return self.security.prepare_enter(config, root_fd, parent_fd=parent_fd)
-
-        return prepare

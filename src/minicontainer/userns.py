@@ -61,9 +61,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from minicontainer import plan as P
 from minicontainer.errors import MiniError, SecurityError, SyscallError
 from minicontainer.syscalls.flags import CLONE_NEWNS, CLONE_NEWUSER
 
@@ -408,10 +407,10 @@ def write_maps(pid: int, mapping: IdMapping, *, proc: str = "/proc", run=None) -
                            e.filename) from None
 
 
-def _read_all(fd: int) -> bytes:
+def _read_all(sc, fd: int) -> bytes:
     chunks = []
     while True:
-        data = os.read(fd, 4096)
+        data = sc.read(fd, 4096)
         if not data:
             return b"".join(chunks)
         chunks.append(data)
@@ -424,27 +423,27 @@ def enter(mapping: IdMapping, sc=None) -> None:
 
         sc = Linux()
     runtime = os.getpid()
-    go_r, go_w = os.pipe()
-    err_r, err_w = os.pipe()
-    helper = os.fork()
+    go_r, go_w = sc.pipe()
+    err_r, err_w = sc.pipe()
+    helper = sc.fork()
     if helper == 0:  # the helper, still in the host's user namespace
         code = 1
         try:
-            os.close(go_w)
-            os.close(err_r)
-            if os.read(go_r, 1) == b"1":  # EOF: the runtime gave up
+            sc.close(go_w)
+            sc.close(err_r)
+            if sc.read(go_r, 1) == b"1":  # EOF: the runtime gave up
                 write_maps(runtime, mapping)
                 code = 0
         except BaseException as e:  # noqa: BLE001 - reported to the runtime
             msg = e.message if isinstance(e, MiniError) else f"{type(e).__name__}: {e}"
             hint = getattr(e, "hint", None) or ""
             try:
-                os.write(err_w, f"{msg}\0{hint}".encode(errors="replace"))
+                sc.write(err_w, f"{msg}\0{hint}".encode(errors="replace"))
             except OSError:
                 pass
         os._exit(code)
-    os.close(go_r)
-    os.close(err_w)
+    sc.close(go_r)
+    sc.close(err_w)
     failure: MiniError | None = None
     try:
         try:
@@ -452,47 +451,17 @@ def enter(mapping: IdMapping, sc=None) -> None:
         except SyscallError as e:
             failure = diagnose(e.errno)
         else:
-            os.write(go_w, b"1")
+            sc.write(go_w, b"1")
     finally:
-        os.close(go_w)
-        report = _read_all(err_r)
-        os.close(err_r)
-        _, status = os.waitpid(helper, 0)
+        sc.close(go_w)
+        report = _read_all(sc, err_r)
+        sc.close(err_r)
+        code = sc.waitpid(helper)
     if failure is not None:
         raise failure
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         msg, _, hint = report.decode(errors="replace").partition("\0")
         raise SecurityError(msg or "the user namespace map helper failed", hint or None)
-
-
-# --- the plan step -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UserNamespace(P.Step):
-    """The runtime moves into a new user namespace (rootless mode); process.py carries it out."""
-
-    phase = "parent"
-    mapping: IdMapping = field(default=None)  # type: ignore[assignment]
-
-    def what(self) -> str:
-        return f"create a user namespace and enter it: {self.mapping.describe()}"
-
-    def why(self) -> str:
-        how = {
-            "self": "written by a helper left outside, with the caller's own right to map itself "
-                    "(after 'deny' in setgroups)",
-            "newidmap": "written by newuidmap/newgidmap(1), which check /etc/subuid and /etc/subgid",
-            "root": "written by a helper left outside, with root's privilege there",
-        }[self.mapping.writer]
-        out = (
-            "user_namespaces(7): the caller becomes root inside, with capabilities that count only for "
-            f"what this namespace owns; the maps are {how}"
-        )
-        return out + (f". Note: {self.mapping.note}" if self.mapping.note else "")
-
-    def shell(self) -> str:
-        return self.mapping.shell()
 
 
 # --- cleaning up after a rootless container -------------------------------------

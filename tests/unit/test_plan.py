@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from minicontainer import plan as P
+from minicontainer import steps as S
 from minicontainer.spec import build_spec
 from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
@@ -20,8 +21,9 @@ def kinds(plan):
 def test_order_of_a_default_run():
     plan = P.build_plan(build_spec("mini", ["echo", "hi"]), hostname="box", rootfs=ROOTFS)
     k = kinds(plan)
-    assert k[:5] == ["UnsharePid", "Fork", "Unshare", "MakeMountsPrivate", "MountRootfs"]
-    assert k[-3:] == ["NewSession", "PivotRoot", "Exec"]
+    assert k[:8] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "AwaitRelease", "Unshare", "MakeMountsPrivate",
+                     "MountRootfs"]
+    assert k[-5:] == ["NewSession", "PivotRoot", "SetWorkdir", "ResetSignals", "Exec"]
     # proc before sys, /dev before its devices, devices before pivot_root
     order = [getattr(s, "target", None) for s in plan.steps if isinstance(s, P.Mount)]
     assert order == ["/proc", "/sys", "/tmp", "/dev", "/dev/pts", "/dev/shm"]
@@ -31,8 +33,10 @@ def test_order_of_a_default_run():
 
 def test_parent_and_child_phases():
     plan = P.build_plan(build_spec("mini"), hostname="box", rootfs=ROOTFS)
-    assert [type(s).__name__ for s in plan.phase("parent")] == ["UnsharePid", "Fork"]
-    assert all(s.phase == "child" for s in plan.steps[2:])
+    assert [type(s).__name__ for s in plan.phase(S.BEFORE_FORK)] == ["UnsharePid", "Fork"]
+    assert [type(s).__name__ for s in plan.phase(S.PARENT)] == ["ReleaseChild", "AwaitExec"]
+    assert all(s.phase == S.CHILD for s in plan.steps[4:-3])
+    assert all(s.phase == S.INSIDE for s in plan.steps[-3:])
 
 
 def test_namespaces_follow_the_spec():
@@ -103,12 +107,17 @@ def test_render_has_what_why_and_shell_for_every_step():
 def test_cgroup_and_security_steps_are_placed():
     from minicontainer.cgroups.base import CgroupWrite
 
-    cg = [P.CgroupStep(write=CgroupWrite(file="/sys/fs/cgroup/x/memory.max", value="1", why="cgroups(7)"))]
-    sec = [P.Note(text="drop capabilities")]
-    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS, cgroup_steps=cg, security_steps=sec)
+    from minicontainer.security import SecuritySteps
+
+    cg = [S.CgroupStep(write=CgroupWrite(file="/sys/fs/cgroup/x/memory.max", value="1", why="cgroups(7)"))]
+    sec = SecuritySteps(masks=[S.MaskPath(path="/proc/kcore")], before_pivot=[S.MakeUndumpable()],
+                        inside=[S.NoNewPrivs()])
+    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS, cgroup_steps=cg, security=sec)
     k = kinds(plan)
-    assert k.index("CgroupStep") == k.index("Fork") + 1
-    assert k.index("Note") > k.index("PivotRoot") and k.index("Note") < k.index("Exec")
+    assert k.index("CgroupStep") == k.index("Fork") + 1 and k.index("ReleaseChild") == k.index("CgroupStep") + 1
+    assert k.index("MaskPath") > k.index("Symlink")
+    assert k.index("NewSession") < k.index("MakeUndumpable") < k.index("PivotRoot")
+    assert k.index("NoNewPrivs") > k.index("PivotRoot") and k.index("NoNewPrivs") == k.index("Exec") - 1
     assert "echo '1' > /sys/fs/cgroup/x/memory.max" in plan.render()
 
 

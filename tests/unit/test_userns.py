@@ -11,9 +11,10 @@ import pytest
 
 from minicontainer import paths
 from minicontainer import plan as P
+from minicontainer import steps as S
 from minicontainer import userns
 from minicontainer.errors import MiniError, NotRootError, SecurityError
-from minicontainer.security import apply as sec_apply
+from minicontainer.security.users import check_mapped
 from minicontainer.security.users import ExecUser
 from minicontainer.spec import build_spec
 
@@ -76,9 +77,9 @@ def test_root_writes_its_maps_itself_and_ranges_are_capped(tmp_path):
 
 def test_the_plan_step_explains_itself(tmp_path):
     m = userns.plan_mapping(1000, 1000, name="alice", **_files(tmp_path))
-    step = userns.UserNamespace(mapping=m)
-    assert step.phase == "parent"
-    text = "\n".join(P.render_step(1, step))
+    step = S.UserNamespace(mapping=m)
+    assert step.phase == S.BEFORE_FORK
+    text = "\n".join(S.render_step(1, step))
     assert "[runtime] create a user namespace" in text
     assert "user_namespaces(7)" in text and "setgroups" in text
     assert "shell: unshare --user --map-root-user" in text
@@ -124,9 +125,9 @@ def test_host_uid_reads_the_map_inside_a_namespace(tmp_path, monkeypatch):
 def test_setgroups_denied_and_unmapped_users_are_clear_errors(monkeypatch):
     monkeypatch.setattr(userns, "is_mapped", lambda id_, kind="uid", proc="/proc": id_ == 0)
     monkeypatch.setattr(userns, "read_map", lambda path: [(0, 1000, 1)])
-    sec_apply._check_mapped(ExecUser(0, 0, (), "/root"))
+    check_mapped(ExecUser(0, 0, (), "/root"))
     with pytest.raises(SecurityError) as e:
-        sec_apply._check_mapped(ExecUser(1000, 1000, (), "/home/u"))
+        check_mapped(ExecUser(1000, 1000, (), "/home/u"))
     assert "uid 1000 does not exist in this user namespace" in e.value.message
     assert "maps only 0" in e.value.message
     assert "/etc/subuid" in e.value.hint
@@ -257,7 +258,7 @@ def test_write_maps_missing_process_is_a_syscall_error(tmp_path):
 def test_rootless_plan_starts_in_the_user_namespace_and_binds_devices(tmp_path):
     m = userns.plan_mapping(1000, 1000, name="alice", **_files(tmp_path))
     plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS,
-                        userns_steps=[userns.UserNamespace(mapping=m)], rootless=True)
+                        userns_steps=[S.UserNamespace(mapping=m)], rootless=True)
     kinds = [type(s).__name__ for s in plan.steps]
     assert kinds[:3] == ["UserNamespace", "UnsharePid", "Fork"]
     assert "MakeDevice" not in kinds
@@ -310,7 +311,7 @@ def test_rootless_runs_without_a_cgroup_and_refuses_limits():
     runner = Runner(build_spec("mini"))
     runner.unprivileged = True
     steps = runner._cgroup_steps("c" * 64)
-    assert len(steps) == 1 and isinstance(steps[0], P.Note) and "no cgroup" in steps[0].what()
+    assert len(steps) == 1 and isinstance(steps[0], S.Note) and "no cgroup" in steps[0].what()
     assert runner.cgroup is None
     limited = types.SimpleNamespace(is_empty=lambda: False)
     with pytest.raises(NotRootError) as e:

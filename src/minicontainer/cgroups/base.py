@@ -3,20 +3,21 @@
 A manager owns one container's cgroup: ``<mount>/minicontainer/<id>`` on v2,
 one such directory per controller hierarchy on v1. Its life:
 
-1. ``plan()``        the ordered steps as data (``CgroupWrite``), for
-                     ``--explain`` and ``--dry-run``; nothing is changed;
-2. ``create()``      the "create" steps: mkdir, enable controllers, ...;
-3. ``apply()``       the "limit" steps: write each limit file;
-4. ``add_process()`` the "join" steps: the child's pid into cgroup.procs,
-                     before the child execs (so it never runs unlimited);
-5. ``stats()``, ``freeze()``/``thaw()``, ``oom_killed()``, ``exit_report()``;
-6. ``destroy()``     kill every process left, remove every directory,
+1. ``steps()``       the ordered steps as data (``CgroupWrite``), computed
+                     once per run: a check of a leftover cgroup, then
+                     ``plan()``: "create" (mkdir, enable controllers ...),
+                     "limit" (each limit file) and "join" (the child's pid
+                     into cgroup.procs, before it execs, so it never runs
+                     unlimited); nothing is changed;
+2. ``execute(step)`` carries out one of them: the plan's CgroupSteps hold
+                     these objects and the interpreter hands each one here,
+                     so what ``--explain`` shows is what runs;
+3. ``stats()``, ``freeze()``/``thaw()``, ``oom_killed()``, ``exit_report()``;
+4. ``destroy()``     kill every process left, remove every directory,
                      sub-cgroups first, with a deadline.
 
-``create``, ``apply`` and ``add_process`` execute exactly the steps ``plan``
-returns, so what ``--explain`` shows is what runs. The subclasses (v1.py,
-v2.py) supply the plan and the version-specific files; everything else lives
-here. All I/O goes through a ``CgroupFs`` (files.py), so unit tests run the
+The subclasses (v1.py, v2.py) supply the plan and the version-specific
+files; everything else lives here. All I/O goes through a ``CgroupFs`` (files.py), so unit tests run the
 same code against a temp dir.
 """
 
@@ -53,6 +54,8 @@ class CgroupWrite:
     """One step on the cgroup filesystem.
 
     ``action``:
+      - ``check``    refuse a busy or frozen cgroup at ``file``, remove an
+                     empty leftover;
       - ``create``   mkdir ``file`` (a cgroup directory);
       - ``write``    write ``value`` to ``file``; when ``source`` is set the
                      value is copied from that file at run time (v1 cpuset),
@@ -79,6 +82,8 @@ class CgroupWrite:
 
     def describe(self) -> str:
         """One line for --explain."""
+        if self.action == "check":
+            return f"check that no cgroup {self.file} is left in use"
         if self.action == "create":
             return f"mkdir {self.file}"
         if self.action == "move-out":
@@ -92,6 +97,8 @@ class CgroupWrite:
 
     def shell(self) -> str:
         """The command a person would type to do the same by hand."""
+        if self.action == "check":
+            return f"test ! -d {self.file} || {{ test -z \"$(cat {self.file}/cgroup.procs)\" && rmdir {self.file}; }}"
         if self.action == "create":
             return f"mkdir {self.file}"
         if self.action == "move-out":
@@ -176,29 +183,51 @@ class CgroupManager(ABC):
     def exists(self) -> bool:
         return any(self.fs.is_dir(p) for p in self.leaves())
 
-    # -- plan and the three stages that run it --------------------------------
+    # -- the steps, and carrying them out -----------------------------------------
     @abstractmethod
     def plan(self, resources: Resources | None = None) -> list[CgroupWrite]:
-        """Every step, in order, as data. Raises CgroupError for limits the host cannot enforce."""
+        """The create, limit and join steps, in order, as data. Raises
+        CgroupError for limits the host cannot enforce."""
+
+    def steps(self) -> list[CgroupWrite]:
+        """What a run does, in order: the check of a cgroup left with the same
+        id, then ``plan()``. The runtime computes this once; the interpreter
+        hands each step to :meth:`execute`."""
+        check = CgroupWrite(
+            file=self.path, value="", action="check", stage="create",
+            why="a cgroup already there with this id is refused if it holds processes or is frozen "
+                "(reliability case 32), and removed if it is an empty leftover of a crash",
+        )
+        return [check] + self.plan()
+
+    def execute(self, s: CgroupWrite, pid: int | None = None) -> None:
+        """Carry out one step. A mkdir whose parent vanished meanwhile
+        (another container's destroy() removed the shared "minicontainer"
+        directory between our mkdirs) re-plans the create steps and redoes
+        them: a parent that existed when we planned may be gone now."""
+        if s.action == "check":
+            self._refuse_or_clear_existing()
+            return
+        try:
+            self._run(s, pid=pid)
+        except _ParentVanished:
+            for attempt in range(3):
+                try:
+                    for again in self.plan():
+                        if again.stage == "create":
+                            self._run(again)
+                    self._run(s, pid=pid)
+                    return
+                except _ParentVanished:
+                    continue
+            raise CgroupError(f"could not create {self.path}: its parent kept disappearing",
+                              "another minicontainer may be cleaning up at the same time; retry") from None
 
     def create(self) -> None:
-        """Make the cgroup. A stale empty one (from a crash) is removed first;
-        a non-empty or frozen one is refused (reliability case 32)."""
-        self._refuse_or_clear_existing()
-        for attempt in range(3):
-            # Planned again on each attempt: a parent that existed the first
-            # time (so the plan had no mkdir for it) may be gone now.
-            steps = [s for s in self.plan() if s.stage == "create"]
-            try:
-                for s in steps:
-                    self._run(s)
-                return
-            except _ParentVanished:
-                # Another container's destroy() removed the shared
-                # "minicontainer" directory between our mkdirs; just redo it.
-                if attempt == 2:
-                    raise CgroupError(f"could not create {self.path}: its parent kept disappearing",
-                                      "another minicontainer may be cleaning up at the same time; retry") from None
+        """The check and create steps alone (``minicontainer update`` and tests)."""
+        for s in self.steps():
+            if s.stage == "create":
+                self.execute(s)
 
     def apply(self, resources: Resources | None = None) -> None:
         """Write every limit (on the cgroup made by create())."""
@@ -206,13 +235,13 @@ class CgroupManager(ABC):
             self.resources = resources
         for s in self.plan():
             if s.stage == "limit":
-                self._run(s)
+                self.execute(s)
 
     def add_process(self, pid: int) -> None:
         """Move ``pid`` (and its threads) into the container's cgroup(s)."""
         for s in self.plan():
             if s.stage == "join":
-                self._run(s, pid=pid)
+                self.execute(s, pid=pid)
 
     def _run(self, s: CgroupWrite, pid: int | None = None) -> None:
         fs = self.fs

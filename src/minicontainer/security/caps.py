@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from minicontainer.errors import UsageError, wrap_oserror
-from minicontainer.security import _sys
+from minicontainer.errors import UsageError
 
 if TYPE_CHECKING:
     from minicontainer.security.config import SecurityConfig
@@ -185,54 +184,11 @@ def effective_caps(config: "SecurityConfig", last_cap: int | None = None) -> fro
     return tweak_caps(DEFAULT_CAPS, config.cap_add, config.cap_drop, config.privileged, all_caps(last_cap))
 
 
-# -- applying (syscalls) ------------------------------------------------------
+# -- reading the host --------------------------------------------------------
 
 
 def read_bounding(last_cap: int) -> int:
     """This process's bounding set as a mask (PR_CAPBSET_READ per capability)."""
-    mask = 0
-    for cap in range(last_cap + 1):
-        if _sys.prctl(_sys.PR_CAPBSET_READ, cap) == 1:
-            mask |= 1 << cap
-    return mask
+    from minicontainer.syscalls.linux import capbset_read
 
-
-def drop_bounding(keep: int, last_cap: int) -> None:
-    """Drop every capability not in ``keep`` from the bounding set.
-
-    Needs CAP_SETPCAP in the effective set, so it runs before setuid and
-    before capset lowers the effective set (capabilities(7)).
-    """
-    for cap in range(last_cap + 1):
-        if not keep >> cap & 1:
-            try:
-                _sys.prctl(_sys.PR_CAPBSET_DROP, cap)
-            except OSError as e:
-                raise wrap_oserror(f"dropping {cap_name(cap)} from the bounding set", e) from None
-
-
-def clear_ambient() -> None:
-    """Empty the ambient set (Linux 4.3+; older kernels have none: EINVAL)."""
-    try:
-        _sys.prctl(_sys.PR_CAP_AMBIENT, _sys.PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError as e:
-        if e.errno != 22:  # EINVAL: no ambient capabilities on this kernel
-            raise wrap_oserror("clearing the ambient capability set", e) from None
-
-
-def set_caps(effective: int, permitted: int, inheritable: int) -> None:
-    try:
-        _sys.capset(effective, permitted, inheritable)
-    except OSError as e:
-        raise wrap_oserror("setting capabilities (capset)", e) from None
-
-
-def apply_caps(keep: int, last_cap: int) -> None:
-    """For a process staying root: bounding, ambient, then E = P = ``keep``, I = 0.
-
-    ``enter()`` does the same steps with setuid in between; this is the
-    whole recipe when the uid does not change.
-    """
-    drop_bounding(keep, last_cap)
-    clear_ambient()
-    set_caps(keep, keep, 0)
+    return sum(1 << cap for cap in range(last_cap + 1) if capbset_read(cap))

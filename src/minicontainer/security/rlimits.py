@@ -12,7 +12,7 @@ from __future__ import annotations
 import resource
 from typing import NamedTuple
 
-from minicontainer.errors import UsageError, wrap_oserror
+from minicontainer.errors import UsageError
 
 INFINITY = resource.RLIM_INFINITY  # -1 in Python
 
@@ -82,27 +82,3 @@ def parse_ulimit(spec: str) -> Ulimit:
             "the soft limit must be at most the hard limit (setrlimit(2))",
         )
     return Ulimit(name, soft, hard)
-
-
-def to_resources(ulimits: tuple[Ulimit, ...]) -> tuple[tuple[int, int, int], ...]:
-    """(RLIMIT_*, soft, hard) triples, computed before entering the container."""
-    return tuple((ULIMIT_NAMES[u.name], u.soft, u.hard) for u in ulimits)
-
-
-def apply_rlimits(limits: tuple[tuple[int, int, int], ...]) -> None:
-    """setrlimit(2) each (resource, soft, hard); no file reads, no imports."""
-    for res, soft, hard in limits:
-        try:
-            resource.setrlimit(res, (soft, hard))
-        except (OSError, ValueError) as e:
-            name = next((n for n, r in ULIMIT_NAMES.items() if r == res), str(res))
-            # CPython turns EPERM / EINVAL from setrlimit into ValueError.
-            if isinstance(e, OSError):
-                err = e
-            else:
-                err = OSError(1 if "not allowed" in str(e) else 22, str(e))
-            raise wrap_oserror(
-                f"setting --ulimit {name}={soft}:{hard}",
-                err,
-                hint="raising a hard limit needs CAP_SYS_RESOURCE on the host; nofile cannot exceed /proc/sys/fs/nr_open",
-            ) from None

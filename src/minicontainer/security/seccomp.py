@@ -46,15 +46,13 @@ re-enables mount(2), ``--cap-add SYS_TIME`` the clock calls, and so on.
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import os
 import re
 from dataclasses import dataclass
 
-from minicontainer.errors import SecurityError, wrap_oserror
-from minicontainer.security import _sys, bpf
-from minicontainer.security.caps import effective_caps
+from minicontainer.errors import SecurityError
+from minicontainer.security import bpf
 from minicontainer.security.syscall_tables import TABLES
 
 # Return values (linux/seccomp.h). The action is in the high 16 bits, data
@@ -446,36 +444,6 @@ def compile_filter(
     return CompiledFilter(program, arch, profile, rules, tuple(unknown))
 
 
-# -- installing (syscalls) --------------------------------------------------------
-
-
-class LoadedFilter:
-    """A program copied into the C structures the kernel reads.
-
-    Built before pivot_root; ``install()`` then only makes one prctl call.
-    """
-
-    def __init__(self, program: bytes):
-        n = len(program) // bpf.INSN_SIZE
-        self._insns = (_sys.SockFilter * n).from_buffer_copy(program)
-        self.fprog = _sys.SockFprog(n, ctypes.cast(self._insns, ctypes.POINTER(_sys.SockFilter)))
-
-    def install(self) -> None:
-        """Attach the filter to this thread; it is inherited by every child and survives execve.
-
-        Needs no_new_privs or CAP_SYS_ADMIN (seccomp(2)), otherwise EACCES.
-        """
-        try:
-            _sys.set_seccomp_filter(self.fprog)
-        except OSError as e:
-            hint = None
-            if e.errno == _errno.EACCES:
-                hint = "installing a filter needs no_new_privs or CAP_SYS_ADMIN"
-            elif e.errno == _errno.EINVAL:
-                hint = "the kernel rejected the BPF program or lacks CONFIG_SECCOMP_FILTER"
-            raise wrap_oserror("installing the seccomp filter", e, hint=hint) from None
-
-
 # -- choosing and explaining -------------------------------------------------------
 
 
@@ -484,15 +452,6 @@ def profile_for(config) -> Profile | None:
     if config.seccomp == "unconfined":
         return None
     return config.seccomp_profile if config.seccomp_profile is not None else DEFAULT_PROFILE
-
-
-def describe(config, arch: str | None = None, kernel: tuple[int, int] | None = None) -> list[str]:
-    """--explain lines for the filter ``config`` gets (capabilities decide some rules)."""
-    profile = profile_for(config)
-    if profile is None:
-        why = "--privileged" if config.privileged else "--security-opt seccomp=unconfined"
-        return [f"seccomp: off ({why})"]
-    return describe_filter(compile_filter(profile, effective_caps(config), arch, kernel))
 
 
 def describe_filter(compiled: CompiledFilter) -> list[str]:

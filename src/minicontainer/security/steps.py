@@ -1,119 +1,131 @@
-"""The security layer as the runtime's plan steps (the runtime's side of the contract).
+"""The security layer's part of the plan: its steps, decided while planning.
 
-The runtime (runtime.py, process.py) calls:
+``security_steps(config)`` returns three lists the planner puts in place:
 
-- ``mask_steps(config)``: ``plan.MaskPath`` steps, applied right after /proc
-  and /sys are mounted in the new root;
-- ``plan_steps(config)``: ``plan.Note`` lines shown by --explain and
-  --dry-run where ``enter()`` will run (after pivot_root, before exec). They
-  describe; ``prepare_enter`` does;
-- ``prepare_enter(config, root_fd)``: in the child, before pivot_root; runs
-  ``prepare`` and returns the function the Exec step calls last.
+- ``masks``: ``MaskPath`` steps, right after /proc and /sys are mounted;
+- ``before_pivot``: ``ResolveUser`` (the image's /etc/passwd, read by our
+  own code) and ``MakeUndumpable``, while Python may still read files;
+- ``inside``: the privilege drop after pivot_root, in the one order where
+  each step still has the privilege it needs:
 
-``config`` None means the defaults (no security flag given).
+  1. resource limits, while CAP_SYS_RESOURCE can still raise them;
+  2. shrink the bounding set (needs CAP_SETPCAP), empty the ambient set;
+  3. setgroups, setresgid, setresuid: groups first, the uid last
+     (setgroups(2)); leaving uid 0 empties the permitted and effective sets
+     (capabilities(7), "Effect of user ID changes on capabilities");
+  4. capset: effective = permitted = the kept set for root, nothing for any
+     other user, inheritable empty (like Docker), checked with capget;
+  5. the uid change reset "dumpable" and the parent-death signal (prctl(2)):
+     set them again, then check the runtime is still alive;
+  6. no_new_privs: execve can no longer grant privileges;
+  7. every fd above 2 close-on-exec (CVE-2024-21626);
+  8. seccomp last, so it never blocks our own setup. Without no_new_privs
+     installing a filter needs CAP_SYS_ADMIN, so then it comes first, before
+     any privilege is dropped (runc does the same); our filters never block
+     steps 1-7.
+
+Everything that can be computed now is: the kept capabilities (checked
+against the runtime's own bounding set, so a ``--cap-add`` the host lacks is
+refused before anything starts) and the compiled seccomp program. The steps
+are carried out by ``interpreter.Interpreter``, like every other step.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
 
+from minicontainer import steps as S
+from minicontainer.errors import SecurityError
 from minicontainer.security import caps, rlimits, seccomp
-from minicontainer.security.apply import enter, filter_for, prepare
 from minicontainer.security.config import SecurityConfig
 from minicontainer.security.paths import masked_path_ops
 
 
-def _cfg(config: SecurityConfig | None) -> SecurityConfig:
-    return config if config is not None else SecurityConfig()
+@dataclass
+class SecuritySteps:
+    masks: list = field(default_factory=list)
+    before_pivot: list = field(default_factory=list)
+    inside: list = field(default_factory=list)
 
 
-def mask_steps(config: SecurityConfig | None) -> list:
-    from minicontainer import plan as P
+def kept_caps(config: SecurityConfig, last_cap: int, bounding_now: int) -> int:
+    """The capabilities the container keeps, as a mask; refuses a --cap-add
+    the runtime itself does not have (it cannot be granted)."""
+    wanted = caps.caps_to_mask(caps.effective_caps(config, last_cap))
+    explicit = caps.caps_to_mask(c for c in config.cap_add if c != "ALL")
+    missing = explicit & ~bounding_now
+    if missing:
+        names = ", ".join(sorted(caps.mask_to_caps(missing)))
+        raise SecurityError(
+            f"--cap-add {names}: the runtime itself does not have it (host bounding set)",
+            "the host (or the VM / container minicontainer runs in) has removed it; it cannot be granted",
+        )
+    return wanted & bounding_now
 
-    return [P.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in masked_path_ops(_cfg(config))]
+
+def filter_for(config: SecurityConfig, cap_names: frozenset[str], arch: str | None = None,
+               kernel: tuple[int, int] | None = None) -> seccomp.CompiledFilter | None:
+    """The compiled seccomp program for ``config``, or None when unconfined."""
+    profile = seccomp.profile_for(config)
+    return None if profile is None else seccomp.compile_filter(profile, cap_names, arch, kernel)
 
 
-def _fmt(v: int) -> str:
-    return "unlimited" if v == rlimits.INFINITY else str(v)
+def _seccomp_step(config: SecurityConfig, kept: frozenset[str], arch: str | None):
+    from minicontainer.syscalls.linux import load_filter
 
-
-def plan_steps(config: SecurityConfig | None) -> list:
-    """What enter() will do, in its order, as Note steps (pure apart from reading cap_last_cap)."""
-    from minicontainer import plan as P
-
-    cfg = _cfg(config)
-    last = caps.cap_last_cap()
-    kept = caps.effective_caps(cfg, last)
-    dropped = sorted(caps.all_caps(last) - kept, key=caps.cap_number)
-    notes = []
-    if cfg.ulimits:
-        limits = ", ".join(f"{u.name}={_fmt(u.soft)}:{_fmt(u.hard)}" for u in cfg.ulimits)
-        shell = " ".join(f"--{u.name}={_fmt(u.soft)}:{_fmt(u.hard)}" for u in cfg.ulimits)
-        notes.append(P.Note(
-            text=f"set resource limits {limits}",
-            reason="--ulimit; setrlimit(2), before capabilities go (raising a hard limit needs CAP_SYS_RESOURCE)",
-            command=f"prlimit {shell} --pid $$",
-        ))
-    drop_list = ",".join(c.lower() for c in dropped)
-    notable = [c[4:] for c in ("CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO") if c in dropped]
-    notes.append(P.Note(
-        text="shrink the capability bounding set to " + (", ".join(sorted(c[4:] for c in kept)) or "nothing")
-             + "; empty the ambient set",
-        reason="capabilities(7): what is dropped from the bounding set can never come back, not even through a "
-               "setuid-root binary"
-               + (f"; gone: {', '.join(notable)}..." if notable else "; --privileged keeps them all"),
-        command=f"capsh --drop={drop_list} --" if drop_list else "",
-    ))
-    who = cfg.user or "root (uid 0)"
-    extra = f", extra groups {', '.join(cfg.group_add)}" if cfg.group_add else ""
-    notes.append(P.Note(
-        text=f"switch to user {who}{extra}: setgroups, setresgid, setresuid",
-        reason="names come from the image's /etc/passwd and /etc/group, read by our own code before pivot_root "
-               "(never the host's NSS); a uid change away from 0 empties the effective and permitted sets",
-        command="setpriv --reuid U --regid G --groups ...",
-    ))
-    notes.append(P.Note(
-        text="set effective = permitted capabilities to the kept set for root, none for other users; "
-             "inheritable empty",
-        reason="capset(2); like Docker, a non-root user keeps only the bounding set",
-    ))
-    notes.append(P.Note(
-        text="re-arm the parent-death signal (SIGKILL) and keep the process non-dumpable",
-        reason="prctl(2): a uid change clears both; the container must die with the runtime, and root inside must "
-               "not reach the runtime through /proc/<pid>/exe (CVE-2019-5736)",
-    ))
-    if cfg.no_new_privs:
-        notes.append(P.Note(
-            text="set no_new_privs",
-            reason="prctl(PR_SET_NO_NEW_PRIVS): setuid bits and file capabilities grant nothing from now on",
-            command="setpriv --no-new-privs",
-        ))
-    compiled = filter_for(cfg, kept)
+    compiled = filter_for(config, kept, arch)
     if compiled is None:
-        why = "--privileged" if cfg.privileged else "--security-opt seccomp=unconfined"
-        notes.append(P.Note(text=f"no seccomp filter ({why})", reason="every system call reaches the kernel"))
-    else:
-        lines = seccomp.describe_filter(compiled)
-        refusing = [r for r in compiled.rules if r.action.kind != "allow"]
-        partly = {n for r in compiled.rules if r.args for n in r.names}
-        blocked = sorted({n for r in refusing for n in r.names} - set(compiled.unknown))
-        text = f"install the seccomp filter ({compiled.length} BPF instructions, last step before exec)"
-        if compiled.profile.default_action.kind == "allow":
-            text += f": {len(blocked)} calls refused (* only with some arguments): " + ", ".join(
-                n + ("*" if n in partly else "") for n in blocked)
-        notes.append(P.Note(
-            text=text,
-            reason="seccomp(2): the kernel runs this program on every system call. "
-                   + " ".join(line.strip() for line in lines[:3]),
-        ))
-    return notes
+        why = "--privileged" if config.privileged else "--security-opt seccomp=unconfined"
+        return S.Note(phase=S.INSIDE, text=f"no seccomp filter ({why})", reason="every system call reaches the kernel")
+    lines = seccomp.describe_filter(compiled)
+    refusing = [r for r in compiled.rules if r.action.kind != "allow"]
+    partly = {n for r in compiled.rules if r.args for n in r.names}
+    blocked = sorted({n for r in refusing for n in r.names} - set(compiled.unknown))
+    text = f"install the seccomp filter ({compiled.length} BPF instructions, last step before exec)"
+    if compiled.profile.default_action.kind == "allow":
+        text += f": {len(blocked)} calls refused (* only with some arguments): " + ", ".join(
+            n + ("*" if n in partly else "") for n in blocked)
+    return S.InstallSeccomp(
+        text=text,
+        reason="seccomp(2): the kernel runs this program on every system call. "
+               + " ".join(line.strip() for line in lines[:3]),
+        fprog=load_filter(compiled.program),
+    )
 
 
-def prepare_enter(config: SecurityConfig | None, root_fd: int, *, parent_fd: int | None = None) -> Callable[[], None]:
-    """Run prepare() now (before pivot_root); return the call for the Exec step."""
-    prepared = prepare(_cfg(config), root_fd, parent_fd=parent_fd)
+def security_steps(config: SecurityConfig | None, *, last_cap: int | None = None, bounding: int | None = None,
+                   arch: str | None = None) -> SecuritySteps:
+    """The steps for ``config`` (None: the defaults). ``last_cap`` and
+    ``bounding`` are read from this host when not given."""
+    cfg = config if config is not None else SecurityConfig()
+    if last_cap is None:
+        last_cap = caps.cap_last_cap()
+    if bounding is None:
+        bounding = caps.read_bounding(last_cap)
+    keep = kept_caps(cfg, last_cap, bounding)
+    kept = caps.mask_to_caps(keep)
+    dropped = tuple(sorted(caps.all_caps(last_cap) - kept, key=caps.cap_number))
 
-    def _enter() -> None:
-        enter(prepared)
+    out = SecuritySteps()
+    out.masks = [S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in masked_path_ops(cfg)]
+    out.before_pivot = [S.ResolveUser(user=cfg.user, group_add=cfg.group_add), S.MakeUndumpable()]
 
-    return _enter
+    seccomp_step = _seccomp_step(cfg, kept, arch)
+    filter_first = isinstance(seccomp_step, S.InstallSeccomp) and not cfg.no_new_privs
+    inside = out.inside
+    if filter_first:
+        inside.append(seccomp_step)
+    if cfg.ulimits:
+        inside.append(S.SetRlimits(limits=tuple((u.name, rlimits.ULIMIT_NAMES[u.name], u.soft, u.hard)
+                                                for u in cfg.ulimits)))
+    inside.append(S.DropBoundingSet(keep=keep, last_cap=last_cap, kept=tuple(sorted(kept, key=caps.cap_number)),
+                                    dropped=dropped))
+    inside.append(S.SwitchUser(user=cfg.user, group_add=cfg.group_add))
+    inside.append(S.SetCapabilities(keep=keep))
+    inside.append(S.RearmParentDeath())
+    if cfg.no_new_privs:
+        inside.append(S.NoNewPrivs())
+    inside.append(S.CloseOnExec(first=3))
+    if not filter_first:
+        inside.append(seccomp_step)
+    return out

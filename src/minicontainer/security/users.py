@@ -262,3 +262,57 @@ def resolve_user(root_fd: int, user: str | None, group_add: tuple[str, ...] = ()
     groups, n2 = _load(root_fd, "etc/group", need_group, parse_group)
     notes = tuple(n for n in (n1, n2) if n)
     return resolve(user, group_add, passwd, groups, notes)
+
+
+# -- in the child, before pivot_root: the user the command will run as ----------
+
+
+def setgroups_allowed(proc: str = "/proc") -> bool:
+    """False in a user namespace whose gid map was written without privilege:
+    the kernel writes "deny" to /proc/self/setgroups and setgroups(2) fails
+    (user_namespaces(7))."""
+    try:
+        with open(f"{proc}/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
+
+
+def user_for_exec(root_fd: int, user: str | None, group_add: tuple[str, ...] = ()) -> tuple[ExecUser, bool]:
+    """The ExecUser for the container and whether setgroups(2) may be called.
+
+    In rootless mode with a single-id map, setgroups is denied: the image's
+    supplementary groups are left out (with a note), ``--group-add`` is an
+    error, and every id must be mapped in the namespace (setresuid(2) to an
+    unmapped id is EINVAL).
+    """
+    import dataclasses
+
+    resolved = resolve_user(root_fd, user, group_add)
+    allowed = setgroups_allowed()
+    if not allowed and resolved.groups:
+        if group_add:
+            raise SecurityError(
+                "supplementary groups cannot be set in this user namespace (/proc/self/setgroups is 'deny')",
+                "drop --group-add, or map groups with newgidmap (rootless mode with /etc/subgid)",
+            )
+        resolved = dataclasses.replace(resolved, groups=(), notes=resolved.notes + (
+            "supplementary groups from /etc/group left out: setgroups is denied in this user namespace",))
+    check_mapped(resolved)
+    return resolved, allowed
+
+
+def check_mapped(user: ExecUser) -> None:
+    """In a user namespace only mapped ids exist: setresuid(2) to another is EINVAL."""
+    from minicontainer import userns
+
+    for kind, ids in (("uid", (user.uid,)), ("gid", (user.gid,) + tuple(user.groups))):
+        for id_ in ids:
+            if not userns.is_mapped(id_, kind):
+                extents = userns.read_map(f"/proc/self/{kind}_map")
+                mapped = ", ".join(str(i) if n == 1 else f"{i}-{i + n - 1}" for i, _, n in extents) or "nothing"
+                raise SecurityError(
+                    f"{kind} {id_} does not exist in this user namespace (rootless mode maps only {mapped})",
+                    "give the caller a range in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 "
+                    "--add-subgids 100000-165535 USER; needs newuidmap, package uidmap), or run with --user 0",
+                )

@@ -10,14 +10,24 @@ kept as the container paths the interpreter asked for, so a test can assert
 from __future__ import annotations
 
 import os
+import stat
 
 from minicontainer.errors import SyscallError
 
 
 class Recorder:
-    def __init__(self, fail: dict[str, int] | None = None):
+    """``fork_returns``: what fork() gives, 0 to play the child's side of a
+    plan, a pid to play the runtime's (a list: one value per fork). ``files`` maps paths opened with
+    open_path to the (mode, rdev) fstat reports (the host's /dev/null by
+    default); everything opened beneath the root is a directory unless its
+    path is in ``files``."""
+
+    def __init__(self, fail: dict[str, int] | None = None, *, fork_returns: int = 4242, files=None):
         self.calls: list[tuple] = []
         self.fail = dict(fail or {})
+        self.fork_returns = fork_returns
+        self.files = {"/dev/null": (stat.S_IFCHR | 0o666, os.makedev(1, 3))} if files is None else dict(files)
+        self.caps = (0, 0, 0)
         self._fds: dict[int, str] = {}
         self._next_fd = 100
 
@@ -57,8 +67,35 @@ class Recorder:
     def sethostname(self, name):
         self._rec("sethostname", name)
 
-    def prctl(self, option, *args):
-        self._rec("prctl", option, *args)
+    # processes and pipes
+    def fork(self):
+        self._rec("fork")
+        if isinstance(self.fork_returns, list):  # one value per fork, in order
+            return self.fork_returns.pop(0)
+        return self.fork_returns
+
+    def pipe(self):
+        self._rec("pipe")
+        return self._fd("pipe:r"), self._fd("pipe:w")
+
+    def waitpid(self, pid):
+        self._rec("waitpid", pid)
+        return 0  # exited with 0
+
+    def read(self, fd, n):
+        name = self._fds.get(fd, fd)
+        self._rec("read", name)
+        return b"1" if name == "sync" else b""
+
+    def write(self, fd, data):
+        self._rec("write", self._fds.get(fd, fd), data)
+
+    def getppid(self):
+        return 0
+
+    def open_ns(self, name):
+        self._rec("open_ns", name)
+        return self._fd(f"ns:{name}")
 
     # fds and paths
     def open_dir(self, path):
@@ -72,6 +109,10 @@ class Recorder:
     def open_beneath(self, root_fd, path, *, directory=False, create_dirs=False, create_file=False):
         self._rec("open_beneath", path, create_dirs, create_file)
         return self._fd(path)
+
+    def fstat(self, fd):
+        mode, rdev = self.files.get(self._fds.get(fd), (stat.S_IFDIR | 0o755, 0))
+        return _Stat(mode, rdev)
 
     def fd_path(self, fd):
         return f"/proc/self/fd/{fd}"
@@ -110,9 +151,109 @@ class Recorder:
     def setsid(self):
         self._rec("setsid")
 
+    def makedirs(self, path):
+        self._rec("makedirs", path)
+
+    def getcwd(self):
+        return "/"
+
     def cloexec_from(self, first):
         self._rec("cloexec_from", first)
+
+    def reset_signals(self):
+        self._rec("reset_signals")
+
+    # privileges
+    def set_pdeathsig(self, sig):
+        self._rec("set_pdeathsig", sig)
+
+    def set_dumpable(self, flag):
+        self._rec("set_dumpable", flag)
+
+    def set_no_new_privs(self):
+        self._rec("set_no_new_privs")
+
+    def capbset_drop(self, cap):
+        self._rec("capbset_drop", cap)
+
+    def clear_ambient(self):
+        self._rec("clear_ambient")
+
+    def capset(self, keep):
+        self._rec("capset", keep)
+        self.caps = (keep, keep, 0)
+
+    def capget(self):
+        return self.caps
+
+    def setrlimit(self, res, soft, hard):
+        self._rec("setrlimit", res, soft, hard)
+
+    def setgroups(self, groups):
+        self._rec("setgroups", tuple(groups))
+
+    def setresgid(self, gid):
+        self._rec("setresgid", gid)
+
+    def setresuid(self, uid):
+        self._rec("setresuid", uid)
+
+    def install_seccomp(self, fprog):
+        self._rec("install_seccomp")
 
     def execve(self, path, argv, env):
         self._rec("execve", path, argv, env)
         raise FileNotFoundError(2, "fake: not executed")
+
+
+
+class _Stat:
+    """What the interpreter reads of fstat(2): the type and the device number."""
+
+    def __init__(self, mode: int, rdev: int):
+        self.st_mode = mode
+        self.st_rdev = rdev
+
+
+class FakeChannels:
+    """process.Channels for a plan run against the Recorder: the pipe ends
+    are names the Recorder understands ("sync" reads the go byte, "errors"
+    reads EOF: the command "runs"), and a child's failure is raised instead
+    of exiting the test process."""
+
+    sync_r = sync_w = "sync"
+    err_r = "errors"
+    master_fd = None
+
+    def __init__(self, sc: Recorder):
+        self.sc = sc
+
+    def in_child(self):
+        self.sc.calls.append(("close_inherited_fds",))
+
+    def in_parent(self):
+        pass
+
+    def close_sync(self):
+        pass
+
+    def attach_stdio(self, root_fd, tty):
+        self.sc.calls.append(("attach_stdio", tty))
+
+    def runtime_alive(self):
+        return True
+
+    def runtime_gone(self):
+        raise RuntimeError("fake: the runtime is gone")
+
+    def child_failed(self, e):
+        raise e
+
+    def read_errors(self, sc):
+        return sc.read(self.err_r, 65536)
+
+    def decode_error(self, data):
+        raise AssertionError("fake: no error expected")
+
+    def receive_console(self):
+        pass

@@ -54,10 +54,11 @@ MOUNT_FLAG_NAMES = {
 # umount2(2)
 MNT_DETACH = 2
 
-# prctl(2)
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
+# prctl(2) options called through ctypes (python-prctl lacks them)
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 def mount_flag_names(flags: int) -> list[str]:

@@ -1,0 +1,463 @@
+"""The interpreter: carries out every step of every phase of a plan.
+
+One method per step type (``Interpreter._handlers``), so the answer to
+"which code runs step N of --dry-run?" is one function. Every call to the
+kernel goes through the syscall object ``sc`` (syscalls.linux.Linux for
+real, syscalls.fake.Recorder in unit tests), so a test can run a whole plan
+and compare the recorded calls with the steps the plan printed.
+
+One plan, two processes. The runtime runs the BEFORE_FORK steps; the Fork
+step forks; from there the runtime runs the PARENT steps and the child the
+CHILD and INSIDE steps of the same list (steps.py explains the phases). In
+the child nothing returns to the caller: it execs, or reports its error to
+the runtime over the error pipe and exits (``channels.child_failed``).
+
+Every path inside the container is reached with safepath.open_beneath from
+a directory fd of the new root, and the kernel is handed the magic link
+``/proc/self/fd/N``; a string like ``rootfs + "/proc"`` is never resolved the
+host way (reliability lesson 1). After pivot_root no Python module may be
+imported and no file opened (lesson 3): everything the INSIDE handlers use
+is imported at the top of this module or of syscalls/linux.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+
+from minicontainer import steps as S
+from minicontainer import userns
+from minicontainer.errors import CommandError, MiniError, SecurityError, SyscallError
+from minicontainer.security.users import user_for_exec
+from minicontainer.syscalls.flags import (
+    CLONE_NEWPID,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
+
+_MASK_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+class Interpreter:
+    """Runs a plan's steps. ``explain(i, step)`` is called before each step
+    is carried out (--explain). ``channels`` are the pipes between runtime
+    and child (process.Channels); ``cgroup`` the container's cgroup manager,
+    which carries out the writes the plan's CgroupSteps hold."""
+
+    def __init__(self, sc, *, explain=None, channels=None, cgroup=None):
+        self.sc = sc
+        self.explain = explain
+        self.chan = channels
+        self.cgroup = cgroup
+        self.phases: tuple[str, ...] = (S.BEFORE_FORK,)
+        self.in_child = False
+        self.child_pid = 0
+        self.cgroup_owned = False  # set once the cgroup check passed: from then on it is ours to destroy
+        self.root_fd: int | None = None
+        self.user = None  # security.users.ExecUser, from ResolveUser
+        self.setgroups_allowed = True
+        self.parent_pid = 0
+        self._in_userns = False
+        self._own_pidns: int | None = None
+        self._handlers = {
+            S.UserNamespace: self._user_namespace,
+            S.UnsharePid: self._unshare_pid,
+            S.Fork: self._fork,
+            S.CgroupStep: self._cgroup,
+            S.ReleaseChild: self._release_child,
+            S.AwaitExec: self._await_exec,
+            S.AwaitRelease: self._await_release,
+            S.Unshare: self._unshare,
+            S.MakeMountsPrivate: self._make_private,
+            S.MountRootfs: self._mount_rootfs,
+            S.Mount: self._mount,
+            S.RemountReadonly: self._remount_ro,
+            S.MakeDevice: self._mknod,
+            S.Symlink: self._symlink,
+            S.MaskPath: self._mask,
+            S.SetHostname: self._sethostname,
+            S.NewSession: self._new_session,
+            S.ResolveUser: self._resolve_user,
+            S.MakeUndumpable: self._make_undumpable,
+            S.PivotRoot: self._pivot_root,
+            S.Chroot: self._chroot,
+            S.SetWorkdir: self._set_workdir,
+            S.ResetSignals: self._reset_signals,
+            S.SetRlimits: self._set_rlimits,
+            S.DropBoundingSet: self._drop_bounding_set,
+            S.SwitchUser: self._switch_user,
+            S.SetCapabilities: self._set_capabilities,
+            S.RearmParentDeath: self._rearm_parent_death,
+            S.NoNewPrivs: self._no_new_privs,
+            S.CloseOnExec: self._close_on_exec,
+            S.InstallSeccomp: self._install_seccomp,
+            S.Exec: self._exec,
+            S.Note: lambda step: None,
+        }
+
+    # -- the loop ---------------------------------------------------------
+    def run(self, steps, start_index: int = 1) -> None:
+        """Carry out the steps of this process's phases, in order; the others
+        belong to the process on the other side of the fork."""
+        try:
+            for i, step in enumerate(steps, start_index):
+                if step.phase not in self.phases:
+                    continue
+                if self.explain is not None:
+                    self.explain(i, step)
+                self.apply(step)
+        except BaseException as e:
+            if self.in_child:
+                self.chan.child_failed(e)  # never returns into the runtime's code
+            raise
+
+    def apply(self, step) -> None:
+        handler = self._handlers.get(type(step))
+        if handler is None:
+            raise MiniError(f"internal error: no handler for step {type(step).__name__}")
+        handler(step)
+
+    def abandon(self) -> None:
+        """Undo what a failure before the fork left: our own PID namespace back."""
+        self._restore_pidns()
+
+    # -- before the fork ----------------------------------------------------
+    def _user_namespace(self, step: S.UserNamespace) -> None:
+        userns.enter(step.mapping, self.sc)
+        self._in_userns = True
+
+    def _unshare_pid(self, step: S.UnsharePid) -> None:
+        # Kept to come back afterwards; not from a user namespace we entered:
+        # setns(2) into the host's PID namespace would need CAP_SYS_ADMIN over
+        # the host's user namespace.
+        if not self._in_userns:
+            self._own_pidns = self.sc.open_ns("pid")
+        self.sc.unshare(CLONE_NEWPID)
+
+    def _fork(self, step: S.Fork) -> None:
+        pid = self.sc.fork()
+        if pid == 0:
+            self.in_child = True
+            self.phases = (S.CHILD, S.INSIDE)
+            self.chan.in_child()
+            self.parent_pid = self.sc.getppid()  # 0 in a new PID namespace
+            return
+        self.child_pid = pid
+        self.phases = (S.PARENT,)
+        self.chan.in_parent()
+        # Our later children (tests run many containers in one process) must
+        # not land in the container's PID namespace.
+        self._restore_pidns()
+
+    def _restore_pidns(self) -> None:
+        if self._own_pidns is not None:
+            fd, self._own_pidns = self._own_pidns, None
+            try:
+                self.sc.setns(fd, CLONE_NEWPID)
+            finally:
+                self.sc.close(fd)
+
+    # -- the runtime, after the fork -------------------------------------------
+    def _cgroup(self, step: S.CgroupStep) -> None:
+        self.cgroup.execute(step.write, pid=self.child_pid)
+        if step.write.action == "check":
+            self.cgroup_owned = True
+
+    def _release_child(self, step: S.ReleaseChild) -> None:
+        self.sc.write(self.chan.sync_w, b"1")
+        self.chan.close_sync()
+
+    def _await_exec(self, step: S.AwaitExec) -> None:
+        data = self.chan.read_errors(self.sc)
+        if data:
+            raise self.chan.decode_error(data)
+        self.chan.receive_console()
+
+    # -- the child, before its root changes --------------------------------------
+    def _await_release(self, step: S.AwaitRelease) -> None:
+        # If the runtime died before the first line, the read below sees EOF
+        # (getppid() can't tell: in a new PID namespace it is always 0).
+        self.sc.set_pdeathsig(signal.SIGKILL)
+        if self.sc.read(self.chan.sync_r, 1) != b"1":
+            self.chan.runtime_gone()
+        self.chan.close_sync()
+
+    def _unshare(self, step: S.Unshare) -> None:
+        if step.flags:
+            self.sc.unshare(step.flags)
+
+    def _make_private(self, step: S.MakeMountsPrivate) -> None:
+        self.sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+    def _mount_rootfs(self, step: S.MountRootfs) -> None:
+        if step.mode == "overlay":
+            self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
+            self.sc.mount("overlay", step.target, "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options)
+        else:
+            self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)
+            if not step.writable:
+                self.sc.mount(None, step.target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        self.root_fd = self.sc.open_dir(step.target)
+
+    def _target(self, path: str, create: str) -> int:
+        """An fd for a mountpoint inside the root, made if asked, never through a symlink."""
+        if create == "file":
+            return self.sc.open_beneath(self.root_fd, path, create_file=True)
+        return self.sc.open_beneath(self.root_fd, path, directory=True, create_dirs=(create == "dir"))
+
+    def _mount(self, step: S.Mount) -> None:
+        if step.host_source and step.flags & MS_BIND:
+            # The source is a host path chosen by the user (-v); open it
+            # first so what we bind is what was checked.
+            src_fd = self.sc.open_path(step.source)
+            try:
+                self._mount_on(step, self.sc.fd_path(src_fd))
+            finally:
+                self.sc.close(src_fd)
+        else:
+            self._mount_on(step, step.source)
+
+    def _mount_on(self, step: S.Mount, source: str) -> None:
+        fd = self._target(step.target, step.create)
+        try:
+            self.sc.mount(source, self.sc.fd_path(fd), step.fstype, step.flags, step.data, shown=step.target)
+        finally:
+            self.sc.close(fd)
+
+    def _remount_ro(self, step: S.RemountReadonly, extra: int = 0) -> None:
+        fd = self.root_fd if not step.target else self.sc.open_beneath(self.root_fd, step.target)  # file or dir
+        try:
+            # Keep the flags the mount has: the kernel refuses (EPERM) to drop
+            # locked ones like nosuid/nodev on a remount (mount(2)).
+            keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
+            self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra, None,
+                          shown=step.target or "/")
+        finally:
+            if fd != self.root_fd:
+                self.sc.close(fd)
+
+    def _in_dev(self, path: str) -> tuple[int, str]:
+        parent, _, name = path.rpartition("/")
+        return self._target(parent or "/", "no"), name
+
+    def _mknod(self, step: S.MakeDevice) -> None:
+        # /dev is our own fresh tmpfs at this point, so a name inside it is ours.
+        dfd, name = self._in_dev(step.path)
+        try:
+            self.sc.mknod(f"{self.sc.fd_path(dfd)}/{name}", stat.S_IFCHR | step.mode, os.makedev(step.major, step.minor),
+                          shown=step.path)
+            self.sc.chmod(f"{self.sc.fd_path(dfd)}/{name}", step.mode)  # umask would have masked it
+        finally:
+            self.sc.close(dfd)
+
+    def _symlink(self, step: S.Symlink) -> None:
+        dfd, name = self._in_dev(step.path)
+        try:
+            self.sc.symlink(step.target, f"{self.sc.fd_path(dfd)}/{name}", shown=step.path)
+        finally:
+            self.sc.close(dfd)
+
+    def _mask(self, step: S.MaskPath) -> None:
+        """security/paths.py says what each kind hides. A path this kernel
+        lacks is skipped; what the path really is (file or directory) decides
+        how it is masked; a symlink on the way is refused (ELOOP)."""
+        try:
+            fd = self.sc.open_beneath(self.root_fd, step.path)
+        except SyscallError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                return  # nothing to hide on this kernel
+            raise
+        try:
+            target = self.sc.fd_path(fd)
+            if step.kind == "readonly":
+                self.sc.mount(target, target, None, MS_BIND | MS_REC, None, shown=step.path)
+            elif stat.S_ISDIR(self.sc.fstat(fd).st_mode):
+                self.sc.mount("tmpfs", target, "tmpfs", MS_RDONLY | _MASK_FLAGS, "mode=0555", shown=step.path)
+            else:
+                self._bind_dev_null(target, step.path)
+        finally:
+            self.sc.close(fd)
+        if step.kind == "readonly":
+            # The fd still names the mount underneath; open the path again to
+            # reach the new bind mount on top, then make that one read-only.
+            self._remount_ro(S.RemountReadonly(target=step.path), extra=_MASK_FLAGS)
+
+    def _bind_dev_null(self, target: str, shown: str) -> None:
+        # The host's /dev/null (our root is not pivoted yet), checked to be the
+        # null device itself and bound through the fd that was checked.
+        null = self.sc.open_path("/dev/null")
+        try:
+            st = self.sc.fstat(null)
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+                raise SyscallError("checking /dev/null", errno.EINVAL, "/dev/null",
+                                   "the host's /dev/null is not the null device (char 1:3)")
+            self.sc.mount(self.sc.fd_path(null), target, None, MS_BIND, None, shown=shown)
+        finally:
+            self.sc.close(null)
+
+    def _sethostname(self, step: S.SetHostname) -> None:
+        self.sc.sethostname(step.hostname)
+
+    def _new_session(self, step: S.NewSession) -> None:
+        self.sc.setsid()
+        self.chan.attach_stdio(self.root_fd, step.tty)
+
+    def _resolve_user(self, step: S.ResolveUser) -> None:
+        self.user, self.setgroups_allowed = user_for_exec(self.root_fd, step.user, step.group_add)
+
+    def _make_undumpable(self, step: S.MakeUndumpable) -> None:
+        self.sc.set_dumpable(False)
+
+    def _pivot_root(self, step: S.PivotRoot) -> None:
+        # pivot_root(".", ".") stacks the old root on top of the new one at
+        # the same place; unmounting "." with MNT_DETACH then drops the old
+        # root. No directory inside the image is needed or written (this is
+        # how runc does it), so it works with --read-only too.
+        self.sc.fchdir(self.root_fd)
+        self.sc.pivot_root(".", ".")
+        self.sc.umount2(".", MNT_DETACH)
+        self.sc.chdir("/")
+        self._drop_root_fd()
+
+    def _chroot(self, step: S.Chroot) -> None:
+        self.sc.fchdir(self.root_fd)
+        self.sc.chroot(".")
+        self.sc.chdir("/")
+        self._drop_root_fd()
+
+    def _drop_root_fd(self) -> None:
+        if self.root_fd is not None:
+            self.sc.close(self.root_fd)
+            self.root_fd = None
+
+    # -- inside the new root: system calls only -----------------------------------
+    def _set_workdir(self, step: S.SetWorkdir) -> None:
+        try:
+            self.sc.chdir(step.workdir)
+        except SyscallError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            self.sc.makedirs(step.workdir)  # docker creates a missing working directory
+            self.sc.chdir(step.workdir)
+        if not self.sc.getcwd().startswith("/"):
+            raise SyscallError("the working directory is outside the container:", errno.EPERM, step.workdir,
+                               "give a path inside the container's root filesystem")
+
+    def _reset_signals(self, step: S.ResetSignals) -> None:
+        self.sc.reset_signals()
+
+    def _set_rlimits(self, step: S.SetRlimits) -> None:
+        for name, res, soft, hard in step.limits:
+            try:
+                self.sc.setrlimit(res, soft, hard)
+            except (OSError, ValueError) as e:
+                # CPython turns EPERM / EINVAL from setrlimit into ValueError.
+                err = e.errno if isinstance(e, OSError) else (errno.EPERM if "not allowed" in str(e) else errno.EINVAL)
+                raise SyscallError(f"setting --ulimit {name}={soft}:{hard}", err, None,
+                                   "raising a hard limit needs CAP_SYS_RESOURCE on the host; "
+                                   "nofile cannot exceed /proc/sys/fs/nr_open") from None
+
+    def _drop_bounding_set(self, step: S.DropBoundingSet) -> None:
+        # Needs CAP_SETPCAP in the effective set: before the uid changes.
+        for cap in range(step.last_cap + 1):
+            if not step.keep >> cap & 1:
+                self.sc.capbset_drop(cap)
+        self.sc.clear_ambient()
+
+    def _switch_user(self, step: S.SwitchUser) -> None:
+        u = self.user
+        try:
+            if self.setgroups_allowed:
+                self.sc.setgroups(list(u.groups))
+            self.sc.setresgid(u.gid)
+            self.sc.setresuid(u.uid)
+        except OSError as e:
+            raise SyscallError(f"switching to uid {u.uid} gid {u.gid}", e.errno or errno.EPERM) from None
+
+    def _set_capabilities(self, step: S.SetCapabilities) -> None:
+        effective = step.keep if self.user.uid == 0 else 0
+        self.sc.capset(effective)
+        got = self.sc.capget()
+        if got != (effective, effective, 0):
+            raise SecurityError(
+                f"capabilities are not what was asked: effective {got[0]:#x}, permitted {got[1]:#x}, "
+                f"inheritable {got[2]:#x}; wanted {effective:#x}"
+            )
+
+    def _rearm_parent_death(self, step: S.RearmParentDeath) -> None:
+        self.sc.set_dumpable(False)
+        self.sc.set_pdeathsig(signal.SIGKILL)
+        # If the runtime died before the line above, the signal never comes.
+        if (self.parent_pid and self.sc.getppid() != self.parent_pid) or not self.chan.runtime_alive():
+            raise SecurityError("the runtime exited while the container was being set up")
+
+    def _no_new_privs(self, step: S.NoNewPrivs) -> None:
+        self.sc.set_no_new_privs()
+
+    def _close_on_exec(self, step: S.CloseOnExec) -> None:
+        self.sc.cloexec_from(step.first)
+
+    def _install_seccomp(self, step: S.InstallSeccomp) -> None:
+        self.sc.install_seccomp(step.fprog)
+
+    def _exec(self, step: S.Exec) -> None:
+        env = {k.encode(): v.encode() for k, v in step.env}
+        argv = [a.encode() for a in step.argv]
+        execvpe(self.sc, argv, env, env.get(b"PATH", b"/usr/bin:/bin"))
+
+
+def execvpe(sc, argv: list[bytes], env: dict[bytes, bytes], path: bytes) -> None:
+    """execvp(3) by hand, inside the container: no Python code is loaded."""
+    name = argv[0]
+    if b"/" in name:
+        candidates = [name]
+    else:
+        candidates = [(d or b".") + b"/" + name for d in path.split(b":")]
+    denied = None
+    for cand in candidates:
+        try:
+            sc.execve(cand, argv, env)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            if e.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
+                denied = (cand, e.errno)
+                continue
+            raise CommandError(f"exec {name.decode(errors='replace')}: {os.strerror(e.errno)}", None, exit_code=126)
+    shown = name.decode(errors="replace")
+    if denied is not None:
+        raise CommandError(
+            f"exec {denied[0].decode(errors='replace')}: {os.strerror(denied[1])}",
+            "the file is not an executable program (check its mode and format)",
+            exit_code=126,
+        )
+    if b"/" in name:
+        if _exists(name):
+            # execve said ENOENT for a file that is there: its #! interpreter
+            # (or ELF loader) is what is missing (reliability case F41).
+            raise CommandError(f"exec {shown}: no such file or directory",
+                               "the file exists, but the interpreter on its #! line (or its loader) does not",
+                               exit_code=127)
+        raise CommandError(f"exec {shown}: no such file or directory", "check the path inside the container", exit_code=127)
+    raise CommandError(
+        f"exec {shown}: executable file not found in $PATH",
+        "check the command name, or give its full path inside the container",
+        exit_code=127,
+    )
+
+
+def _exists(path: bytes) -> bool:
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

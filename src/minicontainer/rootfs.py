@@ -1,0 +1,162 @@
+"""Where a container's root filesystem comes from, and its own directory.
+
+- the image: a name in the store, a directory (used read-only as the lower
+  layer) or a tarball (imported first), :func:`resolve_image`;
+- the storage: overlayfs where the kernel allows it, otherwise a private
+  copy bind-mounted (:func:`storage_mode`, like docker's vfs driver);
+- the container's directory under ``$MINICONTAINER_HOME/containers/<id>``:
+  ``lower`` (a link to the image), ``upper/``, ``work/`` and ``merged/``
+  (where the root is mounted), made by :func:`prepare_layer` and removed by
+  :func:`remove_layer_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from minicontainer import paths
+from minicontainer.errors import ImageError, UsageError
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    name: str  # as the user wrote it
+    image_id: str
+    rootfs: str  # the lower layer
+    exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
+
+
+def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
+    """An image name, a directory (used read-only as the lower layer) or a tarball."""
+    from minicontainer.images.store import ImageStore
+
+    store = ImageStore()
+    # Like docker: something that looks like a path is a path; a bare word is
+    # an image name first (a directory called "mini" in the current directory
+    # does not shadow the image), and a file or directory only if no image has it.
+    looks_like_path = "/" in ref or ref.startswith(".")
+    if not looks_like_path and (store.exists(ref) or ref == "mini" or not os.path.exists(ref)):
+        if not store.exists(ref) and ref == "mini":
+            if not build:
+                return ResolvedImage(ref, "(not built yet)", str(store.images_dir / "<id>" / "rootfs"), exists=False)
+            from minicontainer.images.mini import ensure_mini
+
+            image = ensure_mini(store)
+            return ResolvedImage(ref, image.id, str(image.rootfs))
+        image = store.get(ref)
+        return ResolvedImage(ref, image.id, str(image.rootfs))
+    path = os.path.abspath(ref)
+    if os.path.isdir(path):
+        return ResolvedImage(ref, "dir:" + path, path)
+    if os.path.isfile(path):
+        return _import_tarball(store, path, build)
+    raise ImageError(f"no such image directory or tarball: {ref}", "give an existing directory or file", exit_code=125)
+
+
+def _import_tarball(store, path: str, build: bool) -> ResolvedImage:
+    from minicontainer.images import importer
+
+    if not build:
+        return ResolvedImage(path, "(imported at run time)", path, exists=False)
+    image = importer.import_for_run(store, path)
+    return ResolvedImage(path, image.id, str(image.rootfs))
+
+
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+def overlay_supported(layer_parent: Path) -> bool:
+    """Can we mount an overlay with its upper layer under ``layer_parent``?
+
+    The kernel must know overlayfs, and the upper directory must not itself
+    sit on an overlay (inside a docker container it does: the kernel refuses
+    overlayfs as an upper filesystem).
+    """
+    try:
+        with open("/proc/filesystems") as f:
+            if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
+                return False
+    except OSError:
+        return False
+    probe = layer_parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    from minicontainer.syscalls.linux import fs_magic
+
+    return fs_magic(str(probe)) != OVERLAYFS_SUPER_MAGIC
+
+
+def storage_mode(layer_parent: Path) -> str:
+    """"overlay" or "bind" (a private copy, bind-mounted): MINICONTAINER_STORAGE=copy
+    forces the copy (like docker's vfs driver), otherwise overlay where it works."""
+    wanted = os.environ.get("MINICONTAINER_STORAGE", "auto")
+    if wanted not in ("auto", "overlay", "copy"):
+        raise UsageError(f"MINICONTAINER_STORAGE={wanted!r} is not known", "use auto, overlay or copy")
+    if wanted == "copy":
+        return "bind"
+    if wanted == "overlay" or overlay_supported(layer_parent):
+        return "overlay"
+    return "bind"
+
+
+def needs_mountpoints(spec, rootfs: str) -> bool:
+    """Must a --read-only root still get a layer, to hold mountpoints the
+    image lacks (a -v or --tmpfs target, /tmp, /dev)? Docker makes them in a
+    small layer of its own, then mounts the root read-only; so do we."""
+    if spec.volumes or spec.tmpfs:
+        return True
+    return not all(os.path.isdir(os.path.join(rootfs, d)) and not os.path.islink(os.path.join(rootfs, d))
+                   for d in ("tmp", "dev"))
+
+
+def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
+    """The container's own directory: lower (a link to the image), upper/
+    and work/ for the overlay, merged/ where the root is mounted; without
+    overlayfs, a private copy of the image."""
+    paths.ensure_private_dir(layer.parent)
+    layer.mkdir(mode=0o700)
+    os.mkdir(layer / "merged", 0o755)
+    if rootfs.mode == "overlay":
+        os.symlink(rootfs.lower, layer / "lower")
+        if not rootfs.writable:
+            os.mkdir(layer / "empty", 0o755)
+        else:
+            os.mkdir(layer / "upper", 0o755)
+            os.mkdir(layer / "work", 0o700)
+    elif rootfs.writable:
+        _copy_fallback(image_rootfs, rootfs.lower)
+
+
+def _copy_fallback(source: str, copy: str) -> None:
+    """No overlayfs (some nested setups): copy the image and say so."""
+    from minicontainer.images.importer import copy_tree
+
+    print("minicontainer: overlayfs is not available; copying the image instead (slower)", file=sys.stderr)
+    os.mkdir(copy, 0o755)
+    try:
+        copy_tree(Path(source), Path(copy))  # keeps owners, modes and links, never follows a symlink
+    except ImageError as e:
+        e.exit_code = 125  # a failed run, not a failed image command
+        raise
+
+
+def remove_layer_dir(layer) -> None:
+    """Remove a container's layer directory, whoever owns its files.
+
+    As root, a plain recursive delete. Rootless, overlayfs leaves a mode-000
+    work/work directory and the container's files belong to ids of its user
+    namespace, which the caller cannot delete from outside: userns.remove_tree
+    does it from inside a namespace with the same map.
+    """
+    if not os.path.isdir(layer):
+        return
+    if os.geteuid() != 0:
+        from minicontainer.userns import remove_tree
+
+        if remove_tree(str(layer)):
+            return
+    shutil.rmtree(layer, ignore_errors=True)

@@ -1,0 +1,749 @@
+"""The plan's vocabulary: every step a run can take, as plain data.
+
+Each step says *what* it does, *why* (with the man page), and the *shell*
+command a person would type to do the same by hand. ``--dry-run`` prints a
+plan made of these, ``--explain`` prints each step just before
+``interpreter.Interpreter`` carries it out; one method there runs each step
+type, so what you read is what runs. Paths written ``$ROOTFS/...`` are
+inside the container's new root; they are reached through
+``safepath.open_beneath``, so a symlink planted by the image can never
+redirect a mount (reliability cases B11-B14).
+
+A step's ``phase`` says which process runs it, and when:
+
+- ``BEFORE_FORK``: the runtime, before it forks (user namespace, PID
+  namespace, the fork itself);
+- ``PARENT``: the runtime, after the fork, while the child waits (cgroup,
+  release, wait for exec);
+- ``CHILD``: the forked child, which becomes the container, up to and
+  including pivot_root (namespaces, mounts, reading the image's users);
+- ``INSIDE``: the child after pivot_root, with the image as ``/``: system
+  calls only, no import and no file read (reliability lesson 3), ending in
+  execve.
+
+The planner (plan.py) orders the steps; security/steps.py and cgroups/
+decide their own steps' contents.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from minicontainer.syscalls.flags import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    MS_BIND,
+    MS_RDONLY,
+    MS_REC,
+    mount_flag_names,
+)
+
+BEFORE_FORK = "before-fork"
+PARENT = "parent"
+CHILD = "child"
+INSIDE = "inside"
+RUNTIME_PHASES = (BEFORE_FORK, PARENT)
+
+_UNSHARE_LONG = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid", "cgroup": "--cgroup"}
+_NS_FLAG = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "net": CLONE_NEWNET,
+    "pid": CLONE_NEWPID,
+    "cgroup": CLONE_NEWCGROUP,
+}
+_NS_WHY = {
+    "mnt": "its own mount table, so mounts made for the container never reach the host",
+    "uts": "its own hostname",
+    "ipc": "its own System V IPC and POSIX message queues",
+    "net": "its own network stack: only a loopback interface, no route out",
+    "pid": "its own process numbers: the command becomes PID 1 and sees no host process",
+    "cgroup": "its own view of /proc/self/cgroup, rooted at its cgroup",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing a run does. ``phase`` says which process does it, and when."""
+
+    phase = CHILD
+
+    def what(self) -> str:  # one line
+        raise NotImplementedError
+
+    def why(self) -> str:
+        return ""
+
+    def shell(self) -> str:
+        return ""
+
+
+# --- before the fork: the runtime ----------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsharePid(Step):
+    """unshare(CLONE_NEWPID) in the runtime: only its *next child* enters the new
+    namespace, as PID 1. Doing it before fork avoids an extra process that
+    would otherwise stay around as the namespace's parent."""
+
+    phase = BEFORE_FORK
+
+    def what(self) -> str:
+        return "create a new PID namespace for the next child"
+
+    def why(self) -> str:
+        return "pid_namespaces(7): the first process forked into it is PID 1 and sees only its own descendants"
+
+    def shell(self) -> str:
+        return "unshare --pid --fork ...   # (the --fork is the fork below)"
+
+
+@dataclass(frozen=True)
+class Fork(Step):
+    """The runtime forks; from here the runtime runs the PARENT steps and the
+    child the CHILD and INSIDE steps of the same plan."""
+
+    phase = BEFORE_FORK
+
+    def what(self) -> str:
+        return "fork the container's first process; it closes every fd it inherited but its pipes"
+
+    def why(self) -> str:
+        return ("the child must be in its cgroup before it runs anything (no moment without limits); an fd left "
+                "open on a host directory would let the container reach the host (CVE-2024-21626)")
+
+
+# --- after the fork: the runtime ------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupStep(Step):
+    """A cgroup operation the runtime does for the child.
+
+    ``write`` is a ``cgroups.base.CgroupWrite`` (file, value, why, the file's
+    name in the other cgroup version); cgroups/ decides them, this step only
+    shows and carries them.
+    """
+
+    phase = PARENT
+    write: object = None
+
+    @property
+    def stage(self) -> str:
+        return self.write.stage  # create | limit | join
+
+    def what(self) -> str:
+        return self.write.describe()
+
+    def why(self) -> str:
+        return self.write.why or "cgroups(7)"
+
+    def shell(self) -> str:
+        return self.write.shell()
+
+
+@dataclass(frozen=True)
+class ReleaseChild(Step):
+    phase = PARENT
+
+    def what(self) -> str:
+        return "release the child: write one byte to the sync pipe it waits on"
+
+    def why(self) -> str:
+        return "everything the runtime does for the child (its cgroup) is done; pipe(7)"
+
+
+@dataclass(frozen=True)
+class AwaitExec(Step):
+    phase = PARENT
+
+    def what(self) -> str:
+        return "wait until the child execs: its error pipe closes on execve, or carries the error"
+
+    def why(self) -> str:
+        return "the pipe is close-on-exec (O_CLOEXEC, open(2)), so EOF without data means the command is running"
+
+
+# --- the child, before its root changes -----------------------------------
+
+
+@dataclass(frozen=True)
+class AwaitRelease(Step):
+    def what(self) -> str:
+        return "die with the runtime (parent-death signal SIGKILL), then wait on the sync pipe"
+
+    def why(self) -> str:
+        return ("prctl(2) PR_SET_PDEATHSIG: the container cannot outlive the runtime (reliability case F37); "
+                "it runs nothing of its own before the runtime has put it in its cgroup")
+
+
+@dataclass(frozen=True)
+class Unshare(Step):
+    namespaces: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> int:
+        out = 0
+        for ns in self.namespaces:
+            out |= _NS_FLAG[ns]
+        return out
+
+    def what(self) -> str:
+        return "unshare namespaces: " + ", ".join(self.namespaces)
+
+    def why(self) -> str:
+        return "; ".join(f"{ns}: {_NS_WHY[ns]}" for ns in self.namespaces) + " (namespaces(7), unshare(2))"
+
+    def shell(self) -> str:
+        return "unshare " + " ".join(_UNSHARE_LONG[ns] for ns in self.namespaces)
+
+
+@dataclass(frozen=True)
+class MakeMountsPrivate(Step):
+    def what(self) -> str:
+        return "make every mount private (recursively)"
+
+    def why(self) -> str:
+        return (
+            "mount_namespaces(7): a new mount namespace copies the host's shared mounts, and "
+            "mount events would still propagate both ways; MS_PRIVATE|MS_REC cuts that"
+        )
+
+    def shell(self) -> str:
+        return "mount --make-rprivate /"
+
+
+@dataclass(frozen=True)
+class MountRootfs(Step):
+    """The container's root: an overlay (image as lower layer), or a bind mount.
+
+    The overlay is mounted from inside the container's layer directory with
+    relative option paths (``lowerdir=lower`` where ``lower`` is a symlink to
+    the image), so the container's /proc/self/mountinfo shows no host paths.
+    """
+
+    target: str = ""  # <layer>/merged
+    layer: str = ""  # the container's directory: lower -> image, upper/, work/, merged/
+    lower: str = ""  # the image rootfs (for the bind mode and for reading)
+    readonly: bool = False
+    mode: str = "overlay"  # overlay | bind
+    # False only for --read-only when no mountpoint must be made in the image:
+    # then there is no upper layer at all. Otherwise the root gets one, and
+    # --read-only remounts it read-only after the mountpoints exist.
+    writable: bool = True
+
+    @property
+    def overlay_options(self) -> str:
+        if not self.writable:
+            # overlayfs wants two lower layers when there is no upper one; the
+            # second is an empty directory, so the root is the image, read-only.
+            return "lowerdir=lower:empty"
+        return "lowerdir=lower,upperdir=upper,workdir=work"
+
+    def what(self) -> str:
+        if self.mode == "overlay":
+            kind = "a read-only overlay" if not self.writable else "an overlay"
+            return f"mount the root filesystem: {kind} of the image on {self.target}"
+        return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
+
+    def why(self) -> str:
+        if self.mode == "overlay":
+            return (
+                "overlayfs: reads come from the image (lower, a link to it), writes go to this container's own "
+                "upper directory, so the image is never modified and every container starts clean"
+            )
+        return "pivot_root(2) needs the new root to be a mount point; a bind mount of the directory makes it one"
+
+    def shell(self) -> str:
+        if self.mode == "overlay":
+            return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged"
+        ro = f" && mount -o remount,bind,ro {self.target}" if self.readonly else ""
+        return f"mount --rbind {self.lower} {self.target}{ro}"
+
+
+@dataclass(frozen=True)
+class Mount(Step):
+    """Mount a filesystem on a path inside the new root (never through a symlink)."""
+
+    target: str = ""  # inside the container
+    fstype: str | None = None
+    source: str = "none"
+    flags: int = 0
+    data: str | None = None
+    reason: str = ""
+    create: str = "dir"  # dir | file | no : make the mountpoint if missing
+    host_source: bool = False  # source is a host path (bind mounts)
+
+    def what(self) -> str:
+        if self.flags & MS_BIND:
+            return f"bind-mount {self.source} on {self.target}" + (" read-only" if self.flags & MS_RDONLY else "")
+        return f"mount {self.fstype} on {self.target}"
+
+    def why(self) -> str:
+        return self.reason
+
+    def shell(self) -> str:
+        opts = [n for n in mount_flag_names(self.flags) if n not in ("bind", "rec")]
+        if self.data:
+            opts.append(self.data)
+        o = f" -o {','.join(opts)}" if opts else ""
+        if self.flags & MS_BIND:
+            kind = "--rbind" if self.flags & MS_REC else "--bind"
+            return f"mount {kind} {self.source} $ROOTFS{self.target}{o}"
+        return f"mount -t {self.fstype} {self.source} $ROOTFS{self.target}{o}"
+
+
+@dataclass(frozen=True)
+class RemountReadonly(Step):
+    """A bind mount ignores MS_RDONLY on the first call: a second, remount call sets it (mount(2))."""
+
+    target: str = ""  # inside the container; "" = the root itself
+    reason: str = ""
+
+    def what(self) -> str:
+        return f"make {self.target or '/'} read-only"
+
+    def why(self) -> str:
+        return self.reason or "mount(2): MS_RDONLY is applied to a bind mount by a separate MS_REMOUNT"
+
+    def shell(self) -> str:
+        return f"mount -o remount,bind,ro $ROOTFS{self.target}"
+
+
+@dataclass(frozen=True)
+class MakeDevice(Step):
+    path: str = ""  # inside the container, under /dev (our own tmpfs)
+    major: int = 0
+    minor: int = 0
+    mode: int = 0o666
+
+    def what(self) -> str:
+        return f"create the character device {self.path} ({self.major}:{self.minor})"
+
+    def why(self) -> str:
+        return "programs expect the standard devices; the host's /dev is not visible in the container"
+
+    def shell(self) -> str:
+        return f"mknod -m {self.mode:o} $ROOTFS{self.path} c {self.major} {self.minor}"
+
+
+@dataclass(frozen=True)
+class Symlink(Step):
+    path: str = ""
+    target: str = ""
+
+    def what(self) -> str:
+        return f"link {self.path} -> {self.target}"
+
+    def why(self) -> str:
+        return "the standard /dev links (see the OCI runtime spec's default devices)"
+
+    def shell(self) -> str:
+        return f"ln -s {self.target} $ROOTFS{self.path}"
+
+
+@dataclass(frozen=True)
+class MaskPath(Step):
+    """Hide or freeze a kernel interface (from the security layer)."""
+
+    path: str = ""
+    kind: str = "mask_file"  # mask_file | mask_dir | readonly
+    reason: str = ""
+
+    def what(self) -> str:
+        if self.kind == "readonly":
+            return f"make {self.path} read-only"
+        return f"mask {self.path}"
+
+    def why(self) -> str:
+        return self.reason
+
+    def shell(self) -> str:
+        if self.kind == "mask_file":
+            return f"mount --bind /dev/null $ROOTFS{self.path}"
+        if self.kind == "mask_dir":
+            return f"mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=0555 tmpfs $ROOTFS{self.path}"
+        return (f"mount --bind $ROOTFS{self.path} $ROOTFS{self.path} && "
+                f"mount -o remount,bind,ro,nosuid,nodev,noexec $ROOTFS{self.path}")
+
+
+@dataclass(frozen=True)
+class SetHostname(Step):
+    hostname: str = ""
+
+    def what(self) -> str:
+        return f"set the hostname to {self.hostname}"
+
+    def why(self) -> str:
+        return "uts_namespaces(7): the change is seen only inside the container"
+
+    def shell(self) -> str:
+        return f"hostname {self.hostname}"
+
+
+@dataclass(frozen=True)
+class NewSession(Step):
+    tty: bool = False
+
+    def what(self) -> str:
+        if self.tty:
+            return "start a new session with the container's pty as controlling terminal"
+        return "start a new session (no controlling terminal)"
+
+    def why(self) -> str:
+        return (
+            "setsid(2): detaches from the host terminal so the container cannot push keystrokes "
+            "into it with TIOCSTI (CVE-2017-5226)"
+        )
+
+    def shell(self) -> str:
+        return "setsid"
+
+
+@dataclass(frozen=True)
+class PivotRoot(Step):
+    root: str = ""
+
+    def what(self) -> str:
+        return f"pivot_root into {self.root} and detach the old root"
+
+    def why(self) -> str:
+        return (
+            "pivot_root(2) swaps the root mount itself, and the detached old root is gone from the mount "
+            "table, so unlike chroot there is no way back to the host's files"
+        )
+
+    def shell(self) -> str:
+        return (
+            f"cd {self.root} && pivot_root . . && umount -l .   "
+            "# classic form: mkdir .old; pivot_root . .old; umount -l /.old; rmdir /.old"
+        )
+
+
+@dataclass(frozen=True)
+class Chroot(Step):
+    root: str = ""
+
+    def what(self) -> str:
+        return f"chroot into {self.root} (--chroot: escapable, for teaching only)"
+
+    def why(self) -> str:
+        return (
+            "chroot(2) only changes how '/' is resolved; a root process can chroot again into a "
+            "subdirectory and climb out with ../.. — pivot_root is the safe way"
+        )
+
+    def shell(self) -> str:
+        return f"chroot {self.root}"
+
+
+@dataclass(frozen=True)
+class UserNamespace(Step):
+    """Rootless mode: the runtime moves itself into a new user namespace
+    (userns.py explains why the runtime, and not the child)."""
+
+    phase = BEFORE_FORK
+    mapping: object = None  # userns.IdMapping
+
+    def what(self) -> str:
+        return f"create a user namespace and enter it: {self.mapping.describe()}"
+
+    def why(self) -> str:
+        how = {
+            "self": "written by a helper left outside, with the caller's own right to map itself "
+                    "(after 'deny' in setgroups)",
+            "newidmap": "written by newuidmap/newgidmap(1), which check /etc/subuid and /etc/subgid",
+            "root": "written by a helper left outside, with root's privilege there",
+        }[self.mapping.writer]
+        out = ("user_namespaces(7): the caller becomes root inside, with capabilities that count only for "
+               f"what this namespace owns; the maps are {how}")
+        return out + (f". Note: {self.mapping.note}" if self.mapping.note else "")
+
+    def shell(self) -> str:
+        return self.mapping.shell()
+
+
+# --- security: the child before pivot_root (may read the image's files) ---
+
+
+@dataclass(frozen=True)
+class ResolveUser(Step):
+    """Look the user up in the image (never the host's NSS). The ids found
+    are what SwitchUser and SetCapabilities use after pivot_root."""
+
+    user: str | None = None
+    group_add: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        extra = f", extra groups {', '.join(self.group_add)}" if self.group_add else ""
+        return f"look up user {self.user or 'root (uid 0)'}{extra} in the image's /etc/passwd and /etc/group"
+
+    def why(self) -> str:
+        return ("read by our own code from the container's root, before pivot_root: after it, Python must not "
+                "open a file of the image (an NSS module from the image would run with the runtime's privileges)")
+
+
+@dataclass(frozen=True)
+class MakeUndumpable(Step):
+    def what(self) -> str:
+        return "make the runtime's process non-dumpable until exec"
+
+    def why(self) -> str:
+        return ("prctl(2) PR_SET_DUMPABLE 0: while our code runs in the container's namespaces, root inside "
+                "must not open /proc/<pid>/exe and overwrite the host's Python (CVE-2019-5736); execve resets it")
+
+
+# --- inside the new root: system calls only --------------------------------
+
+
+@dataclass(frozen=True)
+class SetWorkdir(Step):
+    phase = INSIDE
+    workdir: str = "/"
+
+    def what(self) -> str:
+        return f"change to the working directory {self.workdir} (created if missing, as docker does)"
+
+    def why(self) -> str:
+        return ("chdir(2) inside the new root, then getcwd(3) must name a path inside it: a directory reached "
+                "through a leaked fd would be on the host (CVE-2024-21626)")
+
+    def shell(self) -> str:
+        return f"mkdir -p {self.workdir} && cd {self.workdir}"
+
+
+@dataclass(frozen=True)
+class ResetSignals(Step):
+    phase = INSIDE
+
+    def what(self) -> str:
+        return "reset every signal to its default action and empty the signal mask"
+
+    def why(self) -> str:
+        return ("signal(7): execve keeps ignored signals and the mask; Python ignores SIGPIPE and SIGXFSZ, "
+                "which would break pipelines in the container (reliability case F39)")
+
+
+@dataclass(frozen=True)
+class SetRlimits(Step):
+    phase = INSIDE
+    # (name, RLIMIT_* number, soft, hard); -1 is unlimited (RLIM_INFINITY)
+    limits: tuple[tuple[str, int, int, int], ...] = ()
+
+    def _text(self, sep: str) -> list[str]:
+        fmt = lambda v: "unlimited" if v < 0 else str(v)  # noqa: E731
+        return [f"{name}={fmt(soft)}{sep}{fmt(hard)}" for name, _, soft, hard in self.limits]
+
+    def what(self) -> str:
+        return "set resource limits " + ", ".join(self._text(":"))
+
+    def why(self) -> str:
+        return "--ulimit; setrlimit(2), before capabilities go (raising a hard limit needs CAP_SYS_RESOURCE)"
+
+    def shell(self) -> str:
+        return "prlimit " + " ".join("--" + t for t in self._text(":")) + " --pid $$"
+
+
+@dataclass(frozen=True)
+class DropBoundingSet(Step):
+    phase = INSIDE
+    keep: int = 0  # mask of capability numbers kept
+    last_cap: int = 40
+    kept: tuple[str, ...] = ()  # names, for the text
+    dropped: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        return ("shrink the capability bounding set to " + (", ".join(sorted(c[4:] for c in self.kept)) or "nothing")
+                + "; empty the ambient set")
+
+    def why(self) -> str:
+        notable = [c[4:] for c in ("CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO")
+                   if c in self.dropped]
+        return ("capabilities(7): what is dropped from the bounding set can never come back, not even through a "
+                "setuid-root binary" + (f"; gone: {', '.join(notable)}..." if notable else "; --privileged keeps them all"))
+
+    def shell(self) -> str:
+        drop = ",".join(c.lower() for c in self.dropped)
+        return f"capsh --drop={drop} --" if drop else ""
+
+
+@dataclass(frozen=True)
+class SwitchUser(Step):
+    phase = INSIDE
+    user: str | None = None
+    group_add: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        extra = f", extra groups {', '.join(self.group_add)}" if self.group_add else ""
+        return f"switch to user {self.user or 'root (uid 0)'}{extra}: setgroups, setresgid, setresuid"
+
+    def why(self) -> str:
+        return ("groups first and the uid last, because each needs a privilege the next one drops (setgroups(2)); "
+                "a uid change away from 0 empties the effective and permitted sets (capabilities(7))")
+
+    def shell(self) -> str:
+        return "setpriv --reuid U --regid G --groups ..."
+
+
+@dataclass(frozen=True)
+class SetCapabilities(Step):
+    phase = INSIDE
+    keep: int = 0
+
+    def what(self) -> str:
+        return ("set effective = permitted capabilities to the kept set for root, none for other users; "
+                "inheritable empty")
+
+    def why(self) -> str:
+        return "capset(2), then read back with capget(2); like Docker, a non-root user keeps only the bounding set"
+
+
+@dataclass(frozen=True)
+class RearmParentDeath(Step):
+    phase = INSIDE
+
+    def what(self) -> str:
+        return "re-arm the parent-death signal (SIGKILL) and keep the process non-dumpable"
+
+    def why(self) -> str:
+        return ("prctl(2): a uid change clears both; the container must die with the runtime, and root inside must "
+                "not reach the runtime through /proc/<pid>/exe (CVE-2019-5736). If the runtime already died, stop")
+
+
+@dataclass(frozen=True)
+class NoNewPrivs(Step):
+    phase = INSIDE
+
+    def what(self) -> str:
+        return "set no_new_privs"
+
+    def why(self) -> str:
+        return "prctl(PR_SET_NO_NEW_PRIVS): setuid bits and file capabilities grant nothing from now on"
+
+    def shell(self) -> str:
+        return "setpriv --no-new-privs"
+
+
+@dataclass(frozen=True)
+class CloseOnExec(Step):
+    phase = INSIDE
+    first: int = 3
+
+    def what(self) -> str:
+        return f"mark every fd from {self.first} up close-on-exec"
+
+    def why(self) -> str:
+        return ("close_range(2) CLOSE_RANGE_CLOEXEC: nothing the runtime had open reaches the command "
+                "(CVE-2024-21626)")
+
+
+@dataclass(frozen=True)
+class InstallSeccomp(Step):
+    """The filter is compiled while planning; ``fprog`` holds it as the C
+    structure the kernel reads, so installing it is one prctl call."""
+
+    phase = INSIDE
+    text: str = ""
+    reason: str = ""
+    fprog: object = field(default=None, compare=False, repr=False)
+
+    def what(self) -> str:
+        return self.text
+
+    def why(self) -> str:
+        return self.reason
+
+
+
+@dataclass(frozen=True)
+class Exec(Step):
+    phase = INSIDE
+    argv: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    def what(self) -> str:
+        return f"exec {shlex.join(self.argv)}"
+
+    def why(self) -> str:
+        return "execve(2) replaces the runtime's Python with the command, as PID 1; $PATH is searched by our own code"
+
+    def shell(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
+        return f"exec env -i {env} {shlex.join(self.argv)}"
+
+
+@dataclass(frozen=True)
+class Note(Step):
+    """A line of --explain that is not an action (e.g. "no cgroup: rootless").
+    Its phase places it in the plan; nothing is carried out."""
+
+    phase: str = CHILD
+
+    text: str = ""
+    reason: str = ""
+    command: str = ""  # the shell equivalent, if there is one
+
+    def what(self) -> str:
+        return self.text
+
+    def why(self) -> str:
+        return self.reason
+
+    def shell(self) -> str:
+        return self.command
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    # Long values shown as shell variables, e.g. {"ID": "<64 hex>"}: the
+    # lines stay readable, and after `ID=...` they can be typed as they are.
+    legend: dict[str, str] = field(default_factory=dict)
+
+    def add(self, step: Step) -> Step:
+        self.steps.append(step)
+        return step
+
+    def phase(self, name: str) -> list[Step]:
+        return [s for s in self.steps if s.phase == name]
+
+    def header(self) -> list[str]:
+        """``NAME=value`` lines, each using the names before it (shell-ready)."""
+        out = []
+        for i, (k, v) in enumerate(self.legend.items()):
+            earlier = dict(list(self.legend.items())[:i])
+            out.append(f"{k}={_substitute(v, earlier)}")
+        return out
+
+    def render(self) -> str:
+        """The --dry-run text: the legend, then numbered steps with why and shell equivalent."""
+        lines = self.header()
+        for i, step in enumerate(self.steps, 1):
+            lines.extend(render_step(i, step, self.legend))
+        return "\n".join(lines)
+
+
+def render_step(i: int, step: Step, legend: dict[str, str] | None = None) -> list[str]:
+    who = "runtime" if step.phase in RUNTIME_PHASES else "container"
+    out = [f"{i:2}. [{who}] {step.what()}"]
+    if step.why():
+        out.append(f"      why:   {step.why()}")
+    if step.shell():
+        out.append(f"      shell: {step.shell()}")
+    return [_substitute(line, legend or {}) for line in out]
+
+
+def _substitute(text: str, legend: dict[str, str]) -> str:
+    """Replace each legend value by $NAME, longest value first."""
+    for name, value in sorted(legend.items(), key=lambda kv: -len(kv[1])):
+        text = text.replace(value, "$" + name)
+    return text
+
+

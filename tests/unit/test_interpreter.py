@@ -1,0 +1,414 @@
+"""interpreter.py: every step of a plan, against the recording syscall layer (no root).
+
+The central property, "what you read is what runs": a whole plan is run
+against the Recorder, once playing the runtime's side of the fork and once
+the child's, and the calls recorded after each explained step are exactly
+the calls that step stands for, in the plan's order, with nothing in between.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from minicontainer import plan as P
+from minicontainer import steps as S
+from minicontainer import userns
+from minicontainer.cgroups import manager_for
+from minicontainer.cgroups.detect import HostCgroups
+from minicontainer.cgroups.fakefs import FakeCgroupFs
+from minicontainer.cgroups.resources import parse_resources
+from minicontainer.errors import CommandError, SyscallError
+from minicontainer.interpreter import Interpreter, execvpe
+from minicontainer.security import parse_security, security_steps
+from minicontainer.security.users import ExecUser
+from minicontainer.spec import build_spec
+from minicontainer.syscalls.fake import FakeChannels, Recorder
+from minicontainer.syscalls.flags import CLONE_NEWNET, CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
+
+pytestmark = pytest.mark.unit
+
+ROOTFS = P.RootfsLayout(lower="/img", layer="/c/1")
+ALL_CAPS = (1 << 41) - 1
+
+
+def child_steps(spec):
+    plan = P.build_plan(spec, hostname="box", rootfs=ROOTFS)
+    steps = [s for s in plan.steps if s.phase in (S.CHILD, S.INSIDE)]
+    return steps[:-1], steps[-1]  # all but Exec, and Exec
+
+
+def child(sc=None, **kw) -> Interpreter:
+    """An interpreter on the child's side of the fork."""
+    sc = sc or Recorder(fork_returns=0)
+    interp = Interpreter(sc, channels=FakeChannels(sc), **kw)
+    interp.in_child, interp.phases = True, (S.CHILD, S.INSIDE)
+    return interp
+
+
+def run_all(spec, sc=None, **kw):
+    sc = sc or Recorder(fork_returns=0)
+    steps, _ = child_steps(spec)
+    child(sc, **kw).run(steps)
+    return sc
+
+
+def test_calls_in_order():
+    sc = run_all(build_spec("mini"))
+    calls = [c for c in sc.calls if c[0] not in ("set_pdeathsig", "read")]  # AwaitRelease
+    names = [c[0] for c in calls]
+    assert names[0] == "unshare" and calls[0][1] & CLONE_NEWNS and calls[0][1] & CLONE_NEWNET
+    assert calls[1] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
+    assert ("chdir", "/c/1") in calls
+    assert ("mount", "overlay", "/c/1/merged", "overlay", 0, "lowerdir=lower,upperdir=upper,workdir=work") in calls
+    assert names.index("pivot_root") > names.index("sethostname")
+    pivot = names.index("fchdir")
+    assert calls[pivot:pivot + 4] == [("fchdir", "/c/1/merged"), ("pivot_root", ".", "."), ("umount2", ".", 2),
+                                      ("chdir", "/")]
+
+
+def test_mounts_target_paths_inside_the_root_through_fds():
+    sc = run_all(build_spec("mini"))
+    mounts = {c[2]: c for c in sc.calls if c[0] == "mount"}
+    assert mounts["/proc"][3] == "proc"
+    assert mounts["/sys"][4] & MS_RDONLY
+    # every mountpoint was opened beneath the root, never joined as a string
+    opened = [c[1] for c in sc.calls if c[0] == "open_beneath"]
+    for target in ("/proc", "/sys", "/tmp", "/dev", "/dev/pts", "/dev/shm"):
+        assert target in opened
+    # /proc and /sys are never created
+    assert ("open_beneath", "/proc", False, False) in sc.calls
+
+
+def test_devices_and_links():
+    sc = run_all(build_spec("mini"))
+    nodes = {c[1]: (c[3], c[4]) for c in sc.calls if c[0] == "mknod"}
+    assert nodes["/dev/null"] == (1, 3) and nodes["/dev/tty"] == (5, 0)
+    assert len(nodes) == 6
+    links = {c[2]: c[1] for c in sc.calls if c[0] == "symlink"}
+    assert links["/dev/ptmx"] == "pts/ptmx" and links["/dev/fd"] == "/proc/self/fd"
+
+
+def test_read_only_remounts_keep_flags():
+    sc = run_all(build_spec("mini", read_only=True))
+    remounts = [c for c in sc.calls if c[0] == "mount" and c[4] & MS_REMOUNT]
+    assert remounts and all(c[4] & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY for c in remounts)
+
+
+def test_chroot_instead_of_pivot():
+    sc = run_all(build_spec("mini", use_chroot=True))
+    assert "pivot_root" not in sc.names() and ("chroot", ".") in sc.calls
+
+
+def test_explain_is_called_before_each_step():
+    seen = []
+    sc = Recorder(fork_returns=0)
+    steps, _ = child_steps(build_spec("mini"))
+
+    def explain(i, step):
+        seen.append((i, type(step).__name__, len(sc.calls)))
+
+    child(sc, explain=explain).run(steps, start_index=3)
+    assert seen[0][:2] == (3, "AwaitRelease") and seen[0][2] == 0  # before its first call
+    assert seen[1][1] == "Unshare"
+    assert len(seen) == len(steps)
+
+
+def test_an_injected_failure_stops_the_run_with_context():
+    sc = Recorder(fail={"pivot_root": errno.EINVAL}, fork_returns=0)
+    with pytest.raises(SyscallError) as exc:
+        run_all(build_spec("mini"), sc=sc)
+    assert exc.value.errno == errno.EINVAL
+    assert "pivot_root" in str(exc.value)
+    assert "umount2" not in sc.names()
+
+
+def test_workdir_signals_and_exec_search_path():
+    sc = Recorder(fork_returns=0)
+    plan = P.build_plan(build_spec("mini", ["ls", "-l"], workdir="/tmp"), hostname="box", rootfs=ROOTFS)
+    inside = [s for s in plan.steps if s.phase == S.INSIDE]
+    assert [type(s).__name__ for s in inside] == ["SetWorkdir", "ResetSignals", "Exec"]
+    with pytest.raises(CommandError) as exc:
+        child(sc).run(inside)
+    assert exc.value.exit_code == 127 and "not found in $PATH" in exc.value.message
+    assert sc.names()[:2] == ["chdir", "reset_signals"]
+    tried = [c[1] for c in sc.calls if c[0] == "execve"]
+    assert tried[0] == b"/usr/local/sbin/ls" and b"/bin/ls" in tried
+
+
+def test_a_missing_workdir_is_created():
+    sc = Recorder(fail={}, fork_returns=0)
+    calls = []
+
+    def chdir(path, _seen=[]):
+        calls.append(path)
+        if len(_seen) == 0:
+            _seen.append(path)
+            raise SyscallError("chdir", errno.ENOENT, path)
+
+    sc.chdir = chdir
+    child(sc).apply(S.SetWorkdir(workdir="/new/dir"))
+    assert ("makedirs", "/new/dir") in sc.calls and calls == ["/new/dir", "/new/dir"]
+
+
+# -- masked and read-only paths (security/paths.py decides, _mask does) ----------------
+
+
+def _masks(config=None):
+    return security_steps(config, last_cap=40, bounding=ALL_CAPS).masks
+
+
+def _masked(steps, files=None, fail=None):
+    sc = Recorder(fork_returns=0, files=files, fail=fail)
+    interp = child(sc)
+    interp.root_fd = 7
+    interp.run(steps)
+    return sc
+
+
+def test_masks_mount_on_the_opened_paths():
+    files = {"/proc/kcore": (0o100444, 0), "/proc/sysrq-trigger": (0o100200, 0),
+             "/dev/null": (0o20666, os.makedev(1, 3))}
+    sc = _masked(_masks(), files=files)
+    calls = {c[2]: c for c in sc.calls if c[0] == "mount" and not c[4] & MS_REMOUNT}
+    # mask_file: the host's /dev/null (the fd that was checked) bound over the file
+    _, src, _, fstype, flags, _ = calls["/proc/kcore"]
+    assert src == "/dev/null" and fstype is None and flags == MS_BIND
+    # mask_dir: a read-only empty tmpfs, nosuid, nodev, noexec
+    _, _, _, fstype, flags, data = calls["/proc/acpi"]
+    assert fstype == "tmpfs" and flags & MS_RDONLY and data == "mode=0555"
+    assert calls["/sys/firmware"][3] == "tmpfs"
+    # readonly: bind onto itself, then remount read-only
+    for path in ("/proc/sys", "/proc/sysrq-trigger"):
+        seq = [c for c in sc.calls if c[0] == "mount" and c[2] == path]
+        assert len(seq) == 2, seq
+        assert seq[0][1] == path and seq[0][4] & MS_BIND
+        assert seq[1][1] is None and seq[1][4] & (MS_BIND | MS_REMOUNT | MS_RDONLY) == MS_BIND | MS_REMOUNT | MS_RDONLY
+        assert seq[1][4] & 0xE == 0xE  # nosuid, nodev, noexec
+
+
+def test_what_the_kernel_lacks_is_skipped():
+    sc = Recorder(fork_returns=0, fail={})
+    real = sc.open_beneath
+
+    def open_beneath(root_fd, path, **kw):
+        if path == "/proc/timer_stats":
+            sc.calls.append(("open_beneath", path, False, False))
+            raise SyscallError("opening", errno.ENOENT, path)
+        return real(root_fd, path, **kw)
+
+    sc.open_beneath = open_beneath
+    interp = child(sc)
+    interp.root_fd = 7
+    interp.run(_masks())
+    assert not any(c[0] == "mount" and c[2] == "/proc/timer_stats" for c in sc.calls)
+
+
+def test_real_type_wins_over_the_expected_kind():
+    sc = _masked([S.MaskPath(path="/proc/kcore", kind="mask_file", reason="x")])  # a directory here
+    assert [c[3] for c in sc.calls if c[0] == "mount"] == ["tmpfs"]
+
+
+def test_a_fake_dev_null_is_refused():
+    with pytest.raises(SyscallError, match="/dev/null"):
+        _masked([S.MaskPath(path="/proc/kcore", kind="mask_file", reason="x")],
+                files={"/proc/kcore": (0o100444, 0), "/dev/null": (0o100666, 0)})
+
+
+def test_privileged_and_systempaths_unconfined_have_no_masks():
+    assert _masks(parse_security(privileged=True)) == []
+    assert _masks(parse_security(security_opt=["systempaths=unconfined"])) == []
+
+
+# -- the whole plan against the recorder ---------------------------------------------------
+
+
+def expected_calls(step, interp: Interpreter) -> list[str]:
+    """The syscall-layer calls a step stands for, derived from its data: the
+    interpreter's contract, written down a second time."""
+    t = type(step).__name__
+    if t == "UserNamespace":
+        return ["pipe", "pipe", "fork", "unshare", "write", "read", "waitpid"]  # (close is not recorded)
+    if t == "UnsharePid":
+        return (["unshare"] if interp._in_userns else ["open_ns", "unshare"])
+    if t == "Fork":
+        return ["fork"] + (["close_inherited_fds"] if interp.in_child else ["setns"] if not interp._in_userns else [])
+    if t == "CgroupStep":
+        return ["cgroup:" + step.write.action]
+    if t == "ReleaseChild":
+        return ["write"]
+    if t == "AwaitExec":
+        return ["read"]
+    if t == "AwaitRelease":
+        return ["set_pdeathsig", "read"]
+    if t == "Unshare":
+        return ["unshare"]
+    if t == "MakeMountsPrivate":
+        return ["mount"]
+    if t == "MountRootfs":
+        return (["chdir", "mount"] if step.mode == "overlay" else ["mount"] + ([] if step.writable else ["mount"])) \
+            + ["open_dir"]
+    if t == "Mount":
+        return (["open_path"] if step.host_source and step.flags & MS_BIND else []) + ["open_beneath", "mount"]
+    if t == "RemountReadonly":
+        return (["open_beneath"] if step.target else []) + ["mount"]
+    if t == "MakeDevice":
+        return ["open_beneath", "mknod", "chmod"]
+    if t == "Symlink":
+        return ["open_beneath", "symlink"]
+    if t == "MaskPath":
+        if step.kind == "readonly":
+            return ["open_beneath", "mount", "open_beneath", "mount"]
+        return ["open_beneath", "mount"]  # every path is a directory in the fake
+    if t == "SetHostname":
+        return ["sethostname"]
+    if t == "NewSession":
+        return ["setsid", "attach_stdio"]
+    if t == "ResolveUser":
+        return []  # reads the image's files (users.py), no setup call
+    if t == "MakeUndumpable":
+        return ["set_dumpable"]
+    if t == "PivotRoot":
+        return ["fchdir", "pivot_root", "umount2", "chdir"]
+    if t == "Chroot":
+        return ["fchdir", "chroot", "chdir"]
+    if t == "SetWorkdir":
+        return ["chdir"]
+    if t == "ResetSignals":
+        return ["reset_signals"]
+    if t == "SetRlimits":
+        return ["setrlimit"] * len(step.limits)
+    if t == "DropBoundingSet":
+        return ["capbset_drop"] * sum(1 for c in range(step.last_cap + 1) if not step.keep >> c & 1) + ["clear_ambient"]
+    if t == "SwitchUser":
+        return ["setgroups", "setresgid", "setresuid"]
+    if t == "SetCapabilities":
+        return ["capset"]
+    if t == "RearmParentDeath":
+        return ["set_dumpable", "set_pdeathsig"]
+    if t == "NoNewPrivs":
+        return ["set_no_new_privs"]
+    if t == "CloseOnExec":
+        return ["cloexec_from"]
+    if t == "InstallSeccomp":
+        return ["install_seccomp"]
+    if t == "Exec":
+        return ["execve"]  # argv[0] has a slash: one try
+    if t == "Note":
+        return []
+    raise AssertionError(f"no expectation for {t}")
+
+
+class RecordingCgroup:
+    """The real manager on a fake cgroupfs; each executed write is recorded in the syscall trace."""
+
+    def __init__(self, manager, sc):
+        self.manager, self.sc = manager, sc
+
+    def execute(self, write, pid=None):
+        self.sc.calls.append(("cgroup:" + write.action, write.file))
+        self.manager.execute(write, pid=pid)
+
+
+def _plan(tmp_path, spec, *, rootless=False, limits=None):
+    cgroup = None
+    cgroup_steps = []
+    if limits is not None:
+        fake = FakeCgroupFs()
+        mount = fake.add_v2(tmp_path / "cg", ("cpuset", "cpu", "io", "memory", "pids"))
+        host = HostCgroups(mode="v2", v2_mount=mount, v2_controllers=frozenset(("cpuset", "cpu", "io", "memory", "pids")))
+        cgroup = manager_for("c1", parse_resources(**limits, cpus_available={0, 1}, mems_available={0}), host=host,
+                             fs=fake)
+        cgroup_steps = [S.CgroupStep(write=w) for w in cgroup.steps()]
+    userns_steps = []
+    if rootless:
+        mapping = userns.IdMapping(uid=1000, gid=1000, user="u", uids=(userns.IdRange(0, 1000, 1),),
+                                   gids=(userns.IdRange(0, 1000, 1),))
+        userns_steps = [S.UserNamespace(mapping=mapping)]
+    security = security_steps(spec.security, last_cap=40, bounding=ALL_CAPS)
+    plan = P.build_plan(spec, hostname="box", rootfs=ROOTFS, cgroup_steps=cgroup_steps, security=security,
+                        userns_steps=userns_steps, rootless=rootless)
+    return plan, cgroup
+
+
+def _side(plan, cgroup, fork_returns, monkeypatch):
+    """Run the whole plan as one side of the fork; (explained steps, calls grouped by step)."""
+    forks = [s for s in plan.steps if isinstance(s, (S.UserNamespace, S.Fork))]
+    # The user namespace's map helper is a fork of its own: we stay the runtime there.
+    sc = Recorder(fork_returns=[4243] * (len(forks) - 1) + [fork_returns])
+    explained: list[tuple[int, object, int]] = []
+    interp = Interpreter(sc, channels=FakeChannels(sc),
+                         cgroup=RecordingCgroup(cgroup, sc) if cgroup is not None else None,
+                         explain=lambda i, step: explained.append((i, step, len(sc.calls))))
+    monkeypatch.setattr("minicontainer.interpreter.user_for_exec",
+                        lambda root_fd, user, group_add: (ExecUser(0, 0, (), "/root"), True))
+    try:
+        interp.run(plan.steps)
+    except CommandError:
+        assert fork_returns == 0  # the fake execve fails: the child's run ends there
+    bounds = [n for _, _, n in explained] + [len(sc.calls)]
+    groups = [[c[0] for c in sc.calls[bounds[k]:bounds[k + 1]]] for k in range(len(explained))]
+    return interp, explained, groups, sc.calls[:bounds[0]]
+
+
+@pytest.mark.parametrize("case", ["default", "limits", "rootless", "privileged"])
+def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
+    spec = {
+        "default": build_spec("mini", ["/bin/true"]),
+        "limits": build_spec("mini", ["/bin/true"]),
+        "rootless": build_spec("mini", ["/bin/true"]),
+        "privileged": build_spec("mini", ["/bin/true"], security=parse_security(privileged=True)),
+    }[case]
+    limits = {"memory": "32m", "pids_limit": 16} if case == "limits" else None
+    plan, cgroup = _plan(tmp_path, spec, rootless=(case == "rootless"), limits=limits)
+    printed = plan.render()
+    for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
+        interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch)
+        assert before_any == []  # nothing happens before the first explained step
+        mine = [(i, s) for i, s in enumerate(plan.steps, 1) if s.phase in phases]
+        assert [(i, s) for i, s, _ in explained] == mine  # each of this side's steps, once, in order
+        replay = Interpreter(Recorder(fork_returns=fork_returns), channels=None)
+        replay._in_userns = case == "rootless"
+        for (i, step, _), got in zip(explained, groups):
+            replay.in_child = fork_returns == 0 and step.phase != S.BEFORE_FORK or (
+                fork_returns == 0 and isinstance(step, S.Fork))
+            assert got == expected_calls(step, replay), f"step {i} ({type(step).__name__}) made {got}"
+            assert f"{i:2}. [" in printed
+    if case == "limits":
+        files = {w.file.rsplit("/", 1)[-1]: w for w in cgroup.steps() if w.action == "write"}
+        assert "memory.max" in files and "pids.max" in files
+        assert cgroup.fs.read(files["pids.max"].file).strip() == "16"
+    if case == "privileged":
+        assert "no seccomp filter (--privileged)" in printed and "mask " not in printed
+    if case == "rootless":
+        assert plan.steps[0].__class__ is S.UserNamespace
+
+
+# -- exec ------------------------------------------------------------------------------
+
+
+class _Exec:
+    def __init__(self, errnos):
+        self.errnos = errnos
+        self.tried = []
+
+    def execve(self, path, argv, env):
+        self.tried.append(path)
+        raise OSError(self.errnos.get(path, errno.ENOENT), "x")
+
+
+def test_execvpe_permission_denied_is_126():
+    sc = _Exec({b"/bin/tool": errno.EACCES})
+    with pytest.raises(CommandError) as exc:
+        execvpe(sc, [b"tool"], {}, b"/usr/bin:/bin")
+    assert exc.value.exit_code == 126
+    assert sc.tried == [b"/usr/bin/tool", b"/bin/tool"]
+
+
+def test_execvpe_with_a_slash_does_not_search():
+    sc = _Exec({})
+    with pytest.raises(CommandError) as exc:
+        execvpe(sc, [b"./x"], {}, b"/bin")
+    assert exc.value.exit_code == 127 and sc.tried == [b"./x"]
