@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, TextIO
 
+from minicontainer import safepath
 from minicontainer.errors import ImageError, wrap_oserror
 from minicontainer.images.store import Image, ImageStore, Populated, detach_mounts_under, validate_image_name
 from minicontainer.images.tarsafe import Limits, SafeTree, extract_tar, refused
@@ -271,7 +272,6 @@ def copy_tree(src: Path, dest: Path, *, limits: Limits = Limits(), same_owner: b
     return CopyResult(counts["entries"], counts["special"], counts["mounts"])
 
 
-_SRC_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SRC_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO swapped in must not hang us
 
 
@@ -297,7 +297,7 @@ def _copy_dir(dfd: int, parts: tuple[str, ...], dev: int, tree: SafeTree, links,
             if lst.st_dev != dev:
                 counts["mounts"] += 1
                 continue
-            fd = _open_same(entry.name, dfd, _SRC_DIR, lst, label)
+            fd = _open_same(entry.name, dfd, safepath.DIR_NOFOLLOW, lst, label)
             try:
                 st = os.fstat(fd)
                 tree.make_dir(path, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, label)

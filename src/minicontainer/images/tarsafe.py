@@ -58,13 +58,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, NamedTuple
 
+from minicontainer import safepath
 from minicontainer.errors import ImageError, wrap_oserror
 
 BLOCK = 512  # tar(5): everything is in 512-byte blocks
 CHUNK = 1 << 20  # big reads and writes: the cost is per syscall, not per byte
 
-# openat(2) flags for walking: a directory, never a symlink (ELOOP instead).
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_EXCL|O_CREAT never follows a symlink in the last component (open(2)).
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -642,7 +641,7 @@ class SafeTree:
     """
 
     def __init__(self, root: Path, *, same_owner: bool | None = None):
-        self._root_fd = os.open(root, _DIR_FLAGS)
+        self._root_fd = os.open(root, safepath.DIR_NOFOLLOW)
         self._chain: list[tuple[str, int]] = []
         # directory -> (final mode, mtime_ns or None): applied by finish(),
         # after the contents, or writing them would have changed the mtime.
@@ -682,15 +681,11 @@ class SafeTree:
         return fd
 
     def _open_dir(self, parent_fd: int, path: tuple[str, ...], label: str, *, create: bool) -> int:
-        name = path[-1]
+        """One step of a walk (safepath.open_dir_strict): a directory made
+        here is remembered for finish(); a missing one without ``create``
+        raises FileNotFoundError."""
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.mkdir(name, 0o700, dir_fd=parent_fd)
-            self._dirs.setdefault(path, (0o755, None))
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            fd, made = safepath.open_dir_strict(parent_fd, path[-1], mkdir_mode=0o700 if create else None)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise refused(
@@ -699,10 +694,13 @@ class SafeTree:
                     "not a directory",
                 ) from None
             raise
+        if made:
+            self._dirs.setdefault(path, (0o755, None))
+        return fd
 
     def _open_existing(self, path: tuple[str, ...], label: str) -> int:
         """A new fd for an existing directory (no creation, no cache)."""
-        fd = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
+        fd = os.open(".", safepath.DIR_NOFOLLOW, dir_fd=self._root_fd)
         try:
             for i in range(len(path)):
                 nfd = self._open_dir(fd, path[: i + 1], label, create=False)
@@ -854,17 +852,12 @@ class SafeTree:
             mode, mtime_ns = self._dirs[path]
             label = "/".join(path)
             try:
-                if path:
-                    parent = self._parent(path, label, create=False)
-                    fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent)
-                else:
-                    fd = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
-            except (FileNotFoundError, NotADirectoryError, ImageError):
-                continue  # a later member replaced it: nothing to fix up
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    continue
-                raise
+                parent = self._parent(path, label, create=False) if path else self._root_fd
+            except (FileNotFoundError, ImageError):
+                continue  # a later member replaced a parent: nothing to fix up
+            fd = safepath.open_dir_nofollow(parent, path[-1] if path else ".")
+            if fd is None:
+                continue  # a later member replaced it
             try:
                 os.fchmod(fd, mode)
                 if mtime_ns is not None:
