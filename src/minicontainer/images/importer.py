@@ -35,7 +35,8 @@ from typing import BinaryIO, Callable, TextIO
 from minicontainer import safepath
 from minicontainer.errors import ImageError, wrap_oserror
 from minicontainer.images.store import Image, ImageStore, Populated, detach_mounts_under, validate_image_name
-from minicontainer.images.tarsafe import Limits, SafeTree, extract_tar, refused
+from minicontainer.images.safetree import SafeTree, refused
+from minicontainer.images.tarread import Limits, extract_tar
 
 _CACHE_FILE = "import-cache.json"
 _CACHE_ENTRIES = 256
@@ -327,7 +328,7 @@ def _copy_dir(dfd: int, parts: tuple[str, ...], dev: int, tree: SafeTree, links,
 
 
 def _caps_of(fd: int) -> bytes | None:
-    """The file's capabilities (the one xattr we copy, as tarsafe explains)."""
+    """The file's capabilities (the one xattr we copy, as tarread explains)."""
     try:
         return os.getxattr(fd, "security.capability")
     except OSError as e:
