@@ -47,7 +47,7 @@ import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, NamedTuple
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from minicontainer.errors import ImageError, wrap_oserror
 from minicontainer.images.safetree import NAME_MAX, PATH_MAX, REFUSED_HINT, SafeTree, refused
@@ -422,27 +422,25 @@ class _Input:
         self._buf = memoryview(data)
         self._pos = 0
 
-    def read(self, n: int) -> bytes:
-        """Exactly ``n`` bytes (for headers), or _EndOfData."""
-        out = []
+    def _pieces(self, n: int) -> Iterator[memoryview]:
+        """The next ``n`` bytes as views into the decoded chunks (no copy),
+        refilling as they are used up; _EndOfData if the stream ends first."""
         while n:
             if self._pos >= len(self._buf):
                 self._fill()
             piece = self._buf[self._pos : self._pos + n]
             self._pos += len(piece)
             n -= len(piece)
-            out.append(piece)
-        return b"".join(out)
+            yield piece
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (for headers), or _EndOfData."""
+        return b"".join(self._pieces(n))
 
     def copy_to(self, fd: int | None, n: int) -> None:
         """Move ``n`` bytes to ``fd`` (or drop them if ``fd`` is None)."""
-        while n:
-            if self._pos >= len(self._buf):
-                self._fill()
-            piece = self._buf[self._pos : self._pos + n]
-            self._pos += len(piece)
-            n -= len(piece)
-            while fd is not None and piece:
+        for piece in self._pieces(n):
+            while fd is not None and piece:  # write(2) may take less than all
                 piece = piece[os.write(fd, piece) :]
 
     def drain(self) -> None:
