@@ -37,7 +37,6 @@ from minicontainer.errors import ImageError
 # O_EXCL|O_CREAT never follows a symlink in the last component (open(2)).
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-NAME_MAX = 255  # bytes in one path component (limits.h)
 PATH_MAX = 4096  # bytes in a path, NUL included (limits.h)
 
 REFUSED_HINT = "the archive is unsafe or malformed; nothing was imported"

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from minicontainer.errors import ImageError, wrap_oserror
-from minicontainer.images.safetree import NAME_MAX, PATH_MAX, REFUSED_HINT, SafeTree, refused
+from minicontainer.images.safetree import PATH_MAX, REFUSED_HINT, SafeTree, refused
 
 BLOCK = 512  # tar(5): everything is in 512-byte blocks
 CHUNK = 1 << 20  # big reads and writes: the cost is per syscall, not per byte
@@ -58,6 +58,8 @@ CHUNK = 1 << 20  # big reads and writes: the cost is per syscall, not per byte
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _SPECIAL = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 _PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
+
+NAME_MAX = 255  # bytes in one path component (limits.h)
 
 
 @dataclass(frozen=True)
