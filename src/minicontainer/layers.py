@@ -32,8 +32,8 @@ with one set of rules, and shows how overlayfs works.
 Safety: a running container can rename things and plant symlinks in its
 upper dir while we read it (docker cp had this race, CVE-2018-15664). So we
 never hand a path inside a layer to the kernel: every lookup is relative to
-an open directory fd (openat(2) with O_NOFOLLOW, fstatat(2) with
-AT_SYMLINK_NOFOLLOW); a file's data is opened with O_PATH first, checked to
+an open directory fd (openat(2) with O_NOFOLLOW, safepath.py's
+open_dir_nofollow; fstatat(2) with AT_SYMLINK_NOFOLLOW); a file's data is opened with O_PATH first, checked to
 be the same regular file we listed, and only then reopened for reading
 through /proc/self/fd (proc(5)). A swapped path gives a skipped entry, never
 a host file. A running container's export is therefore not an atomic
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from minicontainer import safepath
 from minicontainer.errors import ContainerError, ImageError, wrap_oserror
 
 # The kernel's default; a rootless overlay mounted with "userxattr" uses
@@ -66,8 +67,6 @@ USER_PREFIX = "user.overlay."
 # Deeper than any real root filesystem; keeps the recursion (one Python frame
 # per level) far from the interpreter's limit.
 MAX_DEPTH = 256
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -164,15 +163,13 @@ def _lstat(dir_fd: int | None, name: str) -> os.stat_result | None:
 
 
 def _open_dir(dir_fd: int | None, name: str) -> int | None:
-    """openat(O_DIRECTORY|O_NOFOLLOW): None if it is not (or no longer) a
-    real directory — a symlink to one does not count."""
+    """safepath.open_dir_nofollow, where ``dir_fd`` may be "no directory"
+    (a side of the merge that has nothing here) and failures name the path."""
     if dir_fd is None:
         return None
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        return safepath.open_dir_nofollow(dir_fd, name)
     except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return None
         raise wrap_oserror("opening a directory", e, f"{_fd_path(dir_fd)}/{name}") from None
 
 
@@ -219,15 +216,11 @@ def _lower_of(up_fd: int, lower_fd: int | None, name: str, lower_root: int, pref
     if not target.startswith("/"):  # a new name in the same parent
         return (_open_dir(lower_fd, target) if "/" not in target else None), False
     # Absolute: from the root of the lower layer, even when the parent has
-    # no lower directory (a lower dir moved into a new one).
-    fd = os.dup(lower_root)
-    for comp in (c for c in target.split("/") if c not in ("", ".")):
-        nxt = _open_dir(fd, comp) if comp != ".." else None
-        os.close(fd)
-        if nxt is None:
-            return None, False
-        fd = nxt
-    return fd, False
+    # no lower directory (a lower dir moved into a new one). '..' was refused above.
+    try:
+        return safepath.walk_dirs_nofollow(lower_root, safepath.split_inside(target)), False
+    except OSError as e:
+        raise wrap_oserror("opening a redirected directory", e, f"{_fd_path(lower_root)}{target}") from None
 
 
 def _refuse_metacopy(dir_fd: int, name: str, path: str, prefix: str) -> None:

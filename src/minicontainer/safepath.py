@@ -11,6 +11,12 @@ fd through ``/proc/self/fd/N`` (the magic link names exactly that inode).
 A symlink anywhere on the way is refused (ELOOP), so ``/proc -> /bad-proc``
 or ``/dev -> /host/dir`` in an image is an error, not an escape
 (reliability cases B11-B14).
+
+The same rule serves the runtime's other readers and writers of untrusted
+trees (layers.py reading a container's upper dir, images/safetree.py writing
+an image): they step from directory to directory with
+:func:`open_dir_nofollow`, :func:`open_dir_strict` and
+:func:`walk_dirs_nofollow`, all built on one set of flags.
 """
 
 from __future__ import annotations
@@ -24,6 +30,17 @@ from minicontainer.errors import SyscallError
 # O_PATH: an fd that names an inode without opening it for I/O; enough to
 # mount onto, to fstat and as a dir_fd. Not in Python's os on every build.
 O_PATH = getattr(os, "O_PATH", 0o10000000)
+
+# A directory we will list or change: O_RDONLY, not O_PATH, because
+# getdents(2), fchmod(2) and fchown(2) fail with EBADF on an O_PATH fd
+# (open(2), "O_PATH"). O_NOFOLLOW: a symlink as the last component fails
+# with ELOOP instead of being followed; O_DIRECTORY: anything else that is
+# not a directory fails with ENOTDIR.
+DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# The errnos with which openat(DIR_NOFOLLOW) says "there is no real
+# directory here": nothing there, a symlink, or something else.
+NOT_A_REAL_DIR = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
 def split_inside(path: str) -> list[str]:
@@ -92,6 +109,57 @@ def open_beneath(
     except BaseException:
         os.close(cur)
         raise
+
+
+def open_dir_strict(dir_fd: int, name: str, *, mkdir_mode: int | None = None) -> tuple[int, bool]:
+    """Open the directory ``name`` in ``dir_fd`` (one component) for reading,
+    never through a symlink: returns ``(fd, made)``, a new fd the caller
+    must close and whether we made the directory.
+
+    With ``mkdir_mode`` a missing directory is made first (mkdirat(2); the
+    umask applies, so callers that need exact bits fchmod the fd). Raises
+    OSError otherwise: FileNotFoundError when it is missing, ELOOP when it is
+    a symlink (whatever it points to), ENOTDIR when it is something else.
+    """
+    try:
+        return os.open(name, DIR_NOFOLLOW, dir_fd=dir_fd), False
+    except FileNotFoundError:
+        if mkdir_mode is None:
+            raise
+    made = True
+    try:
+        os.mkdir(name, mkdir_mode, dir_fd=dir_fd)
+    except FileExistsError:
+        made = False  # someone made it since our open: open what is there now
+    return os.open(name, DIR_NOFOLLOW, dir_fd=dir_fd), made
+
+
+def open_dir_nofollow(dir_fd: int, name: str) -> int | None:
+    """The real directory ``name`` in ``dir_fd``, opened for reading, or None
+    if it is missing, a symlink (even to a directory) or not a directory.
+    Other errors (EACCES, EMFILE ...) raise OSError."""
+    try:
+        return os.open(name, DIR_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in NOT_A_REAL_DIR:
+            return None
+        raise
+
+
+def walk_dirs_nofollow(dir_fd: int, parts: tuple[str, ...] | list[str]) -> int | None:
+    """Open the directory ``parts`` (components, no '..') below ``dir_fd``
+    one component at a time, like :func:`open_dir_nofollow`: None as soon as
+    one is not a real directory. No parts: a new fd for ``dir_fd`` itself."""
+    cur = os.open(".", DIR_NOFOLLOW, dir_fd=dir_fd)
+    for name in parts:
+        try:
+            nxt = open_dir_nofollow(cur, name)
+        finally:
+            os.close(cur)
+        if nxt is None:
+            return None
+        cur = nxt
+    return cur
 
 
 def _symlink_error(parts: list[str], shown: str) -> SyscallError:

@@ -15,20 +15,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cgroup1"))
-from cgtools import PY, CgroupTracker, LoopDevice, alive, cpu_ticks, rmdir_when_empty, scale  # noqa: E402
-
-from minicontainer.cgroups import manager_for, parse_resources  # noqa: E402
-from minicontainer.cgroups.detect import HostCgroups, detect  # noqa: E402
-from minicontainer.cgroups.files import CgroupFs  # noqa: E402
-from minicontainer.errors import CgroupError  # noqa: E402
+from cgtools import PY, CgroupTracker, LoopDevice, alive, cpu_ticks, rmdir_when_empty, scale
+from minicontainer.cgroups import manager_for, parse_resources
+from minicontainer.cgroups.detect import HostCgroups, detect
+from minicontainer.cgroups.files import CgroupFs
+from minicontainer.errors import CgroupError
 
 pytestmark = pytest.mark.cgroup2
 

@@ -17,16 +17,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cgroup1"))
-from cgtools import LoopDevice, rmdir_when_empty, scale  # noqa: E402
-from helpers import PY, HostSnapshot, mc, prepare_mc_home  # noqa: E402
-from runtools import COUNTER, Containers, read_counter  # noqa: E402
+from cgtools import LoopDevice, rmdir_when_empty, scale
+from helpers import PY, HostSnapshot, mc, prepare_mc_home
+from runtools import COUNTER, Containers, read_counter
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.usefixtures("clean_host")]
 

@@ -200,7 +200,7 @@ def test_metacopy_layers_are_refused_clearly(tmp_path):
 
 
 def test_file_capabilities_are_exported_and_survive_import(tmp_path):
-    from minicontainer.images import tarsafe
+    from minicontainer.images import tarread
 
     make_lower(tmp_path)
     up = tmp_path / "upper"
@@ -222,7 +222,7 @@ def test_file_capabilities_are_exported_and_survive_import(tmp_path):
     buf.seek(0)
     out = tmp_path / "imported"
     out.mkdir()
-    tarsafe.extract_tar(buf, out)
+    tarread.extract_tar(buf, out)
     assert os.getxattr(out / "bin/ping", "security.capability") == caps
 
 

@@ -8,7 +8,15 @@ import os
 import pytest
 
 from minicontainer.errors import SyscallError
-from minicontainer.safepath import O_PATH, open_beneath, read_file_beneath, resolve_in_root
+from minicontainer.safepath import (
+    O_PATH,
+    open_beneath,
+    open_dir_nofollow,
+    open_dir_strict,
+    read_file_beneath,
+    resolve_in_root,
+    walk_dirs_nofollow,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +68,48 @@ def test_dotdot_and_not_a_directory(root):
     with pytest.raises(SyscallError) as exc:
         open_beneath(fd, "/etc/passwd/x", O_PATH)
     assert exc.value.errno == errno.ENOTDIR
+
+
+def _fd_is(fd, path):
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    finally:
+        os.close(fd)
+
+
+def test_open_dir_nofollow_only_opens_real_directories(root):
+    r, fd, _ = root
+    assert _fd_is(open_dir_nofollow(fd, "etc"), r / "etc")
+    assert open_dir_nofollow(fd, "jump") is None  # a symlink to a directory
+    assert open_dir_nofollow(fd, "missing") is None
+    etc = open_dir_nofollow(fd, "etc")
+    try:
+        assert open_dir_nofollow(etc, "passwd") is None  # a file
+    finally:
+        os.close(etc)
+
+
+def test_walk_dirs_nofollow_stops_at_the_first_non_directory(root):
+    r, fd, _ = root
+    os.makedirs(r / "a" / "b")
+    assert _fd_is(walk_dirs_nofollow(fd, ("a", "b")), r / "a" / "b")
+    assert _fd_is(walk_dirs_nofollow(fd, ()), r)
+    assert walk_dirs_nofollow(fd, ("jump", "x")) is None
+    assert walk_dirs_nofollow(fd, ("etc", "passwd")) is None
+
+
+def test_open_dir_strict_creates_or_says_why_not(root):
+    r, fd, outside = root
+    with pytest.raises(FileNotFoundError):
+        open_dir_strict(fd, "new")
+    got, made = open_dir_strict(fd, "new", mkdir_mode=0o700)
+    assert made and _fd_is(got, r / "new")
+    got, made = open_dir_strict(fd, "new", mkdir_mode=0o700)
+    assert not made and _fd_is(got, r / "new")
+    with pytest.raises(OSError) as exc:
+        open_dir_strict(fd, "jump", mkdir_mode=0o700)
+    assert exc.value.errno in (errno.ELOOP, errno.ENOTDIR)
+    assert os.listdir(outside) == []
 
 
 def test_read_file_beneath_refuses_fifos_links_and_big_files(root):

@@ -1,2 +1,3 @@
 """Images: the store (store.py), the built-in ``mini`` image (mini.py) and
-safe tarball import (tarsafe.py)."""
+safe import: tarballs read by tarread.py, written by safetree.py (also the
+writer of ``image import-dir``, importer.py)."""

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, TextIO
 
+from minicontainer import safepath
 from minicontainer.errors import ImageError, wrap_oserror
 from minicontainer.images.store import Image, ImageStore, Populated, detach_mounts_under, validate_image_name
-from minicontainer.images.tarsafe import Limits, SafeTree, extract_tar, refused
+from minicontainer.images.safetree import SafeTree, refused
+from minicontainer.images.tarread import Limits, extract_tar
 
 _CACHE_FILE = "import-cache.json"
 _CACHE_ENTRIES = 256
@@ -271,7 +273,6 @@ def copy_tree(src: Path, dest: Path, *, limits: Limits = Limits(), same_owner: b
     return CopyResult(counts["entries"], counts["special"], counts["mounts"])
 
 
-_SRC_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SRC_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO swapped in must not hang us
 
 
@@ -297,7 +298,7 @@ def _copy_dir(dfd: int, parts: tuple[str, ...], dev: int, tree: SafeTree, links,
             if lst.st_dev != dev:
                 counts["mounts"] += 1
                 continue
-            fd = _open_same(entry.name, dfd, _SRC_DIR, lst, label)
+            fd = _open_same(entry.name, dfd, safepath.DIR_NOFOLLOW, lst, label)
             try:
                 st = os.fstat(fd)
                 tree.make_dir(path, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, label)
@@ -327,7 +328,7 @@ def _copy_dir(dfd: int, parts: tuple[str, ...], dev: int, tree: SafeTree, links,
 
 
 def _caps_of(fd: int) -> bytes | None:
-    """The file's capabilities (the one xattr we copy, as tarsafe explains)."""
+    """The file's capabilities (the one xattr we copy, as tarread explains)."""
     try:
         return os.getxattr(fd, "security.capability")
     except OSError as e:

@@ -37,7 +37,7 @@ from pathlib import Path
 from minicontainer.errors import ImageError, wrap_oserror
 from minicontainer.images.elf import ElfFormatError, LibraryResolver, is_elf, read_elf, walk_path
 from minicontainer.images.store import Image, ImageStore
-from minicontainer.safepath import O_PATH, open_beneath
+from minicontainer.safepath import DIR_NOFOLLOW, O_PATH, open_beneath, open_dir_strict
 
 NAME = "mini"
 
@@ -260,7 +260,7 @@ class _Tree:
 
     def __init__(self, rootfs: Path):
         try:
-            self.fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self.fd = os.open(rootfs, DIR_NOFOLLOW)
         except OSError as e:
             raise wrap_oserror("opening the new image root", e, str(rootfs)) from None
         self.rootfs = rootfs
@@ -278,11 +278,7 @@ class _Tree:
     def mkdir(self, path: str, mode: int = 0o755) -> None:
         pfd, name = self._parent(path)
         try:
-            try:
-                os.mkdir(name, 0o700, dir_fd=pfd)
-            except FileExistsError:
-                pass
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            fd, _ = open_dir_strict(pfd, name, mkdir_mode=0o700)
             try:
                 os.fchmod(fd, mode)  # explicit: mkdir's mode is masked by the umask, 1777 needs the sticky bit
             finally:

@@ -1,4 +1,7 @@
-"""Helpers for the real cgroup manager tests (cgroup1 here, cgroup2 in the VM).
+"""Helpers for the real cgroup manager tests of both cgroup tiers
+(tests/cgroup1 on this host, tests/cgroup2 in the VM). Like helpers.py it
+sits in tests/, which pytest puts on sys.path for tests/conftest.py, so a
+test module of any tier imports it as ``cgtools``.
 
 - ``Child``: a forked process that waits on a pipe until the test has put it
   into its cgroup, then execs a command, the order the runtime uses;

@@ -1,4 +1,5 @@
-"""Helpers for the end-to-end limit tests through the CLI (cgroup1 here, cgroup2 in the VM).
+"""Helpers for the end-to-end limit tests through the CLI, shared by both
+cgroup tiers (tests/cgroup1 on this host, tests/cgroup2 in the VM).
 
 - ``Containers``: start ``minicontainer run --name N ...`` in the background,
   wait until its state says running, and at the end ``rm -f`` and reap

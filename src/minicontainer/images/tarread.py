@@ -1,4 +1,4 @@
-"""Unpack a tar stream into a fresh directory, safely and without loss.
+"""Read a tar stream into members, and extract it with SafeTree.
 
 Why not ``tarfile.extractall``? A root filesystem needs things Python's
 extraction filters refuse or change (reliability cases A1-A9):
@@ -11,23 +11,16 @@ extraction filters refuse or change (reliability cases A1-A9):
 - ``'fully_trusted'`` writes through symlinks the archive planted, and the
   filters have had bypasses in 3.11 patch releases (CVE-2025-4517 ...).
 
-So we apply our own per-member policy, and do every write relative to a
-directory fd (openat(2), mkdirat(2), symlinkat(2), linkat(2) with
-``O_NOFOLLOW``): a path string is never handed to the kernel to resolve, so a
-symlink planted by an earlier member cannot redirect a later write.
+So this module reads the members itself and :func:`extract_tar` hands each
+one to images/safetree.py, which writes it relative to directory fds and
+keeps what a rootfs needs (its docstring has the writing rules). The
+reading rules:
 
-The rules:
-
-- kept exactly: regular files, directories, symlinks (any target), hard
-  links to earlier members, permission bits including setuid/setgid/sticky,
-  numeric uid/gid (when we are root, as ``tar --same-owner``), mtimes
-  (directories are fixed up at the end, after their contents were written);
 - a leading ``/`` is stripped, as GNU tar does; ``..`` is resolved
-  lexically and a name that leaves the root refuses the whole archive;
-- every parent of a member must be a real directory: a symlink (or a file)
-  on the way refuses the archive, naming the member;
-- a hard link must name an earlier regular-file member that is still a
-  regular file;
+  lexically and a name that leaves the root refuses the whole archive
+  (:func:`member_parts`);
+- a hard link must name an earlier regular-file member (SafeTree checks it
+  is still a regular file);
 - device nodes and FIFOs are skipped and counted (``/dev`` is a fresh tmpfs
   at run time); whiteouts (``.wh.*``, from registry layers) are refused;
 - configurable limits (:class:`Limits`) turn bombs into a clear error;
@@ -48,34 +41,25 @@ image id (on a second thread). See tar(5) for the format.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, NamedTuple
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from minicontainer.errors import ImageError, wrap_oserror
+from minicontainer.images.safetree import PATH_MAX, REFUSED_HINT, SafeTree, refused
 
 BLOCK = 512  # tar(5): everything is in 512-byte blocks
 CHUNK = 1 << 20  # big reads and writes: the cost is per syscall, not per byte
-
-# openat(2) flags for walking: a directory, never a symlink (ELOOP instead).
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_EXCL|O_CREAT never follows a symlink in the last component (open(2)).
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _SPECIAL = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 _PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
 
 NAME_MAX = 255  # bytes in one path component (limits.h)
-PATH_MAX = 4096  # bytes in a path, NUL included (limits.h)
-
-_REFUSED_HINT = "the archive is unsafe or malformed; nothing was imported"
 
 
 @dataclass(frozen=True)
@@ -117,10 +101,6 @@ class Member:
 
 
 # -- pure helpers ---------------------------------------------------------------
-
-
-def refused(member: str, why: str) -> ImageError:
-    return ImageError(f"refusing archive: member {member!r} {why}", _REFUSED_HINT)
 
 
 def member_parts(name: str, limits: Limits = Limits()) -> tuple[str, ...]:
@@ -279,10 +259,10 @@ def parse_pax(data: bytes, member: str) -> dict[str, str]:
             length = 0
         end = pos + length
         if space < 0 or length <= 0 or end > len(data) or data[end - 1] != 0x0A:
-            raise ImageError(f"corrupt archive: bad pax header before member {member!r}", _REFUSED_HINT)
+            raise ImageError(f"corrupt archive: bad pax header before member {member!r}", REFUSED_HINT)
         key, eq, value = data[space + 1 : end - 1].partition(b"=")
         if not eq:
-            raise ImageError(f"corrupt archive: bad pax record before member {member!r}", _REFUSED_HINT)
+            raise ImageError(f"corrupt archive: bad pax record before member {member!r}", REFUSED_HINT)
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos = end
     return out
@@ -428,10 +408,10 @@ class _Input:
             raise _EndOfData(f"the {self.compression} data ends early", cut=True) from e
         except OSError as e:
             if e.errno is None:  # gzip.BadGzipFile, bz2 "Invalid data stream"
-                raise ImageError(f"corrupt {self.compression} data: {e}", _REFUSED_HINT) from e
+                raise ImageError(f"corrupt {self.compression} data: {e}", REFUSED_HINT) from e
             raise _read_error(e) from e
         except self._corrupt as e:
-            raise ImageError(f"corrupt {self.compression} data: {e}", _REFUSED_HINT) from e
+            raise ImageError(f"corrupt {self.compression} data: {e}", REFUSED_HINT) from e
         if not data:
             raise _EndOfData("unexpected end of data")
         self.total += len(data)
@@ -444,27 +424,25 @@ class _Input:
         self._buf = memoryview(data)
         self._pos = 0
 
-    def read(self, n: int) -> bytes:
-        """Exactly ``n`` bytes (for headers), or _EndOfData."""
-        out = []
+    def _pieces(self, n: int) -> Iterator[memoryview]:
+        """The next ``n`` bytes as views into the decoded chunks (no copy),
+        refilling as they are used up; _EndOfData if the stream ends first."""
         while n:
             if self._pos >= len(self._buf):
                 self._fill()
             piece = self._buf[self._pos : self._pos + n]
             self._pos += len(piece)
             n -= len(piece)
-            out.append(piece)
-        return b"".join(out)
+            yield piece
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (for headers), or _EndOfData."""
+        return b"".join(self._pieces(n))
 
     def copy_to(self, fd: int | None, n: int) -> None:
         """Move ``n`` bytes to ``fd`` (or drop them if ``fd`` is None)."""
-        while n:
-            if self._pos >= len(self._buf):
-                self._fill()
-            piece = self._buf[self._pos : self._pos + n]
-            self._pos += len(piece)
-            n -= len(piece)
-            while fd is not None and piece:
+        for piece in self._pieces(n):
+            while fd is not None and piece:  # write(2) may take less than all
                 piece = piece[os.write(fd, piece) :]
 
     def drain(self) -> None:
@@ -477,7 +455,7 @@ class _Input:
                 self._pos = len(self._buf)
         except _EndOfData as e:
             if e.cut:
-                raise ImageError(f"truncated archive: {e}", _REFUSED_HINT) from None
+                raise ImageError(f"truncated archive: {e}", REFUSED_HINT) from None
 
 
 # -- reading members -------------------------------------------------------------
@@ -501,8 +479,8 @@ class _TarReader:
             buf = self._inp.read(BLOCK)
         except _EndOfData as e:
             if self.count == 0 and self._inp.total == 0 and not e.cut:
-                raise ImageError("not a tar archive: the input is empty", _REFUSED_HINT) from None
-            raise ImageError(f"truncated archive: {e} after member {self.last!r}", _REFUSED_HINT) from None
+                raise ImageError("not a tar archive: the input is empty", REFUSED_HINT) from None
+            raise ImageError(f"truncated archive: {e} after member {self.last!r}", REFUSED_HINT) from None
         if buf.count(0) == BLOCK:
             return None
         return buf
@@ -511,12 +489,12 @@ class _TarReader:
         if info.size > self._limits.max_header_bytes:
             raise ImageError(
                 f"corrupt archive: a {info.size}-byte extended header after member {self.last!r}",
-                _REFUSED_HINT,
+                REFUSED_HINT,
             )
         try:
             data = self._inp.read(_padded(info.size))
         except _EndOfData as e:
-            raise ImageError(f"truncated archive: {e} after member {self.last!r}", _REFUSED_HINT) from None
+            raise ImageError(f"truncated archive: {e} after member {self.last!r}", REFUSED_HINT) from None
         return data[: info.size]
 
     def next_member(self) -> Member | None:
@@ -528,7 +506,7 @@ class _TarReader:
             buf = self._block()
             if buf is None:
                 if pax or long_name or long_link:
-                    raise ImageError(f"corrupt archive: dangling extended header after {self.last!r}", _REFUSED_HINT)
+                    raise ImageError(f"corrupt archive: dangling extended header after {self.last!r}", REFUSED_HINT)
                 return None
             try:
                 info = parse_header(buf)
@@ -538,7 +516,7 @@ class _TarReader:
                         "not a tar archive (the first block is not a tar header)",
                         "give a .tar, .tar.gz, .tar.xz or .tar.bz2 file, e.g. from 'docker export'",
                     ) from None
-                raise ImageError(f"corrupt archive: bad header after member {self.last!r} ({e})", _REFUSED_HINT) from None
+                raise ImageError(f"corrupt archive: bad header after member {self.last!r} ({e})", REFUSED_HINT) from None
             if info.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             elif info.type == tarfile.GNUTYPE_LONGLINK:
@@ -568,7 +546,7 @@ class _TarReader:
                 if "mtime" in pax:
                     mtime_ns = _pax_mtime_ns(pax["mtime"])
             except ValueError:
-                raise ImageError(f"corrupt archive: bad pax number for member {name!r}", _REFUSED_HINT) from None
+                raise ImageError(f"corrupt archive: bad pax number for member {name!r}", REFUSED_HINT) from None
             if any(k.startswith("GNU.sparse.") for k in pax):
                 raise refused(name, _SPARSE)
         if info.type == tarfile.GNUTYPE_SPARSE:
@@ -585,7 +563,7 @@ class _TarReader:
             )
         # ids are 32-bit and (uid_t)-1 means "leave unchanged" to chown(2)
         if size < 0 or not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
-            raise ImageError(f"corrupt archive: bad size, uid or gid for member {name!r}", _REFUSED_HINT)
+            raise ImageError(f"corrupt archive: bad size, uid or gid for member {name!r}", REFUSED_HINT)
         if kind in _REGULAR:
             if size > self._limits.max_file_bytes:
                 raise refused(name, f"is {size} bytes, over the {self._limits.max_file_bytes}-byte limit per file")
@@ -613,7 +591,7 @@ class _TarReader:
                 padded -= size
             self._inp.copy_to(None, padded)
         except _EndOfData as e:
-            raise ImageError(f"truncated archive: {e} inside member {self.last!r}", _REFUSED_HINT) from None
+            raise ImageError(f"truncated archive: {e} inside member {self.last!r}", REFUSED_HINT) from None
 
 
 _SPARSE = "is a GNU sparse file, which is not supported (re-create the archive without --sparse)"
@@ -626,252 +604,6 @@ def _caps(pax: dict[str, str]) -> bytes | None:
 
 def _padded(size: int) -> int:
     return (size + BLOCK - 1) // BLOCK * BLOCK
-# -- writing: everything relative to directory fds ----------------------------
-
-
-class SafeTree:
-    """Creates entries under a fresh root directory, never following a symlink.
-
-    Paths are tuples of components. Parents are opened one component at a
-    time with ``O_DIRECTORY|O_NOFOLLOW`` from the root fd; a symlink or file
-    where a directory is needed refuses the archive. The fds of the last
-    walked directory chain are kept (tar lists a directory's entries
-    together), and dropped when an entry in that chain is replaced.
-
-    Used by the tar extractor and by ``image import-dir``.
-    """
-
-    def __init__(self, root: Path, *, same_owner: bool | None = None):
-        self._root_fd = os.open(root, _DIR_FLAGS)
-        self._chain: list[tuple[str, int]] = []
-        # directory -> (final mode, mtime_ns or None): applied by finish(),
-        # after the contents, or writing them would have changed the mtime.
-        self._dirs: dict[tuple[str, ...], tuple[int, int | None]] = {}
-        self._files: set[tuple[str, ...]] = set()  # regular files: hard link targets
-        # Only root can give files away (chown(2)); as a user we keep ours, like tar.
-        self.same_owner = os.geteuid() == 0 if same_owner is None else same_owner
-
-    def __enter__(self) -> SafeTree:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._forget(())
-        if self._root_fd >= 0:
-            os.close(self._root_fd)
-            self._root_fd = -1
-
-    # -- walking ----------------------------------------------------------------
-    def _parent(self, parts: tuple[str, ...], label: str, *, create: bool = True) -> int:
-        """The fd of ``parts[:-1]``, creating missing directories (0700 until
-        finish(); 0755 then, tar's default for directories it had to make)."""
-        dirs = parts[:-1]
-        chain = self._chain
-        keep = 0
-        while keep < len(chain) and keep < len(dirs) and chain[keep][0] == dirs[keep]:
-            keep += 1
-        for _, fd in chain[keep:]:
-            os.close(fd)
-        del chain[keep:]
-        fd = chain[-1][1] if chain else self._root_fd
-        for i in range(keep, len(dirs)):
-            fd = self._open_dir(fd, dirs[: i + 1], label, create=create)
-            chain.append((dirs[i], fd))
-        return fd
-
-    def _open_dir(self, parent_fd: int, path: tuple[str, ...], label: str, *, create: bool) -> int:
-        name = path[-1]
-        try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.mkdir(name, 0o700, dir_fd=parent_fd)
-            self._dirs.setdefault(path, (0o755, None))
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise refused(
-                    label,
-                    f"would be written through {'/'.join(path)!r}, which is a symlink or a file, "
-                    "not a directory",
-                ) from None
-            raise
-
-    def _open_existing(self, path: tuple[str, ...], label: str) -> int:
-        """A new fd for an existing directory (no creation, no cache)."""
-        fd = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
-        try:
-            for i in range(len(path)):
-                nfd = self._open_dir(fd, path[: i + 1], label, create=False)
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _forget(self, path: tuple[str, ...]) -> None:
-        """Close the cached fds of ``path`` and below it (it is being replaced)."""
-        depth = len(path)
-        if tuple(name for name, _ in self._chain[:depth]) != path:
-            return  # not cached
-        start = max(depth - 1, 0)
-        for _, fd in self._chain[start:]:
-            os.close(fd)
-        del self._chain[start:]
-
-    def _remove(self, parent_fd: int, parts: tuple[str, ...], label: str) -> None:
-        """Make room for a new entry, as tar does: unlink what is there (an
-        empty directory is removed; a non-empty one refuses the archive)."""
-        name = parts[-1]
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            self._forget(parts)
-            try:
-                os.rmdir(name, dir_fd=parent_fd)
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise refused(label, "would replace a directory that is not empty") from None
-                raise
-            self._dirs.pop(parts, None)
-        else:
-            os.unlink(name, dir_fd=parent_fd)
-        self._files.discard(parts)
-
-    def _root_entry(self, label: str) -> None:
-        raise refused(label, "names the root directory itself but is not a directory")
-
-    # -- entries ----------------------------------------------------------------
-    def make_dir(self, parts: tuple[str, ...], mode: int, uid: int, gid: int, mtime_ns: int | None, label: str) -> None:
-        if not parts:  # "./": the root's own mode and owner
-            if self.same_owner:
-                os.fchown(self._root_fd, uid, gid)
-            self._dirs[()] = (mode, mtime_ns)
-            return
-        parent = self._parent(parts, label)
-        name = parts[-1]
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent)
-        except FileExistsError:
-            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):  # a file or symlink: replaced, as tar does
-                self._remove(parent, parts, label)
-                os.mkdir(name, 0o700, dir_fd=parent)
-        if self.same_owner:
-            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-        self._dirs[parts] = (mode, mtime_ns)
-
-    def write_file(
-        self,
-        parts: tuple[str, ...],
-        mode: int,
-        uid: int,
-        gid: int,
-        mtime_ns: int | None,
-        label: str,
-        write: Callable[[int], None],
-        caps: bytes | None = None,
-    ) -> None:
-        """Create a new regular file and let ``write(fd)`` fill it."""
-        if not parts:
-            self._root_entry(label)
-        parent = self._parent(parts, label)
-        name = parts[-1]
-        try:
-            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-        except FileExistsError:
-            self._remove(parent, parts, label)
-            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-        try:
-            write(fd)
-            if self.same_owner:
-                os.fchown(fd, uid, gid)  # before chmod: chown(2) clears setuid bits
-            os.fchmod(fd, mode)
-            if caps is not None and self.same_owner:
-                # after chown, which clears them (capabilities(7), "File capabilities")
-                os.setxattr(fd, "security.capability", caps)
-            if mtime_ns is not None:
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-        finally:
-            os.close(fd)
-        self._files.add(parts)
-
-    def make_symlink(self, parts: tuple[str, ...], target: str, uid: int, gid: int, mtime_ns: int | None, label: str) -> None:
-        """A symlink is stored as is, absolute or not: we never follow it, and
-        inside the container it resolves against the container's root."""
-        if not parts:
-            self._root_entry(label)
-        if not target or "\0" in target or len(os.fsencode(target)) >= PATH_MAX:
-            raise refused(label, "is a symlink with an empty, NUL-containing or over-long target")
-        parent = self._parent(parts, label)
-        name = parts[-1]
-        try:
-            os.symlink(target, name, dir_fd=parent)
-        except FileExistsError:
-            self._remove(parent, parts, label)
-            os.symlink(target, name, dir_fd=parent)
-        if self.same_owner:
-            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-        if mtime_ns is not None:
-            os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
-
-    def make_hardlink(self, parts: tuple[str, ...], target: tuple[str, ...], label: str) -> None:
-        """A hard link to an earlier regular-file member, still a regular file
-        now. linkat(2) without AT_SYMLINK_FOLLOW, from fds inside the root: it
-        can only ever link an inode we created (reliability case A5)."""
-        if not parts:
-            self._root_entry(label)
-        if target not in self._files:
-            raise refused(label, f"is a hard link to {'/'.join(target)!r}, which is not an earlier regular file in the archive")
-        if target == parts:
-            return
-        try:
-            tfd = self._open_existing(target[:-1], label)
-        except FileNotFoundError:
-            raise refused(label, "is a hard link whose target has gone") from None
-        try:
-            st = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
-                raise refused(label, f"is a hard link to {'/'.join(target)!r}, which is no longer a regular file")
-            parent = self._parent(parts, label)
-            try:
-                os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=parent, follow_symlinks=False)
-            except FileExistsError:
-                self._remove(parent, parts, label)
-                os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=parent, follow_symlinks=False)
-        finally:
-            os.close(tfd)
-        self._files.add(parts)
-
-    def finish(self) -> None:
-        """Apply directory modes and mtimes. Reverse path order puts every
-        directory after its descendants (a 0500 parent is set last) and keeps
-        siblings together, so the cached parent chain is reused."""
-        for path in sorted(self._dirs, reverse=True):
-            mode, mtime_ns = self._dirs[path]
-            label = "/".join(path)
-            try:
-                if path:
-                    parent = self._parent(path, label, create=False)
-                    fd = os.open(path[-1], _DIR_FLAGS, dir_fd=parent)
-                else:
-                    fd = os.open(".", _DIR_FLAGS, dir_fd=self._root_fd)
-            except (FileNotFoundError, NotADirectoryError, ImageError):
-                continue  # a later member replaced it: nothing to fix up
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    continue
-                raise
-            try:
-                os.fchmod(fd, mode)
-                if mtime_ns is not None:
-                    os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
-        self._forget(())
 
 
 # -- the extractor -------------------------------------------------------------------
@@ -922,7 +654,7 @@ def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None) -
                 err = wrap_oserror(f"extracting {m.name!r}", e, path="")
                 raise ImageError(err.message, err.hint) from e
             except (ValueError, OverflowError) as e:  # a value the kernel API cannot take
-                raise ImageError(f"corrupt archive: member {m.name!r}: {e}", _REFUSED_HINT) from e
+                raise ImageError(f"corrupt archive: member {m.name!r}: {e}", REFUSED_HINT) from e
         if reader.count == 0:
             raise ImageError("the archive is empty (no members)", "an image needs at least /bin/sh")
         try:
@@ -939,3 +671,4 @@ def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None) -
         skipped_special=skipped,
         file_bytes=file_bytes,
     )
+

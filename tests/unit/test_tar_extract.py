@@ -27,7 +27,7 @@ import pytest
 from minicontainer.errors import ImageError
 from minicontainer.images import importer
 from minicontainer.images.store import ImageStore
-from minicontainer.images.tarsafe import (
+from minicontainer.images.tarread import (
     BadHeader,
     Limits,
     detect_compression,
