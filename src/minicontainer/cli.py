@@ -6,7 +6,8 @@ network code (click's LazyGroup pattern).
 
 Errors: library code raises ``minicontainer.errors.MiniError``; :func:`main`
 prints it as one line ``minicontainer: error: ... (hint: ...)`` and exits with
-its code. A Python traceback appears only with ``--debug``.
+its code. A command that goes on past failures (``rm a b c``) raises them
+together as one ``Failures``: one line each, the exit code of the last. A Python traceback appears only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import click
 
 from minicontainer import __version__
-from minicontainer.errors import MiniError
+from minicontainer.errors import Failures, MiniError
 
 # name -> (module, attribute, one-line help shown by `minicontainer --help`)
 COMMANDS = {
@@ -89,7 +90,8 @@ def main(argv=None) -> None:
     except MiniError as e:
         if _debug:
             raise
-        _print_error(str(e))
+        for line in e.lines() if isinstance(e, Failures) else [str(e)]:
+            _print_error(line)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

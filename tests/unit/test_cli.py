@@ -69,6 +69,21 @@ def test_bad_input_is_one_line(args, tmp_path):
     assert not (tmp_path / "h").exists() and not (tmp_path / "r").exists()
 
 
+def test_rm_of_several_names_reports_each_failure(tmp_path, monkeypatch, capsys):
+    from minicontainer.cli import main
+
+    monkeypatch.setenv("MINICONTAINER_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "r"))
+    with pytest.raises(SystemExit) as e:
+        main(["rm", "nosuch1", "nosuch2"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 125 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("minicontainer: error: no such container: nosuch1 (hint: ")
+    assert lines[1].startswith("minicontainer: error: no such container: nosuch2 (hint: ")
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run_cli("--debug", "run", "--name", "../x", "mini")
     assert "Traceback" in proc.stderr

@@ -283,6 +283,17 @@ def test_cli_import_ls_inspect_rm(mc_dirs, tmp_path, capsys):
     assert json.loads(mc(capsys, "image", "ls", "--format", "json")[1]) == []
 
 
+def test_cli_image_rm_goes_on_past_a_failure(mc_dirs, tmp_path, capsys):
+    t = _tar(tmp_path / "a.tar", {"f": b"1"})
+    mc(capsys, "image", "import", str(t), "one")
+    mc(capsys, "image", "import", str(t), "two")
+    code, out, err = mc(capsys, "image", "rm", "one", "nosuch", "two", "../bad")
+    assert code == 1 and out.split() == ["one", "two"]
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("minicontainer: error: ") for line in lines), err
+    assert "nosuch" in lines[0] and "../bad" in lines[1]
+
+
 def test_cli_failed_import_leaves_nothing(mc_dirs, tmp_path, capsys):
     home, _ = mc_dirs
     bad = tmp_path / "bad.tar"

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from minicontainer.errors import UsageError
+from minicontainer.errors import UsageError, warn
 
 
 def _resources(opts: dict):
@@ -138,8 +138,7 @@ def run(image, command, explain, dry_run, userns, **opts):
     if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
         raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
     if spec.use_chroot and not dry_run:
-        click.echo("minicontainer: warning: --chroot is escapable by a root process; use it only to see why pivot_root exists",
-                   err=True)
+        warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
     runner = Runner(spec, explain=explain, userns=userns)
     if dry_run:
         return runner.dry_run()
