@@ -37,21 +37,21 @@ from typing import Callable, Iterator, Union
 
 from minicontainer import paths
 from minicontainer.errors import ImageError, UsageError
-
-# Like docker's repository names, without registries: a letter or digit, then
-# letters, digits and ``_.-``; an optional ``:tag``.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_.-]{1,64})?$")
-# An id is a directory name under images/: never a path.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+from minicontainer.names import check_name, is_name
 
 
 def validate_image_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
-        raise UsageError(
-            f"invalid image name {name!r}",
-            "use letters, digits and _.- (at most 64), optionally :tag",
-        )
-    return name
+    # Like docker's repository names, without registries: names.py's rule, then an optional ``:tag``.
+    return check_name(name, "image name", "use letters, digits and _.- (at most 64), optionally :tag", tag=True)
+
+
+def _is_image_name(name: str) -> bool:
+    return is_name(name, tag=True)
+
+
+def _is_image_id(image_id: str) -> bool:
+    # an id is a directory name under images/: never a path
+    return is_name(image_id, max_len=128)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class ImageStore:
 
     # -- lookup ------------------------------------------------------------
     def exists(self, name: str) -> bool:
-        return _NAME_RE.match(name or "") is not None and (self.refs_dir / name).is_file()
+        return _is_image_name(name) and (self.refs_dir / name).is_file()
 
     def get(self, name: str) -> Image:
         validate_image_name(name)
@@ -181,7 +181,7 @@ class ImageStore:
                 "list images with 'minicontainer image ls', or import one with 'minicontainer image import'",
                 exit_code=125,
             ) from None
-        if not _ID_RE.match(image_id):
+        if not _is_image_id(image_id):
             raise ImageError(
                 f"image {name} is damaged: {ref} does not hold an image id",
                 f"remove it with 'minicontainer image rm {name}' and import it again",
@@ -216,7 +216,7 @@ class ImageStore:
         return [img.name for img in self.list() if img.id == image_id]
 
     def has_id(self, image_id: str) -> bool:
-        return bool(_ID_RE.match(image_id or "")) and (self.images_dir / image_id / "meta.json").is_file()
+        return _is_image_id(image_id) and (self.images_dir / image_id / "meta.json").is_file()
 
     # -- creation ----------------------------------------------------------
     def create(
@@ -284,7 +284,7 @@ class ImageStore:
             else:
                 image_id, extra = result, {}
             image_id = image_id or os.urandom(32).hex()
-            if not _ID_RE.match(image_id):
+            if not _is_image_id(image_id):
                 raise ImageError(f"internal error: bad image id {image_id!r}")
             # the size: given by populate (a tar import knows it), or measured
             size = extra["size"] if "size" in extra else _du(rootfs)
@@ -387,7 +387,7 @@ class ImageStore:
         path to ``doomed`` (the caller deletes it after releasing the lock).
         ``name`` is the name it was known by, for containers whose state has
         no image id (they keep it: better a leak than a broken container)."""
-        if not _ID_RE.match(image_id or "") or image_id in self._referenced_ids():
+        if not _is_image_id(image_id) or image_id in self._referenced_ids():
             return False
         image = Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
         if containers_using(image, state_root or self.state_root):
