@@ -19,6 +19,9 @@ user's XDG directories: ``$XDG_DATA_HOME/minicontainer`` (default
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import os
 from pathlib import Path
 
@@ -80,3 +83,59 @@ def ensure_private_dir(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+# -- errors on a store ---------------------------------------------------------------------------
+#
+# A store (the image store, the state store) declares ``store_what`` ("the
+# image store"), ``store_env`` (the variable that moves it), ``store_from``
+# (what its default place is derived from for a user) and ``store_dir`` (its
+# top directory). A user who reaches someone else's store (root's, through
+# MINICONTAINER_HOME, or through HOME=/root kept by a plain `su`) would
+# otherwise read "internal error: PermissionError"; with these they read which
+# path and what to do.
+
+
+def store_error(exc: OSError, store):
+    """The one-line MiniError for ``exc``, or None when ``exc`` is not about
+    ``store``'s directory, inside it or on the way to it (an error on another
+    path, a tarball being imported, is its caller's to explain)."""
+    from minicontainer.errors import wrap_oserror
+
+    if exc.filename is None:
+        return None
+    path = os.path.abspath(os.fsdecode(exc.filename))
+    top = os.path.abspath(store.store_dir)
+    if os.path.commonpath([path, top]) not in (path, top):
+        return None
+    hint = None
+    if exc.errno in (errno.EACCES, errno.EPERM) and _host_uid() != 0:
+        if os.environ.get(store.store_env):
+            hint = f"run as root, or unset {store.store_env} so that your own directory is used"
+        else:
+            # the user's default dirs come from variables that a plain `su` keeps from root
+            hint = f"run as root, or as yourself with your own {store.store_from} ('su -' or 'sudo -i', not plain 'su')"
+    return wrap_oserror(f"using {store.store_what} at", exc, path, hint)
+
+
+@contextlib.contextmanager
+def store_access(store):
+    """Turn an OSError on ``store``'s directory, in the block, into its store_error."""
+    try:
+        yield
+    except OSError as e:
+        err = store_error(e, store)
+        if err is None:
+            raise
+        raise err from None
+
+
+def on_store(method):
+    """Decorate a store's method with :func:`store_access`."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with store_access(self):
+            return method(self, *args, **kwargs)
+
+    return wrapper

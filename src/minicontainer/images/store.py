@@ -104,7 +104,17 @@ class ImageStore:
         # where containers_using() looks for containers (None: paths.state_root())
         self.state_root = Path(state_root) if state_root is not None else None
 
+    # what paths.on_store needs to explain an OSError on this store
+    store_what = "the image store"
+    store_env = "MINICONTAINER_HOME"
+    store_from = "HOME (or XDG_DATA_HOME)"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home
+
     # -- setup -------------------------------------------------------------
+    @paths.on_store
     def ensure(self) -> None:
         paths.ensure_private_dir(self.home)
         for d in (self.images_dir, self.refs_dir, self.tmp_dir, self.locks_dir):
@@ -142,9 +152,12 @@ class ImageStore:
                 _HELD[key][1] -= 1
             return
         self.ensure()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # not around the yield: an OSError of the caller's block is the caller's
+        with paths.store_access(self):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            with paths.store_access(self):
+                fcntl.flock(fd, fcntl.LOCK_EX)
             _HELD[key] = [fd, 1]
             try:
                 yield
@@ -153,6 +166,7 @@ class ImageStore:
         finally:
             os.close(fd)  # releases the lock
 
+    @paths.on_store
     def clean_tmp(self) -> list[Path]:
         """Remove work directories left by imports that were killed (their
         pid, part of the name, is gone). Returns what was removed."""
@@ -167,9 +181,11 @@ class ImageStore:
         return removed
 
     # -- lookup ------------------------------------------------------------
+    @paths.on_store
     def exists(self, name: str) -> bool:
         return _is_image_name(name) and (self.refs_dir / name).is_file()
 
+    @paths.on_store
     def get(self, name: str) -> Image:
         validate_image_name(name)
         ref = self.refs_dir / name
@@ -198,6 +214,7 @@ class ImageStore:
             ) from None
         return Image(name=name, id=image_id, rootfs=d / "rootfs", meta=meta)
 
+    @paths.on_store
     def list(self) -> list[Image]:
         out = []
         if not self.refs_dir.is_dir():
@@ -211,14 +228,17 @@ class ImageStore:
                 continue
         return out
 
+    @paths.on_store
     def names_of(self, image_id: str) -> list[str]:
         """Every name pointing to ``image_id``."""
         return [img.name for img in self.list() if img.id == image_id]
 
+    @paths.on_store
     def has_id(self, image_id: str) -> bool:
         return _is_image_id(image_id) and (self.images_dir / image_id / "meta.json").is_file()
 
     # -- creation ----------------------------------------------------------
+    @paths.on_store
     def create(
         self,
         name: str | Callable[[str], str],
@@ -295,6 +315,7 @@ class ImageStore:
             raise
         return work, image_id
 
+    @paths.on_store
     def tag(self, name: str, image_id: str, *, force: bool = False) -> Image:
         """Point ``name`` at the stored image ``image_id`` (with ``force``,
         replacing what it pointed to; see :meth:`create`)."""
@@ -326,6 +347,7 @@ class ImageStore:
         os.replace(tmp, self.refs_dir / name)
 
     # -- removal -----------------------------------------------------------
+    @paths.on_store
     def remove(self, name: str, *, state_root: Path | None = None) -> None:
         """Remove the name; the data goes with the last name pointing to it.
         Refused while a container uses the image (see containers_using)."""
@@ -356,6 +378,7 @@ class ImageStore:
                 raise
             return Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
 
+    @paths.on_store
     def prune(self) -> list[Image]:
         """Delete every stored image that no name points to and no container
         uses (left by older versions, or by a container that held an image
