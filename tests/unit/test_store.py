@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from minicontainer.errors import ImageError, UsageError
+from minicontainer import paths
+from minicontainer.errors import ImageError, MiniError, UsageError
 from minicontainer.images import importer
 from minicontainer.images.store import ImageStore, Populated, containers_using, validate_image_name
 
@@ -586,3 +588,69 @@ def test_image_flag_errors_stay_125_and_run_keeps_125(mc_dirs, capsys):
     assert code == 125 and "minicontainer: error:" in err
     code, _, err = mc(capsys, "run", "--name", "../x", "mini")
     assert code == 125 and "minicontainer: error:" in err
+
+
+# -- an OSError on the store is one line --------------------------------------------------------------
+
+
+def test_an_oserror_inside_the_store_is_one_line(mc_dirs, capsys):
+    home, _ = mc_dirs
+    store = ImageStore(home)
+    store.ensure()
+    (store.refs_dir / "mini").mkdir()  # read_text() on it: IsADirectoryError, even for root
+    code, out, err = mc(capsys, "image", "inspect", "mini")
+    assert code == 1 and out == ""
+    assert err.splitlines() == [f"minicontainer: error: using the image store at {store.refs_dir / 'mini'}: Is a directory"]
+
+
+class _FakeStore:
+    store_what = "the fake store"
+    store_env = "FAKE_STORE_HOME"
+    store_from = "HOME"
+
+    def __init__(self, top):
+        self.store_dir = top
+
+    @paths.on_store
+    def fail(self, path, err=errno.EACCES):
+        raise OSError(err, os.strerror(err), str(path))
+
+
+@pytest.mark.parametrize("env, hint", [("/elsewhere", "run as root, or unset FAKE_STORE_HOME"),
+                                        (None, "run as root, or as yourself with your own HOME")])
+def test_a_user_in_someone_elses_store_is_told_what_to_do(tmp_path, monkeypatch, env, hint):
+    monkeypatch.setattr(paths, "_host_uid", lambda: 1000)
+    if env:
+        monkeypatch.setenv("FAKE_STORE_HOME", env)
+    else:
+        monkeypatch.delenv("FAKE_STORE_HOME", raising=False)
+    store = _FakeStore(tmp_path / "top")
+    # inside the store, and on the way to it (mkdir -p of its parents)
+    for path in (tmp_path / "top" / "refs" / "x", tmp_path):
+        with pytest.raises(MiniError) as exc:
+            store.fail(path)
+        assert exc.value.message == f"using the fake store at {path}: Permission denied"
+        assert exc.value.hint.startswith(hint)
+
+
+def test_errors_elsewhere_and_roots_errors_are_left_alone(tmp_path, monkeypatch):
+    store = _FakeStore(tmp_path / "top")
+    with pytest.raises(PermissionError):
+        store.fail(tmp_path / "other" / "file.tar")  # not the store's: its caller explains it
+    monkeypatch.setattr(paths, "_host_uid", lambda: 0)
+    with pytest.raises(MiniError) as exc:
+        store.fail(tmp_path / "top" / "x", errno.ENOSPC)
+    assert exc.value.hint == "the disk (or tmpfs) is full"  # the errno's own hint
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory; the root tier runs this as another user")
+def test_an_unreadable_store_is_one_line(mc_dirs, capsys):
+    home, _ = mc_dirs
+    ImageStore(home).ensure()
+    os.chmod(home, 0)
+    try:
+        code, _, err = mc(capsys, "image", "ls")
+    finally:
+        os.chmod(home, 0o700)
+    assert code == 1 and len(err.splitlines()) == 1 and "Permission denied" in err
+    assert "unset MINICONTAINER_HOME" in err
