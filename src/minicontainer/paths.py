@@ -23,6 +23,7 @@ import contextlib
 import errno
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = "/var/lib/minicontainer"
@@ -87,13 +88,19 @@ def ensure_private_dir(path: Path) -> Path:
 
 # -- errors on a store ---------------------------------------------------------------------------
 #
-# A store (the image store, the state store) declares ``store_what`` ("the
-# image store"), ``store_env`` (the variable that moves it), ``store_from``
-# (what its default place is derived from for a user) and ``store_dir`` (its
-# top directory). A user who reaches someone else's store (root's, through
-# MINICONTAINER_HOME, or through HOME=/root kept by a plain `su`) would
-# otherwise read "internal error: PermissionError"; with these they read which
-# path and what to do.
+# A user who reaches someone else's store (root's, through MINICONTAINER_HOME,
+# or through HOME=/root kept by a plain `su`) would otherwise read "internal
+# error: PermissionError"; with these they read which path and what to do.
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """What :func:`store_error` says about a store: a store class sets one as ``store_kind``."""
+
+    what: str  # "the image store"
+    env: str  # the variable that moves it
+    default_from: str  # what a user's default place for it is derived from
+    top: str  # the store's attribute holding its top directory
 
 
 def store_error(exc: OSError, store):
@@ -102,20 +109,21 @@ def store_error(exc: OSError, store):
     path, a tarball being imported, is its caller's to explain)."""
     from minicontainer.errors import wrap_oserror
 
+    kind: StoreKind = store.store_kind
     if exc.filename is None:
         return None
     path = os.path.abspath(os.fsdecode(exc.filename))
-    top = os.path.abspath(store.store_dir)
+    top = os.path.abspath(getattr(store, kind.top))
     if os.path.commonpath([path, top]) not in (path, top):
         return None
     hint = None
     if exc.errno in (errno.EACCES, errno.EPERM) and _host_uid() != 0:
-        if os.environ.get(store.store_env):
-            hint = f"run as root, or unset {store.store_env} so that your own directory is used"
+        if os.environ.get(kind.env):
+            hint = f"run as root, or unset {kind.env} so that your own directory is used"
         else:
             # the user's default dirs come from variables that a plain `su` keeps from root
-            hint = f"run as root, or as yourself with your own {store.store_from} ('su -' or 'sudo -i', not plain 'su')"
-    return wrap_oserror(f"using {store.store_what} at", exc, path, hint)
+            hint = f"run as root, or as yourself with your own {kind.default_from} ('su -' or 'sudo -i', not plain 'su')"
+    return wrap_oserror(f"using {kind.what} at", exc, path, hint)
 
 
 @contextlib.contextmanager

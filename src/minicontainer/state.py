@@ -71,14 +71,8 @@ class StateStore:
         self.containers = self.root / "containers"
         self.names = self.root / "names"
 
-    # what paths.on_store needs to explain an OSError on this store
-    store_what = "the container state"
-    store_env = "MINICONTAINER_ROOT"
-    store_from = "XDG_RUNTIME_DIR"
-
-    @property
-    def store_dir(self) -> Path:
-        return self.root
+    # for paths.on_store: how to explain an OSError on this store
+    store_kind = paths.StoreKind("the container state", "MINICONTAINER_ROOT", "XDG_RUNTIME_DIR", top="root")
 
     @paths.on_store
     def ensure(self) -> None:

@@ -604,12 +604,10 @@ def test_an_oserror_inside_the_store_is_one_line(mc_dirs, capsys):
 
 
 class _FakeStore:
-    store_what = "the fake store"
-    store_env = "FAKE_STORE_HOME"
-    store_from = "HOME"
+    store_kind = paths.StoreKind("the fake store", "FAKE_STORE_HOME", "HOME", top="top")
 
     def __init__(self, top):
-        self.store_dir = top
+        self.top = top
 
     @paths.on_store
     def fail(self, path, err=errno.EACCES):

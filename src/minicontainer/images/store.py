@@ -104,14 +104,8 @@ class ImageStore:
         # where containers_using() looks for containers (None: paths.state_root())
         self.state_root = Path(state_root) if state_root is not None else None
 
-    # what paths.on_store needs to explain an OSError on this store
-    store_what = "the image store"
-    store_env = "MINICONTAINER_HOME"
-    store_from = "HOME (or XDG_DATA_HOME)"
-
-    @property
-    def store_dir(self) -> Path:
-        return self.home
+    # for paths.on_store: how to explain an OSError on this store
+    store_kind = paths.StoreKind("the image store", "MINICONTAINER_HOME", "HOME (or XDG_DATA_HOME)", top="home")
 
     # -- setup -------------------------------------------------------------
     @paths.on_store
