@@ -7,7 +7,8 @@ network code (click's LazyGroup pattern).
 Errors: library code raises ``minicontainer.errors.MiniError``; :func:`main`
 prints it as one line ``minicontainer: error: ... (hint: ...)`` and exits with
 its code. A command that goes on past failures (``rm a b c``) raises them
-together as one ``Failures``: one line each, the exit code of the last. A Python traceback appears only with ``--debug``.
+together as one ``errors.Failures``: one line each, the exit code of the
+last. A Python traceback appears only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import click
 
 from minicontainer import __version__
-from minicontainer.errors import Failures, MiniError
+from minicontainer.errors import MiniError
 
 # name -> (module, attribute, one-line help shown by `minicontainer --help`)
 COMMANDS = {
@@ -90,7 +91,7 @@ def main(argv=None) -> None:
     except MiniError as e:
         if _debug:
             raise
-        for line in e.lines() if isinstance(e, Failures) else [str(e)]:
+        for line in e.lines():
             _print_error(line)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:

@@ -34,6 +34,10 @@ class MiniError(Exception):
             return f"{self.message} (hint: {self.hint})"
         return self.message
 
+    def lines(self) -> list[str]:
+        """What the CLI prints, one ``minicontainer: error:`` line each."""
+        return [str(self)]
+
 
 class Failures(MiniError):
     """Several errors of one command that went on past each (``rm a b c``).
