@@ -122,7 +122,8 @@ def store_error(exc: OSError, store):
             hint = f"run as root, or unset {kind.env} so that your own directory is used"
         else:
             # the user's default dirs come from variables that a plain `su` keeps from root
-            hint = f"run as root, or as yourself with your own {kind.default_from} ('su -' or 'sudo -i', not plain 'su')"
+            hint = (f"run as root, or as yourself with your own {kind.default_from}"
+                    " ('su -' or 'sudo -i', not plain 'su')")
     return wrap_oserror(f"using {kind.what} at", exc, path, hint)
 
 

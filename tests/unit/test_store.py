@@ -600,7 +600,8 @@ def test_an_oserror_inside_the_store_is_one_line(mc_dirs, capsys):
     (store.refs_dir / "mini").mkdir()  # read_text() on it: IsADirectoryError, even for root
     code, out, err = mc(capsys, "image", "inspect", "mini")
     assert code == 1 and out == ""
-    assert err.splitlines() == [f"minicontainer: error: using the image store at {store.refs_dir / 'mini'}: Is a directory"]
+    where = store.refs_dir / "mini"
+    assert err.splitlines() == [f"minicontainer: error: using the image store at {where}: Is a directory"]
 
 
 class _FakeStore:
