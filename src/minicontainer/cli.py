@@ -6,7 +6,9 @@ network code (click's LazyGroup pattern).
 
 Errors: library code raises ``minicontainer.errors.MiniError``; :func:`main`
 prints it as one line ``minicontainer: error: ... (hint: ...)`` and exits with
-its code. A Python traceback appears only with ``--debug``.
+its code. A command that goes on past failures (``rm a b c``) raises them
+together as one ``errors.Failures``: one line each, the exit code of the
+last. A Python traceback appears only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def main(argv=None) -> None:
     except MiniError as e:
         if _debug:
             raise
-        _print_error(str(e))
+        for line in e.lines():
+            _print_error(line)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import sys
 
 
 class MiniError(Exception):
@@ -32,6 +33,27 @@ class MiniError(Exception):
         if self.hint:
             return f"{self.message} (hint: {self.hint})"
         return self.message
+
+    def lines(self) -> list[str]:
+        """What the CLI prints, one ``minicontainer: error:`` line each."""
+        return [str(self)]
+
+
+class Failures(MiniError):
+    """Several errors of one command that went on past each (``rm a b c``).
+
+    The CLI prints one line per failure, in order; the exit code is the
+    last failure's, as when each was reported at once.
+    """
+
+    def __init__(self, errors: list[MiniError]):
+        if not errors:
+            raise ValueError("Failures needs at least one error")
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors), exit_code=self.errors[-1].exit_code)
+
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors]
 
 
 class UsageError(MiniError):
@@ -98,6 +120,15 @@ def _default_hint(op: str, err: int) -> str | None:
     if err == _errno.EBUSY:
         return "the target is busy; a process may still be using it"
     return None
+
+
+def warn(message: str) -> None:
+    """Print ``minicontainer: warning: ...``: something the user should know that does not stop the command."""
+    try:
+        print(f"minicontainer: warning: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        # stderr closed or gone: a warning is not worth a crash
+        pass
 
 
 def wrap_oserror(op: str, exc: OSError, path: str | None = None, hint: str | None = None) -> SyscallError:

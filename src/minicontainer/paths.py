@@ -19,7 +19,11 @@ user's XDG directories: ``$XDG_DATA_HOME/minicontainer`` (default
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = "/var/lib/minicontainer"
@@ -80,3 +84,67 @@ def ensure_private_dir(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+# -- errors on a store ---------------------------------------------------------------------------
+#
+# A user who reaches someone else's store (root's, through MINICONTAINER_HOME,
+# or through HOME=/root kept by a plain `su`) would otherwise read "internal
+# error: PermissionError"; with these they read which path and what to do.
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """What :func:`store_error` says about a store: a store class sets one as ``store_kind``."""
+
+    what: str  # "the image store"
+    env: str  # the variable that moves it
+    default_from: str  # what a user's default place for it is derived from
+    top: str  # the store's attribute holding its top directory
+
+
+def store_error(exc: OSError, store):
+    """The one-line MiniError for ``exc``, or None when ``exc`` is not about
+    ``store``'s directory, inside it or on the way to it (an error on another
+    path, a tarball being imported, is its caller's to explain)."""
+    from minicontainer.errors import wrap_oserror
+
+    kind: StoreKind = store.store_kind
+    if exc.filename is None:
+        return None
+    path = os.path.abspath(os.fsdecode(exc.filename))
+    top = os.path.abspath(getattr(store, kind.top))
+    if os.path.commonpath([path, top]) not in (path, top):
+        return None
+    hint = None
+    if exc.errno in (errno.EACCES, errno.EPERM) and _host_uid() != 0:
+        if os.environ.get(kind.env):
+            hint = f"run as root, or unset {kind.env} so that your own directory is used"
+        else:
+            # the user's default dirs come from variables that a plain `su` keeps from root
+            hint = (f"run as root, or as yourself with your own {kind.default_from}"
+                    " ('su -' or 'sudo -i', not plain 'su')")
+    return wrap_oserror(f"using {kind.what} at", exc, path, hint)
+
+
+@contextlib.contextmanager
+def store_access(store):
+    """Turn an OSError on ``store``'s directory, in the block, into its store_error."""
+    try:
+        yield
+    except OSError as e:
+        err = store_error(e, store)
+        if err is None:
+            raise
+        raise err from None
+
+
+def on_store(method):
+    """Decorate a store's method with :func:`store_access`."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with store_access(self):
+            return method(self, *args, **kwargs)
+
+    return wrapper

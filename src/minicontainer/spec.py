@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from minicontainer.errors import UsageError
+from minicontainer.names import check_name
 
 # Docker's rule for container names, with a length cap: a letter or digit
 # first, then letters, digits and _.- (so '.', '..', 'a/b', '-rf' are refused).
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -31,12 +31,7 @@ DEFAULT_COMMAND = ("/bin/sh",)
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
-        raise UsageError(
-            f"invalid container name {name!r}",
-            "use 1-64 letters, digits and _.-, starting with a letter or digit",
-        )
-    return name
+    return check_name(name, "container name", "use 1-64 letters, digits and _.-, starting with a letter or digit")
 
 
 def validate_hostname(name: str) -> str:

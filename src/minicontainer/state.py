@@ -71,12 +71,17 @@ class StateStore:
         self.containers = self.root / "containers"
         self.names = self.root / "names"
 
+    # for paths.on_store: how to explain an OSError on this store
+    store_kind = paths.StoreKind("the container state", "MINICONTAINER_ROOT", "XDG_RUNTIME_DIR", top="root")
+
+    @paths.on_store
     def ensure(self) -> None:
         paths.ensure_private_dir(self.root)
         for d in (self.containers, self.names):
             d.mkdir(exist_ok=True)
 
     # -- creation ---------------------------------------------------------
+    @paths.on_store
     def reserve(self, state: ContainerState) -> None:
         """Claim the name and create the state directory, atomically."""
         self.ensure()
@@ -132,6 +137,7 @@ class StateStore:
                     state.exit_code = 125 if never_started else 137
         return state
 
+    @paths.on_store
     def dead_runtimes(self) -> list[ContainerState]:
         """Containers whose state file still says running (or created) but
         whose runtime is gone (killed with SIGKILL, a crash): what they left
@@ -145,6 +151,7 @@ class StateStore:
                 out.append(st)
         return out
 
+    @paths.on_store
     def get(self, ref: str) -> ContainerState:
         """Find a container by name, full id or unique id prefix."""
         link = self.names / ref
@@ -161,6 +168,7 @@ class StateStore:
             raise ContainerError(f"{ref!r} matches {len(matches)} containers", "give more of the id, or the name")
         raise ContainerError(f"no such container: {ref}", "list containers with 'minicontainer ps -a'")
 
+    @paths.on_store
     def list(self) -> list[ContainerState]:
         if not self.containers.is_dir():
             return []

@@ -69,8 +69,10 @@ class User:
         return dict(args=[self.python, "-m", "minicontainer", *args], env=self.env, cwd=str(self.base),
                     user=UID, group=UID, extra_groups=[])
 
-    def mc(self, *args: str, check=None, timeout=120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(**self.popen_args(*args), capture_output=True, text=True, timeout=timeout)
+    def mc(self, *args: str, check=None, timeout=120, env=None) -> subprocess.CompletedProcess:
+        run = self.popen_args(*args)
+        run["env"] = {**run["env"], **(env or {})}
+        proc = subprocess.run(**run, capture_output=True, text=True, timeout=timeout)
         if check is not None:
             assert proc.returncode == check, f"exit {proc.returncode}, stdout={proc.stdout!r}, stderr={proc.stderr!r}"
         return proc
@@ -86,7 +88,8 @@ def _copy_package(module, dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def user():
+def plain_user():
+    """The unprivileged user with its python and dirs, nothing more (no user namespace needed)."""
     python = _system_python()
     if python is None:
         pytest.skip(f"no system python3 >= 3.10 the user can run ({', '.join(SYSTEM_PYTHONS)}); apt-get install python3")
@@ -104,14 +107,20 @@ def user():
         for d, mode in ((u.home, 0o755), (u.run_dir, 0o700)):
             d.mkdir(mode=mode)
             os.chown(d, UID, UID)
-        probe = u.python_c("from minicontainer.userns import check_allowed; check_allowed()")
-        if probe.returncode != 0:
-            pytest.skip("this host does not let an unprivileged user create user namespaces: "
-                        + (probe.stderr.strip().splitlines() or ["?"])[-1])
-        u.mc("run", "--rm", "mini", "true", check=0)  # builds the user's own 'mini'
         yield u
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def user(plain_user):
+    u = plain_user
+    probe = u.python_c("from minicontainer.userns import check_allowed; check_allowed()")
+    if probe.returncode != 0:
+        pytest.skip("this host does not let an unprivileged user create user namespaces: "
+                    + (probe.stderr.strip().splitlines() or ["?"])[-1])
+    u.mc("run", "--rm", "mini", "true", check=0)  # builds the user's own 'mini'
+    return u
 
 
 def sh(user: User, script: str, *flags: str, check=0):
@@ -332,3 +341,55 @@ def test_a_terminal_works_rootless(user):
     code, out = run_in_pty(as_the_user, rows=30, cols=90)
     assert code == 0, out
     assert b"is-a-tty" in out and b"30 90" in out
+
+
+# --- someone else's store: one line, no traceback --------------------------------------------
+
+
+@pytest.fixture
+def roots_stores(plain_user):
+    """A store and a state root made by root (0700), and a root-only home, in a dir the user can reach."""
+    from minicontainer.images.store import ImageStore
+    from minicontainer.state import StateStore
+
+    base = Path(tempfile.mkdtemp(prefix="roots-", dir=plain_user.base))
+    os.chmod(base, 0o755)
+    images, state = ImageStore(base / "store"), StateStore(base / "state")
+    images.ensure()
+    (images.refs_dir / "mini").write_text("0" * 64 + "\n")
+    state.ensure()
+    home = base / "roothome"  # what HOME=/root kept by a plain `su` points at
+    home.mkdir(mode=0o700)
+    yield images.home, state.root, home
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _one_line_error(proc, code: int, path: Path, hint: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("minicontainer: error: using the ") and f" at {path}" in lines[0], proc.stderr
+    assert "Permission denied" in lines[0] and f"(hint: {hint}" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("args, code", [(("image", "ls"), 1), (("image", "inspect", "mini"), 1),
+                                        (("run", "--rm", "mini", "true"), 125)])
+def test_roots_image_store_through_minicontainer_home(plain_user, roots_stores, args, code):
+    store, _, _ = roots_stores
+    proc = plain_user.mc(*args, env={"MINICONTAINER_HOME": str(store)})
+    _one_line_error(proc, code, store, "run as root, or unset MINICONTAINER_HOME")
+
+
+@pytest.mark.parametrize("args", [("ps", "-a"), ("rm", "x")])
+def test_roots_state_through_minicontainer_root(plain_user, roots_stores, args):
+    _, state, _ = roots_stores
+    proc = plain_user.mc(*args, env={"MINICONTAINER_ROOT": str(state)})
+    _one_line_error(proc, 125, state, "run as root, or unset MINICONTAINER_ROOT")
+
+
+def test_roots_home_kept_by_su(plain_user, roots_stores):
+    _, _, home = roots_stores
+    proc = plain_user.mc("image", "ls", env={"HOME": str(home)})
+    _one_line_error(proc, 1, home, "run as root, or as yourself with your own HOME")
+    assert "'su -'" in proc.stderr

@@ -69,6 +69,37 @@ def test_bad_input_is_one_line(args, tmp_path):
     assert not (tmp_path / "h").exists() and not (tmp_path / "r").exists()
 
 
+def test_rm_of_several_names_reports_each_failure(tmp_path, monkeypatch, capsys):
+    from minicontainer.cli import main
+
+    monkeypatch.setenv("MINICONTAINER_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "r"))
+    with pytest.raises(SystemExit) as e:
+        main(["rm", "nosuch1", "nosuch2"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 125 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("minicontainer: error: no such container: nosuch1 (hint: ")
+    assert lines[1].startswith("minicontainer: error: no such container: nosuch2 (hint: ")
+
+
+@pytest.mark.parametrize("layer", ["minicontainer.cgroups.resources", "minicontainer.security.config"])
+def test_run_fails_closed_when_a_layer_cannot_be_imported(layer, tmp_path, monkeypatch, capsys):
+    # None in sys.modules makes `import` raise ImportError, as a broken build would
+    from minicontainer.cli import main
+
+    monkeypatch.setenv("MINICONTAINER_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "r"))
+    monkeypatch.setitem(sys.modules, layer, None)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--dry-run", "mini", "true"])  # no limit or security flag given: still refused
+    out, err = capsys.readouterr()
+    assert e.value.code == 125 and out == ""
+    assert err.startswith("minicontainer: error: internal error: ") and layer in err, err
+    assert "pivot_root" not in err
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = run_cli("--debug", "run", "--name", "../x", "mini")
     assert "Traceback" in proc.stderr

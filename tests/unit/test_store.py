@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from minicontainer.errors import ImageError, UsageError
+from minicontainer import paths
+from minicontainer.errors import ImageError, MiniError, UsageError
 from minicontainer.images import importer
 from minicontainer.images.store import ImageStore, Populated, containers_using, validate_image_name
 
@@ -281,6 +283,17 @@ def test_cli_import_ls_inspect_rm(mc_dirs, tmp_path, capsys):
     code, out, _ = mc(capsys, "image", "rm", "test", "test2")
     assert code == 0 and out.split() == ["test", "test2"]
     assert json.loads(mc(capsys, "image", "ls", "--format", "json")[1]) == []
+
+
+def test_cli_image_rm_goes_on_past_a_failure(mc_dirs, tmp_path, capsys):
+    t = _tar(tmp_path / "a.tar", {"f": b"1"})
+    mc(capsys, "image", "import", str(t), "one")
+    mc(capsys, "image", "import", str(t), "two")
+    code, out, err = mc(capsys, "image", "rm", "one", "nosuch", "two", "../bad")
+    assert code == 1 and out.split() == ["one", "two"]
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("minicontainer: error: ") for line in lines), err
+    assert "nosuch" in lines[0] and "../bad" in lines[1]
 
 
 def test_cli_failed_import_leaves_nothing(mc_dirs, tmp_path, capsys):
@@ -575,3 +588,68 @@ def test_image_flag_errors_stay_125_and_run_keeps_125(mc_dirs, capsys):
     assert code == 125 and "minicontainer: error:" in err
     code, _, err = mc(capsys, "run", "--name", "../x", "mini")
     assert code == 125 and "minicontainer: error:" in err
+
+
+# -- an OSError on the store is one line --------------------------------------------------------------
+
+
+def test_an_oserror_inside_the_store_is_one_line(mc_dirs, capsys):
+    home, _ = mc_dirs
+    store = ImageStore(home)
+    store.ensure()
+    (store.refs_dir / "mini").mkdir()  # read_text() on it: IsADirectoryError, even for root
+    code, out, err = mc(capsys, "image", "inspect", "mini")
+    assert code == 1 and out == ""
+    where = store.refs_dir / "mini"
+    assert err.splitlines() == [f"minicontainer: error: using the image store at {where}: Is a directory"]
+
+
+class _FakeStore:
+    store_kind = paths.StoreKind("the fake store", "FAKE_STORE_HOME", "HOME", top="top")
+
+    def __init__(self, top):
+        self.top = top
+
+    @paths.on_store
+    def fail(self, path, err=errno.EACCES):
+        raise OSError(err, os.strerror(err), str(path))
+
+
+@pytest.mark.parametrize("env, hint", [("/elsewhere", "run as root, or unset FAKE_STORE_HOME"),
+                                        (None, "run as root, or as yourself with your own HOME")])
+def test_a_user_in_someone_elses_store_is_told_what_to_do(tmp_path, monkeypatch, env, hint):
+    monkeypatch.setattr(paths, "_host_uid", lambda: 1000)
+    if env:
+        monkeypatch.setenv("FAKE_STORE_HOME", env)
+    else:
+        monkeypatch.delenv("FAKE_STORE_HOME", raising=False)
+    store = _FakeStore(tmp_path / "top")
+    # inside the store, and on the way to it (mkdir -p of its parents)
+    for path in (tmp_path / "top" / "refs" / "x", tmp_path):
+        with pytest.raises(MiniError) as exc:
+            store.fail(path)
+        assert exc.value.message == f"using the fake store at {path}: Permission denied"
+        assert exc.value.hint.startswith(hint)
+
+
+def test_errors_elsewhere_and_roots_errors_are_left_alone(tmp_path, monkeypatch):
+    store = _FakeStore(tmp_path / "top")
+    with pytest.raises(PermissionError):
+        store.fail(tmp_path / "other" / "file.tar")  # not the store's: its caller explains it
+    monkeypatch.setattr(paths, "_host_uid", lambda: 0)
+    with pytest.raises(MiniError) as exc:
+        store.fail(tmp_path / "top" / "x", errno.ENOSPC)
+    assert exc.value.hint == "the disk (or tmpfs) is full"  # the errno's own hint
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory; the root tier runs this as another user")
+def test_an_unreadable_store_is_one_line(mc_dirs, capsys):
+    home, _ = mc_dirs
+    ImageStore(home).ensure()
+    os.chmod(home, 0)
+    try:
+        code, _, err = mc(capsys, "image", "ls")
+    finally:
+        os.chmod(home, 0o700)
+    assert code == 1 and len(err.splitlines()) == 1 and "Permission denied" in err
+    assert "unset MINICONTAINER_HOME" in err

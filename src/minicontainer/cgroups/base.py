@@ -24,7 +24,6 @@ same code against a temp dir.
 from __future__ import annotations
 
 import errno
-import re
 import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -32,21 +31,16 @@ from dataclasses import dataclass
 from minicontainer import units
 from minicontainer.cgroups.files import CgroupFs, read_pids, walk_bottom_up
 from minicontainer.cgroups.resources import Resources
-from minicontainer.errors import CgroupError, SyscallError, UsageError
+from minicontainer.errors import CgroupError, SyscallError
+from minicontainer.names import check_name
 
 DEFAULT_PARENT = "minicontainer"
 
-# Same rule as container names elsewhere: a safe single path component.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
 
 def check_id(container_id: str) -> str:
-    if not isinstance(container_id, str) or not _ID_RE.match(container_id):
-        raise UsageError(
-            f"invalid container id {container_id!r} for a cgroup name",
-            "use letters, digits and _.- (starting with a letter or digit)",
-        )
-    return container_id
+    # names.py's rule (a safe single path component), with room for 64-hex ids and more
+    return check_name(container_id, "container id", "use letters, digits and _.- (starting with a letter or digit)",
+                      max_len=128, used_as="a cgroup name")
 
 
 @dataclass(frozen=True)

@@ -228,17 +228,10 @@ def inspect_cmd(name):
 @click.argument("names", nargs=-1, required=True)
 def rm_cmd(names):
     """Remove image NAME(s). The data goes when the last name sharing it goes."""
-    store = _store()
-    failed = None
-    for name in names:  # like docker: go on with the others, fail at the end
-        try:
-            store.remove(name)
-            click.echo(name)
-        except MiniError as e:
-            failed = e
-            click.echo(f"minicontainer: error: {e}", err=True)
-    if failed is not None:
-        raise click.exceptions.Exit(1)  # image commands fail with 1, as docker's do
+    from minicontainer.commands._each import for_each
+
+    # like docker: go on with the others, fail at the end (with 1: _ImageGroup)
+    for_each(names, _store().remove)
 
 
 @image.command("prune", short_help="Remove images that no name points to and no container uses.")

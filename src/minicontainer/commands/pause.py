@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import click
 
+from minicontainer.commands._each import for_each
 from minicontainer.errors import ContainerError, MiniError
 
 
@@ -75,20 +76,12 @@ def running_cgroup(store, ref: str, verb: str):
     return st, m
 
 
-def _each(containers: tuple[str, ...], action) -> int:
-    """Run ``action(store, ref)`` for each container; report each failure on one line."""
+def _each(containers: tuple[str, ...], action) -> None:
+    """Run ``action(store, ref)`` for each container, going on past failures."""
     from minicontainer.state import StateStore
 
     store = StateStore()
-    failed = None
-    for ref in containers:
-        try:
-            action(store, ref)
-            click.echo(ref)
-        except MiniError as e:
-            failed = e
-            click.echo(f"minicontainer: error: {e}", err=True)
-    return failed.exit_code if failed is not None else 0
+    for_each(containers, lambda ref: action(store, ref))
 
 
 def _pause(store, ref: str) -> None:
@@ -113,11 +106,11 @@ def pause(containers):
     The processes stay in memory and keep their state; they are not
     signalled and do not notice. 'minicontainer unpause' lets them go on.
     """
-    return _each(containers, _pause)
+    _each(containers, _pause)
 
 
 @click.command(short_help="Thaw a paused container.")
 @click.argument("containers", nargs=-1, required=True)
 def unpause(containers):
     """Thaw each paused CONTAINER: its processes run again where they stopped."""
-    return _each(containers, _unpause)
+    _each(containers, _unpause)

@@ -8,7 +8,8 @@ import time
 
 import click
 
-from minicontainer.errors import ContainerError, MiniError
+from minicontainer.commands._each import for_each
+from minicontainer.errors import ContainerError, MiniError, warn
 
 
 @click.command(short_help="Remove containers.")
@@ -19,35 +20,26 @@ def rm(containers, force):
     from minicontainer.state import StateStore
 
     store = StateStore()
-    failed = None
-    for ref in containers:
-        try:
-            st = store.get(ref)
-            if st.status in ("running", "created"):  # "created": its runtime is alive, setting it up
-                if not force:
-                    raise ContainerError(
-                        f"container {ref} is running", f"stop it first, or use 'minicontainer rm -f {ref}'"
-                    )
-                _kill(st)
-                try:
-                    st = store.get(st.id)
-                except ContainerError:
-                    # a --rm container: its runtime removed everything on the way out
-                    click.echo(ref)
-                    continue
-            remove_cgroup(st)
-            if st.layer_dir:
-                from minicontainer.runtime import remove_layer_dir
+    for_each(containers, lambda ref: _remove(store, ref, force))
 
-                remove_layer_dir(st.layer_dir)
-            store.remove(st)
-            click.echo(ref)
-        except MiniError as e:
-            failed = e
-            click.echo(f"minicontainer: error: {e}", err=True)
-    if failed is not None:
-        return failed.exit_code
-    return 0
+
+def _remove(store, ref: str, force: bool) -> None:
+    st = store.get(ref)
+    if st.status in ("running", "created"):  # "created": its runtime is alive, setting it up
+        if not force:
+            raise ContainerError(f"container {ref} is running", f"stop it first, or use 'minicontainer rm -f {ref}'")
+        _kill(st)
+        try:
+            st = store.get(st.id)
+        except ContainerError:
+            # a --rm container: its runtime removed everything on the way out
+            return
+    remove_cgroup(st)
+    if st.layer_dir:
+        from minicontainer.runtime import remove_layer_dir
+
+        remove_layer_dir(st.layer_dir)
+    store.remove(st)
 
 
 def remove_cgroup(st) -> None:
@@ -58,7 +50,7 @@ def remove_cgroup(st) -> None:
     try:
         manager_for(st.id, Resources(cgroup_parent=st.cgroup or None)).destroy()
     except MiniError as e:
-        click.echo(f"minicontainer: warning: {e}", err=True)
+        warn(str(e))
 
 
 def _kill(st) -> None:

@@ -2,7 +2,9 @@
 
 Everything is validated into a ContainerSpec before anything is created;
 the resource and security flags are parsed by their own layers
-(cgroups/resources.py, security/config.py), imported only when used.
+(cgroups/resources.py, security/config.py), imported only when ``run``
+runs. Those imports are never guarded: a build missing either layer fails
+instead of running a container with fewer limits than asked for.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 
 import click
 
-from minicontainer.errors import UsageError
+from minicontainer.errors import UsageError, warn
 
 
 def _resources(opts: dict):
@@ -29,24 +31,20 @@ def _resources(opts: dict):
         "cgroup_parent",
     )
     given = {k: opts[k] for k in keys if opts.get(k) not in (None, ())}
-    try:
-        from minicontainer.cgroups.resources import parse_resources
-    except ImportError:
-        if given:
-            raise UsageError("resource limits are not available in this build", None) from None
-        return None
+    # Imported here, not at the top, so `run --help` stays cheap; never
+    # guarded: a build that cannot limit resources must not run at all.
+    from minicontainer.cgroups.resources import parse_resources
+
     return parse_resources(**given)
 
 
 def _security(opts: dict):
     keys = ("cap_add", "cap_drop", "privileged", "security_opt", "ulimit", "user", "group_add")
     given = {k: opts[k] for k in keys if opts.get(k) not in (None, (), False)}
-    try:
-        from minicontainer.security.config import parse_security
-    except ImportError:
-        if given:
-            raise UsageError("security options are not available in this build", None) from None
-        return None
+    # Lazily imported and never guarded, as _resources: a missing or broken
+    # security layer is an error, not a container with less isolation.
+    from minicontainer.security.config import parse_security
+
     return parse_security(**given)
 
 
@@ -138,8 +136,7 @@ def run(image, command, explain, dry_run, userns, **opts):
     if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
         raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
     if spec.use_chroot and not dry_run:
-        click.echo("minicontainer: warning: --chroot is escapable by a root process; use it only to see why pivot_root exists",
-                   err=True)
+        warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
     runner = Runner(spec, explain=explain, userns=userns)
     if dry_run:
         return runner.dry_run()

@@ -37,21 +37,21 @@ from typing import Callable, Iterator, Union
 
 from minicontainer import paths
 from minicontainer.errors import ImageError, UsageError
-
-# Like docker's repository names, without registries: a letter or digit, then
-# letters, digits and ``_.-``; an optional ``:tag``.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_.-]{1,64})?$")
-# An id is a directory name under images/: never a path.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+from minicontainer.names import check_name, is_name
 
 
 def validate_image_name(name: str) -> str:
-    if not _NAME_RE.match(name or ""):
-        raise UsageError(
-            f"invalid image name {name!r}",
-            "use letters, digits and _.- (at most 64), optionally :tag",
-        )
-    return name
+    # Like docker's repository names, without registries: names.py's rule, then an optional ``:tag``.
+    return check_name(name, "image name", "use letters, digits and _.- (at most 64), optionally :tag", tag=True)
+
+
+def _is_image_name(name: str) -> bool:
+    return is_name(name, tag=True)
+
+
+def _is_image_id(image_id: str) -> bool:
+    # an id is a directory name under images/: never a path
+    return is_name(image_id, max_len=128)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,11 @@ class ImageStore:
         # where containers_using() looks for containers (None: paths.state_root())
         self.state_root = Path(state_root) if state_root is not None else None
 
+    # for paths.on_store: how to explain an OSError on this store
+    store_kind = paths.StoreKind("the image store", "MINICONTAINER_HOME", "HOME (or XDG_DATA_HOME)", top="home")
+
     # -- setup -------------------------------------------------------------
+    @paths.on_store
     def ensure(self) -> None:
         paths.ensure_private_dir(self.home)
         for d in (self.images_dir, self.refs_dir, self.tmp_dir, self.locks_dir):
@@ -142,9 +146,12 @@ class ImageStore:
                 _HELD[key][1] -= 1
             return
         self.ensure()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # not around the yield: an OSError of the caller's block is the caller's
+        with paths.store_access(self):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            with paths.store_access(self):
+                fcntl.flock(fd, fcntl.LOCK_EX)
             _HELD[key] = [fd, 1]
             try:
                 yield
@@ -153,6 +160,7 @@ class ImageStore:
         finally:
             os.close(fd)  # releases the lock
 
+    @paths.on_store
     def clean_tmp(self) -> list[Path]:
         """Remove work directories left by imports that were killed (their
         pid, part of the name, is gone). Returns what was removed."""
@@ -167,9 +175,11 @@ class ImageStore:
         return removed
 
     # -- lookup ------------------------------------------------------------
+    @paths.on_store
     def exists(self, name: str) -> bool:
-        return _NAME_RE.match(name or "") is not None and (self.refs_dir / name).is_file()
+        return _is_image_name(name) and (self.refs_dir / name).is_file()
 
+    @paths.on_store
     def get(self, name: str) -> Image:
         validate_image_name(name)
         ref = self.refs_dir / name
@@ -181,7 +191,7 @@ class ImageStore:
                 "list images with 'minicontainer image ls', or import one with 'minicontainer image import'",
                 exit_code=125,
             ) from None
-        if not _ID_RE.match(image_id):
+        if not _is_image_id(image_id):
             raise ImageError(
                 f"image {name} is damaged: {ref} does not hold an image id",
                 f"remove it with 'minicontainer image rm {name}' and import it again",
@@ -198,6 +208,7 @@ class ImageStore:
             ) from None
         return Image(name=name, id=image_id, rootfs=d / "rootfs", meta=meta)
 
+    @paths.on_store
     def list(self) -> list[Image]:
         out = []
         if not self.refs_dir.is_dir():
@@ -211,14 +222,17 @@ class ImageStore:
                 continue
         return out
 
+    @paths.on_store
     def names_of(self, image_id: str) -> list[str]:
         """Every name pointing to ``image_id``."""
         return [img.name for img in self.list() if img.id == image_id]
 
+    @paths.on_store
     def has_id(self, image_id: str) -> bool:
-        return bool(_ID_RE.match(image_id or "")) and (self.images_dir / image_id / "meta.json").is_file()
+        return _is_image_id(image_id) and (self.images_dir / image_id / "meta.json").is_file()
 
     # -- creation ----------------------------------------------------------
+    @paths.on_store
     def create(
         self,
         name: str | Callable[[str], str],
@@ -284,7 +298,7 @@ class ImageStore:
             else:
                 image_id, extra = result, {}
             image_id = image_id or os.urandom(32).hex()
-            if not _ID_RE.match(image_id):
+            if not _is_image_id(image_id):
                 raise ImageError(f"internal error: bad image id {image_id!r}")
             # the size: given by populate (a tar import knows it), or measured
             size = extra["size"] if "size" in extra else _du(rootfs)
@@ -295,6 +309,7 @@ class ImageStore:
             raise
         return work, image_id
 
+    @paths.on_store
     def tag(self, name: str, image_id: str, *, force: bool = False) -> Image:
         """Point ``name`` at the stored image ``image_id`` (with ``force``,
         replacing what it pointed to; see :meth:`create`)."""
@@ -326,6 +341,7 @@ class ImageStore:
         os.replace(tmp, self.refs_dir / name)
 
     # -- removal -----------------------------------------------------------
+    @paths.on_store
     def remove(self, name: str, *, state_root: Path | None = None) -> None:
         """Remove the name; the data goes with the last name pointing to it.
         Refused while a container uses the image (see containers_using)."""
@@ -356,6 +372,7 @@ class ImageStore:
                 raise
             return Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
 
+    @paths.on_store
     def prune(self) -> list[Image]:
         """Delete every stored image that no name points to and no container
         uses (left by older versions, or by a container that held an image
@@ -387,7 +404,7 @@ class ImageStore:
         path to ``doomed`` (the caller deletes it after releasing the lock).
         ``name`` is the name it was known by, for containers whose state has
         no image id (they keep it: better a leak than a broken container)."""
-        if not _ID_RE.match(image_id or "") or image_id in self._referenced_ids():
+        if not _is_image_id(image_id) or image_id in self._referenced_ids():
             return False
         image = Image(name=name, id=image_id, rootfs=self.images_dir / image_id / "rootfs", meta={})
         if containers_using(image, state_root or self.state_root):

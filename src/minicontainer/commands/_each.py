@@ -1,0 +1,29 @@
+"""The "several names" loop of ``rm``, ``image rm``, ``pause`` and ``unpause``.
+
+Like docker, a failure on one name does not stop the others: each name that
+worked is echoed on stdout, the failures are collected and raised together
+at the end as one :class:`~minicontainer.errors.Failures`, which cli.main
+prints one line each. Nothing here prints an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import click
+
+from minicontainer.errors import Failures, MiniError
+
+
+def for_each(names: Iterable[str], fn: Callable[[str], object]) -> None:
+    """Call ``fn(name)`` for each name; echo the name when it succeeds."""
+    failures: list[MiniError] = []
+    for name in names:
+        try:
+            fn(name)
+        except MiniError as e:
+            failures.append(e)
+            continue
+        click.echo(name)
+    if failures:
+        raise Failures(failures)
