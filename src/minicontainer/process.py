@@ -77,6 +77,20 @@ def _decode_error(data: bytes) -> MiniError:
     return ChildFailed(message, hint or None, exit_code=exit_code)
 
 
+class RuntimeProbe:
+    """Is the runtime still there? In a new PID namespace getppid() is 0, so
+    the child watches one end of a pipe whose other end only the runtime
+    holds: either end reports the other's close (a read end POLLHUP, a write
+    end POLLERR, poll(2)). The poll object is made before pivot_root."""
+
+    def __init__(self, fd: int):
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLHUP | select.POLLERR)
+
+    def alive(self) -> bool:
+        return not any(ev & (select.POLLHUP | select.POLLERR) for _, ev in self._poll.poll(0))
+
+
 class Channels:
     """The pipes and sockets between the runtime and its child.
 
@@ -98,7 +112,7 @@ class Channels:
         self.devnull = None
         self.master_fd: int | None = None
         self.sync_r = self.sync_w = self.err_r = self.err_w = None
-        self._poll = None
+        self._probe = None
         try:
             if tty:
                 self.console, self.console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -148,10 +162,7 @@ class Channels:
         # container's cwd outside its root (CVE-2024-21626).
         slave = self.console_child.fileno() if self.console_child is not None else None
         close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull))
-        # Either end of a pipe reports the other end's close: a write end like
-        # ours POLLERR (poll(2)); polled after the uid change.
-        self._poll = select.poll()
-        self._poll.register(self.err_w, select.POLLHUP | select.POLLERR)
+        self._probe = RuntimeProbe(self.err_w)
 
     def close_sync(self) -> None:
         self._drop("sync_r", "sync_w")
@@ -170,9 +181,7 @@ class Channels:
             self._drop("devnull")
 
     def runtime_alive(self) -> bool:
-        if self._poll is None:
-            return True
-        return not any(ev & (select.POLLHUP | select.POLLERR) for _, ev in self._poll.poll(0))
+        return self._probe is None or self._probe.alive()
 
     def runtime_gone(self) -> None:
         os._exit(125)  # the runtime failed or died before releasing us: nothing to report to

@@ -1,7 +1,8 @@
-"""The security layer for real: prepare() + enter() in a forked child, then exec or probe.
+"""The security steps for real, run by the interpreter in a forked child, then exec or probe.
 
 Each test forks; the child sets up like the runtime does (before pivot_root),
-calls prepare/enter, and then either execs a host program whose output we
+runs the security layer's steps through the interpreter (``prepare``: the
+steps before pivot_root; ``enter``: the privilege drop), and then either execs a host program whose output we
 read, or makes raw system calls and reports their errno as JSON. The child
 always ends with os._exit; mounts it makes live in its own mount namespace
 and vanish with it (the root conftest checks the host's mount table).
@@ -31,8 +32,14 @@ import time
 
 import pytest
 
-from minicontainer.errors import SecurityError
-from minicontainer.security import _sys, apply_mask_ops, caps, enter, masked_path_ops, parse_security, prepare
+import prctl
+
+from minicontainer import steps as S
+from minicontainer.errors import SecurityError, SyscallError
+from minicontainer.interpreter import Interpreter
+from minicontainer.process import RuntimeProbe
+from minicontainer.security import caps, masked_path_ops, parse_security, security_steps
+from minicontainer.syscalls import linux
 from minicontainer.security.seccomp import native_arch
 from minicontainer.security.syscall_tables import TABLES
 
@@ -45,6 +52,60 @@ MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 
 if not NR:
     pytest.skip(f"no syscall table for {native_arch()}", allow_module_level=True)
+
+
+class _Alone:
+    """The channels of a child whose runtime is this test: only the probe is used."""
+
+    def __init__(self, parent_fd=None):
+        self._probe = RuntimeProbe(parent_fd) if parent_fd is not None else None
+
+    def runtime_alive(self) -> bool:
+        return self._probe is None or self._probe.alive()
+
+
+def prepare(cfg, rootfs_fd: int, *, parent_fd=None):
+    """The security steps before pivot_root, through the interpreter (as a run does)."""
+    plan = security_steps(cfg)
+    interp = Interpreter(linux.Linux(), channels=_Alone(parent_fd))
+    interp.phases = (S.CHILD, S.INSIDE)
+    interp.root_fd = rootfs_fd
+    interp.parent_pid = os.getppid()
+    interp.run(plan.before_pivot)
+    return interp, plan.inside
+
+
+def enter(prepared) -> None:
+    """The privilege drop: what a run does after pivot_root, up to exec."""
+    interp, inside = prepared
+    interp.run([S.ResetSignals()] + inside)
+
+
+def _oserror(fn, *args):
+    try:
+        return fn(*args)
+    except SyscallError as e:
+        raise OSError(e.errno, e.message) from None
+
+
+class _sys:
+    """The raw calls the probes make, through the project's syscall layer, failing with OSError."""
+
+    unshare = staticmethod(lambda flags: _oserror(linux.Linux().unshare, flags))
+    mount = staticmethod(lambda *a: _oserror(linux.Linux().mount, *a))
+    umount2 = staticmethod(lambda target, flags: _oserror(linux.Linux().umount2, target, flags))
+    raw_syscall = staticmethod(linux.raw_syscall)
+
+
+def apply_mask_ops(root: str, ops) -> None:
+    """The MaskPath steps for ``ops`` under ``root``, through the interpreter."""
+    interp = Interpreter(linux.Linux())
+    interp.phases = (S.CHILD,)
+    interp.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        interp.run([S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in ops])
+    finally:
+        os.close(interp.root_fd)
 
 
 def _status_fields(text: str) -> dict[str, str]:
@@ -425,9 +486,9 @@ def test_runtime_is_non_dumpable_until_exec(rootfs):
 
     def fn():
         p = prepare(cfg, rootfs)
-        after_prepare = _sys.prctl(_sys.PR_GET_DUMPABLE)
+        after_prepare = linux.get_dumpable()
         enter(p)
-        return [after_prepare, _sys.prctl(_sys.PR_GET_DUMPABLE)]
+        return [after_prepare, linux.get_dumpable()]
 
     assert run_probe(fn) == [0, 0]
     # execve makes the container's own program dumpable again: its /proc dir belongs to it.
@@ -482,7 +543,7 @@ def test_parent_death_signal_rearmed_after_setuid(rootfs):
         result = "error"
         try:
             os.close(r)
-            _sys.prctl(_sys.PR_SET_CHILD_SUBREAPER, 1)
+            prctl.set_child_subreaper(1)
             ready_r, ready_w = os.pipe()
             pid_r, pid_w = os.pipe()
             runtime = os.fork()
@@ -491,7 +552,7 @@ def test_parent_death_signal_rearmed_after_setuid(rootfs):
                 container = os.fork()
                 if container == 0:
                     # B: armed right after fork, like the runtime does; setuid clears it.
-                    _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+                    prctl.set_pdeathsig(signal.SIGKILL)
                     try:
                         enter(prepare(cfg, rootfs))
                         os.write(ready_w, b"x")
