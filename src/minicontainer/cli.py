@@ -113,6 +113,14 @@ def main(argv=None) -> None:
             sys.stdout = None
         finally:
             os._exit(141)
+    except ImportError as e:
+        # A layer that cannot be loaded (security, cgroups ...) stops the
+        # command: nothing ever runs with less isolation than asked (fail closed).
+        if _debug:
+            raise
+        _print_error(f"part of minicontainer cannot be loaded, so nothing was started: {e} "
+                     "(hint: reinstall it with ./scripts/setup, or run with --debug)")
+        sys.exit(125)
     except Exception as e:  # noqa: BLE001 - the one place that catches everything
         if _debug:
             raise

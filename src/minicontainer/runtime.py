@@ -29,7 +29,7 @@ from pathlib import Path
 from minicontainer import paths
 from minicontainer import plan as P
 from minicontainer import steps as S
-from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError
+from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError, warn
 from minicontainer.hostcheck import check_namespaces, check_shell, require_root
 from minicontainer.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
 from minicontainer.state import ContainerState, StateStore, new_id, proc_start_time
@@ -165,7 +165,7 @@ class Runner:
         except CgroupError as e:
             if resources is not None and not resources.is_empty():
                 raise
-            print(f"minicontainer: warning: running without a cgroup: {e}", file=sys.stderr)
+            warn(f"running without a cgroup: {e}")
             self.cgroup = None
             return []
         return [S.CgroupStep(write=w) for w in writes]
@@ -310,7 +310,7 @@ class Runner:
         try:
             self.cgroup.destroy()
         except MiniError as e:
-            print(f"minicontainer: warning: {e}", file=sys.stderr)
+            warn(str(e))
 
     def _exit_report(self) -> str | None:
         if self.cgroup is None:

@@ -522,11 +522,16 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 def _umount_detach(target: str) -> None:
-    """umount2(target, MNT_DETACH), see umount(2)."""
-    import ctypes  # only here: the store is on the `run` start path
+    """umount2(target, MNT_DETACH), see umount(2); a failure is fine: rmtree
+    then skips nothing worse."""
+    from minicontainer.errors import SyscallError
+    from minicontainer.syscalls.flags import MNT_DETACH
+    from minicontainer.syscalls.linux import Linux  # only here: the store is on the `run` start path
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.umount2(os.fsencode(target), 2)  # MNT_DETACH; failure: rmtree still skips nothing worse
+    try:
+        Linux().umount2(target, MNT_DETACH)
+    except SyscallError:
+        pass
 
 
 def _pid_alive(pid: int) -> bool:
