@@ -272,6 +272,10 @@ class CgroupManager(ABC):
             fs.write(s.file, value)
         except SyscallError as e:
             if e.errno == errno.ENOENT and not fs.exists(s.file):
+                if s.stage == "create" and not fs.is_dir(s.file.rsplit("/", 1)[0]):
+                    # A shared parent we just made was removed by another
+                    # container's cleanup before we wrote into it.
+                    raise _ParentVanished() from None
                 raise self._missing_file_error(s) from None
             raise
 
