@@ -185,3 +185,19 @@ def run_in_pty(exec_child, *, rows=40, cols=100, send=b"", send_after=None, time
         _, status = os.waitpid(pid, 0)
         os.close(master)
     return os.waitstatus_to_exitcode(status), out
+
+
+def apply_masks(root, ops, sc) -> None:
+    """Run the MaskPath steps for ``ops`` (security.paths.MaskOp) under the
+    directory ``root`` through the interpreter, as a run does after mounting
+    /proc and /sys; ``sc`` is the syscall layer (real, or mount recorded)."""
+    from minicontainer import steps as S
+    from minicontainer.interpreter import Interpreter
+
+    interp = Interpreter(sc)
+    interp.phases = (S.CHILD,)
+    interp.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        interp.run([S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in ops])
+    finally:
+        os.close(interp.root_fd)

@@ -40,6 +40,8 @@ from minicontainer.interpreter import Interpreter
 from minicontainer.process import RuntimeProbe
 from minicontainer.security import caps, masked_path_ops, parse_security, security_steps
 from minicontainer.syscalls import linux
+
+from helpers import apply_masks
 from minicontainer.security.seccomp import native_arch
 from minicontainer.security.syscall_tables import TABLES
 
@@ -95,17 +97,6 @@ class _sys:
     mount = staticmethod(lambda *a: _oserror(linux.Linux().mount, *a))
     umount2 = staticmethod(lambda target, flags: _oserror(linux.Linux().umount2, target, flags))
     raw_syscall = staticmethod(linux.raw_syscall)
-
-
-def apply_mask_ops(root: str, ops) -> None:
-    """The MaskPath steps for ``ops`` under ``root``, through the interpreter."""
-    interp = Interpreter(linux.Linux())
-    interp.phases = (S.CHILD,)
-    interp.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        interp.run([S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in ops])
-    finally:
-        os.close(interp.root_fd)
 
 
 def _status_fields(text: str) -> dict[str, str]:
@@ -615,7 +606,7 @@ def test_masked_and_readonly_paths(rootfs, tmp_path):
         _private_mount_ns()
         _sys.mount("proc", f"{R}/proc", "proc", 0x2 | 0x4 | 0x8)
         _sys.mount("sysfs", f"{R}/sys", "sysfs", 0x2 | 0x4 | 0x8)
-        apply_mask_ops(R, masked_path_ops(cfg))
+        apply_masks(R, masked_path_ops(cfg), linux.Linux())
         res = {}
 
         def err(fn):

@@ -84,7 +84,8 @@ def test_rm_of_several_names_reports_each_failure(tmp_path, monkeypatch, capsys)
     assert lines[1].startswith("minicontainer: error: no such container: nosuch2 (hint: ")
 
 
-@pytest.mark.parametrize("layer", ["minicontainer.cgroups.resources", "minicontainer.security.config"])
+@pytest.mark.parametrize("layer", ["minicontainer.cgroups.resources", "minicontainer.security.config",
+                                   "minicontainer.security", "minicontainer.security.seccomp"])
 def test_run_fails_closed_when_a_layer_cannot_be_imported(layer, tmp_path, monkeypatch, capsys):
     # None in sys.modules makes `import` raise ImportError, as a broken build would
     from minicontainer.cli import main
@@ -96,7 +97,8 @@ def test_run_fails_closed_when_a_layer_cannot_be_imported(layer, tmp_path, monke
         main(["run", "--dry-run", "mini", "true"])  # no limit or security flag given: still refused
     out, err = capsys.readouterr()
     assert e.value.code == 125 and out == ""
-    assert err.startswith("minicontainer: error: internal error: ") and layer in err, err
+    assert err.startswith("minicontainer: error: part of minicontainer cannot be loaded, so nothing was started: ")
+    assert layer in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "pivot_root" not in err
 
 

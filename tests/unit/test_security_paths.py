@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from minicontainer import steps as S
 from minicontainer.errors import SyscallError
-from minicontainer.interpreter import Interpreter
 from minicontainer.security import parse_security
 from minicontainer.security import paths as sp
 from minicontainer.syscalls.flags import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT
 from minicontainer.syscalls.linux import Linux
+
+from helpers import apply_masks
 
 pytestmark = pytest.mark.unit
 
@@ -56,17 +56,6 @@ class RecordingMount(Linux):
         if self.fail:
             raise SyscallError("mount", self.fail, shown)
         self.calls.append((resolve(source), resolve(target), fstype, flags, data))
-
-
-def apply_masks(root, ops, mount):
-    """Run MaskPath steps for ``ops`` through the interpreter, as a run does."""
-    interp = Interpreter(mount)
-    interp.phases = (S.CHILD,)
-    interp.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        interp.run([S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in ops])
-    finally:
-        os.close(interp.root_fd)
 
 
 @pytest.fixture
