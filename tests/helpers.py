@@ -191,8 +191,8 @@ def apply_masks(root, ops, sc) -> None:
     """Run the MaskPath steps for ``ops`` (security.paths.MaskOp) under the
     directory ``root`` through the interpreter, as a run does after mounting
     /proc and /sys; ``sc`` is the syscall layer (real, or mount recorded)."""
-    from minicontainer import steps as S
-    from minicontainer.interpreter import Interpreter
+    from minicontainer.container import steps as S
+    from minicontainer.container.interpreter import Interpreter
 
     interp = Interpreter(sc)
     interp.phases = (S.CHILD,)

@@ -43,7 +43,7 @@ class Containers:
 
     def wait_running(self, name: str, p: subprocess.Popen, timeout: float | None = None) -> None:
         from minicontainer.errors import MiniError
-        from minicontainer.state import StateStore
+        from minicontainer.container.state import StateStore
 
         deadline = time.monotonic() + (timeout or scale(30))
         while time.monotonic() < deadline:
@@ -58,7 +58,7 @@ class Containers:
         raise AssertionError(f"{name} did not start within the timeout: {self.stderr(name)}")
 
     def state(self, name: str):
-        from minicontainer.state import StateStore
+        from minicontainer.container.state import StateStore
 
         return StateStore().get(name)
 

@@ -1,7 +1,8 @@
 """minicontainer: a small, readable container runtime.
 
-Start reading at runtime.py (the order of the phases), plan.py (what each
-phase does, as data) and apply.py (how each step is carried out).
+Start reading at container/: runtime.py (the order of a run), plan.py (the
+steps of a run, as data, made of steps.py's vocabulary) and interpreter.py
+(the one function that carries out each step type).
 """
 
 __version__ = "0.1.0"

@@ -32,7 +32,7 @@ DEFAULT_ROOT = "/run/minicontainer"
 
 def _host_uid() -> int:
     # Not os.getuid(): inside rootless mode's user namespace it says 0.
-    from minicontainer.userns import host_uid
+    from minicontainer.container.userns import host_uid
 
     return host_uid()
 

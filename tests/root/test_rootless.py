@@ -115,7 +115,7 @@ def plain_user():
 @pytest.fixture(scope="module")
 def user(plain_user):
     u = plain_user
-    probe = u.python_c("from minicontainer.userns import check_allowed; check_allowed()")
+    probe = u.python_c("from minicontainer.container.userns import check_allowed; check_allowed()")
     if probe.returncode != 0:
         pytest.skip("this host does not let an unprivileged user create user namespaces: "
                     + (probe.stderr.strip().splitlines() or ["?"])[-1])
@@ -303,7 +303,7 @@ def test_files_of_subordinate_ids_are_removed_from_inside(user, subids):
         made = st_dir / "upper" / "home" / "user" / "d" / "f"
         assert os.stat(made).st_uid == SUB_START + 999
         # From outside the caller cannot delete it; inside a user namespace with the same map it can.
-        proc = user.python_c(f"from minicontainer.userns import remove_tree; print(remove_tree({str(st_dir)!r}))")
+        proc = user.python_c(f"from minicontainer.container.userns import remove_tree; print(remove_tree({str(st_dir)!r}))")
         assert proc.stdout.strip() == "True", proc.stderr
         assert not st_dir.exists()
     finally:
@@ -350,7 +350,7 @@ def test_a_terminal_works_rootless(user):
 def roots_stores(plain_user):
     """A store and a state root made by root (0700), and a root-only home, in a dir the user can reach."""
     from minicontainer.images.store import ImageStore
-    from minicontainer.state import StateStore
+    from minicontainer.container.state import StateStore
 
     base = Path(tempfile.mkdtemp(prefix="roots-", dir=plain_user.base))
     os.chmod(base, 0o755)

@@ -34,10 +34,10 @@ import pytest
 
 import prctl
 
-from minicontainer import steps as S
+from minicontainer.container import steps as S
 from minicontainer.errors import SecurityError, SyscallError
-from minicontainer.interpreter import Interpreter
-from minicontainer.process import RuntimeProbe
+from minicontainer.container.interpreter import Interpreter
+from minicontainer.container.process import RuntimeProbe
 from minicontainer.security import caps, masked_path_ops, parse_security, security_steps
 from minicontainer.syscalls import linux
 

@@ -13,7 +13,7 @@ from minicontainer.cgroups.fakefs import FakeCgroupFs
 from minicontainer.cgroups.resources import Resources
 from minicontainer.cli import main
 from minicontainer.commands.pause import paused, thaw_if_paused
-from minicontainer.state import ContainerState, StateStore, proc_start_time
+from minicontainer.container.state import ContainerState, StateStore, proc_start_time
 
 pytestmark = pytest.mark.unit
 

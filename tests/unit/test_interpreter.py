@@ -13,18 +13,18 @@ import os
 
 import pytest
 
-from minicontainer import plan as P
-from minicontainer import steps as S
-from minicontainer import userns
+from minicontainer.container import plan as P
+from minicontainer.container import steps as S
+from minicontainer.container import userns
 from minicontainer.cgroups import manager_for
 from minicontainer.cgroups.detect import HostCgroups
 from minicontainer.cgroups.fakefs import FakeCgroupFs
 from minicontainer.cgroups.resources import parse_resources
 from minicontainer.errors import CommandError, SyscallError
-from minicontainer.interpreter import Interpreter, execvpe
+from minicontainer.container.interpreter import Interpreter, execvpe
 from minicontainer.security import parse_security, security_steps
 from minicontainer.security.users import ExecUser
-from minicontainer.spec import build_spec
+from minicontainer.container.spec import build_spec
 from minicontainer.syscalls.fake import FakeChannels, Recorder
 from minicontainer.syscalls.flags import CLONE_NEWNET, CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
@@ -342,7 +342,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch):
     interp = Interpreter(sc, channels=FakeChannels(sc),
                          cgroup=RecordingCgroup(cgroup, sc) if cgroup is not None else None,
                          explain=lambda i, step: explained.append((i, step, len(sc.calls))))
-    monkeypatch.setattr("minicontainer.interpreter.user_for_exec",
+    monkeypatch.setattr("minicontainer.container.interpreter.user_for_exec",
                         lambda root_fd, user, group_add: (ExecUser(0, 0, (), "/root"), True))
     try:
         interp.run(plan.steps)

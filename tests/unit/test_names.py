@@ -8,7 +8,7 @@ from minicontainer.cgroups.base import check_id
 from minicontainer.errors import UsageError
 from minicontainer.images.store import validate_image_name
 from minicontainer.names import check_name, is_name
-from minicontainer.spec import validate_name
+from minicontainer.container.spec import validate_name
 
 pytestmark = pytest.mark.unit
 

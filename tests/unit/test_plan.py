@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from minicontainer import plan as P
-from minicontainer import steps as S
-from minicontainer.spec import build_spec
+from minicontainer.container import plan as P
+from minicontainer.container import steps as S
+from minicontainer.container.spec import build_spec
 from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
 pytestmark = pytest.mark.unit

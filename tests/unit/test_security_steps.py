@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minicontainer import steps as S
+from minicontainer.container import steps as S
 from minicontainer.errors import SecurityError
 from minicontainer.security import parse_security, security_steps
 from minicontainer.security import seccomp as sc

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from minicontainer.errors import UsageError
-from minicontainer.spec import ALL_NAMESPACES, build_spec, parse_env, parse_tmpfs, parse_volume, validate_name
+from minicontainer.container.spec import ALL_NAMESPACES, build_spec, parse_env, parse_tmpfs, parse_volume, validate_name
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from minicontainer.errors import ContainerError
-from minicontainer.state import ContainerState, StateStore, new_id, proc_start_time
+from minicontainer.container.state import ContainerState, StateStore, new_id, proc_start_time
 
 pytestmark = pytest.mark.unit
 

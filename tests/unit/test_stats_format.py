@@ -14,7 +14,7 @@ from minicontainer.cgroups.fakefs import FakeCgroupFs
 from minicontainer.cgroups.resources import Resources, parse_resources
 from minicontainer.cli import main
 from minicontainer.commands import stats as S
-from minicontainer.state import ContainerState, StateStore, proc_start_time
+from minicontainer.container.state import ContainerState, StateStore, proc_start_time
 
 pytestmark = pytest.mark.unit
 

@@ -10,13 +10,13 @@ import types
 import pytest
 
 from minicontainer import paths
-from minicontainer import plan as P
-from minicontainer import steps as S
-from minicontainer import userns
+from minicontainer.container import plan as P
+from minicontainer.container import steps as S
+from minicontainer.container import userns
 from minicontainer.errors import MiniError, NotRootError, SecurityError
 from minicontainer.security.users import check_mapped
 from minicontainer.security.users import ExecUser
-from minicontainer.spec import build_spec
+from minicontainer.container.spec import build_spec
 
 pytestmark = pytest.mark.unit
 
@@ -306,7 +306,7 @@ def test_a_private_dir_someone_else_made_is_refused(tmp_path, monkeypatch):
 
 
 def test_rootless_runs_without_a_cgroup_and_refuses_limits():
-    from minicontainer.runtime import Runner
+    from minicontainer.container.runtime import Runner
 
     runner = Runner(build_spec("mini"))
     runner.unprivileged = True

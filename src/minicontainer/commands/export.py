@@ -19,8 +19,8 @@ from minicontainer.errors import ImageError, UsageError, wrap_oserror
 
 def _layers_of(ref: str):
     from minicontainer import layers
-    from minicontainer.runtime import require_root
-    from minicontainer.state import StateStore
+    from minicontainer.container.runtime import require_root
+    from minicontainer.container.state import StateStore
 
     require_root("reading a container's files")
     state = StateStore().get(ref)

@@ -78,7 +78,7 @@ def running_cgroup(store, ref: str, verb: str):
 
 def _each(containers: tuple[str, ...], action) -> None:
     """Run ``action(store, ref)`` for each container, going on past failures."""
-    from minicontainer.state import StateStore
+    from minicontainer.container.state import StateStore
 
     store = StateStore()
     for_each(containers, lambda ref: action(store, ref))

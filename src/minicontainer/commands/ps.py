@@ -36,7 +36,7 @@ def status_text(st) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Only print ids.")
 def ps(show_all, fmt, quiet):
     """List running containers (with -a, all of them)."""
-    from minicontainer.state import StateStore
+    from minicontainer.container.state import StateStore
 
     states = [s for s in StateStore().list() if show_all or s.status == "running"]
     if quiet:

@@ -17,7 +17,7 @@ from minicontainer.errors import ContainerError, MiniError, warn
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
 def rm(containers, force):
     """Remove one or more containers (running ones only with -f)."""
-    from minicontainer.state import StateStore
+    from minicontainer.container.state import StateStore
 
     store = StateStore()
     for_each(containers, lambda ref: _remove(store, ref, force))
@@ -36,7 +36,7 @@ def _remove(store, ref: str, force: bool) -> None:
             return
     remove_cgroup(st)
     if st.layer_dir:
-        from minicontainer.runtime import remove_layer_dir
+        from minicontainer.container.runtime import remove_layer_dir
 
         remove_layer_dir(st.layer_dir)
     store.remove(st)
@@ -56,7 +56,7 @@ def remove_cgroup(st) -> None:
 def _kill(st) -> None:
     """SIGKILL the container's PID 1; the runtime then cleans up and exits."""
     from minicontainer.commands.pause import thaw_if_paused
-    from minicontainer.state import proc_start_time
+    from minicontainer.container.state import proc_start_time
 
     try:
         os.kill(st.pid, signal.SIGKILL)

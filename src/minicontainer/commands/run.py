@@ -105,8 +105,8 @@ def run(image, command, explain, dry_run, userns, **opts):
       minicontainer run --rm --explain mini hostname
       minicontainer run --dry-run -m 64m --pids-limit 20 mini
     """
-    from minicontainer.runtime import Runner
-    from minicontainer.spec import build_spec
+    from minicontainer.container.runtime import Runner
+    from minicontainer.container.spec import build_spec
 
     if command[:1] == ("--",):
         command = command[1:]

@@ -277,7 +277,7 @@ def stats(containers, no_stream, fmt):
     THROTTLED  total time the --cpus quota held it back
     PIDS       processes and threads / --pids-limit
     """
-    from minicontainer.state import StateStore
+    from minicontainer.container.state import StateStore
 
     store = StateStore()
     # Named containers must exist and run now (one line each otherwise);

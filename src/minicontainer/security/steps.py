@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minicontainer import steps as S
+from minicontainer.container import steps as S
 from minicontainer.errors import SecurityError
 from minicontainer.security import caps, rlimits, seccomp
 from minicontainer.security.config import SecurityConfig

@@ -304,7 +304,7 @@ def user_for_exec(root_fd: int, user: str | None, group_add: tuple[str, ...] = (
 
 def check_mapped(user: ExecUser) -> None:
     """In a user namespace only mapped ids exist: setresuid(2) to another is EINVAL."""
-    from minicontainer import userns
+    from minicontainer.container import userns
 
     for kind, ids in (("uid", (user.uid,)), ("gid", (user.gid,) + tuple(user.groups))):
         for id_ in ids:

@@ -36,9 +36,9 @@ import tty as ttymod
 from dataclasses import dataclass
 
 from minicontainer import safepath
-from minicontainer import steps as S
+from minicontainer.container import steps as S
 from minicontainer.errors import MiniError, SyscallError
-from minicontainer.interpreter import Interpreter
+from minicontainer.container.interpreter import Interpreter
 
 # Signals the runtime passes on to the container, like docker's --sig-proxy.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)

@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 from minicontainer import paths
-from minicontainer import plan as P
-from minicontainer import steps as S
+from minicontainer.container import plan as P
+from minicontainer.container import steps as S
 from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError, warn
-from minicontainer.hostcheck import check_namespaces, check_shell, require_root
-from minicontainer.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
-from minicontainer.state import ContainerState, StateStore, new_id, proc_start_time
+from minicontainer.container.hostcheck import check_namespaces, check_shell, require_root
+from minicontainer.container.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
+from minicontainer.container.state import ContainerState, StateStore, new_id, proc_start_time
 
 
 def sweep_dead_runtimes(store: StateStore) -> None:
@@ -72,7 +72,7 @@ class Runner:
         self.spec = spec
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
-        from minicontainer.userns import host_uid
+        from minicontainer.container.userns import host_uid
 
         self.unprivileged = host_uid() != 0
         self.userns = userns or self.unprivileged
@@ -101,7 +101,7 @@ class Runner:
         mode = storage_mode(layer.parent)
         userns_steps = []
         if self.userns:
-            from minicontainer import userns
+            from minicontainer.container import userns
 
             if "pid" not in spec.namespaces:
                 raise UsageError(
@@ -198,7 +198,7 @@ class Runner:
 
     def run(self) -> int:
         if self.userns:
-            from minicontainer.userns import check_allowed
+            from minicontainer.container.userns import check_allowed
 
             check_allowed()
         else:
@@ -220,7 +220,7 @@ class Runner:
             sweep_dead_runtimes(store)
             self._reserve(store, state, image)
             prepare_layer(layer, rootfs, image.rootfs)
-            from minicontainer.process import Container, Hooks
+            from minicontainer.container.process import Container, Hooks
 
             def on_started(pid):
                 state.pid = pid

@@ -155,7 +155,7 @@ def remove_layer_dir(layer) -> None:
     if not os.path.isdir(layer):
         return
     if os.geteuid() != 0:
-        from minicontainer.userns import remove_tree
+        from minicontainer.container.userns import remove_tree
 
         if remove_tree(str(layer)):
             return

@@ -27,8 +27,8 @@ import os
 import signal
 import stat
 
-from minicontainer import steps as S
-from minicontainer import userns
+from minicontainer.container import steps as S
+from minicontainer.container import userns
 from minicontainer.errors import CommandError, MiniError, SecurityError, SyscallError
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minicontainer.steps import (
+from minicontainer.container.steps import (
     AwaitExec,
     AwaitRelease,
     Chroot,
