@@ -14,8 +14,10 @@ root in the container may open them. Like runc (its default spec's
   read-only (and nosuid, nodev, noexec). A bind mount's flags are its own
   (mount(2), "Creating a bind mount"), so the original mount stays as it is.
 
-A missing path is skipped (not every kernel has /proc/timer_stats). Every
-mount targets ``/proc/self/fd/N`` of an ``O_PATH`` descriptor opened without
+This module is the data; the interpreter's MaskPath handler
+(container/interpreter.py) carries each one out. A missing path is skipped
+(not every kernel has /proc/timer_stats), and what the path really is (file
+or directory) decides how it is masked. Every mount targets ``/proc/self/fd/N`` of an ``O_PATH`` descriptor opened without
 following any symlink, so nothing planted in the image can redirect a mount
 (reliability lesson 1; runc CVE-2019-19921, CVE-2025-31133).
 

@@ -1,6 +1,8 @@
-"""The thin syscall layer: the only place that calls the kernel for namespaces
-and mounts. ``linux.Linux`` does it for real through ctypes; ``fake.Recorder``
-records the calls so the plan interpreter can be unit-tested without root.
+"""The thin syscall layer: the only code that calls the kernel to set a
+container up. ``linux.Linux`` does it for real (ctypes on libc and
+python-prctl; the only libc binding in the project); ``fake.Recorder``
+records the calls, and ``fake.FakeChannels`` stands in for the runtime's
+pipes, so the interpreter runs whole plans in unit tests without root.
 
 Both raise :class:`minicontainer.errors.SyscallError` (which keeps ``errno``).
 """
