@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 
 
 def v1_host(tmp_path, fake):
-    mounts = {c: fake.add_v1(tmp_path / "cg" / c, (c,)) for c in ("freezer", "memory", "pids")}
+    mounts = {c: fake.add_v1(tmp_path / "cg" / c, (c,)) for c in ("freezer", "memory", "pids", "devices")}
     return HostCgroups(mode="hybrid", v2_mount=str(tmp_path / "cg" / "unified"), v1_mounts=mounts)
 
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from minicontainer.cgroups import manager_for
+from minicontainer.cgroups import devices, manager_for
 from minicontainer.cgroups.detect import HostCgroups
 from minicontainer.cgroups.fakefs import FakeCgroupFs
 from minicontainer.cgroups.resources import parse_resources
@@ -33,6 +33,10 @@ def host(tmp_path):
     for c in CONTROLLERS:
         mounts[c] = fake.add_v1(tmp_path / "cg" / c, (c,))
     return fake, HostCgroups(mode="hybrid", v2_mount=str(tmp_path / "cg" / "unified"), v1_mounts=mounts)
+
+
+def _devices(fake, tmp_path):
+    return fake.add_v1(tmp_path / "devices", ("devices",))
 
 
 def mgr(host, resources=None, cid="c1", timeout=10.0):
@@ -63,10 +67,12 @@ def test_comounted_controllers_share_one_directory(tmp_path):
     fake = FakeCgroupFs()
     both = fake.add_v1(tmp_path / "cpu,cpuacct", ("cpu", "cpuacct"))
     mem = fake.add_v1(tmp_path / "memory", ("memory",))
-    m = V1Manager("c1", res(cpus="0.5"), mounts={"cpu": both, "cpuacct": both, "memory": mem}, fs=fake)
-    assert m.leaves() == [f"{mem}/minicontainer/c1", f"{both}/minicontainer/c1"]
+    dev = fake.add_v1(tmp_path / "devices", ("devices",))
+    m = V1Manager("c1", res(cpus="0.5"), mounts={"cpu": both, "cpuacct": both, "memory": mem, "devices": dev},
+                  fs=fake)
+    assert m.leaves() == [f"{mem}/minicontainer/c1", f"{both}/minicontainer/c1", f"{dev}/minicontainer/c1"]
     joins = [s.file for s in m.plan() if s.action == "join"]
-    assert len(joins) == 2
+    assert len(joins) == 3
 
 
 def test_plan_is_pure(host):
@@ -130,9 +136,10 @@ def test_plan_pids_unlimited(host):
     assert writes(mgr(host, res(pids_limit="-1")).plan())["pids.max"].value == "max"
 
 
-def test_plan_for_empty_resources_only_creates_and_joins(host):
+def test_plan_for_empty_resources_creates_joins_and_sets_only_the_device_list(host):
     steps = mgr(host).plan()
-    assert {s.stage for s in steps} == {"create", "join"}
+    assert {s.stage for s in steps} == {"create", "limit", "join"}
+    assert {os.path.basename(s.file) for s in steps if s.stage == "limit"} == {"devices.deny", "devices.allow"}
 
 
 def test_missing_controller_is_an_error_before_anything_is_created(tmp_path):
@@ -150,7 +157,7 @@ def test_missing_controller_is_an_error_before_anything_is_created(tmp_path):
 def test_memory_swap_without_swap_accounting_is_an_error(tmp_path):
     fake = FakeCgroupFs()
     mem = fake.add_v1(tmp_path / "memory", ("memory",), memsw=False)
-    m = V1Manager("c1", res(memory="64m", memory_swap="128m"), mounts={"memory": mem}, fs=fake)
+    m = V1Manager("c1", res(memory="64m", memory_swap="128m"), mounts={"memory": mem, "devices": _devices(fake, tmp_path)}, fs=fake)
     with pytest.raises(CgroupError) as exc:
         m.plan()
     assert "memory.memsw" in exc.value.message
@@ -160,7 +167,7 @@ def test_memory_swap_without_swap_accounting_is_an_error(tmp_path):
 def test_without_swap_accounting_the_default_swap_is_skipped(tmp_path):
     fake = FakeCgroupFs()
     mem = fake.add_v1(tmp_path / "memory", ("memory",), memsw=False)
-    m = V1Manager("c1", res(memory="64m"), mounts={"memory": mem}, fs=fake)
+    m = V1Manager("c1", res(memory="64m"), mounts={"memory": mem, "devices": _devices(fake, tmp_path)}, fs=fake)
     m.create()
     m.apply()
     assert read(f"{mem}/minicontainer/c1/memory.limit_in_bytes") == str(64 * MIB)
@@ -333,7 +340,7 @@ def test_freeze_that_never_completes_is_undone(host):
 def test_pause_without_freezer_names_it(tmp_path):
     fake = FakeCgroupFs()
     mem = fake.add_v1(tmp_path / "memory", ("memory",))
-    m = V1Manager("c1", res(), mounts={"memory": mem}, fs=fake)
+    m = V1Manager("c1", res(), mounts={"memory": mem, "devices": _devices(fake, tmp_path)}, fs=fake)
     m.create()
     with pytest.raises(CgroupError, match="freezer"):
         m.freeze()
@@ -401,12 +408,19 @@ def test_cgroup_parent_is_used_and_kept(host):
 
 
 def test_plan_v1_is_a_pure_function():
-    steps = plan_v1({"memory": "/cg/memory"}, "minicontainer/x", res(memory="64m"), memsw=False)
+    steps = plan_v1({"memory": "/cg/memory", "devices": "/cg/devices"}, "minicontainer/x", res(memory="64m"),
+                    memsw=False)
+    rules = [("write", "/cg/devices/minicontainer/x/devices.allow")] * len(devices.DEFAULT_RULES)
     assert [(s.action, s.file) for s in steps] == [
         ("create", "/cg/memory/minicontainer"),
         ("create", "/cg/memory/minicontainer/x"),
+        ("create", "/cg/devices/minicontainer"),
+        ("create", "/cg/devices/minicontainer/x"),
         ("write", "/cg/memory/minicontainer/x/memory.limit_in_bytes"),
+        ("write", "/cg/devices/minicontainer/x/devices.deny"),
+        *rules,
         ("join", "/cg/memory/minicontainer/x/cgroup.procs"),
+        ("join", "/cg/devices/minicontainer/x/cgroup.procs"),
     ]
 
 

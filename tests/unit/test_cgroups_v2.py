@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from minicontainer.cgroups import manager_for
+from minicontainer.cgroups import devices, manager_for
 from minicontainer.cgroups.detect import HostCgroups
 from minicontainer.cgroups.fakefs import FakeCgroupFs
 from minicontainer.cgroups.resources import parse_resources
@@ -333,5 +333,6 @@ def test_plan_v2_pure_with_a_hand_made_survey():
         ("write", "/cg/minicontainer/cgroup.subtree_control", "+memory +pids"),
         ("create", "/cg/minicontainer/x", ""),
         ("write", "/cg/minicontainer/x/pids.max", "3"),
+        ("attach-device-filter", "/cg/minicontainer/x", devices.summary(devices.DEFAULT_RULES)),
         ("join", "/cg/minicontainer/x/cgroup.procs", "<pid>"),
     ]

@@ -59,6 +59,10 @@ def run_cli(*args, env=None):
         ["rm"],
         ["nosuchcommand"],
         ["ps", "--format", "xml"],
+        ["run", "--device", "/dev/no-such-device", "mini"],
+        ["run", "--device", "/etc/passwd", "mini"],
+        ["run", "--device", "/dev/null:/dev/x:rwq", "mini"],
+        ["run", "--device", "/dev/null:relative", "mini"],
     ],
 )
 def test_bad_input_is_one_line(args, tmp_path):
@@ -85,7 +89,7 @@ def test_rm_of_several_names_reports_each_failure(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("layer", ["minicontainer.cgroups.resources", "minicontainer.security.config",
-                                   "minicontainer.security"])
+                                   "minicontainer.security", "minicontainer.cgroups.devices"])
 def test_run_fails_closed_when_a_layer_cannot_be_imported(layer, tmp_path, monkeypatch, capsys):
     # None in sys.modules makes `import` raise ImportError, as a broken build would
     from minicontainer.cli import main

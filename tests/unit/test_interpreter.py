@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import pytest
 
@@ -18,6 +19,7 @@ from minicontainer.container import steps as S
 from minicontainer.container import userns
 from minicontainer.cgroups import manager_for
 from minicontainer.cgroups.detect import HostCgroups
+from minicontainer.cgroups.devices import Device
 from minicontainer.cgroups.fakefs import FakeCgroupFs
 from minicontainer.cgroups.resources import parse_resources
 from minicontainer.errors import CommandError, SyscallError
@@ -89,6 +91,15 @@ def test_devices_and_links():
     assert len(nodes) == 6
     links = {c[2]: c[1] for c in sc.calls if c[0] == "symlink"}
     assert links["/dev/ptmx"] == "pts/ptmx" and links["/dev/fd"] == "/proc/self/fd"
+
+
+def test_a_block_device_is_made_with_its_parent_directories():
+    sc = Recorder(fork_returns=0)
+    interp = child(sc)
+    interp.root_fd = 7
+    interp.apply(S.MakeDevice(path="/dev/sub/disk0", kind="b", major=7, minor=0, mode=0o660, make_parent=True))
+    assert sc.calls == [("open_beneath", "/dev/sub", True, False), ("mknod", "/dev/sub/disk0", stat.S_IFBLK | 0o660, 7, 0),
+                        ("chmod", "/dev/sub/disk0", 0o660)]
 
 
 def test_read_only_remounts_keep_flags():
@@ -353,15 +364,18 @@ def _side(plan, cgroup, fork_returns, monkeypatch):
     return interp, explained, groups, sc.calls[:bounds[0]]
 
 
-@pytest.mark.parametrize("case", ["default", "limits", "rootless", "privileged"])
+@pytest.mark.parametrize("case", ["default", "limits", "rootless", "privileged", "device"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
+    loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
         "default": build_spec("mini", ["/bin/true"]),
         "limits": build_spec("mini", ["/bin/true"]),
         "rootless": build_spec("mini", ["/bin/true"]),
         "privileged": build_spec("mini", ["/bin/true"], security=parse_security(privileged=True)),
+        "device": build_spec("mini", ["/bin/true"], devices=[loop]),
     }[case]
-    limits = {"memory": "32m", "pids_limit": 16} if case == "limits" else None
+    limits = {"memory": "32m", "pids_limit": 16} if case == "limits" else {"devices": [loop]} if case == "device" \
+        else None
     plan, cgroup = _plan(tmp_path, spec, rootless=(case == "rootless"), limits=limits)
     printed = plan.render()
     for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
@@ -380,6 +394,12 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         files = {w.file.rsplit("/", 1)[-1]: w for w in cgroup.steps() if w.action == "write"}
         assert "memory.max" in files and "pids.max" in files
         assert cgroup.fs.read(files["pids.max"].file).strip() == "16"
+    if case in ("limits", "device"):
+        attach = [w for w in cgroup.steps() if w.action == "attach-device-filter"]
+        assert len(attach) == 1 and attach[0].describe() in printed
+        assert cgroup.fs.device_filters == {cgroup.path: [attach[0].program]}  # attached, on the fake
+    if case == "device":
+        assert "create the block device /dev/disk0 (7:0)" in printed and attach[0].value.endswith("b 7:0 r")
     if case == "privileged":
         assert "no seccomp filter (--privileged)" in printed and "mask " not in printed
     if case == "rootless":

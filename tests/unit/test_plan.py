@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from minicontainer.cgroups.devices import Device
 from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.container.spec import build_spec
@@ -128,3 +129,40 @@ def test_legend_shortens_long_values():
     assert text.splitlines()[0] == "ID=" + "a" * 64
     assert "a" * 64 not in "\n".join(text.splitlines()[1:])
     assert "cd /c/$ID && mount -t overlay" in text
+
+
+# -- --device: a node inside (its rule is the device cgroup's, cgroups/devices.py) ---------------
+
+LOOP = Device(host="/dev/loop0", path="/dev/sub/disk0", kind="b", major=7, minor=0, access="r", mode=0o660)
+MYNULL = Device(host="/dev/null", path="/dev/null", kind="c", major=1, minor=3, access="rw", mode=0o666)
+
+
+def test_a_device_is_made_after_every_mount_with_the_host_numbers():
+    plan = P.build_plan(build_spec("mini", devices=[LOOP], tmpfs=["/dev/sub"]), hostname="h", rootfs=ROOTFS)
+    made = [s for s in plan.steps if isinstance(s, P.MakeDevice)]
+    mine = made[-1]
+    assert (mine.path, mine.kind, mine.major, mine.minor, mine.mode, mine.make_parent) == \
+        ("/dev/sub/disk0", "b", 7, 0, 0o660, True)
+    assert plan.steps.index(mine) > max(i for i, s in enumerate(plan.steps) if isinstance(s, P.Mount))
+    assert mine.what() == "create the block device /dev/sub/disk0 (7:0)"
+    assert mine.shell() == "mkdir -p $ROOTFS/dev/sub && mknod -m 660 $ROOTFS/dev/sub/disk0 b 7 0"
+    assert "--device /dev/loop0" in mine.why() and "'r'" in mine.why()
+    assert len(made) == len(P.STANDARD_DEVICES) + 1
+
+
+def test_a_device_on_a_standard_path_replaces_the_standard_node():
+    plan = P.build_plan(build_spec("mini", devices=[MYNULL]), hostname="h", rootfs=ROOTFS)
+    nulls = [s for s in plan.steps if isinstance(s, P.MakeDevice) and s.path == "/dev/null"]
+    assert len(nulls) == 1 and nulls[0].make_parent and "--device" in nulls[0].why()
+
+
+def test_rootless_binds_the_host_device():
+    plan = P.build_plan(build_spec("mini", devices=[LOOP]), hostname="h", rootfs=ROOTFS, rootless=True)
+    assert not [s for s in plan.steps if isinstance(s, P.MakeDevice)]
+    bind = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/dev/sub/disk0")
+    assert bind.source == "/dev/loop0" and bind.host_source and bind.create == "file"
+
+
+def test_build_spec_parses_device_strings():
+    spec = build_spec("mini", devices=["/dev/null:/dev/mynull:rw"])
+    assert [(d.path, d.kind, d.major, d.minor, d.access) for d in spec.devices] == [("/dev/mynull", "c", 1, 3, "rw")]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import signal
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from minicontainer import units
 from minicontainer.cgroups.files import CgroupFs, read_pids, walk_bottom_up
@@ -56,7 +56,11 @@ class CgroupWrite:
                      and only if ``file`` is still empty;
       - ``move-out`` move every process listed in ``source`` into ``file``
                      (the cgroup v2 "no internal processes" rule);
-      - ``join``     write the container's pid to ``file``.
+      - ``join``     write the container's pid to ``file``;
+      - ``attach-device-filter``  load ``program`` (eBPF, devices.py) and
+                     attach it to the cgroup directory ``file`` with
+                     bpf(2): cgroup v2's device allow-list, which ``value``
+                     spells as v1 would.
     ``stage`` says which method runs it: ``create`` / ``limit`` / ``join``.
     ``counterpart`` names the same knob in the other cgroup version, so a
     learner on a v1 host sees the v2 file and back. ``optional`` steps are
@@ -73,6 +77,11 @@ class CgroupWrite:
     source: str = ""
     optional: bool = False
     flag: str = ""
+    program: bytes = field(default=b"", repr=False)
+
+    @property
+    def program_length(self) -> int:
+        return len(self.program) // 8  # eBPF instructions are 8 bytes
 
     def describe(self) -> str:
         """One line for --explain."""
@@ -84,6 +93,9 @@ class CgroupWrite:
             return f"move every process in {self.source} to {self.file}"
         if self.action == "join":
             return f"echo {self.value} > {self.file}"
+        if self.action == "attach-device-filter":
+            return (f"attach an eBPF device filter ({self.program_length} instructions) to {self.file}: "
+                    f"allow {self.value}; every other device is refused (EPERM)")
         extra = f"   (other cgroup version: {self.counterpart})" if self.counterpart else ""
         if self.source:
             return f"cat {self.source} > {self.file}{extra}"
@@ -99,6 +111,10 @@ class CgroupWrite:
             return f"for p in $(cat {self.source}); do echo $p > {self.file}; done"
         if self.action == "join":
             return f"echo $CHILD_PID > {self.file}"
+        if self.action == "attach-device-filter":
+            # No shell tool assembles eBPF from text; with the program in an ELF object, bpftool does the rest.
+            return ("bpftool prog load devices.o /sys/fs/bpf/devices type cgroup/dev && "
+                    f"bpftool cgroup attach {self.file} device pinned /sys/fs/bpf/devices multi")
         if self.source:
             return f"cat {self.source} > {self.file}"
         return f"echo '{self.value}' > {self.file}"
@@ -249,6 +265,9 @@ class CgroupManager(ABC):
             except OSError as e:
                 raise SyscallError("creating the cgroup", e.errno or errno.EIO, s.file,
                                    _mkdir_hint(e.errno)) from None
+            return
+        if s.action == "attach-device-filter":
+            fs.attach_device_filter(s.file, s.program)
             return
         if s.action == "move-out":
             for p in read_pids(fs, s.source):

@@ -15,7 +15,11 @@ depend on, so tests exercise the real manager code:
   non-root cgroups holding processes (EBUSY);
 - cgroup.kill and ``kill(pid, SIGKILL)`` remove processes (except those
   marked unkillable); cgroup.events reports ``populated`` and ``frozen``;
-- v1 refuses memory.memsw below memory.limit and a cpuset outside the parent's.
+- v1 refuses memory.memsw below memory.limit and a cpuset outside the parent's;
+  devices.deny/devices.allow edit devices.list as the kernel does (a new
+  cgroup copies its parent's list);
+- ``attach_device_filter`` keeps each cgroup's eBPF programs in
+  ``device_filters`` (the tests run them with a small interpreter).
 
 Time is fake too: ``sleep`` advances ``clock``, so deadline tests run
 instantly. ``log`` records every mkdir/rmdir/write in order.
@@ -58,6 +62,7 @@ V1_FILES = {
     "blkio": {"blkio.throttle.read_bps_device": "", "blkio.throttle.write_bps_device": "",
               "blkio.throttle.io_service_bytes_recursive": "Total 0\n"},
     "freezer": {"freezer.state": "THAWED"},
+    "devices": {"devices.allow": "", "devices.deny": "", "devices.list": "a *:* rwm\n"},
 }
 V1_MEMSW = {"memory.memsw.limit_in_bytes": V1_UNLIMITED, "memory.memsw.usage_in_bytes": "0"}
 V1_NOT_ON_ROOT = {"pids.max", "pids.current", "pids.events", "freezer.state"}
@@ -85,6 +90,7 @@ class FakeCgroupFs(CgroupFs):
         self.killed: list[tuple[int, int]] = []
         self.unkillable: set[int] = set()
         self.log: list[tuple[str, str, str]] = []
+        self.device_filters: dict[str, list[bytes]] = {}
 
     # -- building a host ------------------------------------------------------------
     def add_v2(self, mount: str | os.PathLike, controllers=("cpu", "cpuset", "io", "memory", "pids"), *,
@@ -152,6 +158,8 @@ class FakeCgroupFs(CgroupFs):
         self.log.append(("mkdir", path, ""))
         if h.version == 1:
             files = self._v1_files(h, root=False)
+            if "devices.list" in files:
+                files["devices.list"] = Path(path).parent.joinpath("devices.list").read_text()
         else:
             parent_enabled = Path(path).parent.joinpath("cgroup.subtree_control").read_text().split()
             files = {"cgroup.procs": "", "cgroup.controllers": " ".join(parent_enabled),
@@ -170,7 +178,7 @@ class FakeCgroupFs(CgroupFs):
             files.update(V2_SWAP)
         return files
 
-    def rmdir(self, path: str) -> None:
+    def _rmdir(self, path: str) -> None:
         h = self._hier(path)
         if path == h.mount:
             raise OSError(errno.EBUSY, "the root cgroup cannot be removed", path)
@@ -231,6 +239,9 @@ class FakeCgroupFs(CgroupFs):
         if name == "memory.limit_in_bytes" and os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
             if int(value) > int(Path(d, "memory.memsw.limit_in_bytes").read_text()):
                 raise _err(path, value, errno.EINVAL)
+        if name in ("devices.allow", "devices.deny") and h.version == 1:
+            self._devices(d, name == "devices.allow", value)
+            return
         if name == "io.max":
             # the kernel keeps one line per device
             dev = value.split()[0]
@@ -259,6 +270,37 @@ class FakeCgroupFs(CgroupFs):
         Path(path).write_text(" ".join(enabled))
         for child in self.subdirs(d):
             Path(child, "cgroup.controllers").write_text(" ".join(enabled))
+
+    def _devices(self, d: str, allow: bool, value: str) -> None:
+        """devices.rst: "a" to devices.deny empties the list, "a" to
+        devices.allow allows everything, anything else adds or removes one
+        entry of the form "TYPE MAJOR:MINOR ACCESS"."""
+        rule = value.strip()
+        listing = Path(d, "devices.list")
+        entries = listing.read_text().splitlines()
+        if rule == "a":
+            entries = ["a *:* rwm"] if allow else []
+        else:
+            parts = rule.split()
+            if len(parts) != 3 or parts[0] not in ("a", "b", "c") or ":" not in parts[1] or not parts[2] or \
+                    set(parts[2]) - set("rwm"):
+                raise _err(str(listing.with_name("devices.allow" if allow else "devices.deny")), value, errno.EINVAL)
+            if allow:
+                if "a *:* rwm" not in entries and rule not in entries:
+                    entries.append(rule)
+            else:
+                entries = [e for e in entries if e != rule]
+        listing.write_text("".join(f"{e}\n" for e in entries))
+
+    def attach_device_filter(self, path: str, program: bytes) -> None:
+        self.log.append(("attach-device-filter", path, f"{len(program) // 8} instructions"))
+        if not os.path.isdir(path) or self._hier(path).version != 2:
+            raise SyscallError("attaching the device filter (bpf BPF_PROG_ATTACH) to", errno.EBADF, path)
+        self.device_filters.setdefault(path, []).append(program)
+
+    def rmdir(self, path: str) -> None:
+        self._rmdir(path)
+        self.device_filters.pop(path, None)  # the kernel detaches a removed cgroup's programs
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
         self.killed.append((pid, sig))

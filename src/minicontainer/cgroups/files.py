@@ -81,6 +81,13 @@ class CgroupFs:
         except FileNotFoundError:
             return []
 
+    def attach_device_filter(self, path: str, program: bytes) -> None:
+        """Attach the eBPF device program to the cgroup v2 directory ``path``
+        (bpf(2), through the syscall layer: the only module that binds libc)."""
+        from minicontainer.syscalls.linux import attach_device_filter
+
+        attach_device_filter(path, program)
+
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
         try:
             os.kill(pid, sig)

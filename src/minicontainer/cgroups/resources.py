@@ -24,6 +24,8 @@ resources"), so the cgroup managers can trust what they get:
 - ``--device-read-bps`` / ``--device-write-bps`` need a block device; the path
   becomes major:minor, which is what the kernel files take.
 - ``--cgroup-parent`` is a relative path of plain names (no ``..``).
+- ``--device`` (parsed by devices.py) adds its rule to the device
+  allow-list, ``--privileged`` (``all_devices``) drops the list.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Iterable
 
 from minicontainer import units
+from minicontainer.cgroups.devices import Device, DeviceRule, parse_device
 from minicontainer.errors import UsageError
 
 CPU_PERIOD_US = 100_000  # the CFS period Docker uses; cpu.max's default too
@@ -61,13 +64,19 @@ class Resources:
     device_read_bps: tuple[DeviceRate, ...] = ()
     device_write_bps: tuple[DeviceRate, ...] = ()
     cgroup_parent: str | None = None  # relative to the cgroup mount
+    # The device allow-list (devices.py): rules of --device besides the
+    # defaults, and --privileged's "every device" (no list at all).
+    devices: tuple[DeviceRule, ...] = ()
+    all_devices: bool = False
 
     def is_empty(self) -> bool:
-        """True when no limit is set (``cgroup_parent`` is a place, not a limit)."""
+        """True when no limit is set (``cgroup_parent`` is a place, not a
+        limit; the device rules only ever allow more than a host without a
+        cgroup would refuse, which is nothing)."""
         return all(
             getattr(self, f.name) in (None, ())
             for f in fields(self)
-            if f.name != "cgroup_parent"
+            if f.name not in ("cgroup_parent", "devices", "all_devices")
         )
 
     @property
@@ -165,6 +174,17 @@ def _device_rates(values: Iterable[str | tuple[int, int, int]], flag: str,
     return tuple((ma, mi, r) for (ma, mi), r in sorted(by_dev.items()))
 
 
+def _device_rules(values: Iterable[str | Device | DeviceRule], stat: Callable[[str], os.stat_result]
+                  ) -> tuple[DeviceRule, ...]:
+    """``--device`` values (``/dev/loop0:r``, or parsed already) as allow-list rules."""
+    rules = []
+    for v in values:
+        if isinstance(v, str):
+            v = parse_device(v, stat)
+        rules.append(v.rule if isinstance(v, Device) else v)
+    return tuple(dict.fromkeys(rules))
+
+
 def _resolve(source: frozenset[int] | Iterable[int] | Callable[[], Iterable[int]]) -> frozenset[int]:
     return frozenset(source() if callable(source) else source)
 
@@ -181,6 +201,8 @@ def parse_resources(
     device_read_bps: Iterable[str] = (),
     device_write_bps: Iterable[str] = (),
     cgroup_parent: str | None = None,
+    devices: Iterable[str | Device | DeviceRule] = (),
+    all_devices: bool = False,
     *,
     cpus_available: Iterable[int] | Callable[[], Iterable[int]] = host_cpus,
     mems_available: Iterable[int] | Callable[[], Iterable[int]] = host_mems,
@@ -298,4 +320,6 @@ def parse_resources(
         device_read_bps=read_bps,
         device_write_bps=write_bps,
         cgroup_parent=parent,
+        devices=_device_rules(devices, stat),
+        all_devices=bool(all_devices),
     )

@@ -21,14 +21,16 @@ Two v1 quirks the plan handles:
 from __future__ import annotations
 
 from minicontainer import units
+from minicontainer.cgroups import devices
 from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
 from minicontainer.errors import CgroupError, SyscallError
 
 # The v1 controllers a container joins, when the host has them mounted.
-# freezer is for pause and for a race-free kill; cpuacct for CPU statistics.
-CONTROLLERS = ("freezer", "memory", "cpu", "cpuacct", "cpuset", "pids", "blkio")
+# freezer is for pause and for a race-free kill; cpuacct for CPU statistics;
+# devices for the device allow-list (devices.py), which must be there.
+CONTROLLERS = ("freezer", "memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices")
 
 DOC = "v1 docs"
 
@@ -56,6 +58,14 @@ def plan_v1(mounts: dict[str, str], relative: str, r: Resources, *, memsw: bool)
                 f"{flag} needs the {ctrl} controller, which is not mounted on this host",
                 f"mount it: mkdir -p /sys/fs/cgroup/{ctrl} && mount -t cgroup -o {ctrl} cgroup /sys/fs/cgroup/{ctrl}",
             )
+    if "devices" not in mounts and not r.all_devices:
+        # runc: "The non-presence of the devices subsystem is considered fatal for security reasons."
+        raise CgroupError(
+            "the devices controller is not mounted on this host: without it root in the container could open "
+            "any device node it creates (a host disk too)",
+            "mount it: mkdir -p /sys/fs/cgroup/devices && mount -t cgroup -o devices cgroup /sys/fs/cgroup/devices "
+            "(or --privileged, which allows every device)",
+        )
     if r.memory_swap is not None and not memsw:
         raise CgroupError(
             "--memory-swap needs swap accounting (memory.memsw.limit_in_bytes), which this kernel has off",
@@ -84,6 +94,8 @@ def plan_v1(mounts: dict[str, str], relative: str, r: Resources, *, memsw: bool)
                     ))
     leaf = {c: f"{m.rstrip('/')}/{relative}" for c, m in mounts.items()}
     steps.extend(_limits(leaf, r, memsw))
+    if "devices" in mounts:
+        steps.extend(_device_rules(leaf["devices"], r))
     for mount in hierarchies(mounts):
         steps.append(CgroupWrite(
             file=f"{mount}/{relative}/cgroup.procs", value="<pid>", action="join", stage="join",
@@ -146,6 +158,29 @@ def _limits(leaf: dict[str, str], r: Resources, memsw: bool) -> list[CgroupWrite
         w("blkio", "blkio.throttle.write_bps_device", f"{ma}:{mi} {rate}",
           f"throttle writes to device {ma}:{mi} to {units.format_size(rate)}/s (blkio-controller.rst)",
           "io.max wbps=", "--device-write-bps")
+    return out
+
+
+def _device_rules(leaf: str, r: Resources) -> list[CgroupWrite]:
+    """The device allow-list (devices.py): deny everything, then allow each rule
+    (v1 docs, devices.rst: a new cgroup starts with its parent's list)."""
+    v2 = "the eBPF device program (attached with bpf(2))"
+    if r.all_devices:
+        return []  # --privileged: the cgroup keeps its parent's list, as v2 attaches no program
+    out = [CgroupWrite(
+        file=f"{leaf}/devices.deny", value="a",
+        why=("root in the container keeps CAP_MKNOD, so any device node it makes would open (a host disk "
+             "too): empty the allow-list first, as runc and crun do (devices.rst)"),
+        counterpart=v2,
+    )]
+    extra = set(r.devices)
+    for rule in devices.rules_for(r.devices):
+        out.append(CgroupWrite(
+            file=f"{leaf}/devices.allow", value=str(rule),
+            why=f"allow {rule.name or 'this device'}" + (
+                " (asked by --device too)" if rule in extra and not rule.name.startswith("--device") else ""),
+            counterpart=v2, flag="--device" if rule in extra else "",
+        ))
     return out
 
 

@@ -27,6 +27,7 @@ import errno
 from dataclasses import dataclass
 
 from minicontainer import units
+from minicontainer.cgroups import devices
 from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed, read_pids
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
@@ -141,6 +142,7 @@ def plan_v2(mount: str, relative: str, r: Resources, levels: tuple[Level, ...]) 
     steps.append(CgroupWrite(file=leaf, value="", action="create", stage="create",
                              why="the container's own cgroup"))
     steps.extend(_limits(leaf, r))
+    steps.extend(_device_filter(leaf, r))
     steps.append(CgroupWrite(
         file=f"{leaf}/cgroup.procs", value="<pid>", action="join", stage="join",
         why="the child joins its cgroup before it execs, so it never runs without its limits",
@@ -205,6 +207,23 @@ def _limits(leaf: str, r: Resources) -> list[CgroupWrite]:
         w("io.max", value, f"throttle block I/O on device {ma}:{mi} (bytes per second, io.max)",
           "blkio.throttle.read_bps_device / write_bps_device", flag)
     return out
+
+
+def _device_filter(leaf: str, r: Resources) -> list[CgroupWrite]:
+    """The device allow-list as an eBPF program (devices.py); none with --privileged."""
+    if r.all_devices:
+        return []
+    rules = devices.rules_for(r.devices)
+    return [CgroupWrite(
+        file=leaf, value=devices.summary(rules), action="attach-device-filter",
+        program=devices.filter_program(rules),
+        why=("root in the container keeps CAP_MKNOD, so any device node it makes would open (a host disk "
+             "too): v2 has no devices.allow file, so, as runc and crun do, an eBPF program of type "
+             "BPF_PROG_TYPE_CGROUP_DEVICE decides every open and mknod; bpf(2) BPF_PROG_LOAD, then "
+             "BPF_PROG_ATTACH to the cgroup's directory fd (cgroup-v2 docs, 'Device controller')"),
+        counterpart="devices.deny 'a' then devices.allow per rule (v1)",
+        flag="--device" if r.devices else "",
+    )]
 
 
 class V2Manager(CgroupManager):

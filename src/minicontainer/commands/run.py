@@ -16,7 +16,7 @@ import click
 from minicontainer.errors import UsageError, warn
 
 
-def _resources(opts: dict):
+def _resources(opts: dict, devices=()):
     keys = (
         "memory",
         "memory_swap",
@@ -31,6 +31,10 @@ def _resources(opts: dict):
         "cgroup_parent",
     )
     given = {k: opts[k] for k in keys if opts.get(k) not in (None, ())}
+    if devices:
+        given["devices"] = devices  # each --device adds its rule to the device allow-list
+    if opts.get("privileged"):
+        given["all_devices"] = True  # as Docker: no device allow-list
     # Imported here, not at the top, so `run --help` stays cheap; never
     # guarded: a build that cannot limit resources must not run at all.
     from minicontainer.cgroups.resources import parse_resources
@@ -82,9 +86,11 @@ def _security(opts: dict):
 @click.option("--device-read-bps", multiple=True, metavar="DEV:RATE", help="Limit read rate from a device.")
 @click.option("--device-write-bps", multiple=True, metavar="DEV:RATE", help="Limit write rate to a device.")
 @click.option("--cgroup-parent", help="Parent cgroup for the container's cgroup.")
+@click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
+              help="Add a host device (e.g. /dev/loop0:/dev/loop0:r); the device cgroup allows it.")
 @click.option("--cap-add", multiple=True, help="Add a Linux capability (or ALL).")
 @click.option("--cap-drop", multiple=True, help="Drop a Linux capability (or ALL).")
-@click.option("--privileged", is_flag=True, help="All capabilities, no seccomp, no masked paths.")
+@click.option("--privileged", is_flag=True, help="All capabilities and devices, no seccomp, no masked paths.")
 @click.option("--security-opt", multiple=True, help="no-new-privileges[=false], seccomp=unconfined|PROFILE.json")
 @click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]", help="Set a resource limit (e.g. nofile=1024).")
 @click.option("-u", "--user", metavar="UID[:GID]|NAME", help="Run as this user (looked up in the container).")
@@ -108,8 +114,11 @@ def run(image, command, explain, dry_run, userns, **opts):
     from minicontainer.container.runtime import Runner
     from minicontainer.container.spec import build_spec
 
+    from minicontainer.cgroups.devices import parse_devices
+
     if command[:1] == ("--",):
         command = command[1:]
+    devices = parse_devices(opts["device"])
     spec = build_spec(
         image,
         command,
@@ -130,7 +139,8 @@ def run(image, command, explain, dry_run, userns, **opts):
         read_only=opts["read_only"],
         volumes=opts["volume"],
         tmpfs=opts["tmpfs"],
-        resources=_resources(opts),
+        devices=devices,
+        resources=_resources(opts, devices),
         security=_security(opts),
     )
     if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):

@@ -245,15 +245,16 @@ class Interpreter:
             if fd != self.root_fd:
                 self.sc.close(fd)
 
-    def _in_dev(self, path: str) -> tuple[int, str]:
+    def _in_dev(self, path: str, create: str = "no") -> tuple[int, str]:
         parent, _, name = path.rpartition("/")
-        return self._target(parent or "/", "no"), name
+        return self._target(parent or "/", create), name
 
     def _mknod(self, step: S.MakeDevice) -> None:
         # /dev is our own fresh tmpfs at this point, so a name inside it is ours.
-        dfd, name = self._in_dev(step.path)
+        dfd, name = self._in_dev(step.path, "dir" if step.make_parent else "no")
+        kind = stat.S_IFBLK if step.kind == "b" else stat.S_IFCHR
         try:
-            self.sc.mknod(f"{self.sc.fd_path(dfd)}/{name}", stat.S_IFCHR | step.mode, os.makedev(step.major, step.minor),
+            self.sc.mknod(f"{self.sc.fd_path(dfd)}/{name}", kind | step.mode, os.makedev(step.major, step.minor),
                           shown=step.path)
             self.sc.chmod(f"{self.sc.fd_path(dfd)}/{name}", step.mode)  # umask would have masked it
         finally:

@@ -173,7 +173,11 @@ def build_plan(
             "nothing it planted there (symlinks to host files) is ever used (CVE-2025-31133)",
         )
     )
+    # A --device for one of the standard paths replaces the standard node or link.
+    own = {d.path for d in spec.devices}
     for path, major, minor in STANDARD_DEVICES:
+        if path in own:
+            continue
         if rootless:
             plan.add(
                 Mount(
@@ -209,7 +213,8 @@ def build_plan(
         )
     )
     for path, target in DEV_LINKS:
-        plan.add(Symlink(path=path, target=target))
+        if path not in own:
+            plan.add(Symlink(path=path, target=target))
     # The user's mounts come after the standard ones, so a -v or --tmpfs on
     # /tmp or under /dev is not hidden by them (docker does the same).
     for vol in spec.volumes:
@@ -238,6 +243,35 @@ def build_plan(
                 reason="--tmpfs: a private in-memory directory",
             )
         )
+    # --device: the host's device node, after every mount (as runc), so no
+    # mount hides it. Opening it is allowed by its rule in the device cgroup.
+    for d in spec.devices:
+        if rootless:
+            plan.add(
+                Mount(
+                    target=d.path,
+                    source=d.host,
+                    flags=MS_BIND,
+                    reason=f"--device {d.host}, rootless: mknod(2) needs CAP_MKNOD in the host's user namespace, "
+                    "so the host's node is bind-mounted onto an empty file; there is no device cgroup, the "
+                    "node's own permissions decide",
+                    create="file",
+                    host_source=True,
+                )
+            )
+        else:
+            plan.add(
+                MakeDevice(
+                    path=d.path,
+                    major=d.major,
+                    minor=d.minor,
+                    mode=d.mode,
+                    kind=d.kind,
+                    make_parent=True,
+                    reason=f"--device {d.host}: a node with the host device's numbers and mode; the device "
+                    f"cgroup allows it '{d.access}' (mknod(2))",
+                )
+            )
     for s in (security.masks if security else ()):
         plan.add(s)
     if spec.read_only:

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from minicontainer import paths
@@ -159,16 +160,28 @@ class Runner:
         resources = self.spec.resources
         if self.unprivileged:
             return self._rootless_cgroup_steps(resources)
+        note = None
+        if self.userns:
+            # The runtime is in the user namespace when it writes the cgroup:
+            # devices.allow and bpf(2) need CAP_SYS_ADMIN in the host's.
+            resources = replace(resources or cgroups.Resources(), all_devices=True)
+            note = S.Note(phase=S.PARENT, text="no device allow-list (user namespace)",
+                          reason="setting one needs CAP_SYS_ADMIN in the host's user namespace, which the runtime "
+                          "left; none is needed for mknod: the kernel refuses device nodes made in a user namespace "
+                          "(CAP_MKNOD counts only in the host's) and ignores those on filesystems mounted there")
+        elif resources is not None and resources.all_devices:
+            note = S.Note(phase=S.PARENT, text="no device allow-list (--privileged): every device may be opened",
+                          reason="as Docker: the container's cgroup keeps its parent's device access")
         try:
             self.cgroup = cgroups.manager_for(cid, resources)
             writes = self.cgroup.steps()  # once: the interpreter executes these very objects
         except CgroupError as e:
             if resources is not None and not resources.is_empty():
                 raise
-            warn(f"running without a cgroup: {e}")
+            warn(f"running without a cgroup (so without limits and without a device allow-list): {e}")
             self.cgroup = None
             return []
-        return [S.CgroupStep(write=w) for w in writes]
+        return [S.CgroupStep(write=w) for w in writes] + ([note] if note else [])
 
     def _rootless_cgroup_steps(self, resources) -> list:
         """Rootless: no cgroup. Creating one needs root, unless the host
@@ -185,7 +198,9 @@ class Runner:
                 phase=S.PARENT,
                 text="no cgroup for this container (rootless mode)",
                 reason="cgroups(7): only root may create cgroups unless the host delegates a subtree to the user; "
-                "no limit was asked for, so the container runs in the caller's cgroup (stats and pause do not apply)",
+                "no limit was asked for, so the container runs in the caller's cgroup (stats and pause do not apply). "
+                "No device allow-list is needed: in a user namespace the kernel refuses to make device nodes and "
+                "ignores those on filesystems mounted there",
             )
         ]
 

@@ -123,6 +123,16 @@ def _check_container_path(path: str, what: str) -> None:
         raise UsageError(f"{what} cannot be / itself", "choose a directory inside the container")
 
 
+def _devices(values: Iterable[Any]) -> tuple[Any, ...]:
+    """``--device`` values (strings, or already parsed by the CLI) as Devices."""
+    values = tuple(values)
+    if not values:
+        return ()
+    from minicontainer.cgroups.devices import parse_devices  # the rule for each one lives there
+
+    return parse_devices(values)
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     image: str
@@ -139,6 +149,7 @@ class ContainerSpec:
     read_only: bool = False
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
+    devices: tuple[Any, ...] = ()  # --device: cgroups.devices.Device (the node; its rule is in resources)
     # Filled by the cgroups and security layers (cgroups.resources.Resources,
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None
@@ -178,6 +189,7 @@ def build_spec(
     read_only: bool = False,
     volumes: Iterable[str] = (),
     tmpfs: Iterable[str] = (),
+    devices: Iterable[Any] = (),
     resources: Any = None,
     security: Any = None,
     host_env: dict[str, str] | None = None,
@@ -225,6 +237,7 @@ def build_spec(
         read_only=read_only,
         volumes=tuple(parse_volume(v) for v in volumes),
         tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
+        devices=_devices(devices),
         resources=resources,
         security=security,
     )

@@ -319,19 +319,28 @@ class RemountReadonly(Step):
 
 @dataclass(frozen=True)
 class MakeDevice(Step):
-    path: str = ""  # inside the container, under /dev (our own tmpfs)
+    """A device node inside the new root. Opening it is still up to the
+    device cgroup (cgroups/devices.py), which the child has joined by now."""
+
+    path: str = ""  # inside the container, under /dev (our own tmpfs) for the standard ones
     major: int = 0
     minor: int = 0
     mode: int = 0o666
+    kind: str = "c"  # c (character) | b (block)
+    reason: str = ""
+    make_parent: bool = False  # create missing directories on the way (--device /dev/snd/x)
 
     def what(self) -> str:
-        return f"create the character device {self.path} ({self.major}:{self.minor})"
+        what = "block" if self.kind == "b" else "character"
+        return f"create the {what} device {self.path} ({self.major}:{self.minor})"
 
     def why(self) -> str:
-        return "programs expect the standard devices; the host's /dev is not visible in the container"
+        return self.reason or "programs expect the standard devices; the host's /dev is not visible in the container"
 
     def shell(self) -> str:
-        return f"mknod -m {self.mode:o} $ROOTFS{self.path} c {self.major} {self.minor}"
+        parent = self.path.rpartition("/")[0]
+        mkdir = f"mkdir -p $ROOTFS{parent} && " if self.make_parent and parent not in ("", "/dev") else ""
+        return f"{mkdir}mknod -m {self.mode:o} $ROOTFS{self.path} {self.kind} {self.major} {self.minor}"
 
 
 @dataclass(frozen=True)

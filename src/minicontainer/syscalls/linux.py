@@ -1,8 +1,9 @@
 """The real kernel: every call the runtime makes to set a container up.
 
 This is the only module that binds libc. Python 3.11 has no os.unshare or
-os.setns (they arrive in 3.12) and no mount, pivot_root, umount2, capget or
-seccomp at all, so those go through ctypes here; prctl(2) options that
+os.setns (they arrive in 3.12) and no mount, pivot_root, umount2, capget,
+seccomp or bpf at all, so those go through ctypes here (bpf(2) loads and
+attaches the cgroup v2 device program that cgroups/devices.py writes); prctl(2) options that
 python-prctl covers (the bounding set, capability sets, no_new_privs, the
 parent-death signal, dumpable) go through python-prctl, the project's chosen
 binding. Two prctl options it lacks are called through ctypes: the ambient
@@ -73,6 +74,8 @@ _syscall.restype = ctypes.c_long
 
 # glibc has no pivot_root() wrapper: call it by number (asm/unistd.h).
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i686": 217, "armv7l": 218}.get(platform.machine(), 155)
+# bpf(2) has no glibc wrapper either.
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386}.get(platform.machine(), 321)
 # close_range(2) has one number on every architecture (Linux 5.9).
 _SYS_CLOSE_RANGE = 436
 _CLOSE_RANGE_CLOEXEC = 1 << 2
@@ -113,6 +116,127 @@ def load_filter(program: bytes) -> SockFprog:
     fprog = SockFprog(n, ctypes.cast(insns, ctypes.POINTER(SockFilter)))
     fprog._keep = insns  # noqa: SLF001 - the pointer above does not keep it alive
     return fprog
+
+
+# -- bpf(2): the cgroup v2 device filter (cgroups/devices.py writes the program) --
+
+BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_QUERY = 5, 8, 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6  # the attach type
+BPF_F_ALLOW_MULTI = 2  # other programs (systemd's, a parent's) keep running too; each must allow
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    """union bpf_attr for BPF_PROG_LOAD, up to expected_attach_type (Linux 4.17)."""
+
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32), ("insns", ctypes.c_uint64),
+                ("license", ctypes.c_uint64), ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+                ("prog_name", ctypes.c_char * 16), ("prog_ifindex", ctypes.c_uint32),
+                ("expected_attach_type", ctypes.c_uint32)]
+
+
+class _ProgAttachAttr(ctypes.Structure):
+    """union bpf_attr for BPF_PROG_ATTACH."""
+
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32)]
+
+
+class _ProgQueryAttr(ctypes.Structure):
+    """union bpf_attr for BPF_PROG_QUERY."""
+
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32), ("query_flags", ctypes.c_uint32),
+                ("attach_flags", ctypes.c_uint32), ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
+    ret = _syscall(ctypes.c_long(_SYS_BPF), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+    return -ctypes.get_errno() if ret < 0 else ret
+
+
+def _bpf_hint(err: int) -> str | None:
+    if err == errno.EPERM:
+        return "loading and attaching eBPF programs needs CAP_SYS_ADMIN (inside a container: --privileged)"
+    if err in (errno.ENOSYS, errno.EINVAL):
+        return ("the kernel lacks eBPF device filters for cgroup v2 (CONFIG_CGROUP_BPF, Linux 4.15+); "
+                "--privileged runs without one")
+    return None
+
+
+def load_device_filter(program: bytes, name: str = "mc_devices") -> int:
+    """bpf(BPF_PROG_LOAD) of a BPF_PROG_TYPE_CGROUP_DEVICE program; returns its fd.
+    If the verifier refuses it, the load is repeated with the verifier's log,
+    whose last line goes into the error."""
+    n = len(program) // 8
+    insns = ctypes.create_string_buffer(program, len(program))
+    license = ctypes.create_string_buffer(b"MIT")  # no GPL-only helper is called, so any license loads
+    attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_CGROUP_DEVICE, insn_cnt=n,
+                         insns=ctypes.addressof(insns), license=ctypes.addressof(license),
+                         prog_name=name.encode()[:15])
+    fd = _bpf(BPF_PROG_LOAD, attr)
+    if fd >= 0:
+        return fd
+    err = -fd
+    hint = _bpf_hint(err)
+    if err in (errno.EINVAL, errno.EACCES):
+        log = ctypes.create_string_buffer(1 << 16)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        again = _bpf(BPF_PROG_LOAD, attr)
+        if again >= 0:
+            return again
+        # The log ends with statistics ("processed N insns ..."); the reason comes before them.
+        stats = ("processed ", "verification time", "stack depth")
+        lines = [ln for ln in log.value.decode(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith(stats)]
+        if lines:
+            hint = f"the verifier said: {lines[-1].strip()}"
+    raise SyscallError("loading the device filter (bpf BPF_PROG_LOAD)", err, None, hint)
+
+
+def attach_device_filter(cgroup_dir: str, program: bytes) -> None:
+    """Load ``program`` and attach it to the cgroup v2 directory with
+    bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI). The cgroup
+    keeps the program: it runs until the cgroup is removed, so both fds
+    are closed here."""
+    prog = load_device_filter(program)
+    try:
+        try:
+            dirfd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as e:
+            raise _oserror("opening the cgroup", e, cgroup_dir) from None
+        try:
+            attr = _ProgAttachAttr(target_fd=dirfd, attach_bpf_fd=prog, attach_type=BPF_CGROUP_DEVICE,
+                                   attach_flags=BPF_F_ALLOW_MULTI)
+            ret = _bpf(BPF_PROG_ATTACH, attr)
+            if ret < 0:
+                hint = _bpf_hint(-ret)
+                if -ret == errno.EPERM:
+                    hint = ("a parent cgroup has a device program attached without BPF_F_ALLOW_MULTI, or "
+                            + (hint or "the runtime lacks CAP_SYS_ADMIN"))
+                raise SyscallError("attaching the device filter (bpf BPF_PROG_ATTACH) to", -ret, cgroup_dir, hint)
+        finally:
+            os.close(dirfd)
+    finally:
+        os.close(prog)
+
+
+def device_filters(cgroup_dir: str) -> list[int]:
+    """The ids of the device programs attached to this cgroup itself
+    (bpf(BPF_PROG_QUERY)); for tests and for a learner's curiosity
+    (``bpftool cgroup show DIR`` prints the same)."""
+    dirfd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        ids = (ctypes.c_uint32 * 64)()
+        attr = _ProgQueryAttr(target_fd=dirfd, attach_type=BPF_CGROUP_DEVICE, prog_ids=ctypes.addressof(ids),
+                              prog_cnt=64)
+        ret = _bpf(BPF_PROG_QUERY, attr)
+        if ret < 0:
+            raise SyscallError("querying the device filters (bpf BPF_PROG_QUERY) of", -ret, cgroup_dir)
+        return list(ids[:attr.prog_cnt])
+    finally:
+        os.close(dirfd)
 
 
 def _b(s: str | bytes | None) -> bytes | None:
