@@ -25,6 +25,13 @@ from minicontainer.errors import MiniError
 # name -> (module, attribute, one-line help shown by `minicontainer --help`)
 COMMANDS = {
     "run": ("minicontainer.commands.run", "run", "Run a command in a new container."),
+    "create": ("minicontainer.commands.lifecycle", "create", "Create a container, ready to start."),
+    "start": ("minicontainer.commands.lifecycle", "start", "Start created or stopped containers."),
+    "stop": ("minicontainer.commands.lifecycle", "stop", "Stop running containers (SIGTERM, then SIGKILL)."),
+    "restart": ("minicontainer.commands.lifecycle", "restart", "Restart containers."),
+    "kill": ("minicontainer.commands.lifecycle", "kill", "Send a signal to running containers."),
+    "wait": ("minicontainer.commands.lifecycle", "wait", "Wait for containers to stop; print exit codes."),
+    "logs": ("minicontainer.commands.logs", "logs", "Show a detached container's output."),
     "ps": ("minicontainer.commands.ps", "ps", "List containers."),
     "rm": ("minicontainer.commands.rm", "rm", "Remove containers."),
     "image": ("minicontainer.commands.image", "image", "Manage images: import, ls, inspect, rm, build-mini."),

@@ -27,15 +27,9 @@ def _store():
 
 
 def _ago(t: float | None) -> str:
-    if not t:
-        return "-"
-    s = max(0, int(time.time() - t))
-    for unit, n in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
-                    ("hour", 3600), ("minute", 60)):
-        if s >= n:
-            k = s // n
-            return f"{k} {unit}{'s' if k > 1 else ''} ago"
-    return f"{s} seconds ago" if s != 1 else "1 second ago"
+    from minicontainer.units import ago
+
+    return ago(t)
 
 
 class _Progress:

@@ -53,8 +53,9 @@ class Interpreter:
     and child (process.Channels); ``cgroup`` the container's cgroup manager,
     which carries out the writes the plan's CgroupSteps hold."""
 
-    def __init__(self, sc, *, explain=None, channels=None, cgroup=None):
+    def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None):
         self.sc = sc
+        self.on_created = on_created  # `create`: called when the child is set up and waits for `start`
         self.explain = explain
         self.chan = channels
         self.cgroup = cgroup
@@ -100,6 +101,7 @@ class Interpreter:
             S.NoNewPrivs: self._no_new_privs,
             S.CloseOnExec: self._close_on_exec,
             S.InstallSeccomp: self._install_seccomp,
+            S.AwaitStart: self._await_start,
             S.Exec: self._exec,
             S.Note: lambda step: None,
         }
@@ -177,7 +179,7 @@ class Interpreter:
         self.chan.close_sync()
 
     def _await_exec(self, step: S.AwaitExec) -> None:
-        data = self.chan.read_errors(self.sc)
+        data = self.chan.read_errors(self.sc, on_created=self.on_created)
         if data:
             raise self.chan.decode_error(data)
         self.chan.receive_console()
@@ -395,7 +397,7 @@ class Interpreter:
 
     def _rearm_parent_death(self, step: S.RearmParentDeath) -> None:
         self.sc.set_dumpable(False)
-        self.sc.set_pdeathsig(signal.SIGKILL)
+        self.sc.set_pdeathsig(0 if step.outlive else signal.SIGKILL)
         # If the runtime died before the line above, the signal never comes.
         if (self.parent_pid and self.sc.getppid() != self.parent_pid) or not self.chan.runtime_alive():
             raise SecurityError("the runtime exited while the container was being set up")
@@ -408,6 +410,14 @@ class Interpreter:
 
     def _install_seccomp(self, step: S.InstallSeccomp) -> None:
         self.sc.install_seccomp(step.fprog)
+
+    def _await_start(self, step: S.AwaitStart) -> None:
+        self.chan.report_created(self.sc)
+        fd = self.sc.open_fd_path(self.chan.start_fifo, os.O_WRONLY)  # blocks until `start` opens it
+        try:
+            self.sc.write(fd, b"0")
+        finally:
+            self.sc.close(fd)
 
     def _exec(self, step: S.Exec) -> None:
         env = {k.encode(): v.encode() for k, v in step.env}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from minicontainer.container.steps import (
     AwaitExec,
+    AwaitStart,
     AwaitRelease,
     Chroot,
     Exec,
@@ -26,6 +27,7 @@ from minicontainer.container.steps import (
     NewSession,
     PivotRoot,
     Plan,
+    RearmParentDeath,
     ReleaseChild,
     RemountReadonly,
     ResetSignals,
@@ -80,6 +82,8 @@ def build_plan(
     security=None,
     userns_steps: list[Step] = (),
     rootless: bool = False,
+    detached: bool = False,
+    wait_for_start: bool = False,
 ) -> Plan:
     """Turn a ContainerSpec into the ordered steps (pure: no syscalls).
 
@@ -87,7 +91,9 @@ def build_plan(
     the user namespace before it makes the PID namespace. ``cgroup_steps``
     come from the cgroup manager, ``security`` (a security.SecuritySteps)
     from the security layer. ``rootless`` binds the host's devices instead
-    of creating them.
+    of creating them. ``detached``: a monitor runs the container, which
+    outlives it; ``wait_for_start``: ``create``, the process waits just
+    before execve until ``start``.
     """
     plan = Plan()
     # The runtime, before the fork.
@@ -255,7 +261,11 @@ def build_plan(
     plan.add(SetWorkdir(workdir=spec.workdir))
     plan.add(ResetSignals())
     for s in (security.inside if security else ()):
+        if detached and isinstance(s, RearmParentDeath):
+            s = RearmParentDeath(outlive=True)
         plan.add(s)
+    if wait_for_start:
+        plan.add(AwaitStart())
     env = spec.environment(hostname)
     plan.add(Exec(argv=spec.argv(), env=tuple(env.items())))
     return plan

@@ -32,7 +32,16 @@ from minicontainer.container import steps as S
 from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError, warn
 from minicontainer.container.hostcheck import check_namespaces, check_shell, require_root
 from minicontainer.container.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
-from minicontainer.container.state import ContainerState, StateStore, new_id, proc_start_time
+from minicontainer.container.config import save_spec
+from minicontainer.container.state import (
+    LOG_FILE,
+    START_FIFO,
+    ContainerState,
+    StateStore,
+    namespace_inodes,
+    new_id,
+    proc_start_time,
+)
 
 
 def sweep_dead_runtimes(store: StateStore) -> None:
@@ -68,8 +77,14 @@ def _interrupted(sig, frame):
 class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
-    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False):
+    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False,
+                 existing: ContainerState | None = None, wait_for_start: bool = False):
         self.spec = spec
+        # ``existing``: `start` of a container that exited (or was created):
+        # the same id, name and layer, fresh namespaces and cgroup.
+        self.existing = existing
+        self.wait_for_start = wait_for_start
+        self.detached = False  # set by run_detached: a monitor owns the container
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
@@ -94,10 +109,14 @@ class Runner:
     def make_plan(self, *, dry_run: bool = False):
         spec = self.spec
         image = resolve_image(spec.image, build=not dry_run)
-        cid = new_id()
-        name = spec.name or cid[:12]
-        hostname = spec.hostname or name
-        layer = paths.home() / "containers" / cid
+        if self.existing is not None:
+            cid, name, hostname = self.existing.id, self.existing.name, self.existing.hostname
+            layer = Path(self.existing.layer_dir)
+        else:
+            cid = new_id()
+            name = spec.name or cid[:12]
+            hostname = spec.hostname or name
+            layer = paths.home() / "containers" / cid
         mode = storage_mode(layer.parent)
         userns_steps = []
         if self.userns:
@@ -128,9 +147,13 @@ class Runner:
             security=security_steps(spec.security),
             userns_steps=userns_steps,
             rootless=self.userns,
+            detached=self.detached,
+            wait_for_start=self.wait_for_start,
         )
         plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
         self._legend = plan.legend
+        if self.existing is not None:
+            return plan, self.existing, image, rootfs
         state = ContainerState(
             id=cid,
             name=name,
@@ -196,7 +219,9 @@ class Runner:
         print(plan.render(), file=self.out)
         return 0
 
-    def run(self) -> int:
+    def _checks(self) -> tuple:
+        """Everything that can refuse before anything exists: privilege, the
+        kernel, the image, the plan. Returns (plan, state, image, rootfs)."""
         if self.userns:
             from minicontainer.container.userns import check_allowed
 
@@ -204,44 +229,95 @@ class Runner:
         else:
             require_root()
         check_namespaces(self.spec.namespaces)
-        plan, state, image, rootfs = self.make_plan()
-        check_shell(image.rootfs, self.spec.argv())
+        prepared = self.make_plan()
+        check_shell(prepared[2].rootfs, self.spec.argv())
+        return prepared
+
+    def run(self) -> int:
+        """A foreground run: this process is the container's runtime until it exits."""
+        return self._execute(self._checks())
+
+    def run_detached(self) -> str:
+        """``run -d`` and ``create``: a monitor process (monitor.py) becomes the
+        container's runtime; this returns the id once the container is
+        running (or, for ``create``, set up and waiting to be started)."""
+        from minicontainer.container import monitor
+
+        self.detached = True
+        prepared = self._checks()  # refusals are reported here, synchronously
+        return monitor.spawn(lambda report: self._execute(prepared, report=report))
+
+    def _execute(self, prepared, report=None) -> int:
+        plan, state, image, rootfs = prepared
         store = StateStore()
-        state.created = time.time()
+        existing = self.existing is not None
         state.runtime_pid = os.getpid()
         state.runtime_start = proc_start_time(os.getpid())
+        state.detached = report is not None
+        if not existing:
+            state.created = time.time()
         # From here on something exists to clean up: SIGTERM or SIGHUP must
         # unwind through the finally below instead of killing us on the spot
         # (once the container runs, process.py forwards them to it instead).
         layer = Path(state.layer_dir)
         container = None
+        started = False
         previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             sweep_dead_runtimes(store)
-            self._reserve(store, state, image)
-            prepare_layer(layer, rootfs, image.rootfs)
+            if existing:
+                state.status, state.exit_code, state.exit_reason, state.finished = "created", None, "", 0.0
+                state.pid, state.pid_start, state.namespaces = 0, 0, {}
+                store.save(state)
+            else:
+                self._reserve(store, state, image)
+                save_spec(store.containers / state.id, self.spec)
+                prepare_layer(layer, rootfs, image.rootfs)
             from minicontainer.container.process import Container, Hooks
 
-            def on_started(pid):
+            def on_created(pid):
                 state.pid = pid
+                state.pid_start = proc_start_time(pid)
+                state.namespaces = namespace_inodes(pid)
+                state.status = "created"
+                store.save(state)
+                if report is not None:
+                    report.ok(state.id)
+
+            def on_started(pid):
+                nonlocal started
+                started = True
+                state.pid = pid
+                state.pid_start = state.pid_start or proc_start_time(pid)
+                state.namespaces = state.namespaces or namespace_inodes(pid)
                 state.status = "running"
                 state.started = time.time()
                 store.save(state)
+                if report is not None and not report.done:
+                    report.ok(state.id)
 
             hooks = Hooks(
                 explain=self._print_step if self.explain else None,
+                on_created=on_created,
                 on_started=on_started,
                 after_kill=self._thaw,
             )
             if self.explain:
                 print("\n".join(plan.header()), file=self.out)
+            log = None
+            if report is not None:
+                from minicontainer.container.logs import LogWriter
+
+                log = LogWriter(store.containers / state.id / LOG_FILE)
             container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks,
-                                  cgroup=self.cgroup)
+                                  cgroup=self.cgroup, log=log, start_fifo=self._start_fifo(store, state))
             container.start()
+            if report is not None:
+                report.quiet()  # nothing of ours goes to the caller's terminal any more
             code = container.wait()
             state.exit_code = code
             state.exit_reason = self._exit_report() or ""
-            if state.exit_reason:
+            if state.exit_reason and report is None:
                 print(f"minicontainer: {state.exit_reason}", file=sys.stderr)
             return code
         except MiniError as e:
@@ -263,7 +339,7 @@ class Runner:
             elif self.spec.remove:
                 remove_layer_dir(layer)
                 store.remove(state)
-            elif state.exit_code is None or (container is None or not container.pid):
+            elif not existing and not started and not (container is not None and container.pid):
                 # It never started: nothing to keep (docker keeps "Created"
                 # containers, but a half-made one is only clutter here).
                 remove_layer_dir(layer)
@@ -272,6 +348,19 @@ class Runner:
                 store.save(state)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _start_fifo(self, store: StateStore, state: ContainerState) -> str | None:
+        """``create``: the container waits, just before execve, until
+        ``start`` opens this fifo (runc's exec fifo)."""
+        if not self.wait_for_start:
+            return None
+        path = store.containers / state.id / START_FIFO
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.mkfifo(path, 0o600)
+        return str(path)
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
         """Write the state (which names the image) under the image store's lock,

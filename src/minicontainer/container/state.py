@@ -45,10 +45,35 @@ class ContainerState:
     layer_dir: str = ""  # MINICONTAINER_HOME/containers/<id>
     cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/)
     remove: bool = False
+    detached: bool = False  # a monitor (monitor.py) is the runtime, not a foreground `run`
+    pid_start: int = 0  # /proc/<pid>/stat field 22 of PID 1: tells a reused pid apart
+    namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+
+# Files in a container's state directory besides state.json.
+LOG_FILE = "container.log"  # docker's json-file format, written by the monitor
+START_FIFO = "start.fifo"  # `create` leaves PID 1 waiting to open it (runc's exec fifo)
+NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
+
+
+def namespace_inodes(pid: int) -> dict[str, int]:
+    """The inode number of each namespace of ``pid`` (what ``lsns`` shows)."""
+    out = {}
+    for ns in NAMESPACE_TYPES:
+        try:
+            out[ns] = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+        except OSError:
+            pass
+    return out
+
+
+def pid_alive(pid: int, start: int) -> bool:
+    """Is ``pid`` still the process that had start time ``start``?"""
+    return pid > 1 and start != 0 and proc_start_time(pid) == start
 
 
 def proc_start_time(pid: int) -> int:
@@ -126,9 +151,14 @@ class StateStore:
         return ContainerState(**{k: v for k, v in data.items() if k in known})
 
     def _refresh(self, state: ContainerState) -> ContainerState:
-        """A 'running' container whose runtime is gone has exited."""
+        """A 'running' container whose runtime is gone has exited, unless it
+        was detached and its PID 1 lives on (a monitor killed with SIGKILL:
+        the container keeps running, found again through its cgroup)."""
         if state.status in ("running", "created") and state.runtime_pid:
             if proc_start_time(state.runtime_pid) != state.runtime_start:
+                if state.detached and pid_alive(state.pid, state.pid_start):
+                    state.exit_reason = "its monitor is gone; stop or rm -f still work through its cgroup"
+                    return state
                 never_started = state.status == "created"
                 state.status = "exited"
                 state.exit_reason = state.exit_reason or (

@@ -607,12 +607,21 @@ class SetCapabilities(Step):
 
 @dataclass(frozen=True)
 class RearmParentDeath(Step):
+    """``outlive``: a detached container must outlive its monitor (found
+    again through its cgroup), so the signal is cleared instead."""
+
     phase = INSIDE
+    outlive: bool = False
 
     def what(self) -> str:
+        if self.outlive:
+            return "keep the process non-dumpable and clear the parent-death signal: it outlives its monitor"
         return "re-arm the parent-death signal (SIGKILL) and keep the process non-dumpable"
 
     def why(self) -> str:
+        if self.outlive:
+            return ("prctl(2): a detached container keeps running if its monitor dies (as with conmon); until "
+                    "here it would have died with the runtime. If the runtime already died, stop")
         return ("prctl(2): a uid change clears both; the container must die with the runtime, and root inside must "
                 "not reach the runtime through /proc/<pid>/exe (CVE-2019-5736). If the runtime already died, stop")
 
@@ -660,6 +669,20 @@ class InstallSeccomp(Step):
     def why(self) -> str:
         return self.reason
 
+
+
+@dataclass(frozen=True)
+class AwaitStart(Step):
+    """``create``: everything is set up; the process waits for ``start``."""
+
+    phase = INSIDE
+
+    def what(self) -> str:
+        return "tell the runtime the container is created, then wait until `minicontainer start` opens the start fifo"
+
+    def why(self) -> str:
+        return ("fifo(7): opening a fifo for writing blocks until a reader opens it; the fifo was opened (O_PATH) "
+                "before pivot_root and is reopened through /proc/self/fd, as runc's exec fifo")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,10 @@ class Recorder:
         mode, rdev = self.files.get(self._fds.get(fd), (stat.S_IFDIR | 0o755, 0))
         return _Stat(mode, rdev)
 
+    def open_fd_path(self, fd, flags):
+        self._rec("open_fd_path", self._fds.get(fd, fd), flags)
+        return self._fd(f"reopened:{fd}")
+
     def fd_path(self, fd):
         return f"/proc/self/fd/{fd}"
 
@@ -249,7 +253,14 @@ class FakeChannels:
     def child_failed(self, e):
         raise e
 
-    def read_errors(self, sc):
+    start_fifo = "start-fifo"
+
+    def report_created(self, sc):
+        sc.write(self.err_w, b"created")
+
+    err_w = "errors"
+
+    def read_errors(self, sc, on_created=None):
         return sc.read(self.err_r, 65536)
 
     def decode_error(self, data):

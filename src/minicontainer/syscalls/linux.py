@@ -266,6 +266,14 @@ class Linux:
         flags = safepath.O_PATH | (os.O_DIRECTORY if directory else 0)
         return safepath.open_beneath(root_fd, path, flags, create_dirs=create_dirs, create_file=create_file)
 
+    def open_fd_path(self, fd: int, flags: int) -> int:
+        """Open again, with ``flags``, what the O_PATH ``fd`` names, through
+        /proc/self/fd/N: no path of the container's files is looked up."""
+        try:
+            return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+        except OSError as e:
+            raise _oserror("reopening", e, f"/proc/self/fd/{fd}") from None
+
     def fstat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)
 
@@ -372,6 +380,13 @@ class Linux:
             _prctl.set_pdeathsig(sig)
         except OSError as e:
             raise _oserror("setting the parent-death signal (PR_SET_PDEATHSIG)", e) from None
+
+    def set_child_subreaper(self) -> None:
+        """Orphaned descendants are reparented to us, not to init (prctl(2))."""
+        try:
+            _prctl.set_child_subreaper(1)
+        except OSError as e:
+            raise _oserror("becoming a child subreaper (PR_SET_CHILD_SUBREAPER)", e) from None
 
     def set_dumpable(self, flag: bool) -> None:
         try:
