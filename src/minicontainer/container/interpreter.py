@@ -33,6 +33,7 @@ from minicontainer.errors import CommandError, MiniError, SecurityError, Syscall
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
+    NAMESPACE_FLAGS,
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
@@ -69,6 +70,7 @@ class Interpreter:
         self.parent_pid = 0
         self._in_userns = False
         self._own_pidns: int | None = None
+        self.ns_fds: dict[str, int] = {}  # exec: the container's namespaces, opened before joining
         self._handlers = {
             S.UserNamespace: self._user_namespace,
             S.UnsharePid: self._unshare_pid,
@@ -102,6 +104,9 @@ class Interpreter:
             S.CloseOnExec: self._close_on_exec,
             S.InstallSeccomp: self._install_seccomp,
             S.AwaitStart: self._await_start,
+            S.OpenNamespaces: self._open_namespaces,
+            S.JoinNamespace: self._join_namespace,
+            S.OpenRoot: self._open_root,
             S.Exec: self._exec,
             S.Note: lambda step: None,
         }
@@ -150,7 +155,7 @@ class Interpreter:
         if pid == 0:
             self.in_child = True
             self.phases = (S.CHILD, S.INSIDE)
-            self.chan.in_child()
+            self.chan.in_child(keep=tuple(self.ns_fds.values()))
             self.parent_pid = self.sc.getppid()  # 0 in a new PID namespace
             return
         self.child_pid = pid
@@ -418,6 +423,21 @@ class Interpreter:
             self.sc.write(fd, b"0")
         finally:
             self.sc.close(fd)
+
+    def _open_namespaces(self, step: S.OpenNamespaces) -> None:
+        self.ns_fds = self.sc.open_namespaces(step.pid, step.pid_start, step.types)
+
+    def _join_namespace(self, step: S.JoinNamespace) -> None:
+        fd = self.ns_fds.pop(step.ns)
+        try:
+            self.sc.setns(fd, NAMESPACE_FLAGS[step.ns])
+        finally:
+            self.sc.close(fd)
+        if step.ns == "user":
+            self._in_userns = True
+
+    def _open_root(self, step: S.OpenRoot) -> None:
+        self.root_fd = self.sc.open_dir("/")
 
     def _exec(self, step: S.Exec) -> None:
         env = {k.encode(): v.encode() for k, v in step.env}

@@ -38,6 +38,7 @@ from minicontainer.container.steps import (
     Unshare,
     UnsharePid,
 )
+from minicontainer.container import steps as S
 from minicontainer.syscalls.flags import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_STRICTATIME
 
 # --- building the plan ---------------------------------------------------
@@ -268,4 +269,58 @@ def build_plan(
         plan.add(AwaitStart())
     env = spec.environment(hostname)
     plan.add(Exec(argv=spec.argv(), env=tuple(env.items())))
+    return plan
+
+
+def build_exec_plan(
+    spec,
+    *,
+    pid: int,
+    pid_start: int,
+    namespaces: tuple[str, ...],
+    argv: tuple[str, ...],
+    env: tuple[tuple[str, str], ...],
+    workdir: str,
+    tty: bool,
+    cgroup_steps: list[Step] = (),
+    security=None,
+    detached: bool = False,
+) -> Plan:
+    """``exec``: a new process in a running container (pure).
+
+    The runtime makes itself non-dumpable first (runc CVE-2019-5736: root in
+    the container must not open our /proc/PID/exe or memory while our code
+    runs among its namespaces), opens PID 1's namespaces and joins its user
+    (rootless) and PID namespaces, whose effect is on the next child; the
+    child joins the others, the mount namespace last: from then on its root
+    is the container's, and it drops privileges exactly as a run does, with
+    the container's own security settings.
+    """
+    plan = Plan()
+    plan.add(S.MakeUndumpable(phase=S.BEFORE_FORK))
+    plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=namespaces))
+    for ns in ("user", "pid"):
+        if ns in namespaces:
+            plan.add(S.JoinNamespace(ns=ns, phase=S.BEFORE_FORK))
+    plan.add(Fork())
+    for s in cgroup_steps:
+        plan.add(s)
+    plan.add(ReleaseChild())
+    plan.add(AwaitExec())
+    plan.add(AwaitRelease())
+    for ns in ("cgroup", "ipc", "uts", "net", "mnt"):
+        if ns in namespaces:
+            plan.add(S.JoinNamespace(ns=ns))
+    plan.add(S.OpenRoot())
+    plan.add(NewSession(tty=tty))
+    for s in (security.before_pivot if security else ()):
+        if not isinstance(s, S.MakeUndumpable):  # done by the runtime already, and inherited
+            plan.add(s)
+    plan.add(SetWorkdir(workdir=workdir))
+    plan.add(ResetSignals())
+    for s in (security.inside if security else ()):
+        if detached and isinstance(s, RearmParentDeath):
+            s = RearmParentDeath(outlive=True)
+        plan.add(s)
+    plan.add(Exec(argv=argv, env=env))
     return plan

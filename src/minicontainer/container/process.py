@@ -168,7 +168,8 @@ class Channels:
                 setattr(self, name, None)
 
     # -- the child's side ---------------------------------------------------------
-    def in_child(self) -> None:
+    def in_child(self, keep=()) -> None:
+        """``keep``: fds the plan still needs (exec: the namespaces to join)."""
         self._drop("sync_w", "err_r", "out_r", "errout_r")
         if self.console is not None:
             self.console.close()
@@ -178,7 +179,7 @@ class Channels:
         # container's cwd outside its root (CVE-2024-21626).
         slave = self.console_child.fileno() if self.console_child is not None else None
         close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull, self.out_w, self.errout_w,
-                                  self.start_fifo))
+                                  self.start_fifo, *keep))
         self._probe = RuntimeProbe(self.err_w)
 
     def close_sync(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from minicontainer import paths
+from minicontainer.procfs import proc_start_time  # noqa: F401 - part of this module's API
 from minicontainer.errors import ContainerError
 
 
@@ -74,20 +75,6 @@ def namespace_inodes(pid: int) -> dict[str, int]:
 def pid_alive(pid: int, start: int) -> bool:
     """Is ``pid`` still the process that had start time ``start``?"""
     return pid > 1 and start != 0 and proc_start_time(pid) == start
-
-
-def proc_start_time(pid: int) -> int:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks), 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    # The command name (field 2) may contain spaces and ')': split after the last ')'.
-    rest = data[data.rfind(b")") + 2 :].split()
-    if not rest or rest[0] in (b"Z", b"X"):
-        return 0  # a zombie has exited; it only waits for its parent to reap it
-    return int(rest[19]) if len(rest) > 19 else 0
 
 
 class StateStore:

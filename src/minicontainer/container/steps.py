@@ -492,6 +492,11 @@ class ResolveUser(Step):
 
 @dataclass(frozen=True)
 class MakeUndumpable(Step):
+    """In ``run`` the child does it before pivot_root; in ``exec`` the
+    runtime does it before it joins the container's namespaces."""
+
+    phase: str = CHILD
+
     def what(self) -> str:
         return "make the runtime's process non-dumpable until exec"
 
@@ -669,6 +674,66 @@ class InstallSeccomp(Step):
     def why(self) -> str:
         return self.reason
 
+
+
+# --- exec: entering a running container --------------------------------------
+
+_NS_SETNS_WHY = {
+    "user": "first: the other namespaces belong to it, and joining them needs its capabilities",
+    "pid": "only our next child is born in it (setns(2)): the runtime itself stays outside",
+    "cgroup": "/proc/self/cgroup shows the container's cgroup as its root",
+    "ipc": "the container's System V IPC and message queues",
+    "uts": "the container's hostname",
+    "net": "the container's network interfaces",
+    "mnt": "last: the container's mount table, and its root and working directory become the container's root "
+           "(setns(2)); from here our code reads nothing of the image but its user database",
+}
+
+
+@dataclass(frozen=True)
+class OpenNamespaces(Step):
+    """Open every namespace of PID 1 first, while /proc is the host's."""
+
+    phase = BEFORE_FORK
+    pid: int = 0
+    pid_start: int = 0
+    types: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        return f"open the namespaces of the container's PID 1 ({self.pid}): " + ", ".join(self.types)
+
+    def why(self) -> str:
+        return ("each /proc/PID/ns/TYPE is a handle for setns(2); PID 1 is pinned with a pidfd and its start time "
+                "checked, so a reused pid is never joined (pidfd_open(2))")
+
+    def shell(self) -> str:
+        return f"ls -l /proc/{self.pid}/ns/"
+
+
+@dataclass(frozen=True)
+class JoinNamespace(Step):
+    ns: str = "mnt"
+    phase: str = CHILD
+
+    def what(self) -> str:
+        return f"join the container's {self.ns} namespace"
+
+    def why(self) -> str:
+        return _NS_SETNS_WHY.get(self.ns, "setns(2)")
+
+    def shell(self) -> str:
+        long = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid",
+                "cgroup": "--cgroup", "user": "--user"}[self.ns]
+        return f"nsenter --target $PID1 {long}"
+
+
+@dataclass(frozen=True)
+class OpenRoot(Step):
+    def what(self) -> str:
+        return "open the container's root directory (now /) for the user lookup and its devpts"
+
+    def why(self) -> str:
+        return "every later path inside is reached from this fd without following symlinks"
 
 
 @dataclass(frozen=True)

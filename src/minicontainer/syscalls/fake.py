@@ -93,6 +93,10 @@ class Recorder:
     def getppid(self):
         return 0
 
+    def open_namespaces(self, pid, start, types):
+        self._rec("open_namespaces", pid, tuple(types))
+        return {ns: self._fd(f"ns:{ns}") for ns in types}
+
     def open_ns(self, name):
         self._rec("open_ns", name)
         return self._fd(f"ns:{name}")
@@ -232,7 +236,7 @@ class FakeChannels:
     def __init__(self, sc: Recorder):
         self.sc = sc
 
-    def in_child(self):
+    def in_child(self, keep=()):
         self.sc.calls.append(("close_inherited_fds",))
 
     def in_parent(self):

@@ -33,7 +33,8 @@ import sys
 import prctl as _prctl  # python-prctl
 
 from minicontainer import safepath
-from minicontainer.errors import SyscallError
+from minicontainer.errors import ContainerError, SyscallError
+from minicontainer.procfs import proc_start_time
 from minicontainer.syscalls.flags import (
     MS_BIND,
     MS_NOATIME,
@@ -201,6 +202,34 @@ class Linux:
 
     def getppid(self) -> int:
         return os.getppid()
+
+    def open_namespaces(self, pid: int, start: int, types) -> dict[str, int]:
+        """fds of ``pid``'s namespaces, checked to belong to the process that
+        started at ``start``: the pid is pinned with a pidfd first, and the
+        start time compared after every namespace is open (pidfd_open(2))."""
+        gone = ContainerError(f"process {pid} is not the container's PID 1 any more", "the container has exited")
+        if pid <= 1:
+            raise gone
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            raise gone from None
+        fds: dict[str, int] = {}
+        try:
+            for ns in types:
+                try:
+                    fds[ns] = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise _oserror("opening the namespace", e, f"/proc/{pid}/ns/{ns}") from None
+            if proc_start_time(pid) != start:
+                raise gone
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        finally:
+            os.close(pidfd)
+        return fds
 
     def open_ns(self, name: str) -> int:
         """An fd for one of our own namespaces, for setns(2) later."""
