@@ -52,6 +52,7 @@ class Report:
 
     def ok(self, container_id: str) -> None:
         self._send(_OK, container_id)
+        self.quiet()  # the caller has its answer: nothing of ours may hold its terminal or pipes
 
     def fail(self, e: BaseException) -> None:
         if isinstance(e, MiniError):
