@@ -238,3 +238,54 @@ def test_a_killed_monitor_leaves_a_container_rm_f_removes(removed):
     assert mc("exec", "orphan", "true").returncode == 0
     mc("rm", "-f", "orphan", check=0)
     assert "orphan" not in mc("ps", "-a", check=0).stdout
+
+
+# -- PID 1 and --init -------------------------------------------------------------------
+
+
+def test_init_reaps_orphans_and_forwards_stop(removed):
+    removed.append("reaper")
+    # 100 orphans: each background sleep's parent shell exits at once.
+    mc("run", "-d", "--init", "--name", "reaper", "mini", "/bin/sh", "-c",
+       "for i in $(seq 1 100); do (sleep 0.2 &) ; done; sleep 100", check=0)
+    _wait_status("reaper", "running")
+    time.sleep(1.5)
+    zombies = mc("exec", "reaper", "/bin/sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l", check=0)
+    assert zombies.stdout.strip() == "0"
+    assert mc("exec", "reaper", "cat", "/proc/1/cmdline", check=0).stdout.startswith("/dev/init\0--\0")
+    start = time.monotonic()
+    mc("stop", "reaper", check=0)
+    took = time.monotonic() - start
+    st = _wait_status("reaper", "exited")
+    # tini passed SIGTERM on to sh, which died of it: no 10 s grace, no SIGKILL.
+    assert st["exit_code"] == 143, st
+    assert took < 5, took
+
+
+def test_the_seed_cpu_exercise_ends_with_init():
+    proc = mc("run", "--rm", "--init", "--cpus", "0.05", "mini", "/bin/sh", "-c", "timeout 2 yes > /dev/null; echo done",
+              timeout=60)
+    assert proc.stdout == "done\n", proc
+
+
+def test_an_ignored_interrupt_is_explained_and_a_second_one_kills():
+    runtime = subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "mini", "sleep", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "sleep" not in subprocess.run(["pgrep", "-P", str(runtime.pid), "-l"], capture_output=True,
+                                           text=True).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        runtime.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert runtime.poll() is None  # ignored by sleep as PID 1
+        runtime.send_signal(signal.SIGINT)
+        _, err = runtime.communicate(timeout=20)
+    finally:
+        if runtime.poll() is None:
+            runtime.kill()
+            runtime.wait()
+    assert runtime.returncode == 137
+    assert "has no handler for SIGINT" in err and "--init" in err and "Ctrl-C again" in err
+

@@ -128,3 +128,22 @@ def test_legend_shortens_long_values():
     assert text.splitlines()[0] == "ID=" + "a" * 64
     assert "a" * 64 not in "\n".join(text.splitlines()[1:])
     assert "cd /c/$ID && mount -t overlay" in text
+
+
+def test_init_is_bound_read_only_and_runs_the_command(monkeypatch):
+    plan = P.build_plan(build_spec("mini", ["sleep", "1"], init=True), hostname="h", rootfs=ROOTFS,
+                        init="/usr/bin/tini-static")
+    mounts = [s for s in plan.steps if isinstance(s, P.Mount) and s.target == P.INIT_PATH]
+    assert mounts and mounts[0].source == "/usr/bin/tini-static" and mounts[0].create == "file"
+    assert any(isinstance(s, P.RemountReadonly) and s.target == P.INIT_PATH for s in plan.steps)
+    assert plan.steps[-1].argv == (P.INIT_PATH, "--", "sleep", "1")
+
+
+def test_init_without_tini_is_a_clear_refusal(monkeypatch):
+    from minicontainer.container import hostcheck
+    from minicontainer.errors import MiniError
+
+    monkeypatch.setattr(hostcheck, "INIT_CANDIDATES", ("/nonexistent/tini",))
+    with pytest.raises(MiniError) as e:
+        hostcheck.find_init()
+    assert "--init needs tini" in e.value.message and "apt-get install tini" in e.value.hint

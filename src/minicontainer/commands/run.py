@@ -67,6 +67,7 @@ CONTAINER_OPTIONS = [
     click.option("--cgroupns", metavar="host|private", help="'host' to see the host's cgroup tree."),
     click.option("--chroot", "use_chroot", is_flag=True, help="Use chroot instead of pivot_root (escapable: for teaching)."),
     click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
+    click.option("--init", is_flag=True, help="Run tini as PID 1: it reaps orphans and forwards signals."),
     click.option("-v", "--volume", multiple=True, metavar="HOST:CONTAINER[:ro]", help="Bind-mount a host path."),
     click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs (e.g. /cache:size=64m)."),
     click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
@@ -124,6 +125,7 @@ def spec_from_flags(image, command, opts: dict):
         read_only=opts["read_only"],
         volumes=opts["volume"],
         tmpfs=opts["tmpfs"],
+        init=opts["init"],
         resources=_resources(opts),
         security=_security(opts),
     )

@@ -43,6 +43,8 @@ from minicontainer.syscalls.flags import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID
 
 # --- building the plan ---------------------------------------------------
 
+INIT_PATH = "/dev/init"  # where --init's tini is bound in
+
 STANDARD_DEVICES = (
     ("/dev/null", 1, 3),
     ("/dev/zero", 1, 5),
@@ -85,6 +87,7 @@ def build_plan(
     rootless: bool = False,
     detached: bool = False,
     wait_for_start: bool = False,
+    init: str | None = None,
 ) -> Plan:
     """Turn a ContainerSpec into the ordered steps (pure: no syscalls).
 
@@ -94,7 +97,7 @@ def build_plan(
     from the security layer. ``rootless`` binds the host's devices instead
     of creating them. ``detached``: a monitor runs the container, which
     outlives it; ``wait_for_start``: ``create``, the process waits just
-    before execve until ``start``.
+    before execve until ``start``. ``init``: the host's tini for --init.
     """
     plan = Plan()
     # The runtime, before the fork.
@@ -245,6 +248,20 @@ def build_plan(
                 reason="--tmpfs: a private in-memory directory",
             )
         )
+    if init is not None:
+        # Our own /dev tmpfs always has room for the mountpoint, even with --read-only.
+        plan.add(
+            Mount(
+                target=INIT_PATH,
+                source=init,
+                flags=MS_BIND,
+                reason="--init: tini becomes PID 1; it reaps orphaned processes and forwards signals to the "
+                "command, which a plain command as PID 1 does not (pid_namespaces(7))",
+                create="file",
+                host_source=True,
+            )
+        )
+        plan.add(RemountReadonly(target=INIT_PATH, reason="the container must not replace its own init"))
     for s in (security.masks if security else ()):
         plan.add(s)
     if spec.read_only:
@@ -268,7 +285,8 @@ def build_plan(
     if wait_for_start:
         plan.add(AwaitStart())
     env = spec.environment(hostname)
-    plan.add(Exec(argv=spec.argv(), env=tuple(env.items())))
+    argv = spec.argv() if init is None else (INIT_PATH, "--", *spec.argv())
+    plan.add(Exec(argv=argv, env=tuple(env.items())))
     return plan
 
 

@@ -345,6 +345,12 @@ class Container:
                 self._escalate(sig, frame)
             else:
                 signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+                if self._stop_requested == 1 and ignored_by_init(self.pid, sig):
+                    _say(f"the container's PID 1 ({_comm(self.pid)}) has no handler for {signal.Signals(sig).name}, "
+                         "so the kernel ignores it (pid_namespaces(7)); "
+                         + ("press Ctrl-C again to kill it now" if sig == signal.SIGINT else
+                            f"it is killed in {STOP_GRACE_SECONDS} s")
+                         + ". With --init, a real init forwards signals to your command.")
 
     def _escalate(self, sig, frame) -> None:
         self._sigkill()
@@ -469,6 +475,39 @@ class Container:
         except ProcessLookupError:
             return
         signal.setitimer(signal.ITIMER_REAL, HANGUP_GRACE_SECONDS)
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+    except OSError:
+        return {}
+
+
+def ignored_by_init(pid: int, sig: int) -> bool:
+    """Will ``sig`` do nothing to ``pid``? True when it is PID 1 of its own
+    PID namespace and has no handler for it: the kernel then drops signals
+    whose default action is to end the process (pid_namespaces(7))."""
+    st = _status(pid)
+    if st.get("NSpid", "").split()[-1:] != ["1"]:
+        return False
+    try:
+        caught = int(st.get("SigCgt", "0"), 16)
+    except ValueError:
+        return False
+    return not caught >> (sig - 1) & 1
+
+
+def _comm(pid: int) -> str:
+    return _status(pid).get("Name", "?")
+
+
+def _say(message: str) -> None:
+    try:
+        os.write(2, f"\r\nminicontainer: {message}\r\n".encode())
+    except OSError:
+        pass
 
 
 # ioctl numbers from <asm-generic/ioctls.h> (Python's termios lacks them)

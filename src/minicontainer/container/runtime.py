@@ -30,7 +30,7 @@ from minicontainer import paths
 from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError, warn
-from minicontainer.container.hostcheck import check_namespaces, check_shell, require_root
+from minicontainer.container.hostcheck import check_namespaces, check_shell, find_init, require_root
 from minicontainer.container.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
 from minicontainer.container.config import save_spec
 from minicontainer.container.state import (
@@ -149,6 +149,7 @@ class Runner:
             rootless=self.userns,
             detached=self.detached,
             wait_for_start=self.wait_for_start,
+            init=find_init() if spec.init else None,
         )
         plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
         self._legend = plan.legend

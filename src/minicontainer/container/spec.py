@@ -139,6 +139,7 @@ class ContainerSpec:
     read_only: bool = False
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
+    init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     # Filled by the cgroups and security layers (cgroups.resources.Resources,
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None
@@ -181,6 +182,7 @@ def build_spec(
     resources: Any = None,
     security: Any = None,
     host_env: dict[str, str] | None = None,
+    init: bool = False,
 ) -> ContainerSpec:
     """Validate CLI values into a ContainerSpec (raises UsageError)."""
     if not image:
@@ -225,6 +227,7 @@ def build_spec(
         read_only=read_only,
         volumes=tuple(parse_volume(v) for v in volumes),
         tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
+        init=init,
         resources=resources,
         security=security,
     )
