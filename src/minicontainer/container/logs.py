@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
 
 
 def rfc3339(t: float | None = None) -> str:
@@ -28,6 +27,8 @@ def parse_time(text: str) -> float:
         return float(text)
     except ValueError:
         pass
+    from datetime import datetime, timezone  # only when reading: the monitor's watcher never needs it
+
     head, _, frac = text.rstrip("Z").partition(".")
     t = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
     return t + (float("0." + frac) if frac.isdigit() else 0.0)

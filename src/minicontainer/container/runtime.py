@@ -74,6 +74,56 @@ def _interrupted(sig, frame):
                     exit_code=128 + sig)
 
 
+def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) -> None:
+    """The end of every run, foreground or detached: the state says exited,
+    the cgroup (when it is ours) is removed, and with ``remove`` (--rm, or a
+    container that never started) the layer and the state go too."""
+    state.status = "exited"
+    state.finished = time.time()
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except MiniError as e:
+            warn(str(e))
+    if not store.owns(state):
+        return  # the name was taken, or a signal came first: nothing of ours to remove
+    if remove:
+        remove_layer_dir(Path(state.layer_dir))
+        store.remove(state)
+    else:
+        store.save(state)
+
+
+def finish_watched(args: dict, code: int) -> None:
+    """The end of a detached run, in the monitor's watcher (watch.py)."""
+    store = StateStore(Path(args["root"]))
+    state = store._load(args["id"])
+    if state is None:
+        return  # removed meanwhile (rm -f): nothing left to record
+    cgroup = None
+    if args["cgroup"] is not None:
+        from minicontainer.cgroups import manager_of
+        from minicontainer.errors import CgroupError
+
+        try:
+            cgroup = manager_of(*args["cgroup"])
+        except CgroupError:
+            cgroup = None
+    state.exit_code = code
+    state.exit_reason = exit_report(cgroup) or ""
+    finish(store, state, cgroup, remove=args["remove"])
+
+
+def exit_report(cgroup) -> str | None:
+    """Why the container ended, if a limit did it (OOM kill, pids limit); read before the cgroup goes."""
+    if cgroup is None:
+        return None
+    try:
+        return cgroup.exit_report()
+    except (MiniError, OSError):
+        return None
+
+
 class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
@@ -315,9 +365,14 @@ class Runner:
             container.start()
             if report is not None:
                 report.quiet()  # nothing of ours goes to the caller's terminal any more
+                from minicontainer.container import watch
+
+                # Replaces this process (its PID 1 stays our child): never returns.
+                watch.become_watcher(container, store, state, self.cgroup if container.cgroup_owned else None,
+                                     remove=self.spec.remove)
             code = container.wait()
             state.exit_code = code
-            state.exit_reason = self._exit_report() or ""
+            state.exit_reason = exit_report(self.cgroup) or ""
             if state.exit_reason and report is None:
                 print(f"minicontainer: {state.exit_reason}", file=sys.stderr)
             return code
@@ -329,24 +384,13 @@ class Runner:
                 signal.signal(sig, signal.SIG_IGN)  # finish the cleanup first
             if container is not None:
                 container.ensure_dead()
-            state.status = "exited"
-            state.finished = time.time()
             # A cgroup that was there and refused (busy or frozen, reliability
             # case 32) is not ours: only one that passed the check is destroyed.
-            if container is not None and container.cgroup_owned and self.cgroup is not None:
-                self._destroy_cgroup()
-            if not store.owns(state):
-                pass  # the name was taken, or a signal came first: nothing of ours to remove
-            elif self.spec.remove:
-                remove_layer_dir(layer)
-                store.remove(state)
-            elif not existing and not started and not (container is not None and container.pid):
-                # It never started: nothing to keep (docker keeps "Created"
-                # containers, but a half-made one is only clutter here).
-                remove_layer_dir(layer)
-                store.remove(state)
-            else:
-                store.save(state)
+            owned = container is not None and container.cgroup_owned
+            # It never started: nothing to keep (docker keeps "Created"
+            # containers, but a half-made one is only clutter here).
+            half_made = not existing and not started and not (container is not None and container.pid)
+            finish(store, state, self.cgroup if owned else None, remove=self.spec.remove or half_made)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -396,16 +440,3 @@ class Runner:
         except (MiniError, OSError):
             pass  # destroy() kills and thaws anyway
 
-    def _destroy_cgroup(self) -> None:
-        try:
-            self.cgroup.destroy()
-        except MiniError as e:
-            warn(str(e))
-
-    def _exit_report(self) -> str | None:
-        if self.cgroup is None:
-            return None
-        try:
-            return self.cgroup.exit_report()
-        except (MiniError, OSError):
-            return None
