@@ -303,3 +303,41 @@ def test_the_monitor_of_a_running_container_is_small(removed):
     with open(f"/proc/{st['runtime_pid']}/status") as f:
         rss_kb = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
     assert rss_kb < 15 * 1024, rss_kb
+
+
+# -- --restart ------------------------------------------------------------------------
+
+
+def test_restart_on_failure_three_times(removed):
+    removed.append("flaky")
+    mc("run", "-d", "--name", "flaky", "--restart", "on-failure:3", "mini", "/bin/sh", "-c", "echo try; exit 3", check=0)
+    deadline = time.monotonic() + 30
+    while True:
+        st = _ps_json("flaky")
+        if st["status"] == "exited" and st["restart_count"] == 3:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.1)
+    assert st["exit_code"] == 3
+    assert mc("logs", "flaky", check=0).stdout == "try\n" * 4  # the first run and three restarts
+
+
+def test_restart_always_stops_for_good_on_stop(removed):
+    removed.append("loop")
+    mc("run", "-d", "--name", "loop", "--restart", "always", "mini", "sleep", "0.3", check=0)
+    deadline = time.monotonic() + 30
+    while _ps_json("loop")["restart_count"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    mc("stop", "-t", "1", "loop", check=0)
+    st = _wait_status("loop", "exited")
+    count = st["restart_count"]
+    time.sleep(1.5)
+    after = _ps_json("loop")
+    assert after["status"] == "exited" and after["restart_count"] == count
+
+
+def test_restart_flags_are_checked():
+    assert "needs -d" in mc("run", "--restart", "always", "mini", "true", check=125).stderr
+    assert "contradict" in mc("run", "-d", "--rm", "--restart", "always", "mini", "true", check=125).stderr
+    assert "invalid --restart" in mc("run", "-d", "--restart", "sometimes", "mini", "true", check=125).stderr

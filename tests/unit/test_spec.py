@@ -109,3 +109,17 @@ def test_empty_command_and_image():
         build_spec("mini", [""])
     with pytest.raises(UsageError):
         build_spec("")
+
+
+def test_restart_policies():
+    from minicontainer.container.spec import parse_restart, should_restart
+
+    assert parse_restart("no") == ("no", 0) and parse_restart("on-failure:3") == ("on-failure", 3)
+    assert parse_restart("unless-stopped") == ("unless-stopped", 0)
+    for bad in ("sometimes", "always:2", "on-failure:0", "on-failure:x"):
+        with pytest.raises(UsageError):
+            parse_restart(bad)
+    assert should_restart("on-failure", 3, 1, 2, False) and not should_restart("on-failure", 3, 1, 3, False)
+    assert not should_restart("on-failure", 0, 0, 0, False)  # success ends it
+    assert should_restart("always", 0, 0, 10, False) and not should_restart("always", 0, 1, 0, True)
+    assert not should_restart("no", 0, 1, 0, False)

@@ -13,6 +13,8 @@ runtime records how it ended. Docker's flag names throughout.
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from minicontainer.commands._each import for_each
@@ -126,6 +128,8 @@ def kill(containers, sig):
 
     def one(ref):
         st = store.get(ref)
+        if st.status == "running" and number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            control.mark_stopped(store, st)
         if st.status != "running" or not control.send_signal(st, number):
             raise ContainerError(f"container {ref} is not running", "see minicontainer ps -a")
 

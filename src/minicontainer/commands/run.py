@@ -68,6 +68,7 @@ CONTAINER_OPTIONS = [
     click.option("--chroot", "use_chroot", is_flag=True, help="Use chroot instead of pivot_root (escapable: for teaching)."),
     click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
     click.option("--init", is_flag=True, help="Run tini as PID 1: it reaps orphans and forwards signals."),
+    click.option("--restart", metavar="POLICY", help="no, on-failure[:N], always or unless-stopped (with -d)."),
     click.option("-v", "--volume", multiple=True, metavar="HOST:CONTAINER[:ro]", help="Bind-mount a host path."),
     click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs (e.g. /cache:size=64m)."),
     click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
@@ -126,6 +127,7 @@ def spec_from_flags(image, command, opts: dict):
         volumes=opts["volume"],
         tmpfs=opts["tmpfs"],
         init=opts["init"],
+        restart=opts["restart"],
         resources=_resources(opts),
         security=_security(opts),
     )
@@ -164,6 +166,9 @@ def run(image, command, explain, dry_run, userns, detach, **opts):
         warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
     if detach and spec.interactive and not spec.tty:
         raise UsageError("-d with -i needs attach, which minicontainer does not have yet", "drop -i, or drop -d")
+    if spec.restart != "no" and not detach:
+        raise UsageError("--restart needs -d: a restart policy is carried out by a detached container's monitor",
+                         "add -d, or drop --restart")
     runner = Runner(spec, explain=explain, userns=userns)
     if dry_run:
         return runner.dry_run()

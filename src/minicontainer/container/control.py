@@ -79,7 +79,7 @@ def kill_through_cgroup(st: ContainerState) -> None:
 
 
 def running(store: StateStore, st: ContainerState) -> bool:
-    return store.get(st.id).status in ("running", "created")
+    return store.get(st.id).status in ("running", "created", "restarting")
 
 
 def wait_exited(store: StateStore, st: ContainerState, timeout: float | None) -> ContainerState | None:
@@ -105,6 +105,7 @@ def stop(store: StateStore, st: ContainerState, timeout: float, sig: int = signa
         return st
     if st.status == "created" and not pid_alive(st.pid, st.pid_start):
         return st
+    mark_stopped(store, st)
     send_signal(st, sig)
     done = wait_exited(store, st, timeout)
     if done is None:
@@ -115,6 +116,11 @@ def stop(store: StateStore, st: ContainerState, timeout: float, sig: int = signa
         kill_through_cgroup(st)
         done = store.get(st.id) if done is None else done
     return done
+
+
+def mark_stopped(store: StateStore, st: ContainerState) -> None:
+    """The user ended it: its monitor must not apply a restart policy."""
+    store.request_stop(st)
 
 
 def _runtime_alive(st: ContainerState) -> bool:

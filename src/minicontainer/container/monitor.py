@@ -119,3 +119,72 @@ def _to_devnull(fd: int) -> None:
     if null != fd:
         os.dup2(null, fd)
         os.close(null)
+
+
+class _NoReport:
+    """A restart has nobody waiting for its outcome."""
+
+    done = True
+
+    def ok(self, container_id: str) -> None:
+        pass
+
+    def fail(self, e: BaseException) -> None:
+        pass
+
+    def quiet(self) -> None:
+        pass
+
+
+# Docker's backoff between restarts: 100 ms, doubling, at most a minute.
+RESTART_DELAY_FIRST = 0.1
+RESTART_DELAY_MAX = 60.0
+
+
+def restart(store, state) -> None:
+    """The watcher, after PID 1 exited and its policy says so: wait, then
+    become the full runtime again (execve(2)) and start the container in the
+    same layer with fresh namespaces. Never returns."""
+    import sys
+    import time
+
+    state.status = "restarting"
+    state.restart_count += 1
+    store.save(state)
+    time.sleep(min(RESTART_DELAY_MAX, RESTART_DELAY_FIRST * 2 ** (state.restart_count - 1)))
+    os.execv(sys.executable, [sys.executable, "-m", "minicontainer.container.monitor", str(store.root), state.id])
+
+
+def _resume(root: str, container_id: str) -> None:
+    from pathlib import Path
+
+    from minicontainer.container.config import load_spec
+    from minicontainer.container.runtime import Runner
+    from minicontainer.container.state import StateStore
+
+    store = StateStore(Path(root))
+    state = store._load(container_id)
+    if state is None or state.status != "restarting":
+        return  # removed meanwhile
+    if store.stop_requested(state):  # `stop` while we waited
+        state.status = "exited"
+        store.save(state)
+        return
+    runner = Runner(load_spec(store.containers / state.id), existing=state)
+    runner.detached = True
+    try:
+        runner._execute(runner._checks(), report=_NoReport())
+    except MiniError as e:
+        state = store._load(container_id)
+        if state is not None:
+            state.status, state.exit_reason = "exited", f"could not restart: {e}"
+            store.save(state)
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        _resume(sys.argv[1], sys.argv[2])
+    finally:
+        os._exit(0)

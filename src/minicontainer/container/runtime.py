@@ -111,7 +111,16 @@ def finish_watched(args: dict, code: int) -> None:
             cgroup = None
     state.exit_code = code
     state.exit_reason = exit_report(cgroup) or ""
-    finish(store, state, cgroup, remove=args["remove"])
+    from minicontainer.container.config import load_spec
+    from minicontainer.container.spec import should_restart
+
+    spec = load_spec(store.containers / state.id)
+    again = should_restart(spec.restart, spec.restart_max, code, state.restart_count, store.stop_requested(state))
+    finish(store, state, cgroup, remove=args["remove"] and not again)
+    if again:
+        from minicontainer.container import monitor
+
+        monitor.restart(store, state)  # never returns
 
 
 def exit_report(cgroup) -> str | None:
@@ -318,6 +327,7 @@ class Runner:
             sweep_dead_runtimes(store)
             if existing:
                 state.status, state.exit_code, state.exit_reason, state.finished = "created", None, "", 0.0
+                store.clear_stop(state)
                 state.pid, state.pid_start, state.namespaces = 0, 0, {}
                 store.save(state)
             else:

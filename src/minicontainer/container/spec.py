@@ -58,6 +58,29 @@ def parse_env(items: Iterable[str], host_env: dict[str, str] | None = None) -> t
     return tuple(out)
 
 
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """``--restart no|on-failure[:N]|always|unless-stopped`` (docker's policies)."""
+    policy, sep, count = text.partition(":")
+    if policy not in RESTART_POLICIES or (sep and policy != "on-failure"):
+        raise UsageError(f"invalid --restart {text!r}", "use no, on-failure[:N], always or unless-stopped")
+    if sep and not (count.isdigit() and int(count) > 0):
+        raise UsageError(f"invalid --restart {text!r}: the count must be a positive number", "e.g. on-failure:3")
+    return policy, int(count) if sep else 0
+
+
+def should_restart(policy: str, limit: int, exit_code: int, restarts: int, stopped: bool) -> bool:
+    """Does the monitor start the container again after it exited with
+    ``exit_code``? Never after a ``stop`` or ``kill`` by the user (docker)."""
+    if stopped or policy == "no":
+        return False
+    if policy == "on-failure":
+        return exit_code != 0 and (limit == 0 or restarts < limit)
+    return True  # always, unless-stopped
+
+
 def read_env_file(path: str) -> list[str]:
     """``--env-file``: KEY=VAL lines; blank lines and ``#`` comments skipped."""
     try:
@@ -140,6 +163,8 @@ class ContainerSpec:
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
+    restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
+    restart_max: int = 0  # on-failure:N (0: no limit)
     # Filled by the cgroups and security layers (cgroups.resources.Resources,
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None
@@ -183,6 +208,7 @@ def build_spec(
     security: Any = None,
     host_env: dict[str, str] | None = None,
     init: bool = False,
+    restart: str | None = None,
 ) -> ContainerSpec:
     """Validate CLI values into a ContainerSpec (raises UsageError)."""
     if not image:
@@ -208,6 +234,9 @@ def build_spec(
             namespaces.discard(OPTIONAL_NAMESPACES[flag])
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"working directory {workdir!r} is not absolute", "use -w /path")
+    restart_policy, restart_max = parse_restart(restart or "no")
+    if restart_policy != "no" and remove:
+        raise UsageError("--restart and --rm contradict each other", "a container removed when it exits cannot restart")
     all_env = []
     for path in env_files:
         all_env.extend(read_env_file(path))
@@ -228,6 +257,8 @@ def build_spec(
         volumes=tuple(parse_volume(v) for v in volumes),
         tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
         init=init,
+        restart=restart_policy,
+        restart_max=restart_max,
         resources=resources,
         security=security,
     )

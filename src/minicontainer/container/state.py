@@ -33,7 +33,7 @@ class ContainerState:
     image_id: str = ""
     command: list[str] = field(default_factory=list)
     hostname: str = ""
-    status: str = "created"  # created | running | exited
+    status: str = "created"  # created | running | restarting | exited
     pid: int = 0  # the container's PID 1, as the host sees it
     runtime_pid: int = 0
     runtime_start: int = 0  # /proc/<runtime_pid>/stat field 22, to detect pid reuse
@@ -49,6 +49,7 @@ class ContainerState:
     detached: bool = False  # a monitor (monitor.py) is the runtime, not a foreground `run`
     pid_start: int = 0  # /proc/<pid>/stat field 22 of PID 1: tells a reused pid apart
     namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces
+    restart_count: int = 0  # how often the monitor started it again (--restart)
 
     @property
     def short_id(self) -> str:
@@ -58,6 +59,10 @@ class ContainerState:
 # Files in a container's state directory besides state.json.
 LOG_FILE = "container.log"  # docker's json-file format, written by the monitor
 START_FIFO = "start.fifo"  # `create` leaves PID 1 waiting to open it (runc's exec fifo)
+# Made by `stop`/`kill`: the user ended it, so no restart policy applies. A
+# file of its own, not a field of state.json, so that the monitor's writes of
+# the state can never lose it.
+STOP_REQUESTED = "stop-requested"
 NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 
@@ -141,7 +146,7 @@ class StateStore:
         """A 'running' container whose runtime is gone has exited, unless it
         was detached and its PID 1 lives on (a monitor killed with SIGKILL:
         the container keeps running, found again through its cgroup)."""
-        if state.status in ("running", "created") and state.runtime_pid:
+        if state.status in ("running", "created", "restarting") and state.runtime_pid:
             if proc_start_time(state.runtime_pid) != state.runtime_start:
                 if state.detached and pid_alive(state.pid, state.pid_start):
                     state.exit_reason = "its monitor is gone; stop or rm -f still work through its cgroup"
@@ -164,7 +169,8 @@ class StateStore:
             return out
         for d in self.containers.iterdir():
             st = self._load(d.name)
-            if st is not None and st.status in ("running", "created") and self._refresh(st).status == "exited":
+            if st is not None and st.status in ("running", "created", "restarting") and \
+                    self._refresh(st).status == "exited":
                 out.append(st)
         return out
 
@@ -195,6 +201,22 @@ class StateStore:
     def owns(self, state: ContainerState) -> bool:
         """Is ``state``'s directory ours (reserved by this container)?"""
         return (self.containers / state.id).is_dir()
+
+    # -- the user's stop ----------------------------------------------------
+    def request_stop(self, state: ContainerState) -> None:
+        try:
+            (self.containers / state.id / STOP_REQUESTED).touch()
+        except FileNotFoundError:
+            pass  # removed meanwhile
+
+    def stop_requested(self, state: ContainerState) -> bool:
+        return (self.containers / state.id / STOP_REQUESTED).exists()
+
+    def clear_stop(self, state: ContainerState) -> None:
+        try:
+            (self.containers / state.id / STOP_REQUESTED).unlink()
+        except FileNotFoundError:
+            pass
 
     # -- removal ----------------------------------------------------------
     def remove(self, state: ContainerState) -> None:
