@@ -33,6 +33,7 @@ COMMANDS = {
     "wait": ("minicontainer.commands.lifecycle", "wait", "Wait for containers to stop; print exit codes."),
     "logs": ("minicontainer.commands.logs", "logs", "Show a detached container's output."),
     "exec": ("minicontainer.commands.exec", "exec_", "Run a command in a running container."),
+    "attach": ("minicontainer.commands.attach", "attach", "Attach to a detached container's input and output."),
     "ps": ("minicontainer.commands.ps", "ps", "List containers."),
     "rm": ("minicontainer.commands.rm", "rm", "Remove containers."),
     "image": ("minicontainer.commands.image", "image", "Manage images: import, ls, inspect, rm, build-mini."),

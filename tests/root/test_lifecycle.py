@@ -341,3 +341,66 @@ def test_restart_flags_are_checked():
     assert "needs -d" in mc("run", "--restart", "always", "mini", "true", check=125).stderr
     assert "contradict" in mc("run", "-d", "--rm", "--restart", "always", "mini", "true", check=125).stderr
     assert "invalid --restart" in mc("run", "-d", "--restart", "sometimes", "mini", "true", check=125).stderr
+
+
+# -- attach ---------------------------------------------------------------------------
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
+    import select as _select
+
+    seen, deadline = b"", time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, seen
+        ready, _, _ = _select.select([fd], [], [], left)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen
+
+
+def test_attach_to_a_tty_container_and_detach_with_ctrl_p_ctrl_q(removed):
+    import pty
+
+    removed.append("shell")
+    mc("run", "-dit", "--name", "shell", "mini", "/bin/sh", check=0)
+    _wait_status("shell", "running")
+    master, slave = pty.openpty()
+    client = subprocess.Popen([PY, "-m", "minicontainer", "attach", "shell"], stdin=slave, stdout=slave,
+                              stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        time.sleep(1)
+        os.write(master, b"echo attached-$((6*7))\r")
+        assert b"attached-42" in _read_until(master, b"attached-42")
+        os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
+        assert b"read escape sequence" in _read_until(master, b"read escape sequence")
+        assert client.wait(timeout=10) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        os.close(master)
+    assert _ps_json("shell")["status"] == "running"  # detached, not stopped
+    assert "attached-42" in mc("logs", "shell", check=0).stdout
+
+
+def test_attach_pipes_input_to_a_detached_interactive_container(removed):
+    removed.append("cat")
+    mc("run", "-di", "--name", "cat", "mini", "cat", check=0)
+    _wait_status("cat", "running")
+    client = subprocess.Popen([PY, "-m", "minicontainer", "attach", "cat"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        client.stdin.write(b"through-attach\n")
+        client.stdin.flush()
+        fd = client.stdout.fileno()
+        assert b"through-attach" in _read_until(fd, b"through-attach")
+    finally:
+        mc("stop", "-t", "1", "cat")
+        client.wait(timeout=20)
+    assert "not running" in mc("attach", "cat", check=125).stderr

@@ -131,9 +131,13 @@ def spec_from_flags(image, command, opts: dict):
         resources=_resources(opts),
         security=_security(opts),
     )
+    return spec
+
+
+def check_terminal(spec) -> None:
+    """A foreground -it needs our stdin to be a terminal (a detached one does not: attach brings one)."""
     if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
         raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
-    return spec
 
 
 @click.command(
@@ -162,10 +166,10 @@ def run(image, command, explain, dry_run, userns, detach, **opts):
     from minicontainer.container.runtime import Runner
 
     spec = spec_from_flags(image, command, opts)
+    if not detach:
+        check_terminal(spec)
     if spec.use_chroot and not dry_run:
         warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
-    if detach and spec.interactive and not spec.tty:
-        raise UsageError("-d with -i needs attach, which minicontainer does not have yet", "drop -i, or drop -d")
     if spec.restart != "no" and not detach:
         raise UsageError("--restart needs -d: a restart policy is carried out by a detached container's monitor",
                          "add -d, or drop --restart")

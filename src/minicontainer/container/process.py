@@ -117,6 +117,7 @@ class Channels:
         self.master_fd: int | None = None
         self.sync_r = self.sync_w = self.err_r = self.err_w = None
         self.out_r = self.out_w = self.errout_r = self.errout_w = None
+        self.in_r = self.in_w = None  # -di: the container's stdin, written by `attach` through the monitor
         self.start_fifo = None
         self._probe = None
         try:
@@ -129,10 +130,12 @@ class Channels:
                 # which writes them to the log (docker's json-file driver).
                 self.out_r, self.out_w = os.pipe()
                 self.errout_r, self.errout_w = os.pipe()
+                if interactive:
+                    self.in_r, self.in_w = os.pipe()
             if tty:
                 self.console, self.console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.winsize = _get_winsize(0)
-            if (not interactive or log) and not tty:
+            if not interactive and not tty:
                 # Above fd 2 even when our stdin is closed, or dup2 onto 0 would be a no-op.
                 fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 self.devnull = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
@@ -145,7 +148,7 @@ class Channels:
 
     def _fds(self):
         return ("sync_r", "sync_w", "err_r", "err_w", "devnull", "out_r", "out_w", "errout_r", "errout_w",
-                "start_fifo")
+                "in_r", "in_w", "start_fifo")
 
     def close(self) -> None:
         """Close whatever is still open (the error paths)."""
@@ -170,7 +173,7 @@ class Channels:
     # -- the child's side ---------------------------------------------------------
     def in_child(self, keep=()) -> None:
         """``keep``: fds the plan still needs (exec: the namespaces to join)."""
-        self._drop("sync_w", "err_r", "out_r", "errout_r")
+        self._drop("sync_w", "err_r", "out_r", "errout_r", "in_w")
         if self.console is not None:
             self.console.close()
             self.console = None
@@ -179,7 +182,7 @@ class Channels:
         # container's cwd outside its root (CVE-2024-21626).
         slave = self.console_child.fileno() if self.console_child is not None else None
         close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull, self.out_w, self.errout_w,
-                                  self.start_fifo, *keep))
+                                  self.in_r, self.start_fifo, *keep))
         self._probe = RuntimeProbe(self.err_w)
 
     def close_sync(self) -> None:
@@ -202,6 +205,9 @@ class Channels:
                 os.dup2(self.out_w, 1)
                 os.dup2(self.errout_w, 2)
                 self._drop("out_w", "errout_w")
+            if self.in_r is not None:
+                os.dup2(self.in_r, 0)
+                self._drop("in_r")
 
     def report_created(self, sc) -> None:
         """``create``: tell the runtime the container is set up (a marker
@@ -223,7 +229,7 @@ class Channels:
 
     # -- the runtime's side --------------------------------------------------------
     def in_parent(self) -> None:
-        self._drop("sync_r", "err_w", "devnull", "out_w", "errout_w", "start_fifo")
+        self._drop("sync_r", "err_w", "devnull", "out_w", "errout_w", "in_r", "start_fifo")
         if self.console_child is not None:
             self.console_child.close()
             self.console_child = None
@@ -272,6 +278,7 @@ class Container:
         self.start_fifo = start_fifo
         self.interpreter: Interpreter | None = None
         self._outputs: dict[int, str] = {}
+        self.stdin_w: int | None = None  # -di detached: the container's stdin, for attach
         self.pid = 0
         self.exit_code: int | None = None  # set once PID 1 is reaped
         self.master_fd: int | None = None
@@ -309,6 +316,7 @@ class Container:
             # Kept past chan.close(): the log loop reads them until the command ends.
             self._outputs = {chan.out_r: "stdout", chan.errout_r: "stderr"}
             chan.out_r = chan.errout_r = None
+        self.stdin_w, chan.in_w = chan.in_w, None
         chan.close()
         if self.hooks.on_started is not None:
             self.hooks.on_started(self.pid)

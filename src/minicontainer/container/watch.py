@@ -8,9 +8,16 @@ PID 1 has exec'd, the monitor replaces itself with this module
 open): a fresh interpreter that imports only what it needs here, and the
 rest only when the container has ended (container/runtime.py ``finish``).
 
+It also serves ``attach``: a unix socket in the state directory (mode 0600,
+unix(7)) to which each client connects; every output chunk goes to the log
+and to each client as a frame (one byte for the stream, four for the length,
+then the bytes), and what a client sends is written to the container's
+stdin (its pty with -t, a pipe with -i).
+
 Its one argument is a JSON object: the state root and id, PID 1, the output
-fds and their stream names, the cgroup (id and parent) if the run owns one,
-and whether to remove the container at the end (--rm).
+fds and their stream names, the stdin fd and the listening socket's fd, the
+cgroup (id and parent) if the run owns one, and whether to remove the
+container at the end (--rm).
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import sys
+
+ATTACH_SOCKET = "attach.sock"
+STREAM_IDS = {"stdout": 1, "stderr": 2}
 
 # Signals the monitor passes on to PID 1 (a shutdown, `kill` of the monitor).
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -33,11 +45,19 @@ def become_watcher(container, store, state, cgroup, *, remove: bool) -> None:
         outputs[container.master_fd] = "stdout"
     for fd in outputs:
         os.set_inheritable(fd, True)
+    listener = _listen(store.containers / state.id)
+    if listener is not None:
+        os.set_inheritable(listener.fileno(), True)
+    stdin_fd = container.stdin_w if container.stdin_w is not None else container.master_fd
+    if stdin_fd is not None:
+        os.set_inheritable(stdin_fd, True)
     args = {
         "root": str(store.root),
         "id": state.id,
         "pid": container.pid,
         "outputs": {str(fd): stream for fd, stream in outputs.items()},
+        "stdin": stdin_fd,
+        "listener": None if listener is None else listener.fileno(),
         "log": str(container.log.path),
         "cgroup": None if cgroup is None else [state.id, state.cgroup or None],
         "remove": remove,
@@ -47,24 +67,94 @@ def become_watcher(container, store, state, cgroup, *, remove: bool) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "minicontainer.container.watch", json.dumps(args)])
 
 
-def _copy(outputs: dict[int, str], log) -> None:
-    while outputs:
+def socket_path(state_dir) -> tuple[int, str]:
+    """A short name for the socket in ``state_dir``: a unix socket's path may
+    have at most 107 bytes (unix(7)), and a state root can be deeper than
+    that; /proc/self/fd/N of an fd open on the directory names it as well.
+    Returns (the fd, to close after use, and the path)."""
+    fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fd, f"/proc/self/fd/{fd}/{ATTACH_SOCKET}"
+
+
+def _listen(state_dir) -> socket.socket | None:
+    """The attach socket, or None if it cannot be made (the container runs on without attach)."""
+    fd, path = socket_path(state_dir)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         try:
-            ready, _, _ = select.select(list(outputs), [], [])
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o177)  # the socket is created 0600: only root may attach
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(4)
+        return sock
+    except OSError:
+        sock.close()
+        return None
+    finally:
+        os.close(fd)
+
+
+def frame(stream: str, data: bytes) -> bytes:
+    return struct.pack(">BI", STREAM_IDS[stream], len(data)) + data
+
+
+def _copy(outputs: dict[int, str], log, listener: socket.socket | None, stdin_fd: int | None) -> None:
+    clients: list[socket.socket] = []
+    while outputs:
+        watched = list(outputs) + ([listener] if listener is not None else []) + clients
+        try:
+            ready, _, _ = select.select(watched, [], [])
         except InterruptedError:
             continue
-        for fd in ready:
+        for r in ready:
+            if r is listener:
+                conn, _ = listener.accept()
+                conn.setblocking(True)
+                clients.append(conn)
+                continue
+            if isinstance(r, socket.socket):
+                _from_client(r, clients, stdin_fd)
+                continue
             try:
-                data = os.read(fd, 65536)
+                data = os.read(r, 65536)
             except OSError as e:
                 if e.errno != errno.EIO:
                     raise
                 data = b""  # EIO: every slave end of the pty is closed
             if data:
-                log.write(outputs[fd], data)
+                log.write(outputs[r], data)
+                for c in list(clients):
+                    try:
+                        c.sendall(frame(outputs[r], data))
+                    except OSError:
+                        clients.remove(c)
+                        c.close()
             else:
-                os.close(fd)
-                del outputs[fd]
+                os.close(r)
+                del outputs[r]
+    for c in clients:
+        c.close()  # the clients see the end of the stream
+
+
+def _from_client(conn: socket.socket, clients: list, stdin_fd: int | None) -> None:
+    try:
+        data = conn.recv(65536)
+    except OSError:
+        data = b""
+    if not data:
+        clients.remove(conn)
+        conn.close()
+        return
+    if stdin_fd is not None:
+        try:
+            os.write(stdin_fd, data)
+        except OSError:
+            pass  # the container closed its stdin
 
 
 def _reap(pid: int) -> int:
@@ -96,10 +186,13 @@ def main(argv: list[str]) -> None:
     for sig in FORWARDED:
         signal.signal(sig, forward)
     log = LogWriter(args["log"])
+    listener = socket.socket(fileno=args["listener"]) if args.get("listener") is not None else None
     try:
-        _copy({int(fd): stream for fd, stream in args["outputs"].items()}, log)
+        _copy({int(fd): stream for fd, stream in args["outputs"].items()}, log, listener, args.get("stdin"))
     finally:
         log.close()
+        if listener is not None:
+            listener.close()
     code = _reap(pid)
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)  # finish the cleanup first
