@@ -404,3 +404,26 @@ def test_attach_pipes_input_to_a_detached_interactive_container(removed):
         mc("stop", "-t", "1", "cat")
         client.wait(timeout=20)
     assert "not running" in mc("attach", "cat", check=125).stderr
+
+
+def test_exec_with_a_tty_from_the_containers_devpts(removed):
+    import pty
+
+    removed.append("ttybox")
+    mc("run", "-d", "--name", "ttybox", "mini", "sleep", "60", check=0)
+    _wait_status("ttybox", "running")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([PY, "-m", "minicontainer", "exec", "-it", "ttybox", "/bin/sh", "-c",
+                             "tty; ls -l /proc/self/fd/0 | grep -o '/dev/pts/[0-9]*'"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        out = _read_until(master, b"\n/dev/pts/", 20) + _read_until(master, b"\n", 5)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    lines = [ln.strip() for ln in out.decode(errors="replace").splitlines() if ln.strip()]
+    assert lines[0].startswith("/dev/pts/") and lines[0] in lines[1:], lines
