@@ -298,6 +298,12 @@ def _why_not(proc: str, euid: int) -> MiniError | None:
     return None
 
 
+def rootless_blocker(*, proc: str = "/proc", euid: int | None = None) -> MiniError | None:
+    """The host switch that keeps ``euid`` from user namespaces (an error naming
+    the fix), or None; from the switches alone, without trying (``doctor``)."""
+    return _why_not(proc, os.geteuid() if euid is None else euid)
+
+
 def probe(sc=None) -> bool:
     """Can a child of ours create a user namespace *and* use its capabilities there?
 
