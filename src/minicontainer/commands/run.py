@@ -93,7 +93,9 @@ def _security(opts: dict):
               help="Run in a user namespace, the caller as root inside (automatic when not root).")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and do nothing.")
-def run(image, command, explain, dry_run, userns, **opts):
+@click.option("--report", "report_path", metavar="FILE.json",
+              help="Sample the cgroup while it runs; write the samples, limits and exit reason to FILE.json.")
+def run(image, command, explain, dry_run, userns, report_path, **opts):
     """Run COMMAND (default /bin/sh) in a new container made from IMAGE.
 
     IMAGE is an image name (``mini`` is built in), a directory used
@@ -137,7 +139,14 @@ def run(image, command, explain, dry_run, userns, **opts):
         raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
     if spec.use_chroot and not dry_run:
         warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
-    runner = Runner(spec, explain=explain, userns=userns)
+    recorder = None
+    if report_path is not None:
+        if dry_run:
+            raise UsageError("--report records a run, and --dry-run does not run", "drop one of them")
+        from minicontainer import report  # only with --report: run alone does not load the sampler
+
+        recorder = report.Recorder(report.check_target(report_path))
+    runner = Runner(spec, explain=explain, userns=userns, report=recorder)
     if dry_run:
         return runner.dry_run()
     return runner.run()

@@ -68,8 +68,10 @@ def _interrupted(sig, frame):
 class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
-    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False):
+    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False, report=None):
         self.spec = spec
+        self.report = report  # a report.Recorder with --report, else None (its module stays unimported)
+        self._cleanup_error: str | None = None
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
@@ -227,6 +229,8 @@ class Runner:
                 state.status = "running"
                 state.started = time.time()
                 store.save(state)
+                if self.report is not None:
+                    self.report.started(pid, state, self.spec, self.cgroup)
 
             hooks = Hooks(
                 explain=self._print_step if self.explain else None,
@@ -252,6 +256,9 @@ class Runner:
                 signal.signal(sig, signal.SIG_IGN)  # finish the cleanup first
             if container is not None:
                 container.ensure_dead()
+            ran = self.report is not None and container is not None and bool(container.pid)
+            if ran:
+                self.report.finished(state.exit_code if state.exit_code is not None else 125, state.exit_reason)
             state.status = "exited"
             state.finished = time.time()
             # A cgroup that was there and refused (busy or frozen, reliability
@@ -270,8 +277,17 @@ class Runner:
                 store.remove(state)
             else:
                 store.save(state)
+            if ran:
+                self._write_report()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _write_report(self) -> None:
+        self.report.cleaned(self._cleanup_error)
+        try:
+            self.report.write()
+        except OSError as e:
+            warn(f"could not write the report {self.report.path}: {e.strerror}")
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
         """Write the state (which names the image) under the image store's lock,
@@ -310,6 +326,7 @@ class Runner:
         try:
             self.cgroup.destroy()
         except MiniError as e:
+            self._cleanup_error = str(e)
             warn(str(e))
 
     def _exit_report(self) -> str | None:
