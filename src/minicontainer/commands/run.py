@@ -108,11 +108,33 @@ def run(image, command, explain, dry_run, userns, report_path, **opts):
       minicontainer run --dry-run -m 64m --pids-limit 20 mini
     """
     from minicontainer.container.runtime import Runner
+
+    spec = spec_from_options(image, command, opts)
+    if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
+        raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
+    if spec.use_chroot and not dry_run:
+        warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
+    recorder = None
+    if report_path is not None:
+        if dry_run:
+            raise UsageError("--report records a run, and --dry-run does not run", "drop one of them")
+        from minicontainer import report  # only with --report: run alone does not load the sampler
+
+        recorder = report.Recorder(report.check_target(report_path))
+    runner = Runner(spec, explain=explain, userns=userns, report=recorder)
+    if dry_run:
+        return runner.dry_run()
+    return runner.run()
+
+
+def spec_from_options(image: str, command: tuple[str, ...], opts: dict):
+    """The run command's options (as click parsed them) -> a ContainerSpec.
+    Also the Python API's path (api.py), so both validate the same way."""
     from minicontainer.container.spec import build_spec
 
     if command[:1] == ("--",):
         command = command[1:]
-    spec = build_spec(
+    return build_spec(
         image,
         command,
         name=opts["name"],
@@ -135,18 +157,3 @@ def run(image, command, explain, dry_run, userns, report_path, **opts):
         resources=_resources(opts),
         security=_security(opts),
     )
-    if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
-        raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
-    if spec.use_chroot and not dry_run:
-        warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
-    recorder = None
-    if report_path is not None:
-        if dry_run:
-            raise UsageError("--report records a run, and --dry-run does not run", "drop one of them")
-        from minicontainer import report  # only with --report: run alone does not load the sampler
-
-        recorder = report.Recorder(report.check_target(report_path))
-    runner = Runner(spec, explain=explain, userns=userns, report=recorder)
-    if dry_run:
-        return runner.dry_run()
-    return runner.run()
