@@ -101,7 +101,7 @@ def _spec(args: list[str]):
 
 def plan(image: str, argv=(), **options):
     """The plan a run would carry out, as data: ``.steps`` (step dataclasses, each with
-    ``what``, ``why`` and ``shell``), ``.render()`` (the --dry-run text). Needs no root."""
+    ``what()``, ``why()`` and ``shell()``), ``.render()`` (the --dry-run text). Needs no root."""
     from minicontainer.container.runtime import Runner
 
     spec, params = _spec(_argv(image, argv, options))

@@ -96,8 +96,10 @@ def main(argv=None) -> None:
         for line in e.lines():
             _print_error(line)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Ctrl-C outside a container's run (which forwards it to the container):
+        # one line of ours, not click's bare "Aborted." or a traceback; 128 + SIGINT.
+        _print_interrupted()
         sys.exit(130)
     except click.ClickException as e:
         # Bad flags: one line, docker's exit code for its own errors.
@@ -107,8 +109,6 @@ def main(argv=None) -> None:
         else:
             _print_error(e.format_message())
         sys.exit(125)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except BrokenPipeError:
         # `minicontainer ps | head -1`: the reader left; not an error worth a traceback.
         try:
@@ -129,6 +129,13 @@ def main(argv=None) -> None:
         _print_error(f"internal error: {type(e).__name__}: {e} (hint: run again with --debug and report it)")
         sys.exit(125)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_interrupted() -> None:
+    try:
+        click.echo("minicontainer: interrupted", err=True)
+    except OSError:
+        pass
 
 
 def _print_error(message: str) -> None:

@@ -77,6 +77,7 @@ class Runner:
         from minicontainer.container.userns import host_uid
 
         self.unprivileged = host_uid() != 0
+        self._userns_asked = userns
         self.userns = userns or self.unprivileged
         self.explain = explain
         self.out = out if out is not None else sys.stderr
@@ -193,10 +194,23 @@ class Runner:
 
     # -- running ----------------------------------------------------------
     def dry_run(self) -> int:
+        as_root = self._plan_as_root()
         plan, state, image, _ = self.make_plan(dry_run=True)
         print(f"# container {state.short_id} ({state.name}), image {image.name}: the plan, not carried out", file=self.out)
+        if as_root:
+            print("# you are not root: this is the plan of a run as root (a rootless run gets no cgroup, "
+                  "so it would refuse the limits)", file=self.out)
         print(plan.render(), file=self.out)
         return 0
+
+    def _plan_as_root(self) -> bool:
+        """--dry-run changes nothing, so it needs no root: with limits asked for,
+        which a rootless run refuses, it shows what root would do instead."""
+        resources = self.spec.resources
+        if not self.unprivileged or self._userns_asked or resources is None or resources.is_empty():
+            return False
+        self.unprivileged = self.userns = False
+        return True
 
     def run(self) -> int:
         if self.userns:
