@@ -34,6 +34,7 @@ COMMANDS = {
     "export": ("minicontainer.commands.export", "export", "Write a container's filesystem as a tar."),
     "diff": ("minicontainer.commands.export", "diff", "List what a container changed (A/C/D)."),
     "report": ("minicontainer.commands.report", "report", "Summarize a run report; chart it as HTML."),
+    "completion": ("minicontainer.commands.completion", "completion", "Print a shell's tab-completion script."),
     "doctor": ("minicontainer.commands.doctor", "doctor", "Check what this host offers minicontainer."),
 }
 

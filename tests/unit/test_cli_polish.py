@@ -55,3 +55,38 @@ def test_a_docker_style_profile_reads_as_sentences_too(tmp_path):
                                    "syscalls": [{"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"}]}))
     why = seccomp_step(security_opt=(f"seccomp={profile}",)).why()
     assert "A call it does not list fails with EPERM; a call made through another architecture fails with EPERM" in why
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_come_from_click(shell):
+    from click.testing import CliRunner
+
+    from minicontainer.cli import cli
+
+    result = CliRunner().invoke(cli, ["completion", shell])
+    assert result.exit_code == 0, result.output
+    assert "_MINICONTAINER_COMPLETE" in result.output and f"{shell}_complete" in result.output
+
+
+def complete(words: str, env) -> list[str]:
+    """What bash's completion gets back for the words typed so far."""
+    import os
+    import subprocess
+    import sys
+
+    e = {**os.environ, **env, "_MINICONTAINER_COMPLETE": "bash_complete", "COMP_WORDS": words,
+         "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+    out = subprocess.run([sys.executable, "-m", "minicontainer"], env=e, capture_output=True, text=True, timeout=60)
+    return [line.split(",", 1)[1] for line in out.stdout.splitlines() if "," in line]
+
+
+def test_completion_offers_commands_container_and_image_names(mc_dirs):
+    from minicontainer.container.state import ContainerState, StateStore
+
+    home, root = mc_dirs
+    env = {"MINICONTAINER_HOME": str(home), "MINICONTAINER_ROOT": str(root)}
+    StateStore().reserve(ContainerState(id="ab" * 32, name="webserver", image="mini", status="exited"))
+    assert "doctor" in complete("minicontainer d", env) and "diff" in complete("minicontainer d", env)
+    assert complete("minicontainer rm we", env) == ["webserver"]
+    assert complete("minicontainer run mi", env) == ["mini"]
+    assert "--memory" in complete("minicontainer run --mem", env)

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from minicontainer.commands.completion import complete_images
 from minicontainer.errors import UsageError, warn
 
 
@@ -52,7 +53,7 @@ def _security(opts: dict):
     context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]},
     short_help="Run a command in a new container.",
 )
-@click.argument("image")
+@click.argument("image", shell_complete=complete_images)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (pass it to the container).")
 @click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
