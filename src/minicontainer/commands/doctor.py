@@ -61,20 +61,10 @@ def _release_tuple(release: str) -> tuple[int, int]:
 
 
 def _try_unshare(flag: int) -> bool:
-    """Fork a child that unshares ``flag`` and exits: can this process make such a namespace?"""
-    from minicontainer.syscalls.linux import Linux
+    """Can this process make such a namespace? (a child tries, userns.py)"""
+    from minicontainer.container.userns import unshare_in_child
 
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            Linux().unshare(flag)
-            code = 0
-        except BaseException:  # noqa: BLE001 - only the exit status matters
-            pass
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    return unshare_in_child(flag)
 
 
 def _syscall_errno(name: str) -> int:
