@@ -42,6 +42,9 @@ COMMANDS = {
     "unpause": ("minicontainer.commands.pause", "unpause", "Thaw a paused container."),
     "export": ("minicontainer.commands.export", "export", "Write a container's filesystem as a tar."),
     "diff": ("minicontainer.commands.export", "diff", "List what a container changed (A/C/D)."),
+    "report": ("minicontainer.commands.report", "report", "Summarize a run report; chart it as HTML."),
+    "completion": ("minicontainer.commands.completion", "completion", "Print a shell's tab-completion script."),
+    "doctor": ("minicontainer.commands.doctor", "doctor", "Check what this host offers minicontainer."),
 }
 
 
@@ -103,8 +106,10 @@ def main(argv=None) -> None:
         for line in e.lines():
             _print_error(line)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Ctrl-C outside a container's run (which forwards it to the container):
+        # one line of ours, not click's bare "Aborted." or a traceback; 128 + SIGINT.
+        _print_interrupted()
         sys.exit(130)
     except click.ClickException as e:
         # Bad flags: one line, docker's exit code for its own errors.
@@ -114,8 +119,6 @@ def main(argv=None) -> None:
         else:
             _print_error(e.format_message())
         sys.exit(125)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except BrokenPipeError:
         # `minicontainer ps | head -1`: the reader left; not an error worth a traceback.
         try:
@@ -136,6 +139,13 @@ def main(argv=None) -> None:
         _print_error(f"internal error: {type(e).__name__}: {e} (hint: run again with --debug and report it)")
         sys.exit(125)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_interrupted() -> None:
+    try:
+        click.echo("minicontainer: interrupted", err=True)
+    except OSError:
+        pass
 
 
 def _print_error(message: str) -> None:

@@ -236,6 +236,16 @@ def test_limits_need_root(user):
     assert "need a cgroup" in proc.stderr and "run as root" in proc.stderr
 
 
+def test_dry_run_with_limits_needs_no_root(plain_user):
+    # nothing is created, so nothing needs root: the plan is root's, and says so
+    containers = set(plain_user.data.glob("containers/*"))
+    proc = plain_user.mc("run", "--dry-run", "-m", "64m", "--pids-limit", "20", "mini", "true", check=0)
+    out = proc.stdout + proc.stderr
+    assert "you are not root: this is the plan of a run as root" in out
+    assert "67108864" in out and "pids.max" in out
+    assert set(plain_user.data.glob("containers/*")) == containers  # nothing was made
+
+
 def test_an_unmapped_user_is_a_clear_error(user):
     proc = user.mc("run", "--rm", "-u", "1000", "mini", "id", check=125)
     assert "uid 1000 does not exist in this user namespace" in proc.stderr

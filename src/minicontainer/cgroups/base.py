@@ -328,6 +328,11 @@ class CgroupManager(ABC):
         """Did the OOM killer kill a process of this cgroup? Read before destroy()."""
         return self._oom_kills() > 0
 
+    def limit_events(self) -> dict[str, int]:
+        """How often a limit acted so far: ``oom_kills`` (processes the OOM
+        killer took) and ``pids_max_hits`` (forks refused at pids.max)."""
+        return {"oom_kills": self._oom_kills(), "pids_max_hits": self._pids_max_hits()}
+
     def exit_report(self) -> str | None:
         """A line explaining a limit-caused death, or None. Read before destroy()."""
         st = self.stats()

@@ -16,6 +16,7 @@ import time
 
 import click
 
+from minicontainer.commands.completion import complete_images
 from minicontainer.errors import MiniError
 from minicontainer.units import format_size
 
@@ -200,7 +201,7 @@ def ls_cmd(fmt):
 
 
 @image.command("inspect", short_help="Show an image's details as JSON.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 def inspect_cmd(name):
     """Print NAME's metadata, every name sharing it, and the containers using it."""
     from minicontainer.images.store import containers_using
@@ -219,7 +220,7 @@ def inspect_cmd(name):
 
 
 @image.command("rm", short_help="Remove images (refused while a container uses one).")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_images)
 def rm_cmd(names):
     """Remove image NAME(s). The data goes when the last name sharing it goes."""
     from minicontainer.commands._each import for_each

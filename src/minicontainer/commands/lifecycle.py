@@ -18,7 +18,7 @@ import signal
 import click
 
 from minicontainer.commands._each import for_each
-from minicontainer.commands.run import container_options, spec_from_flags
+from minicontainer.commands.run import container_options, spec_from_options
 from minicontainer.errors import ContainerError
 
 
@@ -46,7 +46,7 @@ def create(image, command, explain, userns, **opts):
     """
     from minicontainer.container.runtime import Runner
 
-    spec = spec_from_flags(image, command, opts)
+    spec = spec_from_options(image, command, opts)
     click.echo(Runner(spec, explain=explain, userns=userns, wait_for_start=True).run_detached())
     return 0
 

@@ -9,11 +9,12 @@ import time
 import click
 
 from minicontainer.commands._each import for_each
+from minicontainer.commands.completion import complete_containers
 from minicontainer.errors import ContainerError, MiniError, warn
 
 
 @click.command(short_help="Remove containers.")
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
 def rm(containers, force):
     """Remove one or more containers (running ones only with -f)."""

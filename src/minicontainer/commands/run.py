@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from minicontainer.commands.completion import complete_images
 from minicontainer.errors import UsageError, warn
 
 
@@ -50,7 +51,7 @@ def _security(opts: dict):
 
 # The flags `run` and `create` share (docker's names): the container's whole spec.
 CONTAINER_OPTIONS = [
-    click.argument("image"),
+    click.argument("image", shell_complete=complete_images),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
     click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (pass it to the container)."),
     click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal."),
@@ -100,8 +101,9 @@ def container_options(f):
     return f
 
 
-def spec_from_flags(image, command, opts: dict):
-    """The flags of `run`/`create` as a validated ContainerSpec."""
+def spec_from_options(image, command, opts: dict):
+    """The flags of `run`/`create` (as click parsed them) as a validated
+    ContainerSpec; also the Python API's path (api.py), so both validate alike."""
     from minicontainer.container.spec import build_spec
 
     if command[:1] == ("--",):
@@ -148,7 +150,9 @@ def check_terminal(spec) -> None:
 @click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container's id.")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and do nothing.")
-def run(image, command, explain, dry_run, userns, detach, **opts):
+@click.option("--report", "report_path", metavar="FILE.json",
+              help="Sample the cgroup while it runs; write the samples, limits and exit reason to FILE.json.")
+def run(image, command, explain, dry_run, userns, detach, report_path, **opts):
     """Run COMMAND (default /bin/sh) in a new container made from IMAGE.
 
     IMAGE is an image name (``mini`` is built in), a directory used
@@ -165,7 +169,7 @@ def run(image, command, explain, dry_run, userns, detach, **opts):
     """
     from minicontainer.container.runtime import Runner
 
-    spec = spec_from_flags(image, command, opts)
+    spec = spec_from_options(image, command, opts)
     if not detach:
         check_terminal(spec)
     if spec.use_chroot and not dry_run:
@@ -173,7 +177,16 @@ def run(image, command, explain, dry_run, userns, detach, **opts):
     if spec.restart != "no" and not detach:
         raise UsageError("--restart needs -d: a restart policy is carried out by a detached container's monitor",
                          "add -d, or drop --restart")
-    runner = Runner(spec, explain=explain, userns=userns)
+    recorder = None
+    if report_path is not None:
+        if dry_run:
+            raise UsageError("--report records a run, and --dry-run does not run", "drop one of them")
+        if detach:
+            raise UsageError("--report samples a run from its own process, which -d leaves at once", "drop -d")
+        from minicontainer import report  # only with --report: run alone does not load the sampler
+
+        recorder = report.Recorder(report.check_target(report_path))
+    runner = Runner(spec, explain=explain, userns=userns, recorder=recorder)
     if dry_run:
         return runner.dry_run()
     if detach:

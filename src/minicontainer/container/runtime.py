@@ -74,24 +74,28 @@ def _interrupted(sig, frame):
                     exit_code=128 + sig)
 
 
-def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) -> None:
+def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) -> str | None:
     """The end of every run, foreground or detached: the state says exited,
     the cgroup (when it is ours) is removed, and with ``remove`` (--rm, or a
-    container that never started) the layer and the state go too."""
+    container that never started) the layer and the state go too. Returns
+    what could not be cleaned up, if anything (for --report)."""
     state.status = "exited"
     state.finished = time.time()
+    error = None
     if cgroup is not None:
         try:
             cgroup.destroy()
         except MiniError as e:
-            warn(str(e))
+            error = str(e)
+            warn(error)
     if not store.owns(state):
-        return  # the name was taken, or a signal came first: nothing of ours to remove
+        return error  # the name was taken, or a signal came first: nothing of ours to remove
     if remove:
         remove_layer_dir(Path(state.layer_dir))
         store.remove(state)
     else:
         store.save(state)
+    return error
 
 
 def finish_watched(args: dict, code: int) -> None:
@@ -137,18 +141,20 @@ class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
     def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False,
-                 existing: ContainerState | None = None, wait_for_start: bool = False):
+                 existing: ContainerState | None = None, wait_for_start: bool = False, recorder=None):
         self.spec = spec
         # ``existing``: `start` of a container that exited (or was created):
         # the same id, name and layer, fresh namespaces and cgroup.
         self.existing = existing
         self.wait_for_start = wait_for_start
         self.detached = False  # set by run_detached: a monitor owns the container
+        self.recorder = recorder  # a report.Recorder with --report, else None (its module stays unimported)
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
 
         self.unprivileged = host_uid() != 0
+        self._userns_asked = userns
         self.userns = userns or self.unprivileged
         self.explain = explain
         self.out = out if out is not None else sys.stderr
@@ -274,10 +280,23 @@ class Runner:
 
     # -- running ----------------------------------------------------------
     def dry_run(self) -> int:
+        as_root = self._plan_as_root()
         plan, state, image, _ = self.make_plan(dry_run=True)
         print(f"# container {state.short_id} ({state.name}), image {image.name}: the plan, not carried out", file=self.out)
+        if as_root:
+            print("# you are not root: this is the plan of a run as root (a rootless run gets no cgroup, "
+                  "so it would refuse the limits)", file=self.out)
         print(plan.render(), file=self.out)
         return 0
+
+    def _plan_as_root(self) -> bool:
+        """--dry-run changes nothing, so it needs no root: with limits asked for,
+        which a rootless run refuses, it shows what root would do instead."""
+        resources = self.spec.resources
+        if not self.unprivileged or self._userns_asked or resources is None or resources.is_empty():
+            return False
+        self.unprivileged = self.userns = False
+        return True
 
     def _checks(self) -> tuple:
         """Everything that can refuse before anything exists: privilege, the
@@ -356,6 +375,8 @@ class Runner:
                 store.save(state)
                 if report is not None and not report.done:
                     report.ok(state.id)
+                if self.recorder is not None:
+                    self.recorder.started(pid, state, self.spec, self.cgroup)
 
             hooks = Hooks(
                 explain=self._print_step if self.explain else None,
@@ -400,9 +421,21 @@ class Runner:
             # It never started: nothing to keep (docker keeps "Created"
             # containers, but a half-made one is only clutter here).
             half_made = not existing and not started and not (container is not None and container.pid)
-            finish(store, state, self.cgroup if owned else None, remove=self.spec.remove or half_made)
+            ran = self.recorder is not None and container is not None and bool(container.pid)
+            if ran:
+                self.recorder.finished(state.exit_code if state.exit_code is not None else 125, state.exit_reason)
+            cleanup_error = finish(store, state, self.cgroup if owned else None, remove=self.spec.remove or half_made)
+            if ran:
+                self._write_report(cleanup_error)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _write_report(self, cleanup_error: str | None) -> None:
+        self.recorder.cleaned(cleanup_error)
+        try:
+            self.recorder.write()
+        except OSError as e:
+            warn(f"could not write the report {self.recorder.path}: {e.strerror}")
 
     def _start_fifo(self, store: StateStore, state: ContainerState) -> str | None:
         """``create``: the container waits, just before execve, until
