@@ -308,6 +308,8 @@ class Runner:
         else:
             require_root()
         check_namespaces(self.spec.namespaces)
+        if self.spec.name and self.existing is None:
+            StateStore().check_name_free(self.spec.name)
         prepared = self.make_plan()
         check_shell(prepared[2].rootfs, self.spec.argv())
         return prepared

@@ -98,6 +98,12 @@ class StateStore:
             d.mkdir(exist_ok=True)
 
     # -- creation ---------------------------------------------------------
+    def check_name_free(self, name: str) -> None:
+        """Refuse a taken name before any work (reserve() is the real, atomic claim)."""
+        link = self.names / name
+        if link.is_symlink():
+            raise _name_taken(name, os.readlink(link))
+
     @paths.on_store
     def reserve(self, state: ContainerState) -> None:
         """Claim the name and create the state directory, atomically."""
@@ -106,11 +112,7 @@ class StateStore:
         try:
             os.symlink(state.id, link)
         except FileExistsError:
-            other = os.readlink(link)
-            raise ContainerError(
-                f"the container name {state.name!r} is already in use by container {other[:12]}",
-                f"remove it with 'minicontainer rm {state.name}' or choose another --name",
-            ) from None
+            raise _name_taken(state.name, os.readlink(link)) from None
         try:
             (self.containers / state.id).mkdir(mode=0o700)
             self.save(state)
@@ -230,6 +232,13 @@ class StateStore:
                 link.unlink()
         except OSError:
             pass
+
+
+def _name_taken(name: str, other: str) -> ContainerError:
+    return ContainerError(
+        f"the container name {name!r} is already in use by container {other[:12]}",
+        f"remove it with 'minicontainer rm {name}' or choose another --name",
+    )
 
 
 def new_id() -> str:
