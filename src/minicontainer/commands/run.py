@@ -62,6 +62,7 @@ def _security(opts: dict):
 @click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable (repeatable).")
 @click.option("--env-file", multiple=True, metavar="FILE", help="Read KEY=VAL lines from a file.")
 @click.option("-w", "--workdir", metavar="DIR", help="Working directory inside the container.")
+@click.option("--entrypoint", default=None, metavar="CMD", help="Override the image's Entrypoint ('' clears it).")
 @click.option("--pid", metavar="host", help="'host' to share the host's PID namespace.")
 @click.option("--network", "--net", "network", metavar="host|none", help="'host' to share the host's network.")
 @click.option("--uts", metavar="host", help="'host' to share the host's hostname.")
@@ -118,6 +119,7 @@ def run(image, command, explain, dry_run, userns, **opts):
         env=opts["env"],
         env_files=opts["env_file"],
         workdir=opts["workdir"],
+        entrypoint=opts["entrypoint"],
         interactive=opts["interactive"],
         tty=opts["tty"],
         remove=opts["remove"],

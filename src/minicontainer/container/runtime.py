@@ -92,8 +92,10 @@ class Runner:
 
     # -- planning ---------------------------------------------------------
     def make_plan(self, *, dry_run: bool = False):
+        image = resolve_image(self.spec.image, build=not dry_run)
+        if image.config is not None:
+            self.spec = self.spec.with_image(image.config)  # its Cmd, Env, WorkingDir, User ...
         spec = self.spec
-        image = resolve_image(spec.image, build=not dry_run)
         cid = new_id()
         name = spec.name or cid[:12]
         hostname = spec.hostname or name
@@ -112,11 +114,17 @@ class Runner:
             userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
-        writable = not spec.read_only or needs_mountpoints(spec, image.rootfs)
+        if image.lower_stack and mode == "bind":
+            raise ImageError(f"image {image.name} has layers, which only overlayfs can stack",
+                             "run it where overlayfs works (not MINICONTAINER_STORAGE=copy, not on an overlay root)",
+                             exit_code=125)
+        # a layered image's /tmp and /dev may be in any layer: give it a layer for mountpoints
+        writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
         lower = image.rootfs
         if mode == "bind" and writable:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
-        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable)
+        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
+                                lower_stack=image.lower_stack)
         cgroup_steps = self._cgroup_steps(cid)
         from minicontainer.security import security_steps
 
@@ -142,6 +150,7 @@ class Runner:
             layer_dir=str(layer),
             remove=spec.remove,
             cgroup=(getattr(spec.resources, "cgroup_parent", None) or ""),
+            stop_signal=image.config.stop_signal if image.config is not None else "",
         )
         return plan, state, image, rootfs
 
@@ -205,7 +214,8 @@ class Runner:
             require_root()
         check_namespaces(self.spec.namespaces)
         plan, state, image, rootfs = self.make_plan()
-        check_shell(image.rootfs, self.spec.argv())
+        if not image.lower_stack:  # a layered image's /bin/sh may be in any layer: exec will tell
+            check_shell(image.rootfs, self.spec.argv())
         store = StateStore()
         state.created = time.time()
         state.runtime_pid = os.getpid()

@@ -45,6 +45,7 @@ class ContainerState:
     layer_dir: str = ""  # MINICONTAINER_HOME/containers/<id>
     cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/)
     remove: bool = False
+    stop_signal: str = ""  # the image's StopSignal, for stopping it ("" = SIGTERM)
 
     @property
     def short_id(self) -> str:
