@@ -244,7 +244,7 @@ def history_cmd(name, fmt):
     table = [("LAYER", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
     for r in rows:
         created_by = r["created_by"] if len(r["created_by"]) <= 60 else r["created_by"][:57] + "..."
-        table.append((r["layer"][7:19] if r["layer"] else "<missing>", r["created"] or "-", created_by,
+        table.append((r["layer"][7:19] if r["layer"] else "-", r["created"] or "-", created_by,
                       format_size(r["size"]), r["comment"]))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
