@@ -33,6 +33,7 @@ COMMANDS = {
     "unpause": ("minicontainer.commands.pause", "unpause", "Thaw a paused container."),
     "export": ("minicontainer.commands.export", "export", "Write a container's filesystem as a tar."),
     "diff": ("minicontainer.commands.export", "diff", "List what a container changed (A/C/D)."),
+    "build": ("minicontainer.commands.build", "build", "Build an image from a Dockerfile."),
 }
 
 

@@ -549,12 +549,17 @@ def _walk_layer(rel: str, fd: int, prefix: str, depth: int) -> Iterator[Entry]:
             continue
         path = f"{rel}/{name}"
         if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                _refuse_metacopy(fd, name, path, prefix)
             yield Entry(path, st, "layer", fd, name)
             continue
         child = _open_dir(fd, name)
         if child is None:
             continue
         try:
+            if _xattr(child, prefix + "redirect") is not None:
+                raise ContainerError(f"{path} in the layer is a renamed overlay directory (redirect_dir=on)",
+                                     "a layer tar cannot say 'renamed'; mount overlays with redirect_dir=off")
             opaque = _xattr(child, prefix + "opaque") == b"y"
             yield Entry(path, os.fstat(child), "opaque" if opaque else "layer", fd, name)
             yield from _walk_layer(path, child, prefix, depth + 1)

@@ -205,7 +205,8 @@ def test_load_oci_layout_dir_and_tar(store, tmp_path, compression):
 
 def test_load_checks_the_compressed_digest_of_an_oci_layer(store, tmp_path):
     root = oci_layout(tmp_path / "oci", [BASE])
-    manifest = [p for p in (root / "blobs/sha256").iterdir() if b'"layers"' in p.read_bytes()][0]
+    manifest = [p for p in (root / "blobs/sha256").iterdir() if b"image.manifest.v1+json" in p.read_bytes()[:200]
+                and b'"config"' in p.read_bytes()][0]
     layer_blob = root / "blobs/sha256" / json.loads(manifest.read_text())["layers"][0]["digest"][7:]
     layer_blob.write_bytes(gzip.compress(BASE, compresslevel=1, mtime=1))  # the same tar, other bytes
     with pytest.raises(ImageError, match="does not match the manifest's digest"):

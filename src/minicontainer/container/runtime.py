@@ -68,8 +68,15 @@ def _interrupted(sig, frame):
 class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
-    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False):
+    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False,
+                 image: ResolvedImage | None = None, before_remove=None):
         self.spec = spec
+        # ``build`` runs its RUN steps on a stack of layers that is no image
+        # yet (``image``), and takes the upper directory as the step's layer
+        # (``before_remove(layer_dir)``, called once the container has exited,
+        # before the --rm cleanup).
+        self._image = image
+        self._before_remove = before_remove
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
@@ -92,7 +99,7 @@ class Runner:
 
     # -- planning ---------------------------------------------------------
     def make_plan(self, *, dry_run: bool = False):
-        image = resolve_image(self.spec.image, build=not dry_run)
+        image = self._image or resolve_image(self.spec.image, build=not dry_run)
         if image.config is not None:
             self.spec = self.spec.with_image(image.config)  # its Cmd, Env, WorkingDir, User ...
         spec = self.spec
@@ -271,8 +278,12 @@ class Runner:
             if not store.owns(state):
                 pass  # the name was taken, or a signal came first: nothing of ours to remove
             elif self.spec.remove:
-                remove_layer_dir(layer)
-                store.remove(state)
+                try:
+                    if self._before_remove is not None and container is not None and container.pid:
+                        self._before_remove(layer)
+                finally:
+                    remove_layer_dir(layer)
+                    store.remove(state)
             elif state.exit_code is None or (container is None or not container.pid):
                 # It never started: nothing to keep (docker keeps "Created"
                 # containers, but a half-made one is only clutter here).
@@ -287,7 +298,7 @@ class Runner:
         """Write the state (which names the image) under the image store's lock,
         so `image rm`/`prune` cannot delete the image between our resolving it
         and our state saying it is in use."""
-        if image.image_id.startswith("dir:"):
+        if image.image_id.startswith(("dir:", "build:")):  # a build's layers are held by its lease
             store.reserve(state)
             return
         from minicontainer.images.store import ImageStore

@@ -12,6 +12,8 @@ Layout (see paths.py)::
                              of its uncompressed tar) and shared by every image that
                              has it; its whiteouts are overlayfs whiteouts
     layers/<hex>/meta.json   {"diff_id", "size", ...}
+    leases/<pid>-*.json      layers a running ``build`` uses before any image
+                             has them (containerd's "leases"): kept while that pid lives
     refs/<name>              a file holding the image id a name points to
     tmp/new-<pid>-*/         work directories; a finished image is renamed
                              from here into images/, so a crash or an error
@@ -263,6 +265,56 @@ class ImageStore:
     def has_layer(self, diff_id: str) -> bool:
         return _is_diff_id(diff_id) and (self.layers_dir / diff_id.split(":", 1)[1] / "meta.json").is_file()
 
+    @paths.on_store
+    def install_layer(self, work: Path, diff_id: str) -> None:
+        """Put a layer unpacked in ``work`` (archive.unpack_layer) in the
+        store, unless it has it; the caller holds a lease on it (see lease)."""
+        try:
+            with self.lock():
+                if not self.has_layer(diff_id):
+                    os.rename(work, self.layers_dir / diff_id.split(":", 1)[1])
+        finally:
+            if os.path.lexists(work):
+                remove_tree(work)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Callable[[list[str]], None]]:
+        """Keep layers from being deleted for the ``with`` block, before an
+        image lists them (a build's steps). Yields ``add(diff_ids)``; call
+        it under the store lock for layers found in the store, so that no
+        ``image rm`` can delete them in between."""
+        self.ensure()
+        leases = self.home / "leases"
+        leases.mkdir(mode=0o700, exist_ok=True)
+        path = Path(tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".json", dir=leases)[1])
+        held: set[str] = set()
+
+        def add(diff_ids: list[str]) -> None:
+            held.update(diff_ids)
+            path.write_text(json.dumps(sorted(held)))
+
+        try:
+            add([])
+            yield add
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _leased(self) -> set[str]:
+        out: set[str] = set()
+        leases = self.home / "leases"
+        if not leases.is_dir():
+            return out
+        for f in leases.iterdir():
+            m = re.match(r"^(\d+)-", f.name)
+            if not m or not _pid_alive(int(m.group(1))):
+                f.unlink(missing_ok=True)  # its build is gone
+                continue
+            try:
+                out.update(x.split(":", 1)[-1] for x in json.loads(f.read_text()))
+            except (OSError, ValueError):
+                continue  # unreadable: leases are written under the store lock, as this is read
+        return out
+
     def layer_meta(self, diff_id: str) -> dict:
         try:
             return json.loads((self.layers_dir / diff_id.split(":", 1)[1] / "meta.json").read_text())
@@ -498,6 +550,10 @@ class ImageStore:
                         meta = {}
                     if self._drop_if_unused(d.name, "", doomed):
                         removed.append(Image(name="", id=d.name, rootfs=d / "rootfs", meta=meta))
+                # and layers no image has (a build that failed, or was interrupted, made them)
+                grave = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
+                doomed.append(grave)
+                self._drop_unused_layers(grave)
         finally:
             for d in doomed:
                 remove_tree(d)
@@ -533,7 +589,7 @@ class ImageStore:
         into ``grave`` (being deleted by the caller)."""
         if not self.layers_dir.is_dir():
             return
-        used = set()
+        used = self._leased()
         for d in self.images_dir.iterdir():
             try:
                 layers = json.loads((d / "meta.json").read_text()).get("layers") or []
