@@ -45,6 +45,7 @@ COMMANDS = {
     "report": ("minicontainer.commands.report", "report", "Summarize a run report; chart it as HTML."),
     "completion": ("minicontainer.commands.completion", "completion", "Print a shell's tab-completion script."),
     "doctor": ("minicontainer.commands.doctor", "doctor", "Check what this host offers minicontainer."),
+    "build": ("minicontainer.commands.build", "build", "Build an image from a Dockerfile."),
 }
 
 

@@ -29,7 +29,7 @@ def test_spec_is_frozen_and_has_docker_defaults():
     spec = build_spec("mini")
     assert spec.argv() == ("/bin/sh",)
     assert spec.namespaces == frozenset(ALL_NAMESPACES)
-    assert spec.workdir == "/"
+    assert spec.cwd() == "/"
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "x"  # type: ignore[misc]
 

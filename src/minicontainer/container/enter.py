@@ -69,7 +69,7 @@ def exec_in(ref: str, argv: tuple[str, ...], *, env=(), workdir: str | None = No
     environment.update(env)
     plan = P.build_exec_plan(
         spec, pid=st.pid, pid_start=st.pid_start, namespaces=namespaces, argv=argv,
-        env=tuple(environment.items()), workdir=workdir or spec.workdir, tty=tty, cgroup_steps=cgroup_steps,
+        env=tuple(environment.items()), workdir=workdir or spec.cwd(), tty=tty, cgroup_steps=cgroup_steps,
         security=_security(spec, user, privileged), detached=detach,
     )
     plan.legend = {"ID": st.id, "PID1": str(st.pid)}

@@ -66,10 +66,11 @@ DEV_LINKS = (
 class RootfsLayout:
     """Where the container's root comes from (decided by the runtime)."""
 
-    lower: str  # the image rootfs or the user's directory
+    lower: str  # the image rootfs or the user's directory (a layered image: its top layer)
     layer: str  # the container's own directory (lower link, upper/, work/, merged/)
     mode: str = "overlay"  # overlay | bind
     writable: bool = True  # see MountRootfs.writable
+    lower_stack: tuple[str, ...] = ()  # a layered image's other layers, below ``lower``, top first
 
     @property
     def target(self) -> str:
@@ -124,6 +125,7 @@ def build_plan(
             readonly=spec.read_only,
             mode=rootfs.mode,
             writable=rootfs.writable,
+            lower_stack=rootfs.lower_stack,
         )
     )
     plan.add(
@@ -276,7 +278,7 @@ def build_plan(
     else:
         plan.add(PivotRoot(root=rootfs.target))
     # Inside the new root: only system calls from here on.
-    plan.add(SetWorkdir(workdir=spec.workdir))
+    plan.add(SetWorkdir(workdir=spec.cwd()))
     plan.add(ResetSignals())
     for s in (security.inside if security else ()):
         if detached and isinstance(s, RearmParentDeath):

@@ -141,7 +141,8 @@ class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
     def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False,
-                 existing: ContainerState | None = None, wait_for_start: bool = False, recorder=None):
+                 existing: ContainerState | None = None, wait_for_start: bool = False, recorder=None,
+                 image: ResolvedImage | None = None, before_remove=None):
         self.spec = spec
         # ``existing``: `start` of a container that exited (or was created):
         # the same id, name and layer, fresh namespaces and cgroup.
@@ -149,6 +150,12 @@ class Runner:
         self.wait_for_start = wait_for_start
         self.detached = False  # set by run_detached: a monitor owns the container
         self.recorder = recorder  # a report.Recorder with --report, else None (its module stays unimported)
+        # ``build`` runs its RUN steps on a stack of layers that is no image
+        # yet (``image``), and takes the upper directory as the step's layer
+        # (``before_remove(layer_dir)``, called once the container has exited,
+        # before the --rm cleanup).
+        self._image = image
+        self._before_remove = before_remove
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
@@ -172,8 +179,10 @@ class Runner:
 
     # -- planning ---------------------------------------------------------
     def make_plan(self, *, dry_run: bool = False):
+        image = self._image or resolve_image(self.spec.image, build=not dry_run)
+        if image.config is not None:
+            self.spec = self.spec.with_image(image.config)  # its Cmd, Env, WorkingDir, User ...
         spec = self.spec
-        image = resolve_image(spec.image, build=not dry_run)
         if self.existing is not None:
             cid, name, hostname = self.existing.id, self.existing.name, self.existing.hostname
             layer = Path(self.existing.layer_dir)
@@ -196,11 +205,17 @@ class Runner:
             userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
-        writable = not spec.read_only or needs_mountpoints(spec, image.rootfs)
+        if image.lower_stack and mode == "bind":
+            raise ImageError(f"image {image.name} has layers, which only overlayfs can stack",
+                             "run it where overlayfs works (not MINICONTAINER_STORAGE=copy, not on an overlay root)",
+                             exit_code=125)
+        # a layered image's /tmp and /dev may be in any layer: give it a layer for mountpoints
+        writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
         lower = image.rootfs
         if mode == "bind" and writable:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
-        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable)
+        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
+                                lower_stack=image.lower_stack)
         cgroup_steps = self._cgroup_steps(cid)
         from minicontainer.security import security_steps
 
@@ -231,6 +246,7 @@ class Runner:
             layer_dir=str(layer),
             remove=spec.remove,
             cgroup=(getattr(spec.resources, "cgroup_parent", None) or ""),
+            stop_signal=image.config.stop_signal if image.config is not None else "",
         )
         return plan, state, image, rootfs
 
@@ -311,7 +327,9 @@ class Runner:
         if self.spec.name and self.existing is None:
             StateStore().check_name_free(self.spec.name)
         prepared = self.make_plan()
-        check_shell(prepared[2].rootfs, self.spec.argv())
+        image = prepared[2]
+        if not image.lower_stack:  # a layered image's /bin/sh may be in any layer: exec will tell
+            check_shell(image.rootfs, self.spec.argv())
         return prepared
 
     def run(self) -> int:
@@ -426,7 +444,14 @@ class Runner:
             ran = self.recorder is not None and container is not None and bool(container.pid)
             if ran:
                 self.recorder.finished(state.exit_code if state.exit_code is not None else 125, state.exit_reason)
-            cleanup_error = finish(store, state, self.cgroup if owned else None, remove=self.spec.remove or half_made)
+            cleanup_error = None
+            try:
+                if (self.spec.remove and self._before_remove is not None and container is not None
+                        and container.pid and store.owns(state)):
+                    self._before_remove(layer)  # build: the step's upper directory becomes a layer
+            finally:
+                cleanup_error = finish(store, state, self.cgroup if owned else None,
+                                       remove=self.spec.remove or half_made)
             if ran:
                 self._write_report(cleanup_error)
             for sig, handler in previous.items():
@@ -456,7 +481,7 @@ class Runner:
         """Write the state (which names the image) under the image store's lock,
         so `image rm`/`prune` cannot delete the image between our resolving it
         and our state saying it is in use."""
-        if image.image_id.startswith("dir:"):
+        if image.image_id.startswith(("dir:", "build:")):  # a build's layers are held by its lease
             store.reserve(state)
             return
         from minicontainer.images.store import ImageStore

@@ -153,7 +153,8 @@ class ContainerSpec:
     name: str | None = None
     hostname: str | None = None
     env: tuple[tuple[str, str], ...] = ()
-    workdir: str = "/"
+    workdir: str = ""  # -w; "" = the image's WorkingDir, else /
+    entrypoint: tuple[str, ...] | None = None  # --entrypoint; None = the image's
     interactive: bool = False
     tty: bool = False
     remove: bool = False
@@ -169,18 +170,40 @@ class ContainerSpec:
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None
     security: Any = None
+    # The image's config (an images.config.ImageConfig), set by the runtime
+    # once it knows the image (with_image); None: a flat image, no config.
+    image_config: Any = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def argv(self) -> tuple[str, ...]:
-        return self.command or DEFAULT_COMMAND
+        """docker run's rule: the entrypoint (--entrypoint's, else the
+        image's), then the run's arguments, else the image's Cmd (which
+        --entrypoint clears); with nothing at all, /bin/sh."""
+        cfg = self.image_config
+        entry = self.entrypoint if self.entrypoint is not None else (cfg.entrypoint if cfg else ())
+        cmd = self.command or (cfg.cmd if cfg and self.entrypoint is None else ())
+        return (tuple(entry) + tuple(cmd)) or DEFAULT_COMMAND
+
+    def cwd(self) -> str:
+        return self.workdir or (self.image_config.workdir if self.image_config else "") or "/"
 
     def environment(self, hostname: str) -> dict[str, str]:
-        """The container's environment: docker's defaults, then -e/--env-file."""
+        """The container's environment: docker's defaults, the image's Env, then -e/--env-file."""
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
         if self.tty:
             env["TERM"] = os.environ.get("TERM", "xterm")
+        env.update(self.image_config.env if self.image_config else ())
         env.update(self.env)
         return env
+
+    def with_image(self, config) -> ContainerSpec:
+        """This spec on an image with ``config``: its User applies unless -u was given."""
+        from dataclasses import replace
+
+        security = self.security
+        if config.user and security is not None and getattr(security, "user", None) is None:
+            security = replace(security, user=config.user)
+        return replace(self, image_config=config, security=security)
 
 
 def build_spec(
@@ -192,6 +215,7 @@ def build_spec(
     env: Iterable[str] = (),
     env_files: Iterable[str] = (),
     workdir: str | None = None,
+    entrypoint: str | None = None,
     interactive: bool = False,
     tty: bool = False,
     remove: bool = False,
@@ -247,7 +271,9 @@ def build_spec(
         name=name,
         hostname=hostname,
         env=parse_env(all_env, host_env),
-        workdir=workdir or "/",
+        workdir=workdir or "",
+        # docker: --entrypoint "" clears the image's entrypoint
+        entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
         interactive=interactive,
         tty=tty,
         remove=remove,

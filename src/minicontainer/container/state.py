@@ -50,6 +50,7 @@ class ContainerState:
     pid_start: int = 0  # /proc/<pid>/stat field 22 of PID 1: tells a reused pid apart
     namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces
     restart_count: int = 0  # how often the monitor started it again (--restart)
+    stop_signal: str = ""  # the image's StopSignal, for stopping it ("" = SIGTERM)
 
     @property
     def short_id(self) -> str:

@@ -238,26 +238,34 @@ class MountRootfs(Step):
     # then there is no upper layer at all. Otherwise the root gets one, and
     # --read-only remounts it read-only after the mountpoints exist.
     writable: bool = True
+    # A layered image's layers below ``lower``, top first: linked as lower-1,
+    # lower-2 ... in the layer directory and stacked after ``lower``
+    # (overlayfs.rst, "Multiple lower layers": the leftmost is the top).
+    lower_stack: tuple[str, ...] = ()
 
     @property
     def overlay_options(self) -> str:
+        lowers = ":".join(["lower"] + [f"lower-{i}" for i in range(1, len(self.lower_stack) + 1)])
         if not self.writable:
             # overlayfs wants two lower layers when there is no upper one; the
-            # second is an empty directory, so the root is the image, read-only.
-            return "lowerdir=lower:empty"
-        return "lowerdir=lower,upperdir=upper,workdir=work"
+            # last is an empty directory, so the root is the image, read-only.
+            return f"lowerdir={lowers}:empty"
+        return f"lowerdir={lowers},upperdir=upper,workdir=work"
 
     def what(self) -> str:
         if self.mode == "overlay":
             kind = "a read-only overlay" if not self.writable else "an overlay"
-            return f"mount the root filesystem: {kind} of the image on {self.target}"
+            layers = f" ({len(self.lower_stack) + 1} layers)" if self.lower_stack else ""
+            return f"mount the root filesystem: {kind} of the image{layers} on {self.target}"
         return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
 
     def why(self) -> str:
         if self.mode == "overlay":
+            stack = (" (a layered image: lower is its top layer, lower-1, lower-2 ... the ones below, each an "
+                     "image layer's directory, shared read-only with every image that has it)") if self.lower_stack else ""
             return (
-                "overlayfs: reads come from the image (lower, a link to it), writes go to this container's own "
-                "upper directory, so the image is never modified and every container starts clean"
+                "overlayfs: reads come from the image (lower, a link to it)" + stack + ", writes go to this "
+                "container's own upper directory, so the image is never modified and every container starts clean"
             )
         return "pivot_root(2) needs the new root to be a mount point; a bind mount of the directory makes it one"
 
