@@ -41,6 +41,12 @@ COMMANDS = {
     "unpause": ("minicontainer.commands.pause", "unpause", "Thaw a paused container."),
     "export": ("minicontainer.commands.export", "export", "Write a container's filesystem as a tar."),
     "diff": ("minicontainer.commands.export", "diff", "List what a container changed (A/C/D)."),
+    "inspect": ("minicontainer.commands.inspect", "inspect", "Show a container's (or an image's) details."),
+    "top": ("minicontainer.commands.top", "top", "Show the processes of a running container."),
+    "update": ("minicontainer.commands.update", "update", "Change the limits of containers, live."),
+    "cp": ("minicontainer.commands.cp", "cp", "Copy files between a container and the host."),
+    "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
+    "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
 }
 
 

@@ -35,6 +35,8 @@ from minicontainer.errors import CgroupError, SyscallError
 from minicontainer.names import check_name
 
 DEFAULT_PARENT = "minicontainer"
+# How an exit report says the OOM killer struck (inspect's .State.OOMKilled looks for it).
+OOM_KILLED = "killed by the OOM killer"
 
 
 def check_id(container_id: str) -> str:
@@ -139,7 +141,7 @@ def format_exit_report(*, oom_kills: int, memory_limit: int | None, memory_peak:
             details.append(f"memory limit {units.format_size(memory_limit)}")
         if memory_peak is not None:
             details.append(f"peak {units.format_size(memory_peak)}")
-        parts.append("killed by the OOM killer" + (": " + ", ".join(details) if details else ""))
+        parts.append(OOM_KILLED + (": " + ", ".join(details) if details else ""))
     if pids_max_hits > 0:
         limit = f"pids limit {pids_limit} reached" if pids_limit is not None else "pids limit reached"
         parts.append(f"forks failed: {limit}")

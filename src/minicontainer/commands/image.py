@@ -203,11 +203,16 @@ def ls_cmd(fmt):
 @click.argument("name")
 def inspect_cmd(name):
     """Print NAME's metadata, every name sharing it, and the containers using it."""
+    click.echo(json.dumps(image_info(name), indent=2))
+
+
+def image_info(name: str) -> dict:
+    """What ``image inspect`` (and ``inspect`` of an image) shows."""
     from minicontainer.images.store import containers_using
 
     store = _store()
     img = store.get(name)
-    info = {
+    return {
         "name": img.name,
         "id": img.id,
         "names": store.names_of(img.id),
@@ -215,7 +220,6 @@ def inspect_cmd(name):
         **{k: v for k, v in img.meta.items() if k not in ("id",)},
         "used_by": containers_using(img),
     }
-    click.echo(json.dumps(info, indent=2))
 
 
 @image.command("rm", short_help="Remove images (refused while a container uses one).")
