@@ -53,11 +53,6 @@ class Options:
     follow_link: bool = False  # -L: follow a symlink given as the host source
 
 
-@dataclass
-class Counter:
-    bytes: int = 0
-
-
 # -- the container's root ----------------------------------------------------------
 
 
@@ -213,7 +208,12 @@ class _Copier:
         self.opts = opts
         self.into_container = into_container
         self.shown_src = shown_src
-        self.count = Counter()
+        self.copied = 0  # bytes of file data
+
+    def run(self, sdir: int, sname: str, st: os.stat_result, ddir: int, dname: str) -> int:
+        """Copy the whole entry; returns the bytes of file data copied."""
+        self.entry(sdir, sname, st, ddir, dname, self.shown_src, 0)
+        return self.copied
 
     def entry(self, sdir: int, sname: str, st: os.stat_result, ddir: int, dname: str, shown: str, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -241,7 +241,7 @@ class _Copier:
                 try:
                     while chunk := os.read(src, CHUNK):
                         os.write(out, chunk)
-                        self.count.bytes += len(chunk)
+                        self.copied += len(chunk)
                 finally:
                     os.close(out)
 
@@ -410,9 +410,7 @@ def copy_out(root_fd: int, cpath: str, host_dest: str, opts: Options, shown_src:
                                   os.path.basename(dest) or ".", host_dest.endswith("/"), host_dest)
         ddir = _open_dir(os.path.dirname(dest) if into is None else dest)
         try:
-            copier = _Copier(opts, into_container=False, shown_src=shown_src)
-            copier.entry(sdir, sname, st, ddir, name, shown_src, 0)
-            return copier.count.bytes
+            return _Copier(opts, into_container=False, shown_src=shown_src).run(sdir, sname, st, ddir, name)
         finally:
             os.close(ddir)
     finally:
@@ -442,9 +440,7 @@ def copy_in(root_fd: int, host_src: str, cpath: str, opts: Options, shown_dest: 
                                          "it changed while cp ran; run cp again")
                 os.close(ddir)
                 ddir = inner
-            copier = _Copier(opts, into_container=True, shown_src=host_src)
-            copier.entry(sdir, sname, st, ddir, name, host_src, 0)
-            return copier.count.bytes
+            return _Copier(opts, into_container=True, shown_src=host_src).run(sdir, sname, st, ddir, name)
         finally:
             os.close(ddir)
     finally:
