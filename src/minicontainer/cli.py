@@ -46,6 +46,12 @@ COMMANDS = {
     "completion": ("minicontainer.commands.completion", "completion", "Print a shell's tab-completion script."),
     "doctor": ("minicontainer.commands.doctor", "doctor", "Check what this host offers minicontainer."),
     "build": ("minicontainer.commands.build", "build", "Build an image from a Dockerfile."),
+    "inspect": ("minicontainer.commands.inspect", "inspect", "Show a container's (or an image's) details."),
+    "top": ("minicontainer.commands.top", "top", "Show the processes of a running container."),
+    "update": ("minicontainer.commands.update", "update", "Change the limits of containers, live."),
+    "cp": ("minicontainer.commands.cp", "cp", "Copy files between a container and the host."),
+    "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
+    "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
 }
 
 

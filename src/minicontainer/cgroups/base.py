@@ -24,6 +24,7 @@ same code against a temp dir.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from minicontainer.errors import CgroupError, SyscallError
 from minicontainer.names import check_name
 
 DEFAULT_PARENT = "minicontainer"
+# How an exit report says the OOM killer struck (inspect's .State.OOMKilled looks for it).
+OOM_KILLED = "killed by the OOM killer"
 
 
 def check_id(container_id: str) -> str:
@@ -139,7 +142,7 @@ def format_exit_report(*, oom_kills: int, memory_limit: int | None, memory_peak:
             details.append(f"memory limit {units.format_size(memory_limit)}")
         if memory_peak is not None:
             details.append(f"peak {units.format_size(memory_peak)}")
-        parts.append("killed by the OOM killer" + (": " + ", ".join(details) if details else ""))
+        parts.append(OOM_KILLED + (": " + ", ".join(details) if details else ""))
     if pids_max_hits > 0:
         limit = f"pids limit {pids_limit} reached" if pids_limit is not None else "pids limit reached"
         parts.append(f"forks failed: {limit}")
@@ -230,6 +233,51 @@ class CgroupManager(ABC):
         for s in self.plan():
             if s.stage == "limit":
                 self.execute(s)
+
+    def update(self, resources: Resources) -> list[CgroupWrite]:
+        """``minicontainer update``: change the limits of the live cgroup from
+        ``self.resources`` (what the container was made with) to ``resources``.
+
+        The limit steps of a plan for the new values, less those the old plan
+        already wrote with the same value, in the order :meth:`update_order`
+        gives. Each file's content is read before it is written; if the kernel
+        refuses a write, the files written before it get their old content
+        back and the refusal is raised, explained. Returns the steps written.
+        """
+        before = {(s.file, s.value) for s in self.plan(self.resources) if s.stage == "limit"}
+        writes = self.update_order([s for s in self.plan(resources)
+                                    if s.stage == "limit" and (s.file, s.value) not in before])
+        undo: list[tuple[str, str]] = []
+        for s in writes:
+            try:
+                old = self.fs.read(s.file).strip() if self.fs.exists(s.file) else None
+                self.execute(s)
+            except SyscallError as e:
+                for path, value in reversed(undo):
+                    try:
+                        self.fs.write(path, value)
+                    except SyscallError:
+                        pass  # best effort: the refusal below is what the user must read
+                raise self._update_refused(s, e) from None
+            if old is not None:
+                undo.append((s.file, old))
+        self.resources = resources
+        return writes
+
+    def update_order(self, writes: list[CgroupWrite]) -> list[CgroupWrite]:
+        """Hook: the order in which :meth:`update` writes (v1 reorders memory)."""
+        return writes
+
+    def _update_refused(self, s: CgroupWrite, e: SyscallError) -> CgroupError:
+        name = s.file.rsplit("/", 1)[-1]
+        hint = e.hint
+        if e.errno == errno.EBUSY and name.startswith("memory."):
+            used = self.stats().get("memory_current")
+            now = f"it uses {units.format_size(used)}" if used is not None else "it uses more"
+            hint = (f"{now} and the kernel could not reclaim enough to fit (anonymous memory cannot go "
+                    f"anywhere without swap); choose a limit above its usage (see minicontainer stats)")
+        return CgroupError(f"{s.flag or name}: the kernel refused {name} = {s.value}: {os.strerror(e.errno)}; "
+                           "nothing was changed", hint)
 
     def add_process(self, pid: int) -> None:
         """Move ``pid`` (and its threads) into the container's cgroup(s)."""

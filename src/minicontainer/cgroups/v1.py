@@ -172,6 +172,21 @@ class V1Manager(CgroupManager):
         memsw = "memory" in self.mounts and self.fs.exists(f"{self.mounts['memory']}/memory.memsw.limit_in_bytes")
         return plan_v1(self.mounts, self.relative_path, r, memsw=memsw)
 
+    def update_order(self, writes: list[CgroupWrite]) -> list[CgroupWrite]:
+        """v1 refuses memory.limit_in_bytes above memory.memsw.limit_in_bytes
+        (EINVAL, v1 docs memory.rst 2.5): when the memory limit grows, the
+        memory+swap limit has to grow first."""
+        memory = [s for s in writes if s.file.endswith("/memory.limit_in_bytes")]
+        memsw = [s for s in writes if s.file.endswith("/memory.memsw.limit_in_bytes")]
+        if not memory or not memsw:
+            return writes
+        current = self._opt_int("memory", "memory.limit_in_bytes")
+        if current is not None and int(memory[0].value) <= current:
+            return writes  # shrinking: memory first, then memory+swap (as planned)
+        rest = [s for s in writes if s not in memsw]
+        i = rest.index(memory[0])
+        return rest[:i] + memsw + rest[i:]
+
     def missing_hint(self, name: str, controller: str) -> str:
         if name.startswith("memory.memsw"):
             return "swap accounting is off: boot with swapaccount=1, or drop --memory-swap"

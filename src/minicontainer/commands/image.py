@@ -277,11 +277,16 @@ def ls_cmd(fmt):
 @click.argument("name", shell_complete=complete_images)
 def inspect_cmd(name):
     """Print NAME's metadata, every name sharing it, and the containers using it."""
+    click.echo(json.dumps(image_info(name), indent=2))
+
+
+def image_info(name: str) -> dict:
+    """What ``image inspect`` (and ``inspect`` of an image) shows."""
     from minicontainer.images.store import containers_using
 
     store = _store()
     img = store.get(name)
-    info = {
+    return {
         "name": img.name,
         "id": img.id,
         "names": store.names_of(img.id),
@@ -292,7 +297,6 @@ def inspect_cmd(name):
         "config": img.config().get("config", {}),
         "used_by": containers_using(img),
     }
-    click.echo(json.dumps(info, indent=2))
 
 
 @image.command("rm", short_help="Remove images (refused while a container uses one).")

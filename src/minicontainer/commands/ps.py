@@ -63,17 +63,26 @@ def _row(st, no_trunc: bool) -> dict[str, str]:
             "CreatedAt": ago(st.created), "Status": status_text(st), "Names": st.name, "State": st.status}
 
 
-def render_template(template: str, values: dict[str, str]) -> str:
+def render_template(template: str, values: dict) -> str:
     """docker's ``--format '{{.Name}}\\t{{.Status}}'``: each ``{{.Field}}``
-    replaced by its value (no other Go template syntax)."""
+    replaced by its value, ``{{.State.Pid}}`` reaching into nested values
+    and ``{{json .Config}}`` printing one as JSON (no other Go template
+    syntax). A value that is not a string is written as JSON (true, 42)."""
 
     def field(m):
-        key = m.group(1)
-        if key not in values:
-            raise UsageError(f"--format: unknown field .{key}", "known: " + ", ".join("." + k for k in values))
-        return values[key]
+        as_json, path = m.group(1), m.group(2)
+        value = values
+        for key in filter(None, path.split(".")):
+            if not isinstance(value, dict) or key not in value:
+                known = ", ".join("." + k for k in value) if isinstance(value, dict) else "none"
+                raise UsageError(f"--format: unknown field {path}", f"known here: {known}")
+            value = value[key]
+        if isinstance(value, str) and not as_json:
+            return value
+        return json.dumps(value, sort_keys=True)
 
-    return re.sub(r"{{\s*\.(\w+)\s*}}", field, template.replace("\\t", "\t").replace("\\n", "\n"))
+    return re.sub(r"{{\s*(json\s+)?(\.(?:\w+(?:\.\w+)*)?)\s*}}", field,
+                  template.replace("\\t", "\t").replace("\\n", "\n"))
 
 
 @click.command(short_help="List containers.")

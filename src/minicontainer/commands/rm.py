@@ -16,16 +16,27 @@ from minicontainer.errors import ContainerError, MiniError, warn
 @click.command(short_help="Remove containers.")
 @click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
-def rm(containers, force):
-    """Remove one or more containers (running ones only with -f)."""
+@click.option("-v", "--volumes", is_flag=True,
+              help="Accepted for docker's sake: there are no anonymous volumes to remove (a -v HOST:PATH is yours).")
+def rm(containers, force, volumes):
+    """Remove one or more containers (running ones only with -f).
+
+    -v removes nothing more: docker's anonymous volumes do not exist here,
+    and the host directories given to -v HOST:PATH are never removed.
+
+    \b
+    Example:
+      minicontainer rm -f web
+    """
     from minicontainer.container.state import StateStore
 
     store = StateStore()
-    for_each(containers, lambda ref: _remove(store, ref, force))
+    for_each(containers, lambda ref: remove_container(store, store.get(ref), force))
 
 
-def _remove(store, ref: str, force: bool) -> None:
-    st = store.get(ref)
+def remove_container(store, st, force: bool) -> None:
+    """``rm``'s work for one container (``container prune`` too)."""
+    ref = st.name
     if st.status in ("running", "created"):  # "created": its runtime is alive, setting it up
         if not force:
             raise ContainerError(f"container {ref} is running", f"stop it first, or use 'minicontainer rm -f {ref}'")

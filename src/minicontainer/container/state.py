@@ -13,10 +13,12 @@ process, told apart by its start time) and report it as exited.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -123,6 +125,15 @@ class StateStore:
             raise
 
     def save(self, state: ContainerState) -> None:
+        with self._locked(state.id):
+            on_disk = self._load(state.id)
+            if on_disk is not None and on_disk.name != state.name and self._links_to(on_disk.name, state.id):
+                # Renamed (``minicontainer rename``) since this process read
+                # the state: the name link is the truth, keep the new name.
+                state.name = on_disk.name
+            self._write(state)
+
+    def _write(self, state: ContainerState) -> None:
         d = self.containers / state.id
         tmp = d / "state.json.tmp"
         with open(tmp, "w") as f:
@@ -130,6 +141,50 @@ class StateStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, d / "state.json")
+
+    @contextmanager
+    def _locked(self, cid: str):
+        """Serialise the read-modify-write of one state.json (flock(2) on its
+        directory): the runtime saves its copy while ``rename`` may change it."""
+        fd = os.open(self.containers / cid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _links_to(self, name: str, cid: str) -> bool:
+        try:
+            return os.readlink(self.names / name) == cid
+        except OSError:
+            return False
+
+    @paths.on_store
+    def rename(self, state: ContainerState, new_name: str) -> None:
+        """Give a container another name. The new name link is made first (the
+        same claim as ``reserve``: refused if the name is taken, even by a
+        ``run --name`` at the same moment), then state.json and the old link
+        change under the state lock; a failure on the way takes the new link back."""
+        link = self.names / new_name
+        try:
+            os.symlink(state.id, link)
+        except FileExistsError:
+            raise ContainerError(
+                f"the container name {new_name!r} is already in use by container {os.readlink(link)[:12]}",
+                "choose another name, or remove that container first",
+            ) from None
+        try:
+            with self._locked(state.id):
+                current = self._load(state.id)
+                if current is None:
+                    raise ContainerError(f"container {state.name} was removed meanwhile", "see minicontainer ps -a")
+                old_name, current.name = current.name, new_name
+                self._write(current)
+        except BaseException:
+            self._unlink_name(new_name, state.id)
+            raise
+        self._unlink_name(old_name, state.id)
+        state.name = new_name
 
     # -- lookup -----------------------------------------------------------
     def _read(self, cid: str) -> ContainerState | None:
@@ -223,8 +278,11 @@ class StateStore:
 
     # -- removal ----------------------------------------------------------
     def remove(self, state: ContainerState) -> None:
+        on_disk = self._load(state.id)  # renamed since ``state`` was read? that link goes too
         shutil.rmtree(self.containers / state.id, ignore_errors=True)
         self._unlink_name(state.name, state.id)
+        if on_disk is not None and on_disk.name != state.name:
+            self._unlink_name(on_disk.name, state.id)
 
     def _unlink_name(self, name: str, cid: str) -> None:
         link = self.names / name

@@ -421,7 +421,7 @@ class ImageStore:
             if not _is_image_id(image_id):
                 raise ImageError(f"internal error: bad image id {image_id!r}")
             # the size: given by populate (a tar import knows it), or measured
-            size = extra["size"] if "size" in extra else _du(rootfs)
+            size = extra["size"] if "size" in extra else disk_usage(rootfs)
             meta = {"id": image_id, "created": time.time(), "source": source, **extra, "size": size}
             (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         except BaseException:
@@ -736,7 +736,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _du(path: Path) -> int:
+def disk_usage(path: Path) -> int:
     """Bytes used by the files under ``path`` (hard links counted once)."""
     seen = set()
     total = 0
