@@ -267,7 +267,7 @@ class Container:
     """One run: the plan's steps up to exec (through the interpreter), then wait."""
 
     def __init__(self, plan: S.Plan, sc, *, tty: bool = False, interactive: bool = False, hooks: Hooks | None = None,
-                 cgroup=None, log=None, start_fifo: str | None = None):
+                 cgroup=None, log=None, start_fifo: str | None = None, relay: bool = False):
         self.plan = plan
         self.sc = sc
         self.tty = tty
@@ -275,6 +275,7 @@ class Container:
         self.hooks = hooks or Hooks()
         self.cgroup = cgroup
         self.log = log  # logs.LogWriter: a detached container's output goes there
+        self.relay = relay  # foreground, no -t, a terminal on our side: pipes copied by us
         self.start_fifo = start_fifo
         self.interpreter: Interpreter | None = None
         self._outputs: dict[int, str] = {}
@@ -292,7 +293,7 @@ class Container:
     # -- starting ---------------------------------------------------------
     def start(self) -> int:
         _ensure_std_fds()
-        chan = Channels(tty=self.tty, interactive=self.interactive, log=self.log is not None,
+        chan = Channels(tty=self.tty, interactive=self.interactive, log=self.log is not None or self.relay,
                         start_fifo=self.start_fifo)
         on_created = None
         if self.hooks.on_created is not None:
@@ -332,8 +333,8 @@ class Container:
         if self.master_fd is not None:
             previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
         try:
-            if self.log is not None:
-                return self._log_loop()
+            if self.relay:
+                return self._relay_loop()
             if self.master_fd is not None:
                 return self._pty_loop()
             return self._reap()
@@ -399,36 +400,39 @@ class Container:
         self._sigkill()
         self._reap()
 
-    def _log_loop(self) -> int:
-        """A detached container: copy its output (pipes, or the pty with -t)
-        into the log until every writer is gone, then reap PID 1."""
-        outputs = dict(self._outputs)
-        if self.master_fd is not None:
-            outputs[self.master_fd] = "stdout"
+    def _relay_loop(self) -> int:
+        """No -t, but our stdout or stderr is a terminal: the container wrote
+        into pipes, and we copy them to the terminal (and, with -i, our input
+        into its stdin pipe), so no process in the container ever holds our
+        terminal: root inside could otherwise read what is typed on it
+        (``cat <&1``) or change its settings. Docker and podman do the same."""
+        outputs = {fd: 1 if stream == "stdout" else 2 for fd, stream in self._outputs.items()}
+        reading = self.stdin_w is not None and _fd_open(0)
         try:
             while outputs:
+                watched = list(outputs) + ([0] if reading else [])
                 try:
-                    ready, _, _ = select.select(list(outputs), [], [], 0.5)
+                    ready, _, _ = select.select(watched, [], [], 0.5)
                 except InterruptedError:
                     continue
                 for fd in ready:
-                    try:
-                        data = os.read(fd, 65536)
-                    except OSError as e:
-                        if e.errno != errno.EIO:
-                            raise
-                        data = b""  # EIO: every slave end of the pty is closed
-                    if data:
-                        self.log.write(outputs[fd], data)
+                    data = os.read(fd, 65536)
+                    if fd == 0:
+                        if not data or not _write_all(self.stdin_w, data):
+                            reading = False
+                            os.close(self.stdin_w)  # the container sees the end of its input
+                            self.stdin_w = None
+                    elif data:
+                        _write_all(outputs[fd], data)
                     else:
                         os.close(fd)
                         del outputs[fd]
-                        if fd == self.master_fd:
-                            self.master_fd = None
         finally:
             for fd in outputs:
                 os.close(fd)
-            self.log.close()
+            if self.stdin_w is not None:
+                os.close(self.stdin_w)
+                self.stdin_w = None
         return self._reap()
 
     def _pty_loop(self) -> int:

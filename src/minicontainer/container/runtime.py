@@ -69,6 +69,13 @@ def sweep_dead_runtimes(store: StateStore) -> None:
                 pass
 
 
+def _is_tty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 def _interrupted(sig, frame):
     raise MiniError(f"interrupted by {signal.Signals(sig).name} while setting up; cleaned up", None,
                     exit_code=128 + sig)
@@ -411,8 +418,12 @@ class Runner:
                 from minicontainer.container.logs import LogWriter
 
                 log = LogWriter(store.containers / state.id / LOG_FILE)
+            # Without -t the container never gets our terminal as stdio: pipes
+            # instead, copied by us (see Container._relay_loop).
+            relay = report is None and not self.spec.tty and any(_is_tty(fd) for fd in (1, 2))
             container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks,
-                                  cgroup=self.cgroup, log=log, start_fifo=self._start_fifo(store, state))
+                                  cgroup=self.cgroup, log=log, start_fifo=self._start_fifo(store, state),
+                                  relay=relay)
             container.start()
             if report is not None:
                 report.quiet()  # nothing of ours goes to the caller's terminal any more
