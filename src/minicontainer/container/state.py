@@ -33,7 +33,8 @@ class ContainerState:
     command: list[str] = field(default_factory=list)
     hostname: str = ""
     status: str = "created"  # created | running | exited
-    pid: int = 0  # the container's PID 1, as the host sees it
+    pid: int = 0  # the container's PID 1, as the host sees it (0 until it runs)
+    pid_start: int = 0  # /proc/<pid>/stat field 22: `rm -f` signals ``pid`` only while it is still that process
     runtime_pid: int = 0
     runtime_start: int = 0  # /proc/<runtime_pid>/stat field 22, to detect pid reuse
     created: float = 0.0
