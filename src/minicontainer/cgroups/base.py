@@ -107,6 +107,21 @@ class CgroupWrite:
         return f"echo '{self.value}' > {self.file}"
 
 
+@dataclass(frozen=True)
+class CgroupView:
+    """Where the container's own cgroup is, for what it sees at /sys/fs/cgroup.
+
+    ``version`` "v2": ``dirs`` holds one entry, the container's cgroup
+    directory. "v1": one entry per hierarchy it joined: the directory name
+    under /sys/fs/cgroup (the host's, e.g. ``memory`` or ``cpu,cpuacct``),
+    the container's cgroup directory in that hierarchy, and the controllers
+    it carries (co-mounted ones get a symlink each, as on the host).
+    """
+
+    version: str
+    dirs: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
 def required_controllers(r: Resources, *, io: str = "io") -> dict[str, str]:
     """controller -> the flag that needs it. The block I/O controller is
     called ``io`` on v2 and ``blkio`` on v1; the others share their names."""
@@ -180,6 +195,10 @@ class CgroupManager(ABC):
     def exists(self) -> bool:
         return any(self.fs.is_dir(p) for p in self.leaves())
 
+    @abstractmethod
+    def view(self) -> CgroupView:
+        """The container's cgroup directories, for its /sys/fs/cgroup (the plan mounts them)."""
+
     # -- the steps, and carrying them out -----------------------------------------
     @abstractmethod
     def plan(self, resources: Resources | None = None) -> list[CgroupWrite]:
@@ -197,28 +216,38 @@ class CgroupManager(ABC):
         )
         return [check] + self.plan()
 
+    CREATE_ATTEMPTS = 4
+
     def execute(self, s: CgroupWrite, pid: int | None = None) -> None:
-        """Carry out one step. A mkdir whose parent vanished meanwhile
-        (another container's destroy() removed the shared "minicontainer"
-        directory between our mkdirs) re-plans the create steps and redoes
-        them: a parent that existed when we planned may be gone now."""
+        """Carry out one step.
+
+        Any ENOENT in the create stage may be another container's cleanup:
+        its destroy() removes the shared "minicontainer" directory when it
+        looks unused, which can fall between any two of our create steps (a
+        mkdir below it, a subtree_control or cpuset write into it), and the
+        directory may even be back, made by a third container, by the time
+        we look. So the create steps are re-planned (a parent that existed
+        when we planned may be gone now) and redone, a few times; only an
+        ENOENT that stays is reported, as what it then is (a missing
+        controller file, or a parent that keeps disappearing)."""
         if s.action == "check":
             self._refuse_or_clear_existing()
             return
-        try:
+        if s.stage != "create":
             self._run(s, pid=pid)
-        except _ParentVanished:
-            for attempt in range(3):
-                try:
+            return
+        last: _Vanished | None = None
+        for attempt in range(self.CREATE_ATTEMPTS):
+            try:
+                if attempt:
                     for again in self.plan():
                         if again.stage == "create":
                             self._run(again)
-                    self._run(s, pid=pid)
-                    return
-                except _ParentVanished:
-                    continue
-            raise CgroupError(f"could not create {self.path}: its parent kept disappearing",
-                              "another minicontainer may be cleaning up at the same time; retry") from None
+                self._run(s, pid=pid)
+                return
+            except _Vanished as e:
+                last = e
+        raise last.error() from None
 
     def create(self) -> None:
         """The check and create steps alone (``minicontainer update`` and tests)."""
@@ -293,7 +322,7 @@ class CgroupManager(ABC):
             except FileExistsError:
                 pass
             except FileNotFoundError:
-                raise _ParentVanished() from None
+                raise _Vanished(lambda: self._vanished_error(s.file.rsplit("/", 1)[0])) from None
             except OSError as e:
                 raise SyscallError("creating the cgroup", e.errno or errno.EIO, s.file,
                                    _mkdir_hint(e.errno)) from None
@@ -303,6 +332,8 @@ class CgroupManager(ABC):
                 try:
                     fs.write(s.file, str(p))
                 except SyscallError as e:
+                    if e.errno == errno.ENOENT and s.stage == "create":
+                        raise _Vanished(lambda err=e: err) from None
                     if e.errno != errno.ESRCH:  # gone meanwhile: nothing to move
                         raise
             return
@@ -313,19 +344,36 @@ class CgroupManager(ABC):
                     return  # already set (e.g. a shared parent another container set up)
             except SyscallError:
                 pass
-            value = fs.read(s.source).strip()
+            try:
+                value = fs.read(s.source).strip()
+            except SyscallError as e:
+                if e.errno == errno.ENOENT and s.stage == "create":
+                    raise _Vanished(lambda: self._vanished_error(s.source.rsplit("/", 1)[0])) from None
+                raise
         if s.optional and not fs.exists(s.file):
             return
         try:
             fs.write(s.file, value)
         except SyscallError as e:
+            if e.errno == errno.ENOENT and s.stage == "create":
+                # Most likely a shared parent we just made (or wrote into) was
+                # removed by another container's cleanup (and perhaps made
+                # again since by a third); retried by execute().
+                raise _Vanished(lambda err=e: err if fs.exists(s.file) else self._missing_or_vanished(s)) from None
             if e.errno == errno.ENOENT and not fs.exists(s.file):
-                if s.stage == "create" and not fs.is_dir(s.file.rsplit("/", 1)[0]):
-                    # A shared parent we just made was removed by another
-                    # container's cleanup before we wrote into it.
-                    raise _ParentVanished() from None
                 raise self._missing_file_error(s) from None
             raise
+
+    def _missing_or_vanished(self, s: CgroupWrite) -> CgroupError:
+        """What an ENOENT that stayed through every retry means."""
+        parent = s.file.rsplit("/", 1)[0]
+        if self.fs.is_dir(parent):
+            return self._missing_file_error(s)
+        return self._vanished_error(parent)
+
+    def _vanished_error(self, path: str) -> CgroupError:
+        return CgroupError(f"could not create {self.path}: {path} kept disappearing",
+                           "another minicontainer may be cleaning up at the same time; retry")
 
     def _missing_file_error(self, s: CgroupWrite) -> CgroupError:
         name = s.file.rsplit("/", 1)[-1]
@@ -420,6 +468,12 @@ class CgroupManager(ABC):
                     "retry the cleanup later",
                 )
 
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup and its sub-cgroups once, without
+        waiting (``rm -f``; the container's runtime cleans up after it)."""
+        if self.exists():
+            self._kill_everything_once()
+
     def _signal_all(self, pids: list[int]) -> None:
         for p in pids:
             self.fs.kill(p, signal.SIGKILL)
@@ -499,8 +553,13 @@ class CgroupManager(ABC):
                     self._rmdir_until(d, deadline)
 
 
-class _ParentVanished(Exception):
-    pass
+class _Vanished(Exception):
+    """An ENOENT in the create stage, retried by execute(); ``error()`` is
+    what to report if it stays."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
 
 
 def _mkdir_hint(err: int | None) -> str | None:

@@ -21,7 +21,7 @@ Two v1 quirks the plan handles:
 from __future__ import annotations
 
 from minicontainer import units
-from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
+from minicontainer.cgroups.base import CgroupManager, CgroupView, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
 from minicontainer.errors import CgroupError, SyscallError
@@ -162,6 +162,10 @@ class V1Manager(CgroupManager):
 
     def leaves(self) -> list[str]:
         return [f"{m}/{self.relative_path}" for m in hierarchies(self.mounts)]
+
+    def view(self) -> CgroupView:
+        return CgroupView("v1", tuple((m.rsplit("/", 1)[-1], f"{m}/{self.relative_path}", ctrls)
+                                      for m, ctrls in hierarchies(self.mounts).items()))
 
     def _leaf(self, ctrl: str) -> str | None:
         m = self.mounts.get(ctrl)

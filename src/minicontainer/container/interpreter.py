@@ -35,6 +35,7 @@ from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
     NAMESPACE_FLAGS,
     MNT_DETACH,
+    MOUNT_ATTR_RDONLY,
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -84,6 +85,7 @@ class Interpreter:
             S.MountRootfs: self._mount_rootfs,
             S.Mount: self._mount,
             S.RemountReadonly: self._remount_ro,
+            S.ReadonlyRecursive: self._readonly_recursive,
             S.MakeDevice: self._mknod,
             S.Symlink: self._symlink,
             S.MaskPath: self._mask,
@@ -210,9 +212,8 @@ class Interpreter:
             self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
             self.sc.mount("overlay", step.target, "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options)
         else:
+            # read-only, when asked, is the ReadonlyRecursive step that follows
             self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)
-            if not step.writable:
-                self.sc.mount(None, step.target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         self.root_fd = self.sc.open_dir(step.target)
 
     def _target(self, path: str, create: str) -> int:
@@ -243,11 +244,38 @@ class Interpreter:
     def _remount_ro(self, step: S.RemountReadonly, extra: int = 0) -> None:
         fd = self.root_fd if not step.target else self.sc.open_beneath(self.root_fd, step.target)  # file or dir
         try:
-            # Keep the flags the mount has: the kernel refuses (EPERM) to drop
-            # locked ones like nosuid/nodev on a remount (mount(2)).
-            keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
-            self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra, None,
-                          shown=step.target or "/")
+            self._remount_fd_ro(fd, step.target or "/", extra | step.flags)
+        finally:
+            if fd != self.root_fd:
+                self.sc.close(fd)
+
+    def _remount_fd_ro(self, fd: int, shown: str, extra: int = 0) -> None:
+        # Keep the flags the mount has: the kernel refuses (EPERM) to drop
+        # locked ones like nosuid/nodev on a remount (mount(2)).
+        keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
+        self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra, None,
+                      shown=shown)
+
+    def _readonly_recursive(self, step: S.ReadonlyRecursive) -> None:
+        shown = step.target or "/"
+        fd = self.root_fd if not step.target else self.sc.open_beneath(self.root_fd, step.target)  # file or dir
+        try:
+            try:
+                self.sc.mount_setattr(fd, MOUNT_ATTR_RDONLY, recursive=True, shown=shown)
+            except SyscallError as e:
+                if e.errno != errno.ENOSYS:
+                    raise
+                # Linux < 5.12. Nothing mounted below: the one remount is the
+                # whole tree. Something mounted below would stay writable.
+                below = [(step.target + p) for p in self.sc.submounts(fd)]
+                if below:
+                    raise SyscallError(
+                        f"making {shown} read-only with the {len(below)} mount(s) below it "
+                        f"({', '.join(below[:3])}{', ...' if len(below) > 3 else ''}):", errno.ENOSYS, None,
+                        "this kernel has no mount_setattr(2) (Linux 5.12), and a remount would leave the mounts "
+                        f"below writable; {step.old_kernel_hint}, or use a newer kernel",
+                    ) from None
+                self._remount_fd_ro(fd, shown)
         finally:
             if fd != self.root_fd:
                 self.sc.close(fd)

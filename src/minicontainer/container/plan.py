@@ -27,6 +27,7 @@ from minicontainer.container.steps import (
     NewSession,
     PivotRoot,
     Plan,
+    ReadonlyRecursive,
     RearmParentDeath,
     ReleaseChild,
     RemountReadonly,
@@ -83,6 +84,7 @@ def build_plan(
     hostname: str,
     rootfs: RootfsLayout,
     cgroup_steps: list[Step] = (),
+    cgroup_view=None,
     security=None,
     userns_steps: list[Step] = (),
     rootless: bool = False,
@@ -94,11 +96,13 @@ def build_plan(
 
     ``userns_steps`` (rootless mode, userns.py) come first: the runtime enters
     the user namespace before it makes the PID namespace. ``cgroup_steps``
-    come from the cgroup manager, ``security`` (a security.SecuritySteps)
-    from the security layer. ``rootless`` binds the host's devices instead
-    of creating them. ``detached``: a monitor runs the container, which
-    outlives it; ``wait_for_start``: ``create``, the process waits just
-    before execve until ``start``. ``init``: the host's tini for --init.
+    come from the cgroup manager, and ``cgroup_view`` (a cgroups.CgroupView)
+    says where the container's cgroup is, for its /sys/fs/cgroup; ``security``
+    (a security.SecuritySteps) comes from the security layer. ``rootless``
+    binds the host's devices instead of creating them. ``detached``: a
+    monitor runs the container, which outlives it; ``wait_for_start``:
+    ``create``, the process waits just before execve until ``start``.
+    ``init``: the host's tini for --init.
     """
     plan = Plan()
     # The runtime, before the fork.
@@ -128,6 +132,11 @@ def build_plan(
             lower_stack=rootfs.lower_stack,
         )
     )
+    if rootfs.mode == "bind" and not rootfs.writable:
+        # --read-only straight on the image's directory, which may carry
+        # mounts of its own (a directory given as the image)
+        plan.add(ReadonlyRecursive(target="", reason="--read-only: the root filesystem cannot be written",
+                                   old_kernel_hint="unmount what is mounted inside the image directory"))
     plan.add(
         Mount(
             target="/proc",
@@ -139,31 +148,38 @@ def build_plan(
         )
     )
     sys_flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    if "net" in spec.namespaces:
+    if "net" in spec.namespaces or not rootless:
         plan.add(
             Mount(
                 target="/sys",
                 fstype="sysfs",
                 source="sysfs",
                 flags=sys_flags,
-                reason="sysfs(5), read-only: the container can look at devices but not reconfigure the host",
+                reason="sysfs(5), read-only: the container can look at devices but not reconfigure the host"
+                + ("" if "net" in spec.namespaces else
+                   "; a fresh one, not the host's, whose submounts (the cgroup hierarchies) would come along"),
                 create="no",
             )
         )
     else:
-        # sysfs belongs to the network namespace that mounts it; with --network
-        # host a fresh sysfs is refused, so bind the host's read-only instead.
+        # sysfs belongs to the network namespace that mounts it, and a user
+        # namespace does not own the host's: the kernel refuses a fresh one.
         plan.add(
             Mount(
                 target="/sys",
                 source="/sys",
                 flags=MS_BIND | MS_REC,
-                reason="--network host: sysfs is tied to a network namespace, so the host's is bound in",
+                reason="--network host in a user namespace: sysfs(5) can only be mounted by the owner of its "
+                "network namespace, so the host's is bound in",
                 create="no",
                 host_source=True,
             )
         )
-        plan.add(RemountReadonly(target="/sys", reason="the container must not reconfigure the host through /sys"))
+        plan.add(ReadonlyRecursive(target="/sys", reason="the container must not reconfigure the host through /sys, "
+                                   "nor through the cgroup hierarchies mounted below it",
+                                   old_kernel_hint="drop --network host, or run as root (which gets a fresh sysfs)"))
+    for s in cgroup_mounts(cgroup_view, spec):
+        plan.add(s)
     plan.add(
         Mount(
             target="/tmp",
@@ -237,17 +253,18 @@ def build_plan(
             )
         )
         if vol.readonly:
-            plan.add(RemountReadonly(target=vol.target, reason="-v ...:ro"))
+            plan.add(ReadonlyRecursive(target=vol.target, reason="-v ...:ro, with whatever is mounted below the "
+                                       "host path (a bind of / brings /proc along)"))
     for t in spec.tmpfs:
-        data = t.options or "mode=1777"
         plan.add(
             Mount(
                 target=t.target,
                 fstype="tmpfs",
                 source="tmpfs",
-                flags=MS_NOSUID | MS_NODEV,
-                data=data,
-                reason="--tmpfs: a private in-memory directory",
+                flags=t.flags,
+                data=t.data or "mode=1777",
+                reason="--tmpfs: a private in-memory directory (ro, noexec, nosuid, nodev are mount flags; "
+                "size, mode, nr_inodes, uid, gid are tmpfs(5) options)",
             )
         )
     if init is not None:
@@ -266,7 +283,7 @@ def build_plan(
         plan.add(RemountReadonly(target=INIT_PATH, reason="the container must not replace its own init"))
     for s in (security.masks if security else ()):
         plan.add(s)
-    if spec.read_only:
+    if spec.read_only and not (rootfs.mode == "bind" and not rootfs.writable):  # (that one is read-only already)
         plan.add(RemountReadonly(target="", reason="--read-only: the root filesystem cannot be written"))
     if "uts" in spec.namespaces:
         plan.add(SetHostname(hostname=hostname))
@@ -344,3 +361,63 @@ def build_exec_plan(
         plan.add(s)
     plan.add(Exec(argv=argv, env=env))
     return plan
+
+
+CGROUP_DIR = "/sys/fs/cgroup"
+
+
+def cgroup_mounts(view, spec) -> list[Step]:
+    """What the container sees at /sys/fs/cgroup: its own cgroup, read-only
+    (Docker's layout), so ``cat /sys/fs/cgroup/memory.max`` answers inside
+    and runtimes that size themselves from it (the JVM, Go, Node) see the
+    limits. Nothing without a cgroup (rootless, or a host without one).
+    ``--privileged`` leaves them writable, as Docker does."""
+    if view is None:
+        return []
+    ro = not getattr(spec.security, "privileged", False)
+    kernel_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    out: list[Step] = []
+    if view.version == "v2" and "cgroup" in spec.namespaces:
+        out.append(Mount(
+            target=CGROUP_DIR, fstype="cgroup2", source="cgroup2", flags=kernel_flags | (MS_RDONLY if ro else 0),
+            reason="cgroups(7), cgroup_namespaces(7): mounted from inside the container's cgroup namespace, the "
+            "hierarchy's root is the container's own cgroup, so its limits are the files at the top"
+            + ("; read-only, so it cannot raise them" if ro else ""),
+            create="no",
+        ))
+        return out
+    if view.version == "v2":
+        (_, leaf, _), = view.dirs
+        out.append(Mount(
+            target=CGROUP_DIR, source=leaf, flags=MS_BIND, host_source=True, create="no",
+            reason="--cgroupns host: a fresh cgroup2 would show the host's whole tree, so only the container's "
+            "own cgroup directory is bound in",
+        ))
+        if ro:
+            out.append(RemountReadonly(target=CGROUP_DIR, reason="the container must not raise its own limits",
+                                       flags=kernel_flags))
+        return out
+    out.append(Mount(
+        target=CGROUP_DIR, fstype="tmpfs", source="tmpfs", flags=kernel_flags, data="mode=755", create="no",
+        reason="cgroup v1 has one hierarchy per controller: a small tmpfs holds a directory for each, as on the host "
+        "(and as Docker does)",
+    ))
+    for name, leaf, _ in view.dirs:
+        target = f"{CGROUP_DIR}/{name}"
+        out.append(Mount(
+            target=target, source=leaf, flags=MS_BIND, host_source=True,
+            reason=f"the container's own cgroup in the {name} hierarchy, so its limit files are at the top",
+        ))
+        if ro:
+            out.append(RemountReadonly(target=target, reason="the container must not raise its own limits",
+                                       flags=kernel_flags))
+    for name, _, ctrls in view.dirs:
+        for ctrl in ctrls:
+            if ctrl != name:
+                out.append(Symlink(path=f"{CGROUP_DIR}/{ctrl}", target=name,
+                                   reason=f"{name} is one hierarchy with several controllers: each name leads to it, "
+                                   "as on the host"))
+    if ro:
+        out.append(RemountReadonly(target=CGROUP_DIR, reason="nothing can be added next to the hierarchies",
+                                   flags=kernel_flags))
+    return out

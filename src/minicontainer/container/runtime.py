@@ -49,15 +49,15 @@ def sweep_dead_runtimes(store: StateStore) -> None:
     crash): kill what is left in their cgroup and remove it (with --pid host
     the kernel does not take the other processes down with PID 1), and for
     --rm containers remove the layer and the state too (reliability case 33).
-    Each is swept once: its state is saved as exited."""
-    for st in store.dead_runtimes():
-        if os.geteuid() == 0:
-            try:
-                from minicontainer.cgroups import manager_of
+    Each is swept once: its state is saved as exited.
 
-                manager_of(st.id, st.cgroup).destroy()
-            except (MiniError, OSError):
-                continue  # try again next time
+    What can be swept is swept: only a cgroup that still holds processes
+    (SIGKILL did not take yet) leaves the container for the next time. A
+    host without a usable cgroup filesystem ran it without a cgroup, so
+    there is nothing to kill there, and its layer and state go anyway."""
+    for st in store.dead_runtimes():
+        if os.geteuid() == 0 and not _sweep_cgroup(st):
+            continue  # try again next time
         if st.remove:
             if st.layer_dir:
                 remove_layer_dir(st.layer_dir)
@@ -74,6 +74,29 @@ def _is_tty(fd: int) -> bool:
         return os.isatty(fd)
     except OSError:
         return False
+
+
+def _sweep_cgroup(st: ContainerState) -> bool:
+    """Kill and remove what is left of a dead runtime's cgroup; False while
+    a process of it is still alive."""
+    from minicontainer.cgroups import manager_of
+
+    try:
+        m = manager_of(st.id, st.cgroup)
+    except (MiniError, OSError):
+        return True  # no usable cgroup filesystem here: the container could not have had a cgroup
+    try:
+        m.destroy()
+        return True
+    except (MiniError, OSError) as e:
+        try:
+            alive = m.procs()
+        except (MiniError, OSError):
+            alive = []
+        if alive:
+            return False
+        warn(f"container {st.short_id}: its cgroup could not be removed ({e}); removing the rest")
+        return True
 
 
 def _interrupted(sig, frame):
@@ -231,6 +254,7 @@ class Runner:
             hostname=hostname,
             rootfs=rootfs,
             cgroup_steps=cgroup_steps,
+            cgroup_view=self.cgroup.view() if self.cgroup is not None else None,
             security=security_steps(spec.security),
             userns_steps=userns_steps,
             rootless=self.userns,

@@ -15,11 +15,13 @@ from typing import Any, Iterable
 
 from minicontainer.errors import UsageError
 from minicontainer.names import check_name
+from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
-# Docker's rule for container names, with a length cap: a letter or digit
-# first, then letters, digits and _.- (so '.', '..', 'a/b', '-rf' are refused).
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# Environment keys and hostnames (names are checked by names.py). Both are
+# used with fullmatch: '$' would also match before a final newline, and
+# "box\n" would reach sethostname(2).
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 # The namespaces a container gets unless the user opts out (namespaces(7)).
 ALL_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
@@ -35,7 +37,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_hostname(name: str) -> str:
-    if len(name) > 64 or not _HOSTNAME_RE.match(name):
+    if len(name) > 64 or not _HOSTNAME_RE.fullmatch(name):
         raise UsageError(f"invalid hostname {name!r}", "use letters, digits, '-' and '.', at most 64 characters")
     return name
 
@@ -46,7 +48,7 @@ def parse_env(items: Iterable[str], host_env: dict[str, str] | None = None) -> t
     out = []
     for item in items:
         key, sep, value = item.partition("=")
-        if not _ENV_KEY_RE.match(key):
+        if not _ENV_KEY_RE.fullmatch(key):
             raise UsageError(f"invalid environment variable {item!r}", "use KEY=VALUE with a name of letters, digits and _")
         if "\n" in value or "\0" in value:
             raise UsageError(f"environment variable {key} contains a newline or NUL byte", "remove it")
@@ -105,10 +107,19 @@ class Volume:
 
 @dataclass(frozen=True)
 class Tmpfs:
-    """``--tmpfs PATH[:size=64m,...]``."""
+    """``--tmpfs PATH[:rw,noexec,nosuid,size=65536k,...]``.
+
+    ``options`` is what the user wrote; mount(2) wants it split: ``flags``
+    are the MS_* bits (ro, noexec, nosuid, nodev and their opposites, on top
+    of the default nosuid,nodev) and ``data`` what tmpfs itself parses
+    (size, mode, nr_inodes, uid, gid). Handing "noexec" to tmpfs as data is
+    EINVAL.
+    """
 
     target: str
     options: str = ""
+    flags: int = MS_NOSUID | MS_NODEV
+    data: str = ""
 
 
 def parse_volume(text: str) -> Volume:
@@ -127,14 +138,33 @@ def parse_volume(text: str) -> Volume:
     return Volume(os.path.abspath(source), os.path.normpath(target), mode == "ro", os.path.isdir(source))
 
 
+# --tmpfs options that are mount flags (mount(2)): name -> (bits set, bits cleared)
+_TMPFS_FLAGS = {
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY),
+    "noexec": (MS_NOEXEC, 0), "exec": (0, MS_NOEXEC),
+    "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV),
+}
+# ... and the ones tmpfs(5) itself parses, each with a value
+_TMPFS_DATA = ("size", "mode", "nr_inodes", "uid", "gid")
+
+
 def parse_tmpfs(text: str) -> Tmpfs:
     target, _, options = text.partition(":")
     _check_container_path(target, "tmpfs target")
+    flags = MS_NOSUID | MS_NODEV
+    data = []
     for opt in filter(None, options.split(",")):
-        key = opt.partition("=")[0]
-        if key not in ("size", "mode", "nr_inodes", "uid", "gid", "noexec", "exec", "nosuid", "nodev", "ro", "rw"):
-            raise UsageError(f"unsupported tmpfs option {opt!r}", "use size=64m, mode=1777, noexec, nosuid, nodev, ro")
-    return Tmpfs(os.path.normpath(target), options)
+        key, eq, value = opt.partition("=")
+        if key in _TMPFS_FLAGS and not eq:
+            on, off = _TMPFS_FLAGS[key]
+            flags = (flags | on) & ~off
+        elif key in _TMPFS_DATA and eq and value:
+            data.append(opt)
+        else:
+            raise UsageError(f"unsupported tmpfs option {opt!r}",
+                             "use size=64m, mode=1777, nr_inodes, uid, gid, ro/rw, noexec/exec, nosuid/suid, nodev/dev")
+    return Tmpfs(os.path.normpath(target), options, flags, ",".join(data))
 
 
 def _check_container_path(path: str, what: str) -> None:

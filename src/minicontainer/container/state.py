@@ -36,7 +36,8 @@ class ContainerState:
     command: list[str] = field(default_factory=list)
     hostname: str = ""
     status: str = "created"  # created | running | restarting | exited
-    pid: int = 0  # the container's PID 1, as the host sees it
+    pid: int = 0  # the container's PID 1, as the host sees it (0 until it runs)
+    pid_start: int = 0  # /proc/<pid>/stat field 22: a pid is signalled only while it is still that process
     runtime_pid: int = 0
     runtime_start: int = 0  # /proc/<runtime_pid>/stat field 22, to detect pid reuse
     created: float = 0.0
@@ -49,7 +50,6 @@ class ContainerState:
     cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/)
     remove: bool = False
     detached: bool = False  # a monitor (monitor.py) is the runtime, not a foreground `run`
-    pid_start: int = 0  # /proc/<pid>/stat field 22 of PID 1: tells a reused pid apart
     namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces
     restart_count: int = 0  # how often the monitor started it again (--restart)
     stop_signal: str = ""  # the image's StopSignal, for stopping it ("" = SIGTERM)

@@ -272,8 +272,7 @@ class MountRootfs(Step):
     def shell(self) -> str:
         if self.mode == "overlay":
             return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged"
-        ro = f" && mount -o remount,bind,ro {self.target}" if self.readonly else ""
-        return f"mount --rbind {self.lower} {self.target}{ro}"
+        return f"mount --rbind {self.lower} {self.target}"
 
 
 @dataclass(frozen=True)
@@ -314,6 +313,7 @@ class RemountReadonly(Step):
 
     target: str = ""  # inside the container; "" = the root itself
     reason: str = ""
+    flags: int = 0  # more MS_* flags to set with it (nosuid, nodev, noexec)
 
     def what(self) -> str:
         return f"make {self.target or '/'} read-only"
@@ -322,7 +322,40 @@ class RemountReadonly(Step):
         return self.reason or "mount(2): MS_RDONLY is applied to a bind mount by a separate MS_REMOUNT"
 
     def shell(self) -> str:
-        return f"mount -o remount,bind,ro $ROOTFS{self.target}"
+        more = "".join("," + n for n in mount_flag_names(self.flags))
+        return f"mount -o remount,bind,ro{more} $ROOTFS{self.target}"
+
+
+@dataclass(frozen=True)
+class ReadonlyRecursive(Step):
+    """A bind mount and every mount below it, read-only in one call.
+
+    A bind of a host tree (``-v /:/host:ro``, the host's ``/sys``) brings the
+    mounts under it along (MS_REC), and a remount changes only the top one:
+    ``/host/proc`` would stay writable, and with it the host's
+    ``/proc/sys/kernel/core_pattern``. mount_setattr(2) with AT_RECURSIVE
+    (Linux 5.12) sets MOUNT_ATTR_RDONLY on the whole tree at once. On an
+    older kernel a tree with nothing mounted below is remounted as before,
+    and one with mounts below is refused, never left half writable.
+    """
+
+    target: str = ""  # inside the container; "" = the root itself
+    reason: str = ""
+    # what to do instead, when an old kernel refuses it
+    old_kernel_hint: str = "bind a path with nothing mounted below it, or drop :ro"
+
+    def what(self) -> str:
+        return f"make {self.target or '/'} and every mount below it read-only"
+
+    def why(self) -> str:
+        return ((self.reason + "; ") if self.reason else "") + (
+            "mount_setattr(2) MOUNT_ATTR_RDONLY with AT_RECURSIVE: a remount would change only the top mount "
+            "and leave the ones below it writable")
+
+    def shell(self) -> str:
+        t = f"$ROOTFS{self.target}"
+        return (f"for m in $(findmnt -Rlno TARGET {t}); do mount -o remount,bind,ro $m; done   "
+                "# one call: mount_setattr(2) AT_RECURSIVE")
 
 
 @dataclass(frozen=True)
@@ -346,12 +379,13 @@ class MakeDevice(Step):
 class Symlink(Step):
     path: str = ""
     target: str = ""
+    reason: str = "the standard /dev links (see the OCI runtime spec's default devices)"
 
     def what(self) -> str:
         return f"link {self.path} -> {self.target}"
 
     def why(self) -> str:
-        return "the standard /dev links (see the OCI runtime spec's default devices)"
+        return self.reason
 
     def shell(self) -> str:
         return f"ln -s {self.target} $ROOTFS{self.path}"

@@ -63,6 +63,7 @@ CHUNK = 1 << 20  # big reads and writes: the cost is per syscall, not per byte
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _SPECIAL = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 _PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XGLTYPE) + _PAX_LOCAL
 
 NAME_MAX = 255  # bytes in one path component (limits.h)
 
@@ -77,6 +78,12 @@ class Limits:
     max_total_bytes: int = 64 << 30  # of the uncompressed stream
     max_depth: int = 256  # directory levels in a member name
     max_header_bytes: int = 1 << 20  # one pax or GNU long-name header
+    # Extended headers (pax, pax global, GNU long name/link) before one
+    # member: a real archive has one to three. Without a bound, a small
+    # crafted file could carry millions of them, each parsed and none
+    # counted as a member.
+    max_ext_headers: int = 16
+    max_global_bytes: int = 1 << 20  # keys and values of the pax global set, all together
 
 
 @dataclass(frozen=True)
@@ -582,7 +589,11 @@ class _TarReader:
         self._inp = inp
         self._limits = limits
         self._whiteouts = whiteouts
+        # The pax global set without path/linkpath (which would rename every
+        # member), kept as one dict and never copied per member: lookups try
+        # the member's own pax first, then this.
         self._global: dict[str, str] = {}
+        self._global_bytes = 0
         self._data_size = 0  # the current member's data not read yet ...
         self._data_left = 0  # ... and the same with the padding to a block
         self.last = "(start of archive)"
@@ -617,6 +628,7 @@ class _TarReader:
             self.copy_data(None)
         pax: dict[str, str] = {}
         long_name = long_link = None
+        headers = 0
         while True:  # extended headers describe the member that follows them
             buf = self._block()
             if buf is None:
@@ -632,34 +644,59 @@ class _TarReader:
                         "give a .tar, .tar.gz, .tar.xz or .tar.bz2 file, e.g. from 'docker export'",
                     ) from None
                 raise ImageError(f"corrupt archive: bad header after member {self.last!r} ({e})", REFUSED_HINT) from None
+            if info.type not in _EXTENDED:
+                break
+            headers += 1
+            if headers > self._limits.max_ext_headers:
+                raise ImageError(
+                    f"corrupt archive: more than {self._limits.max_ext_headers} extended headers in a row "
+                    f"after member {self.last!r}",
+                    "a real archive has at most a few before each member; is it an archive bomb?",
+                )
             if info.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             elif info.type == tarfile.GNUTYPE_LONGLINK:
                 long_link = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             elif info.type in _PAX_LOCAL:
                 pax.update(parse_pax(self._ext_data(info), self.last))
-            elif info.type == tarfile.XGLTYPE:
-                self._global.update(parse_pax(self._ext_data(info), self.last))
             else:
-                break
-        # A global header's path/linkpath would rename every member: ignore them.
-        merged = {k: v for k, v in self._global.items() if k not in ("path", "linkpath")}
-        merged.update(pax)
-        return self._member(info, merged, long_name, long_link)
+                self._add_global(parse_pax(self._ext_data(info), self.last))
+        return self._member(info, pax, long_name, long_link)
+
+    def _add_global(self, records: dict[str, str]) -> None:
+        for k, v in records.items():
+            if k in ("path", "linkpath"):
+                continue  # a global path/linkpath would rename every member: ignored
+            if k.startswith("GNU.sparse."):
+                raise refused(f"(global header after {self.last!r})", _SPARSE)
+            old = self._global.get(k)
+            self._global_bytes += len(k) + len(v) - (len(k) + len(old) if old is not None else 0)
+            self._global[k] = v
+        if self._global_bytes > self._limits.max_global_bytes:
+            raise ImageError(
+                f"corrupt archive: the pax global headers after member {self.last!r} hold more than "
+                f"{self._limits.max_global_bytes} bytes",
+                "a real archive has at most a few global records; is it an archive bomb?",
+            )
 
     def _member(self, info: Header, pax: dict[str, str], long_name: str | None, long_link: str | None) -> Member:
         name = long_name if long_name is not None else info.name
         linkname = long_link if long_link is not None else info.linkname
         size, uid, gid, mtime_ns = info.size, info.uid, info.gid, info.mtime * 1_000_000_000
-        if pax:  # most members of a docker export have none
+        glob = self._global
+        if pax or glob:  # most members of a docker export have neither
+            def get(key: str, default):
+                return pax.get(key, glob.get(key, default))
+
             name = pax.get("path", name)
             linkname = pax.get("linkpath", linkname)
             try:
-                size = int(pax.get("size", size))
-                uid = int(pax.get("uid", uid))
-                gid = int(pax.get("gid", gid))
-                if "mtime" in pax:
-                    mtime_ns = _pax_mtime_ns(pax["mtime"])
+                size = int(get("size", size))
+                uid = int(get("uid", uid))
+                gid = int(get("gid", gid))
+                mtime = get("mtime", None)
+                if mtime is not None:
+                    mtime_ns = _pax_mtime_ns(mtime)
             except ValueError:
                 raise ImageError(f"corrupt archive: bad pax number for member {name!r}", REFUSED_HINT) from None
             if any(k.startswith("GNU.sparse.") for k in pax):
@@ -693,7 +730,7 @@ class _TarReader:
             gid=gid,
             mtime_ns=mtime_ns,
             linkname=linkname,
-            caps=_caps(pax) if pax else None,
+            caps=_caps(pax, glob) if pax or glob else None,
         )
 
     def copy_data(self, fd: int | None) -> None:
@@ -712,8 +749,9 @@ class _TarReader:
 _SPARSE = "is a GNU sparse file, which is not supported (re-create the archive without --sparse)"
 
 
-def _caps(pax: dict[str, str]) -> bytes | None:
-    value = pax.get("SCHILY.xattr.security.capability")
+def _caps(pax: dict[str, str], glob: dict[str, str]) -> bytes | None:
+    key = "SCHILY.xattr.security.capability"
+    value = pax.get(key, glob.get(key))
     return value.encode("utf-8", "surrogateescape") if value else None  # binary, kept by surrogateescape
 
 

@@ -20,14 +20,17 @@ class Recorder:
     plan, a pid to play the runtime's (a list: one value per fork). ``files`` maps paths opened with
     open_path to the (mode, rdev) fstat reports (the host's /dev/null by
     default); everything opened beneath the root is a directory unless its
-    path is in ``files``."""
+    path is in ``files``. ``submounts`` maps a path to the mount points
+    ``submounts()`` reports below it (none by default)."""
 
-    def __init__(self, fail: dict[str, int] | None = None, *, fork_returns: int = 4242, files=None):
+    def __init__(self, fail: dict[str, int] | None = None, *, fork_returns: int = 4242, files=None,
+                 submounts=None):
         self.calls: list[tuple] = []
         self.fail = dict(fail or {})
         self.fork_returns = fork_returns
         self.files = {"/dev/null": (stat.S_IFCHR | 0o666, os.makedev(1, 3))} if files is None else dict(files)
         self.caps = (0, 0, 0)
+        self.submount_table = dict(submounts or {})
         self._fds: dict[int, str] = {}
         self._next_fd = 100
 
@@ -57,6 +60,12 @@ class Recorder:
 
     def mount_flags_of(self, path):
         return 0
+
+    def mount_setattr(self, fd, attr_set, attr_clr=0, *, recursive=True, shown=None):
+        self._rec("mount_setattr", shown or self._fds.get(fd, fd), attr_set, attr_clr, recursive)
+
+    def submounts(self, fd):
+        return list(self.submount_table.get(self._fds.get(fd, fd), []))
 
     def umount2(self, target, flags=0):
         self._rec("umount2", target, flags)
