@@ -427,3 +427,24 @@ def test_exec_with_a_tty_from_the_containers_devpts(removed):
         os.close(master)
     lines = [ln.strip() for ln in out.decode(errors="replace").splitlines() if ln.strip()]
     assert lines[0].startswith("/dev/pts/") and lines[0] in lines[1:], lines
+
+
+def test_after_a_reboot_the_layers_are_listed_and_can_be_removed(removed, clean_host, mc_home):
+    """The state root is on a tmpfs (/run) and goes with a reboot; the layer
+    is on disk. ps -a still lists the container (exited), start runs it
+    again, rm removes it."""
+    import shutil
+
+    removed.append("survivor")
+    cid = mc("run", "-d", "--name", "survivor", "mini", "/bin/sh", "-c", "echo boot >> /count", check=0).stdout.strip()
+    _wait_status("survivor", "exited")
+    shutil.rmtree(clean_host / "run")  # what a reboot does to /run
+    st = _ps_json("survivor")
+    assert st["id"] == cid and st["status"] == "exited" and "restarted" in st["exit_reason"]
+    mc("start", "survivor", check=0)
+    _wait_status("survivor", "exited")
+    mc("start", "survivor", check=0)  # once more: its state is back for good
+    _wait_status("survivor", "exited")
+    mc("rm", "survivor", check=0)
+    assert not (mc_home / "containers" / cid).exists()
+    assert "survivor" not in mc("ps", "-a", check=0).stdout

@@ -404,6 +404,7 @@ class Runner:
                 self._reserve(store, state, image)
                 save_spec(store.containers / state.id, self.spec)
                 prepare_layer(layer, rootfs, image.rootfs)
+                store.write_note(state, layer)
             from minicontainer.container.process import Container, Hooks
 
             def on_created(pid):

@@ -66,6 +66,7 @@ START_FIFO = "start.fifo"  # `create` leaves PID 1 waiting to open it (runc's ex
 # file of its own, not a field of state.json, so that the monitor's writes of
 # the state can never lose it.
 STOP_REQUESTED = "stop-requested"
+NOTE_FILE = "container.json"  # in the layer directory: the container, for after a reboot
 NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 
@@ -247,14 +248,71 @@ class StateStore:
                 return found
         if len(matches) > 1:
             raise ContainerError(f"{ref!r} matches {len(matches)} containers", "give more of the id, or the name")
+        lost = [st for st in self.lost() if st.name == ref or (ref and st.id.startswith(ref))]
+        if len(lost) == 1:
+            return self._adopt(lost[0])
         raise ContainerError(f"no such container: {ref}", "list containers with 'minicontainer ps -a'")
 
     @paths.on_store
     def list(self) -> list[ContainerState]:
-        if not self.containers.is_dir():
-            return []
-        out = [s for s in (self._read(p.name) for p in self.containers.iterdir()) if s is not None]
+        out = []
+        if self.containers.is_dir():
+            out = [s for s in (self._read(p.name) for p in self.containers.iterdir()) if s is not None]
+        out += self.lost()
         return sorted(out, key=lambda s: s.created, reverse=True)
+
+    # -- after a reboot ---------------------------------------------------------
+    # The state root is on a tmpfs (/run) and goes with a reboot; the layers
+    # are on disk. Each layer directory keeps a note of its container (which
+    # state root it belongs to, its state and spec), so `ps -a` still lists
+    # it, as exited, and rm, prune and start work on it again.
+    def write_note(self, state: ContainerState, layer_dir: Path) -> None:
+        note = {"state_root": str(self.root), "state": asdict(state)}
+        tmp = Path(layer_dir) / (NOTE_FILE + ".tmp")
+        tmp.write_text(json.dumps(note))
+        os.replace(tmp, Path(layer_dir) / NOTE_FILE)
+        spec = self.containers / state.id / "config.json"
+        if spec.exists():
+            shutil.copyfile(spec, Path(layer_dir) / "config.json")
+
+    def lost(self) -> list[ContainerState]:
+        """Containers of this state root whose layer is there but whose state is gone."""
+        layers = paths.home() / "containers"
+        out = []
+        try:
+            entries = list(layers.iterdir())
+        except OSError:
+            return out
+        known = {f.name for f in fields(ContainerState)}
+        for d in entries:
+            if (self.containers / d.name).exists():
+                continue
+            try:
+                note = json.loads((d / NOTE_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if note.get("state_root") != str(self.root):
+                continue  # another state root's container (another user, another test)
+            st = ContainerState(**{k: v for k, v in note["state"].items() if k in known})
+            st.status, st.pid, st.pid_start = "exited", 0, 0
+            st.exit_reason = "the machine restarted (its state was on a tmpfs); its layer is kept"
+            out.append(st)
+        return out
+
+    def _adopt(self, st: ContainerState) -> ContainerState:
+        """Give a lost container its state directory back (and its name, if free)."""
+        self.ensure()
+        d = self.containers / st.id
+        d.mkdir(mode=0o700, exist_ok=True)
+        spec = Path(st.layer_dir) / "config.json"
+        if spec.exists():
+            shutil.copyfile(spec, d / "config.json")
+        try:
+            os.symlink(st.id, self.names / st.name)
+        except FileExistsError:
+            pass
+        self.save(st)
+        return st
 
     def owns(self, state: ContainerState) -> bool:
         """Is ``state``'s directory ours (reserved by this container)?"""
