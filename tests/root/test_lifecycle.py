@@ -448,3 +448,10 @@ def test_after_a_reboot_the_layers_are_listed_and_can_be_removed(removed, clean_
     mc("rm", "survivor", check=0)
     assert not (mc_home / "containers" / cid).exists()
     assert "survivor" not in mc("ps", "-a", check=0).stdout
+
+
+def test_start_i_pipes_input_and_ends_with_it(removed):
+    removed.append("job")
+    mc("create", "-i", "--name", "job", "mini", "/bin/sh", "-c", "tr a-z A-Z; exit 4", check=0)
+    proc = mc("start", "-i", "job", input="shout\n", timeout=30)
+    assert proc.stdout == "SHOUT\n" and proc.returncode == 4, proc

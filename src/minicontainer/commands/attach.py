@@ -87,24 +87,46 @@ def attach(container, no_stdin, detach_keys):
       minicontainer attach shell
     """
     from minicontainer.container.state import StateStore
-    from minicontainer.container.watch import socket_path
 
     keys = parse_detach_keys(detach_keys)
     store = StateStore()
     st = store.get(container)
     if st.status != "running":
         raise ContainerError(f"container {container} is not running", "start it with minicontainer start")
+    return _session(_connect(store, st), store, st, keys, read_stdin=not no_stdin)
+
+
+def _connect(store, st) -> socket.socket:
+    from minicontainer.container.watch import socket_path
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dir_fd, path = socket_path(store.containers / st.id)
     try:
         sock.connect(path)
     except OSError as e:
         sock.close()
-        raise ContainerError(f"cannot attach to {container}: {e.strerror}",
+        raise ContainerError(f"cannot attach to {st.name}: {e.strerror}",
                              "only a container started with -d has a monitor to attach to") from None
     finally:
         os.close(dir_fd)
-    return _session(sock, store, st, keys, read_stdin=not no_stdin)
+    return sock
+
+
+def attach_when_ready(store, ref: str, timeout: float = 10) -> int:
+    """``start -i``: attach as soon as the monitor's watcher listens."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        st = store.get(ref)
+        try:
+            sock = _connect(store, st)
+            break
+        except ContainerError:
+            if st.status == "exited" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    return _session(sock, store, st, parse_detach_keys(DEFAULT_DETACH_KEYS), read_stdin=True)
 
 
 def _session(sock, store, st, keys: bytes, read_stdin: bool) -> int:
@@ -131,6 +153,7 @@ def _session(sock, store, st, keys: bytes, read_stdin: bool) -> int:
                 data = os.read(stdin, 65536)
                 if not data:
                     read_stdin = False
+                    sock.shutdown(socket.SHUT_WR)  # our input ended: so does the container's (a pipe)
                     continue
                 send, detached = detach.feed(data)
                 if send:

@@ -69,7 +69,8 @@ def _start_one(store, ref: str) -> None:
 @click.command(short_help="Start created or stopped containers.")
 @click.argument("containers", nargs=-1, required=True)
 @click.option("-a", "--attach", is_flag=True, help="Follow the container's output (one container only).")
-def start(containers, attach):
+@click.option("-i", "--interactive", is_flag=True, help="Attach our input too (a container made with -i).")
+def start(containers, attach, interactive):
     """Start containers: a created one runs its command; an exited one runs
     again in the same layer with fresh namespaces, in the background.
 
@@ -77,13 +78,17 @@ def start(containers, attach):
     Example:
       minicontainer start -a job
     """
-    if attach and len(containers) != 1:
-        raise ContainerError("start -a takes one container", "start the others without -a")
+    if (attach or interactive) and len(containers) != 1:
+        raise ContainerError("start -a/-i takes one container", "start the others without -a or -i")
     store = _store()
-    if not attach:
+    if not (attach or interactive):
         for_each(containers, lambda ref: _start_one(store, ref))
         return 0
     _start_one(store, containers[0])
+    if interactive:
+        from minicontainer.commands.attach import attach_when_ready
+
+        return attach_when_ready(store, containers[0])
     from minicontainer.commands.logs import print_logs
 
     return print_logs(store, containers[0], follow=True, since_start=True)

@@ -57,6 +57,7 @@ def become_watcher(container, store, state, cgroup, *, remove: bool) -> None:
         "pid": container.pid,
         "outputs": {str(fd): stream for fd, stream in outputs.items()},
         "stdin": stdin_fd,
+        "stdin_is_pipe": container.stdin_w is not None,
         "listener": None if listener is None else listener.fileno(),
         "log": str(container.log.path),
         "cgroup": None if cgroup is None else [state.id, state.cgroup or None],
@@ -103,10 +104,12 @@ def frame(stream: str, data: bytes) -> bytes:
     return struct.pack(">BI", STREAM_IDS[stream], len(data)) + data
 
 
-def _copy(outputs: dict[int, str], log, listener: socket.socket | None, stdin_fd: int | None) -> None:
-    clients: list[socket.socket] = []
+def _copy(outputs: dict[int, str], log, listener: socket.socket | None, stdin_fd: int | None,
+          stdin_is_pipe: bool) -> None:
+    clients: list[socket.socket] = []  # every client gets the output
+    readers: list[socket.socket] = []  # those whose input we still read
     while outputs:
-        watched = list(outputs) + ([listener] if listener is not None else []) + clients
+        watched = list(outputs) + ([listener] if listener is not None else []) + readers
         try:
             ready, _, _ = select.select(watched, [], [])
         except InterruptedError:
@@ -116,9 +119,27 @@ def _copy(outputs: dict[int, str], log, listener: socket.socket | None, stdin_fd
                 conn, _ = listener.accept()
                 conn.setblocking(True)
                 clients.append(conn)
+                readers.append(conn)
                 continue
             if isinstance(r, socket.socket):
-                _from_client(r, clients, stdin_fd)
+                try:
+                    data = r.recv(65536)
+                except OSError:
+                    data = b""
+                if data:
+                    if stdin_fd is not None:
+                        try:
+                            os.write(stdin_fd, data)
+                        except OSError:
+                            pass  # the container closed its stdin
+                    continue
+                # The client's input ended (it shut down its sending side): as
+                # docker's attach, the container's stdin pipe ends too; a pty
+                # stays (a terminal is not closed by one reader going away).
+                readers.remove(r)
+                if stdin_is_pipe and stdin_fd is not None:
+                    os.close(stdin_fd)
+                    stdin_fd = None
                 continue
             try:
                 data = os.read(r, 65536)
@@ -133,28 +154,14 @@ def _copy(outputs: dict[int, str], log, listener: socket.socket | None, stdin_fd
                         c.sendall(frame(outputs[r], data))
                     except OSError:
                         clients.remove(c)
+                        if c in readers:
+                            readers.remove(c)
                         c.close()
             else:
                 os.close(r)
                 del outputs[r]
     for c in clients:
         c.close()  # the clients see the end of the stream
-
-
-def _from_client(conn: socket.socket, clients: list, stdin_fd: int | None) -> None:
-    try:
-        data = conn.recv(65536)
-    except OSError:
-        data = b""
-    if not data:
-        clients.remove(conn)
-        conn.close()
-        return
-    if stdin_fd is not None:
-        try:
-            os.write(stdin_fd, data)
-        except OSError:
-            pass  # the container closed its stdin
 
 
 def _reap(pid: int) -> int:
@@ -188,7 +195,8 @@ def main(argv: list[str]) -> None:
     log = LogWriter(args["log"])
     listener = socket.socket(fileno=args["listener"]) if args.get("listener") is not None else None
     try:
-        _copy({int(fd): stream for fd, stream in args["outputs"].items()}, log, listener, args.get("stdin"))
+        _copy({int(fd): stream for fd, stream in args["outputs"].items()}, log, listener, args.get("stdin"),
+              args.get("stdin_is_pipe", False))
     finally:
         log.close()
         if listener is not None:
