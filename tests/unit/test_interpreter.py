@@ -55,11 +55,17 @@ def run_all(spec, sc=None, **kw):
     return sc
 
 
+def test_network_host_leaves_lo_alone():
+    assert "link_up" not in run_all(build_spec("mini", network="host")).names()
+
+
 def test_calls_in_order():
     sc = run_all(build_spec("mini"))
     calls = [c for c in sc.calls if c[0] not in ("set_pdeathsig", "read")]  # AwaitRelease
     names = [c[0] for c in calls]
     assert names[0] == "unshare" and calls[0][1] & CLONE_NEWNS and calls[0][1] & CLONE_NEWNET
+    assert calls.pop(1) == ("link_up", "lo")  # the new namespace's loopback, up (--network none)
+    names.pop(1)
     assert calls[1] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
     assert ("chdir", "/c/1") in calls
     assert ("mount", "overlay", "/c/1/merged", "overlay", 0, "lowerdir=lower,upperdir=upper,workdir=work") in calls
@@ -245,6 +251,8 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["set_pdeathsig", "read"]
     if t == "Unshare":
         return ["unshare"]
+    if t == "LoopbackUp":
+        return ["link_up"]
     if t == "MakeMountsPrivate":
         return ["mount"]
     if t == "MountRootfs":

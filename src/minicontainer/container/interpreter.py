@@ -80,6 +80,7 @@ class Interpreter:
             S.AwaitExec: self._await_exec,
             S.AwaitRelease: self._await_release,
             S.Unshare: self._unshare,
+            S.LoopbackUp: self._loopback_up,
             S.MakeMountsPrivate: self._make_private,
             S.MountRootfs: self._mount_rootfs,
             S.Mount: self._mount,
@@ -201,6 +202,9 @@ class Interpreter:
     def _unshare(self, step: S.Unshare) -> None:
         if step.flags:
             self.sc.unshare(step.flags)
+
+    def _loopback_up(self, step: S.LoopbackUp) -> None:
+        self.sc.link_up("lo")
 
     def _make_private(self, step: S.MakeMountsPrivate) -> None:
         self.sc.mount(None, "/", None, MS_REC | MS_PRIVATE)

@@ -116,6 +116,8 @@ def build_plan(
     plan.add(AwaitRelease())
     child_ns = tuple(ns for ns in ("mnt", "uts", "ipc", "net", "cgroup") if ns in spec.namespaces)
     plan.add(Unshare(namespaces=child_ns))
+    if "net" in spec.namespaces:
+        plan.add(S.LoopbackUp())
     plan.add(MakeMountsPrivate())
     plan.add(
         MountRootfs(

@@ -206,6 +206,21 @@ class Unshare(Step):
 
 
 @dataclass(frozen=True)
+class LoopbackUp(Step):
+    """A new network namespace has a loopback interface, but it is down."""
+
+    def what(self) -> str:
+        return "bring the loopback interface lo up"
+
+    def why(self) -> str:
+        return ("network_namespaces(7): a new namespace's lo starts down, so even 127.0.0.1 would be unreachable; "
+                "set IFF_UP with the SIOCSIFFLAGS ioctl (netdevice(7)), as docker's --network none does")
+
+    def shell(self) -> str:
+        return "ip link set lo up"
+
+
+@dataclass(frozen=True)
 class MakeMountsPrivate(Step):
     def what(self) -> str:
         return "make every mount private (recursively)"

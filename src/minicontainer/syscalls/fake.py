@@ -52,6 +52,9 @@ class Recorder:
     def setns(self, fd, nstype=0):
         self._rec("setns", fd, nstype)
 
+    def link_up(self, name):
+        self._rec("link_up", name)
+
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None):
         self._rec("mount", self._show(source), shown or self._show(target), fstype, flags, data)
 

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import platform
 import resource  # setrlimit and the close_range fallback run after pivot_root
 import signal
+import socket
+import struct
 import sys
 
 import prctl as _prctl  # python-prctl
@@ -52,6 +55,9 @@ from minicontainer.syscalls.flags import (
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+# netdevice(7): struct ifreq is the name (IFNAMSIZ 16) and a union of 24 bytes; ifr_flags is a short.
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
 def _bind(name: str, argtypes, restype=ctypes.c_int):
@@ -244,6 +250,18 @@ class Linux:
 
     def setns(self, fd: int, nstype: int = 0) -> None:
         _check(_setns(fd, nstype), "setns")
+
+    def link_up(self, name: str) -> None:
+        """Set IFF_UP on an interface of our network namespace: SIOCGIFFLAGS,
+        then SIOCSIFFLAGS on any socket (netdevice(7)). An ioctl, not
+        netlink: a container with --network none must not pay pyroute2's import."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                req = struct.pack("16sh14x", name.encode(), 0)
+                flags = struct.unpack("16sh14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+                fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", name.encode(), flags | _IFF_UP))
+        except OSError as e:
+            raise _oserror(f"bringing up the interface {name}", e, None) from None
 
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None) -> None:
         """mount(2). ``shown`` is the path to name in errors (the container path,
