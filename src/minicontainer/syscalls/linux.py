@@ -32,6 +32,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 
 import prctl as _prctl  # python-prctl
 
@@ -39,6 +40,7 @@ from minicontainer import safepath
 from minicontainer.errors import ContainerError, SyscallError
 from minicontainer.procfs import proc_start_time
 from minicontainer.syscalls.flags import (
+    CLONE_NEWNET,
     MS_BIND,
     MS_NOATIME,
     MS_NODEV,
@@ -185,6 +187,29 @@ def raw_syscall(nr: int, *args: int) -> int:
     return ret
 
 
+def _in_thread(fn, netns_fd: int | None):
+    """``fn()`` in a thread of its own network namespace: a new one
+    (``netns_fd`` None) or the one ``netns_fd`` names (setns(2))."""
+    out: dict = {}
+
+    def body():
+        try:
+            if netns_fd is None:
+                _check(_unshare(CLONE_NEWNET), "unshare of a network namespace")
+            else:
+                _check(_setns(netns_fd, CLONE_NEWNET), "joining the container's network namespace")
+            out["value"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=body, name="netns")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
 class Linux:
     """The real kernel. Methods mirror the syscalls one to one."""
 
@@ -262,6 +287,34 @@ class Linux:
                 fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", name.encode(), flags | _IFF_UP))
         except OSError as e:
             raise _oserror(f"bringing up the interface {name}", e, None) from None
+
+    # -- bridge networks (network/netlink.py, imported on first use) --------------
+    def new_netns(self) -> int:
+        """A new network namespace, held by the fd returned. A thread makes it
+        (unshare(2) of a thread's namespace leaves the rest of the process
+        where it is) and opens it before it ends."""
+        return _in_thread(lambda: os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC), None)
+
+    def net_bridge(self, name: str, address: str, prefixlen: int) -> None:
+        from minicontainer.network import netlink
+
+        netlink.ensure_bridge(name, address, prefixlen)
+
+    def net_veth(self, host: str, peer: str, bridge: str, netns_fd: int) -> None:
+        from minicontainer.network import netlink
+
+        netlink.add_veth(host, peer, bridge, netns_fd)
+
+    def net_configure(self, netns_fd: int, peer: str, ifname: str, address: str, prefixlen: int,
+                      gateway: str | None) -> None:
+        from minicontainer.network import netlink
+
+        _in_thread(lambda: netlink.configure_inside(peer, ifname, address, prefixlen, gateway), netns_fd)
+
+    def net_delete_link(self, name: str) -> bool:
+        from minicontainer.network import netlink
+
+        return netlink.delete_link(name)
 
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None) -> None:
         """mount(2). ``shown`` is the path to name in errors (the container path,
