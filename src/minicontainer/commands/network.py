@@ -9,18 +9,7 @@ import json
 
 import click
 
-from minicontainer.errors import MiniError
-
-
-class _NetworkGroup(click.Group):
-    """Our errors leave with exit code 1, as docker's network commands."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except MiniError as e:
-            e.exit_code = 1
-            raise
+from minicontainer.commands._each import ExitOneGroup, for_each
 
 
 def _store():
@@ -29,7 +18,7 @@ def _store():
     return NetworkStore()
 
 
-@click.group(cls=_NetworkGroup, short_help="Manage networks.")
+@click.group(cls=ExitOneGroup, short_help="Manage networks.")
 def network():
     """Manage bridge networks: create, ls, inspect, rm, prune.
 
@@ -100,18 +89,8 @@ def _remove(store, name: str) -> None:
 @network.command("rm", short_help="Remove networks (refused while a container uses one).")
 @click.argument("names", nargs=-1, required=True)
 def rm(names):
-    from minicontainer.errors import Failures
-
     store = _store()
-    errors = []
-    for name in names:
-        try:
-            _remove(store, name)
-            click.echo(name)
-        except MiniError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0] if len(errors) == 1 else Failures(errors)
+    for_each(names, lambda name: _remove(store, name))
 
 
 @network.command("prune", short_help="Remove every network no container uses.")
