@@ -52,6 +52,7 @@ COMMANDS = {
     "cp": ("minicontainer.commands.cp", "cp", "Copy files between a container and the host."),
     "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
     "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
+    "network": ("minicontainer.commands.network", "network", "Manage bridge networks: create, ls, inspect, rm, prune."),
 }
 
 

@@ -529,11 +529,14 @@ def write_layer_tar(layer: str, out: BinaryIO, *, prefix: str = TRUSTED_PREFIX, 
         with _TarOut(out, bufsize) as tar:
             for entry in _walk_layer("", root, prefix, 0):
                 if is_whiteout(entry.st):
-                    tar.marker(entry.path.rsplit("/", 1)[0] + "/.wh." + entry.name, entry.st)
+                    # The 0:0 device was made when the layer was unpacked: its
+                    # time says nothing, and would change the layer's digest
+                    # from one unpacking to the next. A fixed 0 keeps it stable.
+                    tar.marker(entry.path.rsplit("/", 1)[0] + "/.wh." + entry.name, 0)
                     continue
                 tar.add(entry)
                 if stat.S_ISDIR(entry.st.st_mode) and entry.layer == "opaque":
-                    tar.marker(entry.path + "/.wh..wh..opq", entry.st)
+                    tar.marker(entry.path + "/.wh..wh..opq", int(entry.st.st_mtime))
     finally:
         os.close(root)
     return tar.stats()
@@ -588,10 +591,10 @@ class _TarOut:
     def stats(self) -> ExportStats:
         return ExportStats(members=self.members, bytes=self.data, skipped=self.skipped)
 
-    def marker(self, path: str, st: os.stat_result) -> None:
+    def marker(self, path: str, mtime: int) -> None:
         """An empty regular file ``path`` (a whiteout marker), owned by root."""
         info = tarfile.TarInfo(path.lstrip("/"))
-        info.mode, info.mtime, info.uname, info.gname = 0o644, int(st.st_mtime), "", ""
+        info.mode, info.mtime, info.uname, info.gname = 0o644, mtime, "", ""
         self._tar.addfile(info)
         self.members += 1
 

@@ -64,11 +64,17 @@ def run_all(spec, sc=None, **kw):
     return sc
 
 
+def test_network_host_leaves_lo_alone():
+    assert "link_up" not in run_all(build_spec("mini", network="host")).names()
+
+
 def test_calls_in_order():
     sc = run_all(build_spec("mini"))
     calls = [c for c in sc.calls if c[0] not in ("set_pdeathsig", "read")]  # AwaitRelease
     names = [c[0] for c in calls]
     assert names[0] == "unshare" and calls[0][1] & CLONE_NEWNS and calls[0][1] & CLONE_NEWNET
+    assert calls.pop(1) == ("link_up", "lo")  # the new namespace's loopback, up (--network none)
+    names.pop(1)
     assert calls[1] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
     assert ("chdir", "/c/1") in calls
     assert ("mount", "overlay", "/c/1/merged", "overlay", 0, "lowerdir=lower,upperdir=upper,workdir=work") in calls
@@ -298,6 +304,20 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["set_pdeathsig", "read"]
     if t == "Unshare":
         return ["unshare"]
+    if t == "LoopbackUp":
+        return ["link_up"]
+    if t == "LeaseAddress":
+        return []  # files under the network store's lock (network/store.py), no system call of the setup
+    if t == "EnsureBridge":
+        return ["net_bridge"]
+    if t == "CreateNetns":
+        return ["new_netns"]
+    if t == "AddVeth":
+        return ["net_veth"]
+    if t == "ConfigureEth":
+        return ["net_configure"]
+    if t == "JoinNamespace":
+        return ["setns"]
     if t == "MakeMountsPrivate":
         return ["mount"]
     if t == "MountRootfs":
@@ -366,7 +386,16 @@ class RecordingCgroup:
         self.manager.execute(write, pid=pid)
 
 
-def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS):
+def _attachment(tmp_path):
+    from minicontainer.network.store import NetworkStore
+
+    store = NetworkStore(tmp_path / "networks")
+    net = store.define("app", subnet="10.89.0.0/24")
+    return store, P.NetworkAttachment(network=net, container="c1", name="web", veth="vethc1", peer="mcpeerc1",
+                                      hosts=str(tmp_path / "hosts"))
+
+
+def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None):
     cgroup = None
     cgroup_steps = []
     if limits is not None:
@@ -389,11 +418,11 @@ def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTF
     security = security_steps(spec.security, last_cap=40, bounding=ALL_CAPS)
     plan = P.build_plan(spec, hostname="box", rootfs=rootfs, cgroup_steps=cgroup_steps,
                         cgroup_view=cgroup.view() if cgroup is not None else None, security=security,
-                        userns_steps=userns_steps, rootless=rootless)
+                        userns_steps=userns_steps, rootless=rootless, network=network)
     return plan, cgroup
 
 
-def _side(plan, cgroup, fork_returns, monkeypatch):
+def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
     """Run the whole plan as one side of the fork; (explained steps, calls grouped by step)."""
     forks = [s for s in plan.steps if isinstance(s, (S.UserNamespace, S.Fork))]
     # The user namespace's map helper is a fork of its own: we stay the runtime there.
@@ -401,7 +430,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch):
     explained: list[tuple[int, object, int]] = []
     interp = Interpreter(sc, channels=FakeChannels(sc),
                          cgroup=RecordingCgroup(cgroup, sc) if cgroup is not None else None,
-                         explain=lambda i, step: explained.append((i, step, len(sc.calls))))
+                         explain=lambda i, step: explained.append((i, step, len(sc.calls))), networks=networks)
     monkeypatch.setattr("minicontainer.container.interpreter.user_for_exec",
                         lambda root_fd, user, group_add: (ExecUser(0, 0, (), "/root"), True))
     try:
@@ -414,10 +443,11 @@ def _side(plan, cgroup, fork_returns, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
-                                  "read-only"])
+                                  "read-only", "bridge"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     spec = {
         "default": build_spec("mini", ["/bin/true"]),
+        "bridge": build_spec("mini", ["/bin/true"], network="app"),
         "limits": build_spec("mini", ["/bin/true"]),
         "limits-v1": build_spec("mini", ["/bin/true"]),
         "rootless": build_spec("mini", ["/bin/true"]),
@@ -428,11 +458,12 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     }[case]
     limits = {"memory": "32m", "pids_limit": 16} if case.startswith("limits") else None
     rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else ROOTFS
+    networks, network = _attachment(tmp_path) if case == "bridge" else (None, None)
     plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
-                         rootfs=rootfs)
+                         rootfs=rootfs, network=network)
     printed = plan.render()
     for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
-        interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch)
+        interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch, networks)
         assert before_any == []  # nothing happens before the first explained step
         mine = [(i, s) for i, s in enumerate(plan.steps, 1) if s.phase in phases]
         assert [(i, s) for i, s, _ in explained] == mine  # each of this side's steps, once, in order
@@ -456,6 +487,28 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert "no seccomp filter (--privileged)" in printed and "mask " not in printed
     if case == "rootless":
         assert plan.steps[0].__class__ is S.UserNamespace
+    if case == "bridge":
+        # the namespace is made and configured before the PID namespace (no thread can start after it)
+        kinds = [type(s).__name__ for s in plan.steps]
+        assert kinds[:6] == ["LeaseAddress", "EnsureBridge", "CreateNetns", "AddVeth", "ConfigureEth", "UnsharePid"]
+        assert kinds.index("JoinNamespace") < kinds.index("Unshare")
+        assert "net" not in next(s for s in plan.steps if isinstance(s, S.Unshare)).namespaces
+        assert "ip link add vethc1 type veth peer name mcpeerc1" in printed
+        assert "10.89.0.3\tweb" in (tmp_path / "hosts").read_text()  # the second side's lease, in its own hosts
+
+
+def test_bridge_steps_use_the_leased_address_and_close_the_namespace_in_the_runtime(tmp_path):
+    networks, network = _attachment(tmp_path)
+    plan, _ = _plan(tmp_path, build_spec("mini", ["/bin/true"], network="app"), network=network)
+    sc = Recorder(fork_returns=4242)
+    interp = Interpreter(sc, channels=FakeChannels(sc), networks=networks)
+    interp.run(plan.phase(S.BEFORE_FORK))
+    veth = next(c for c in sc.calls if c[0] == "net_veth")
+    assert veth[1:4] == ("vethc1", "mcpeerc1", network.network.bridge)
+    assert next(c for c in sc.calls if c[0] == "net_configure")[1:] == (veth[4], "mcpeerc1", "eth0", "10.89.0.2", 24,
+                                                                         "10.89.0.1")
+    assert "net" not in interp.ns_fds  # the runtime's fd is closed once the child has its own
+    assert [lease.ip for lease in networks.leases("app")] == ["10.89.0.2"]
 
 
 # -- exec ------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ def kinds(plan):
 def test_order_of_a_default_run():
     plan = P.build_plan(build_spec("mini", ["echo", "hi"]), hostname="box", rootfs=ROOTFS)
     k = kinds(plan)
-    assert k[:8] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "AwaitRelease", "Unshare", "MakeMountsPrivate",
-                     "MountRootfs"]
+    assert k[:9] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "AwaitRelease", "Unshare", "LoopbackUp",
+                     "MakeMountsPrivate", "MountRootfs"]
     assert k[-5:] == ["NewSession", "PivotRoot", "SetWorkdir", "ResetSignals", "Exec"]
     # proc before sys, /dev before its devices, devices before pivot_root
     order = [getattr(s, "target", None) for s in plan.steps if isinstance(s, P.Mount)]

@@ -29,3 +29,15 @@ def for_each(names: Iterable[str], fn: Callable[[str], object], *, echo: bool = 
             click.echo(name)
     if failures:
         raise Failures(failures)
+
+
+class ExitOneGroup(click.Group):
+    """A command group (``image``, ``network``) whose errors leave with exit
+    code 1, as docker's do, whatever class they are raised as elsewhere."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MiniError as e:
+            e.exit_code = 1
+            raise

@@ -16,6 +16,7 @@ import time
 
 import click
 
+from minicontainer.commands._each import ExitOneGroup
 from minicontainer.commands.completion import complete_images
 from minicontainer.errors import MiniError
 from minicontainer.units import format_size
@@ -89,18 +90,7 @@ def _done(outcome) -> None:
     click.echo(f"{img.name} {img.short_id}{how}")
 
 
-class _ImageGroup(click.Group):
-    """The ``image`` group: our errors leave with docker's image exit code."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except MiniError as e:
-            e.exit_code = 1
-            raise
-
-
-@click.group(cls=_ImageGroup, short_help="Manage images.")
+@click.group(cls=ExitOneGroup, short_help="Manage images.")
 def image():
     """Manage images: import, import-dir, debootstrap, build-mini, load, save, history, ls, inspect, rm, prune.
 
@@ -305,7 +295,7 @@ def rm_cmd(names):
     """Remove image NAME(s). The data goes when the last name sharing it goes."""
     from minicontainer.commands._each import for_each
 
-    # like docker: go on with the others, fail at the end (with 1: _ImageGroup)
+    # like docker: go on with the others, fail at the end (with 1: ExitOneGroup)
     for_each(names, _store().remove)
 
 

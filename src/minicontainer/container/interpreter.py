@@ -55,8 +55,11 @@ class Interpreter:
     and child (process.Channels); ``cgroup`` the container's cgroup manager,
     which carries out the writes the plan's CgroupSteps hold."""
 
-    def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None):
+    def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None, networks=None):
         self.sc = sc
+        self.networks = networks  # a network.store.NetworkStore (made on first use)
+        self.lease = None  # the address LeaseAddress got
+        self._own_netns = False
         self.on_created = on_created  # `create`: called when the child is set up and waits for `start`
         self.explain = explain
         self.chan = channels
@@ -76,11 +79,17 @@ class Interpreter:
             S.UserNamespace: self._user_namespace,
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
+            S.LeaseAddress: self._lease_address,
+            S.EnsureBridge: self._ensure_bridge,
+            S.CreateNetns: self._create_netns,
+            S.AddVeth: self._add_veth,
+            S.ConfigureEth: self._configure_eth,
             S.CgroupStep: self._cgroup,
             S.ReleaseChild: self._release_child,
             S.AwaitExec: self._await_exec,
             S.AwaitRelease: self._await_release,
             S.Unshare: self._unshare,
+            S.LoopbackUp: self._loopback_up,
             S.MakeMountsPrivate: self._make_private,
             S.MountRootfs: self._mount_rootfs,
             S.Mount: self._mount,
@@ -136,8 +145,38 @@ class Interpreter:
         handler(step)
 
     def abandon(self) -> None:
-        """Undo what a failure before the fork left: our own PID namespace back."""
+        """Undo what a failure before the fork left: our own PID namespace back,
+        the network namespace we made closed (runtime.finish removes its lease and veth)."""
         self._restore_pidns()
+        self._close_netns()
+
+    def _close_netns(self) -> None:
+        if self._own_netns:
+            self._own_netns = False
+            self.sc.close(self.ns_fds.pop("net"))
+
+    # -- before the fork: a bridge network --------------------------------------
+    def _lease_address(self, step: S.LeaseAddress) -> None:
+        if self.networks is None:
+            from minicontainer.network.store import NetworkStore
+
+            self.networks = NetworkStore()
+        self.lease = self.networks.lease(step.network, container=step.container, cname=step.name, veth=step.veth,
+                                         hosts=step.hosts)
+
+    def _ensure_bridge(self, step: S.EnsureBridge) -> None:
+        self.sc.net_bridge(step.bridge, step.gateway, step.prefixlen)
+
+    def _create_netns(self, step: S.CreateNetns) -> None:
+        self.ns_fds["net"] = self.sc.new_netns()
+        self._own_netns = True
+
+    def _add_veth(self, step: S.AddVeth) -> None:
+        self.sc.net_veth(step.host, step.peer, step.bridge, self.ns_fds["net"])
+
+    def _configure_eth(self, step: S.ConfigureEth) -> None:
+        self.sc.net_configure(self.ns_fds["net"], step.peer, step.ifname, self.lease.ip, step.prefixlen,
+                              step.gateway or None)
 
     # -- before the fork ----------------------------------------------------
     def _user_namespace(self, step: S.UserNamespace) -> None:
@@ -158,11 +197,13 @@ class Interpreter:
             self.in_child = True
             self.phases = (S.CHILD, S.INSIDE)
             self.chan.in_child(keep=tuple(self.ns_fds.values()))
+            self._own_netns = False  # the child joins it (JoinNamespace closes its fd)
             self.parent_pid = self.sc.getppid()  # 0 in a new PID namespace
             return
         self.child_pid = pid
         self.phases = (S.PARENT,)
         self.chan.in_parent()
+        self._close_netns()  # the child has its own fd of it, which it joins
         # Our later children (tests run many containers in one process) must
         # not land in the container's PID namespace.
         self._restore_pidns()
@@ -203,6 +244,9 @@ class Interpreter:
     def _unshare(self, step: S.Unshare) -> None:
         if step.flags:
             self.sc.unshare(step.flags)
+
+    def _loopback_up(self, step: S.LoopbackUp) -> None:
+        self.sc.link_up("lo")
 
     def _make_private(self, step: S.MakeMountsPrivate) -> None:
         self.sc.mount(None, "/", None, MS_REC | MS_PRIVATE)

@@ -78,6 +78,31 @@ class RootfsLayout:
         return self.layer + "/merged"
 
 
+@dataclass(frozen=True)
+class NetworkAttachment:
+    """A container on a bridge network (decided by the runtime): the
+    network (a network.store.Network) and the names of its pieces."""
+
+    network: object
+    container: str  # id
+    name: str
+    veth: str  # the host end
+    peer: str  # the container's end, until it is renamed eth0
+    hosts: str  # the container's /etc/hosts on the host
+
+
+def network_steps(att: NetworkAttachment) -> list[Step]:
+    net = att.network
+    return [
+        S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name, veth=att.veth,
+                       hosts=att.hosts),
+        S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen),
+        S.CreateNetns(),
+        S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge),
+        S.ConfigureEth(peer=att.peer, prefixlen=net.prefixlen, gateway="" if net.internal else net.gateway),
+    ]
+
+
 def build_plan(
     spec,
     *,
@@ -91,6 +116,7 @@ def build_plan(
     detached: bool = False,
     wait_for_start: bool = False,
     init: str | None = None,
+    network: NetworkAttachment | None = None,
 ) -> Plan:
     """Turn a ContainerSpec into the ordered steps (pure: no syscalls).
 
@@ -103,8 +129,13 @@ def build_plan(
     monitor runs the container, which outlives it; ``wait_for_start``:
     ``create``, the process waits just before execve until ``start``.
     ``init``: the host's tini for --init.
+    ``network``: a bridge network to join (its namespace is made and
+    configured by the runtime first: threads cannot be started once the
+    runtime has unshared its PID namespace, clone(2) EINVAL).
     """
     plan = Plan()
+    for s in (network_steps(network) if network is not None else ()):
+        plan.add(s)
     # The runtime, before the fork.
     for s in userns_steps:
         plan.add(s)
@@ -118,8 +149,13 @@ def build_plan(
     plan.add(AwaitExec())
     # The child: namespaces, its root and its mounts, before pivot_root.
     plan.add(AwaitRelease())
-    child_ns = tuple(ns for ns in ("mnt", "uts", "ipc", "net", "cgroup") if ns in spec.namespaces)
+    if network is not None:
+        plan.add(S.JoinNamespace(ns="net"))
+    unshared = ("mnt", "uts", "ipc", "cgroup") if network is not None else ("mnt", "uts", "ipc", "net", "cgroup")
+    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces)
     plan.add(Unshare(namespaces=child_ns))
+    if "net" in spec.namespaces:
+        plan.add(S.LoopbackUp())
     plan.add(MakeMountsPrivate())
     plan.add(
         MountRootfs(
@@ -265,6 +301,18 @@ def build_plan(
                 data=t.data or "mode=1777",
                 reason="--tmpfs: a private in-memory directory (ro, noexec, nosuid, nodev are mount flags; "
                 "size, mode, nr_inodes, uid, gid are tmpfs(5) options)",
+            )
+        )
+    if network is not None:
+        plan.add(
+            Mount(
+                target="/etc/hosts",
+                source=network.hosts,
+                flags=MS_BIND,
+                reason=f"names on network {network.network.name}: this container and its peers, kept current by "
+                "the runtime (docker bind-mounts its /etc/hosts the same way)",
+                create="file",
+                host_source=True,
             )
         )
     if init is not None:

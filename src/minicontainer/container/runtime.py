@@ -56,6 +56,10 @@ def sweep_dead_runtimes(store: StateStore) -> None:
     host without a usable cgroup filesystem ran it without a cgroup, so
     there is nothing to kill there, and its layer and state go anyway."""
     for st in store.dead_runtimes():
+        try:
+            release_network(st.id)
+        except (MiniError, OSError):
+            pass  # its lease is stale: the next lease on that network reclaims it
         if os.geteuid() == 0 and not _sweep_cgroup(st):
             continue  # try again next time
         if st.remove:
@@ -99,6 +103,21 @@ def _sweep_cgroup(st: ContainerState) -> bool:
         return True
 
 
+def release_network(container_id: str) -> None:
+    """The container's leases go (its peers' /etc/hosts lose it) and its veth
+    with them. The veth would vanish with the container's network namespace
+    anyway (veth(4)), but the kernel frees a namespace later, asynchronously."""
+    root = paths.home() / "networks"
+    if not root.is_dir():
+        return  # no network was ever made: nothing to import or read
+    from minicontainer.network.store import NetworkStore
+
+    for lease in NetworkStore(root).release(container_id):
+        from minicontainer.syscalls.linux import Linux
+
+        Linux().net_delete_link(lease.veth)
+
+
 def _interrupted(sig, frame):
     raise MiniError(f"interrupted by {signal.Signals(sig).name} while setting up; cleaned up", None,
                     exit_code=128 + sig)
@@ -112,6 +131,11 @@ def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) ->
     state.status = "exited"
     state.finished = time.time()
     error = None
+    try:
+        release_network(state.id)
+    except (MiniError, OSError) as e:
+        error = f"could not release the container's network address: {e}"
+        warn(error)
     if cgroup is not None:
         try:
             cgroup.destroy()
@@ -247,6 +271,7 @@ class Runner:
         rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
                                 lower_stack=image.lower_stack)
         cgroup_steps = self._cgroup_steps(cid)
+        network = self._network(cid, name, dry_run)
         from minicontainer.security import security_steps
 
         plan = P.build_plan(
@@ -261,8 +286,11 @@ class Runner:
             detached=self.detached,
             wait_for_start=self.wait_for_start,
             init=find_init() if spec.init else None,
+            network=network,
         )
         plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
+        if network is not None:
+            plan.legend["NETWORKS"] = str(paths.home() / "networks")
         self._legend = plan.legend
         if self.existing is not None:
             return plan, self.existing, image, rootfs
@@ -280,6 +308,24 @@ class Runner:
             stop_signal=image.config.stop_signal if image.config is not None else "",
         )
         return plan, state, image, rootfs
+
+    def _network(self, cid: str, name: str, dry_run: bool):
+        """``--network NAME``: the network (``bridge`` is made on first use) and its pieces' names."""
+        if not self.spec.network:
+            return None
+        if self.userns:
+            raise NotRootError(f"--network {self.spec.network} needs root: a rootless container cannot put an "
+                               "interface on a host bridge", "run as root, or use --network none")
+        from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+
+        networks = NetworkStore()
+        if self.spec.network == DEFAULT_NETWORK:
+            net = networks.default(save=not dry_run)
+        else:
+            net = networks.require(self.spec.network)
+        # IFNAMSIZ (netdevice(7)): interface names have at most 15 characters.
+        return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
+                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"))
 
     def _cgroup_steps(self, cid: str) -> list:
         """The cgroup part of the plan: cgroups/ decides the files.

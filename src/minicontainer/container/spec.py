@@ -193,6 +193,7 @@ class ContainerSpec:
     read_only: bool = False
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
+    network: str = ""  # --network NAME: a bridge network (network/); "" for none or host
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)
@@ -275,10 +276,19 @@ def build_spec(
     if command and command[0] == "":
         raise UsageError("the command is an empty string", "give a program to run, e.g. /bin/sh")
     namespaces = set(ALL_NAMESPACES)
+    network_name = ""
     for flag, value in (("pid", pid), ("network", network), ("uts", uts), ("ipc", ipc), ("cgroupns", cgroupns)):
         if value is None:
             continue
         allowed = ("host", "none") if flag == "network" else ("host", "private")
+        if flag == "network" and value not in allowed:
+            from minicontainer.names import is_name
+
+            if not is_name(value):
+                raise UsageError(f"invalid --network value {value!r}",
+                                 "use none (the default), host, bridge, or the name of a network")
+            network_name = value
+            continue
         if value not in allowed:
             hint = "'host' shares the host's network; 'none' (the default) gives a private one with only lo"
             if flag != "network":
@@ -312,6 +322,7 @@ def build_spec(
         read_only=read_only,
         volumes=tuple(parse_volume(v) for v in volumes),
         tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
+        network=network_name,
         init=init,
         restart=restart_policy,
         restart_max=restart_max,

@@ -120,6 +120,109 @@ class Fork(Step):
                 "open on a host directory would let the container reach the host (CVE-2024-21626)")
 
 
+# --- before the fork: a bridge network (network/) --------------------------
+
+
+@dataclass(frozen=True)
+class LeaseAddress(Step):
+    """The address is chosen when this step runs, under the network's lock;
+    the steps after it use the one it got (interpreter: ``self.lease``)."""
+
+    phase = BEFORE_FORK
+    network: str = ""
+    subnet: str = ""
+    container: str = ""  # id
+    name: str = ""  # the container's name: the one its peers' /etc/hosts give it
+    veth: str = ""
+    hosts: str = ""  # its /etc/hosts file on the host
+
+    def what(self) -> str:
+        return f"lease a free address of network {self.network} ({self.subnet}) and write the /etc/hosts of its containers"
+
+    def why(self) -> str:
+        return ("a lease file made with O_EXCL under the network's lock (flock(2)): concurrent runs never get the "
+                "same address; each container's /etc/hosts names itself and its peers (docker's embedded DNS needs "
+                "a daemon; these files are rewritten in place as peers come and go)")
+
+    def shell(self) -> str:
+        return f"flock $NETWORKS/.lock touch $NETWORKS/{self.network}/leases/$IP"
+
+
+@dataclass(frozen=True)
+class EnsureBridge(Step):
+    phase = BEFORE_FORK
+    bridge: str = ""
+    gateway: str = ""
+    prefixlen: int = 16
+
+    def what(self) -> str:
+        return f"make sure the bridge {self.bridge} exists with the gateway address {self.gateway}/{self.prefixlen}, up"
+
+    def why(self) -> str:
+        return ("ip-link(8) type bridge: a virtual switch on the host that the containers' veth ends plug into; "
+                "its own address is the containers' gateway (kept until `network rm`, as docker)")
+
+    def shell(self) -> str:
+        return (f"ip link add {self.bridge} type bridge; ip addr add {self.gateway}/{self.prefixlen} dev {self.bridge}; "
+                f"ip link set {self.bridge} up")
+
+
+@dataclass(frozen=True)
+class CreateNetns(Step):
+    phase = BEFORE_FORK
+
+    def what(self) -> str:
+        return "create the container's network namespace, held open by an fd of the runtime"
+
+    def why(self) -> str:
+        return ("network_namespaces(7): made before the fork so the runtime can configure it while the child "
+                "waits; the child joins it with setns(2) instead of unsharing one")
+
+    def shell(self) -> str:
+        return "ip netns add $ID"
+
+
+@dataclass(frozen=True)
+class AddVeth(Step):
+    phase = BEFORE_FORK
+    host: str = ""
+    peer: str = ""
+    bridge: str = ""
+
+    def what(self) -> str:
+        return f"create the veth pair {self.host} <-> {self.peer}: {self.host} on {self.bridge}, {self.peer} into the container"
+
+    def why(self) -> str:
+        return ("veth(4): a pair of connected interfaces, one in each namespace; what the container sends on its "
+                "end comes out of the host end, on the bridge. It goes away with the container's namespace")
+
+    def shell(self) -> str:
+        return (f"ip link add {self.host} type veth peer name {self.peer} netns $ID && "
+                f"ip link set {self.host} master {self.bridge} up")
+
+
+@dataclass(frozen=True)
+class ConfigureEth(Step):
+    phase = BEFORE_FORK
+    peer: str = ""
+    ifname: str = "eth0"
+    prefixlen: int = 16
+    gateway: str = ""  # "" for an --internal network: no default route
+
+    def what(self) -> str:
+        route = f", default route via {self.gateway}" if self.gateway else ", no default route (--internal)"
+        return f"in the container's namespace: rename {self.peer} to {self.ifname}, give it the leased address/{self.prefixlen}{route}"
+
+    def why(self) -> str:
+        return ("rtnetlink(7) from a thread that joined the namespace (a netlink socket works in the namespace "
+                "it was opened in)")
+
+    def shell(self) -> str:
+        out = (f"ip -n $ID link set {self.peer} name {self.ifname} && ip -n $ID addr add $IP/{self.prefixlen} dev "
+               f"{self.ifname} && ip -n $ID link set {self.ifname} up")
+        return out + (f" && ip -n $ID route add default via {self.gateway}" if self.gateway else "")
+
+
 # --- after the fork: the runtime ------------------------------------------
 
 
@@ -203,6 +306,21 @@ class Unshare(Step):
 
     def shell(self) -> str:
         return "unshare " + " ".join(_UNSHARE_LONG[ns] for ns in self.namespaces)
+
+
+@dataclass(frozen=True)
+class LoopbackUp(Step):
+    """A new network namespace has a loopback interface, but it is down."""
+
+    def what(self) -> str:
+        return "bring the loopback interface lo up"
+
+    def why(self) -> str:
+        return ("network_namespaces(7): a new namespace's lo starts down, so even 127.0.0.1 would be unreachable; "
+                "set IFF_UP with the SIOCSIFFLAGS ioctl (netdevice(7)), as docker's --network none does")
+
+    def shell(self) -> str:
+        return "ip link set lo up"
 
 
 @dataclass(frozen=True)

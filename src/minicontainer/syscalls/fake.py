@@ -55,6 +55,26 @@ class Recorder:
     def setns(self, fd, nstype=0):
         self._rec("setns", fd, nstype)
 
+    def link_up(self, name):
+        self._rec("link_up", name)
+
+    def new_netns(self):
+        self._rec("new_netns")
+        return self._fd("netns")
+
+    def net_bridge(self, name, address, prefixlen):
+        self._rec("net_bridge", name, address, prefixlen)
+
+    def net_veth(self, host, peer, bridge, netns_fd):
+        self._rec("net_veth", host, peer, bridge, netns_fd)
+
+    def net_configure(self, netns_fd, peer, ifname, address, prefixlen, gateway):
+        self._rec("net_configure", netns_fd, peer, ifname, address, prefixlen, gateway)
+
+    def net_delete_link(self, name):
+        self._rec("net_delete_link", name)
+        return True
+
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None):
         self._rec("mount", self._show(source), shown or self._show(target), fstype, flags, data)
 

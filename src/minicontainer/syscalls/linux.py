@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import platform
 import re
 import resource  # setrlimit and the close_range fallback run after pivot_root
 import signal
+import socket
+import struct
 import sys
+import threading
 
 import prctl as _prctl  # python-prctl
 
@@ -41,6 +45,7 @@ from minicontainer.procfs import proc_start_time
 from minicontainer.syscalls.flags import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
+    CLONE_NEWNET,
     MS_BIND,
     MS_NOATIME,
     MS_NODEV,
@@ -57,6 +62,9 @@ from minicontainer.syscalls.flags import (
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+# netdevice(7): struct ifreq is the name (IFNAMSIZ 16) and a union of 24 bytes; ifr_flags is a short.
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
 def _bind(name: str, argtypes, restype=ctypes.c_int):
@@ -221,6 +229,29 @@ def raw_syscall(nr: int, *args: int) -> int:
     return ret
 
 
+def _in_thread(fn, netns_fd: int | None):
+    """``fn()`` in a thread of its own network namespace: a new one
+    (``netns_fd`` None) or the one ``netns_fd`` names (setns(2))."""
+    out: dict = {}
+
+    def body():
+        try:
+            if netns_fd is None:
+                _check(_unshare(CLONE_NEWNET), "unshare of a network namespace")
+            else:
+                _check(_setns(netns_fd, CLONE_NEWNET), "joining the container's network namespace")
+            out["value"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=body, name="netns")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
 class Linux:
     """The real kernel. Methods mirror the syscalls one to one."""
 
@@ -286,6 +317,46 @@ class Linux:
 
     def setns(self, fd: int, nstype: int = 0) -> None:
         _check(_setns(fd, nstype), "setns")
+
+    def link_up(self, name: str) -> None:
+        """Set IFF_UP on an interface of our network namespace: SIOCGIFFLAGS,
+        then SIOCSIFFLAGS on any socket (netdevice(7)). An ioctl, not
+        netlink: a container with --network none must not pay pyroute2's import."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                req = struct.pack("16sh14x", name.encode(), 0)
+                flags = struct.unpack("16sh14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+                fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", name.encode(), flags | _IFF_UP))
+        except OSError as e:
+            raise _oserror(f"bringing up the interface {name}", e, None) from None
+
+    # -- bridge networks (network/netlink.py, imported on first use) --------------
+    def new_netns(self) -> int:
+        """A new network namespace, held by the fd returned. A thread makes it
+        (unshare(2) of a thread's namespace leaves the rest of the process
+        where it is) and opens it before it ends."""
+        return _in_thread(lambda: os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC), None)
+
+    def net_bridge(self, name: str, address: str, prefixlen: int) -> None:
+        from minicontainer.network import netlink
+
+        netlink.ensure_bridge(name, address, prefixlen)
+
+    def net_veth(self, host: str, peer: str, bridge: str, netns_fd: int) -> None:
+        from minicontainer.network import netlink
+
+        netlink.add_veth(host, peer, bridge, netns_fd)
+
+    def net_configure(self, netns_fd: int, peer: str, ifname: str, address: str, prefixlen: int,
+                      gateway: str | None) -> None:
+        from minicontainer.network import netlink
+
+        _in_thread(lambda: netlink.configure_inside(peer, ifname, address, prefixlen, gateway), netns_fd)
+
+    def net_delete_link(self, name: str) -> bool:
+        from minicontainer.network import netlink
+
+        return netlink.delete_link(name)
 
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None) -> None:
         """mount(2). ``shown`` is the path to name in errors (the container path,
