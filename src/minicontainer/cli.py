@@ -25,6 +25,15 @@ from minicontainer.errors import MiniError
 # name -> (module, attribute, one-line help shown by `minicontainer --help`)
 COMMANDS = {
     "run": ("minicontainer.commands.run", "run", "Run a command in a new container."),
+    "create": ("minicontainer.commands.lifecycle", "create", "Create a container, ready to start."),
+    "start": ("minicontainer.commands.lifecycle", "start", "Start created or stopped containers."),
+    "stop": ("minicontainer.commands.lifecycle", "stop", "Stop running containers (SIGTERM, then SIGKILL)."),
+    "restart": ("minicontainer.commands.lifecycle", "restart", "Restart containers."),
+    "kill": ("minicontainer.commands.lifecycle", "kill", "Send a signal to running containers."),
+    "wait": ("minicontainer.commands.lifecycle", "wait", "Wait for containers to stop; print exit codes."),
+    "logs": ("minicontainer.commands.logs", "logs", "Show a detached container's output."),
+    "exec": ("minicontainer.commands.exec", "exec_", "Run a command in a running container."),
+    "attach": ("minicontainer.commands.attach", "attach", "Attach to a detached container's input and output."),
     "ps": ("minicontainer.commands.ps", "ps", "List containers."),
     "rm": ("minicontainer.commands.rm", "rm", "Remove containers."),
     "image": ("minicontainer.commands.image", "image", "Manage images: import, ls, inspect, rm, build-mini."),
@@ -33,6 +42,17 @@ COMMANDS = {
     "unpause": ("minicontainer.commands.pause", "unpause", "Thaw a paused container."),
     "export": ("minicontainer.commands.export", "export", "Write a container's filesystem as a tar."),
     "diff": ("minicontainer.commands.export", "diff", "List what a container changed (A/C/D)."),
+    "report": ("minicontainer.commands.report", "report", "Summarize a run report; chart it as HTML."),
+    "completion": ("minicontainer.commands.completion", "completion", "Print a shell's tab-completion script."),
+    "doctor": ("minicontainer.commands.doctor", "doctor", "Check what this host offers minicontainer."),
+    "build": ("minicontainer.commands.build", "build", "Build an image from a Dockerfile."),
+    "inspect": ("minicontainer.commands.inspect", "inspect", "Show a container's (or an image's) details."),
+    "top": ("minicontainer.commands.top", "top", "Show the processes of a running container."),
+    "update": ("minicontainer.commands.update", "update", "Change the limits of containers, live."),
+    "cp": ("minicontainer.commands.cp", "cp", "Copy files between a container and the host."),
+    "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
+    "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
+    "network": ("minicontainer.commands.network", "network", "Manage bridge networks: create, ls, inspect, rm, prune."),
 }
 
 
@@ -94,8 +114,10 @@ def main(argv=None) -> None:
         for line in e.lines():
             _print_error(line)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Ctrl-C outside a container's run (which forwards it to the container):
+        # one line of ours, not click's bare "Aborted." or a traceback; 128 + SIGINT.
+        _print_interrupted()
         sys.exit(130)
     except click.ClickException as e:
         # Bad flags: one line, docker's exit code for its own errors.
@@ -105,8 +127,6 @@ def main(argv=None) -> None:
         else:
             _print_error(e.format_message())
         sys.exit(125)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except BrokenPipeError:
         # `minicontainer ps | head -1`: the reader left; not an error worth a traceback.
         try:
@@ -127,6 +147,13 @@ def main(argv=None) -> None:
         _print_error(f"internal error: {type(e).__name__}: {e} (hint: run again with --debug and report it)")
         sys.exit(125)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_interrupted() -> None:
+    try:
+        click.echo("minicontainer: interrupted", err=True)
+    except OSError:
+        pass
 
 
 def _print_error(message: str) -> None:

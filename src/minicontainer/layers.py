@@ -106,6 +106,11 @@ def container_layers(layer_dir: str, image_rootfs: str | None) -> Layers:
     d = Path(layer_dir)
     if not d.is_dir():
         raise ContainerError(f"the container's layer directory {d} is missing", "remove the container")
+    if os.path.lexists(d / "lower-1"):
+        raise ContainerError(
+            "this container runs on a layered image (several lower layers): diff and export read one lower layer",
+            "save the image with 'minicontainer image save' instead, or run a flat image",
+        )
     lower = _lower_link(d)
     if (d / "upper").is_dir():
         if lower is None:
@@ -246,7 +251,7 @@ class Entry:
 
     path: str  # inside the container, "/etc/passwd"
     st: os.stat_result  # lstat of the entry in the layer it comes from
-    layer: str  # "upper" | "lower"
+    layer: str  # "upper" | "lower"; in a layer walk "layer", or "opaque" for an opaque directory
     dir_fd: int = field(repr=False)
     name: str = field(repr=False)
 
@@ -505,45 +510,128 @@ def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20) -> Expor
     overlay's own trusted.overlay.* never leave). Names have no leading "/"
     or "./" and the root itself is not a member (like docker export).
     """
-    members = data = skipped = 0
-    links: dict[tuple[int, int], str] = {}
-    # Stream mode: no seeking, so "-" (a pipe) works; big buffers to keep
-    # the number of write(2) calls low.
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=bufsize, copybufsize=bufsize) as tar:
+    with _TarOut(out, bufsize) as tar:
         for entry in walk_merged(layers):
-            info = _tarinfo(entry)
-            if info is None:
-                skipped += 1
-                continue
-            st = entry.st
-            if info.type == tarfile.REGTYPE:
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in links:
-                    info.type, info.linkname, info.size = tarfile.LNKTYPE, links[key], 0
-                    tar.addfile(info)
-                    members += 1
+            tar.add(entry)
+    return tar.stats()
+
+
+def write_layer_tar(layer: str, out: BinaryIO, *, prefix: str = TRUSTED_PREFIX, bufsize: int = 1 << 20) -> ExportStats:
+    """Write one layer directory (an image layer, or a container's upper
+    directory for ``build``) as an image layer tar: write_tar's rules, and
+    overlayfs's whiteouts in the OCI image spec's form (layer.md,
+    "Whiteouts"): a 0:0 character device becomes an empty ``.wh.NAME``, an
+    opaque directory gets a ``.wh..wh..opq`` after it. The same tree always
+    gives the same bytes (names sorted, whole-second mtimes, no user names,
+    no atime), so its sha256, the layer's diff_id, is stable."""
+    root = _open_root(layer, "layer")
+    try:
+        with _TarOut(out, bufsize) as tar:
+            for entry in _walk_layer("", root, prefix, 0):
+                if is_whiteout(entry.st):
+                    # The 0:0 device was made when the layer was unpacked: its
+                    # time says nothing, and would change the layer's digest
+                    # from one unpacking to the next. A fixed 0 keeps it stable.
+                    tar.marker(entry.path.rsplit("/", 1)[0] + "/.wh." + entry.name, 0)
                     continue
-                fd = entry.open()
-                if fd is None:
-                    skipped += 1
-                    continue
-                caps = _xattr_at(entry.dir_fd, entry.name, "security.capability")
-                if caps is not None:
-                    # File capabilities (ping's cap_net_raw...), as GNU tar
-                    # --xattrs writes them; binary, so surrogateescape (tarfile
-                    # then marks the record hdrcharset=BINARY, pax(1)).
-                    info.pax_headers = {"SCHILY.xattr.security.capability": caps.decode("utf-8", "surrogateescape")}
-                try:
-                    tar.addfile(info, _ExactReader(fd, info.size, entry.path))
-                finally:
-                    os.close(fd)
-                if st.st_nlink > 1:
-                    links[key] = info.name
-                data += info.size
-            else:
-                tar.addfile(info)
-            members += 1
-    return ExportStats(members=members, bytes=data, skipped=skipped)
+                tar.add(entry)
+                if stat.S_ISDIR(entry.st.st_mode) and entry.layer == "opaque":
+                    tar.marker(entry.path + "/.wh..wh..opq", int(entry.st.st_mtime))
+    finally:
+        os.close(root)
+    return tar.stats()
+
+
+def _walk_layer(rel: str, fd: int, prefix: str, depth: int) -> Iterator[Entry]:
+    """Every entry of one directory tree, whiteouts included, parents first,
+    names sorted; an opaque directory's Entry has layer "opaque"."""
+    _depth_check(rel, depth)
+    for name in sorted(_listdir(fd)):
+        st = _lstat(fd, name)
+        if st is None:
+            continue
+        path = f"{rel}/{name}"
+        if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                _refuse_metacopy(fd, name, path, prefix)
+            yield Entry(path, st, "layer", fd, name)
+            continue
+        child = _open_dir(fd, name)
+        if child is None:
+            continue
+        try:
+            if _xattr(child, prefix + "redirect") is not None:
+                raise ContainerError(f"{path} in the layer is a renamed overlay directory (redirect_dir=on)",
+                                     "a layer tar cannot say 'renamed'; mount overlays with redirect_dir=off")
+            opaque = _xattr(child, prefix + "opaque") == b"y"
+            yield Entry(path, os.fstat(child), "opaque" if opaque else "layer", fd, name)
+            yield from _walk_layer(path, child, prefix, depth + 1)
+        finally:
+            os.close(child)
+
+
+class _TarOut:
+    """The tar writer of export and layer tars: one entry at a time, hard
+    links between entries of the walk kept, file capabilities as pax records."""
+
+    def __init__(self, out: BinaryIO, bufsize: int):
+        # Stream mode: no seeking, so "-" (a pipe) works; big buffers to keep
+        # the number of write(2) calls low.
+        self._tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=bufsize,
+                                 copybufsize=bufsize)
+        self._links: dict[tuple[int, int], str] = {}
+        self.members = self.data = self.skipped = 0
+
+    def __enter__(self) -> _TarOut:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tar.close()
+
+    def stats(self) -> ExportStats:
+        return ExportStats(members=self.members, bytes=self.data, skipped=self.skipped)
+
+    def marker(self, path: str, mtime: int) -> None:
+        """An empty regular file ``path`` (a whiteout marker), owned by root."""
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.mode, info.mtime, info.uname, info.gname = 0o644, mtime, "", ""
+        self._tar.addfile(info)
+        self.members += 1
+
+    def add(self, entry: Entry) -> None:
+        info = _tarinfo(entry)
+        if info is None:
+            self.skipped += 1
+            return
+        st = entry.st
+        if info.type != tarfile.REGTYPE:
+            self._tar.addfile(info)
+            self.members += 1
+            return
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self._links:
+            info.type, info.linkname, info.size = tarfile.LNKTYPE, self._links[key], 0
+            self._tar.addfile(info)
+            self.members += 1
+            return
+        fd = entry.open()
+        if fd is None:
+            self.skipped += 1
+            return
+        caps = _xattr_at(entry.dir_fd, entry.name, "security.capability")
+        if caps is not None:
+            # File capabilities (ping's cap_net_raw...), as GNU tar
+            # --xattrs writes them; binary, so surrogateescape (tarfile
+            # then marks the record hdrcharset=BINARY, pax(1)).
+            info.pax_headers = {"SCHILY.xattr.security.capability": caps.decode("utf-8", "surrogateescape")}
+        try:
+            self._tar.addfile(info, _ExactReader(fd, info.size, entry.path))
+        finally:
+            os.close(fd)
+        if st.st_nlink > 1:
+            self._links[key] = info.name
+        self.data += info.size
+        self.members += 1
 
 
 def _tarinfo(entry: Entry) -> tarfile.TarInfo | None:

@@ -177,3 +177,40 @@ def split_device_rate(text: str, flag: str = "--device-read-bps") -> tuple[str, 
     if value <= 0:
         raise _invalid(flag, text, "the rate must be more than 0 bytes per second")
     return path, value
+
+
+def human_duration(seconds: float) -> str:
+    """A duration the way docker ps words it: "Less than a second",
+    "5 seconds", "About a minute", "3 minutes", "About an hour", "2 hours",
+    "3 days", "2 weeks", "4 months", "2 years"."""
+    s = int(seconds)
+    if seconds < 1:
+        return "Less than a second"
+    if s < 60:
+        return "1 second" if s == 1 else f"{s} seconds"
+    minutes = round(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // (24 * 30)} months"
+    return f"{hours // (24 * 365)} years"
+
+
+def ago(t: float | None, now: float | None = None) -> str:
+    """``human_duration`` of the time since ``t``, with " ago" ("-" for no time)."""
+    import time
+
+    if not t:
+        return "-"
+    return human_duration(max(0.0, (time.time() if now is None else now) - t)) + " ago"

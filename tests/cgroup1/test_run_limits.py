@@ -300,3 +300,43 @@ def test_a_paused_container_still_stops_when_the_runtime_is_told_to(clean_host):
             runtime.kill()
             runtime.wait()
     mc("rm", "frozen", check=0)
+
+
+# --- the container sees its own limits (issue 11, item 3) ------------------------------
+
+
+def test_the_container_reads_its_own_limits_and_cannot_raise_them():
+    # As Docker on v1: the container's cgroup directory of each hierarchy is
+    # bound read-only under /sys/fs/cgroup/<controller>, on a small tmpfs.
+    script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; "
+              "grep -c . /sys/fs/cgroup/pids/cgroup.procs; "
+              "echo 999 > /sys/fs/cgroup/pids/pids.max; echo pids=$?; "
+              "echo 1g > /sys/fs/cgroup/memory/memory.limit_in_bytes; echo memory=$?; "
+              "mkdir /sys/fs/cgroup/memory/sub; echo mkdir=$?; "
+              "awk '$5 ~ /^\\/sys\\/fs\\/cgroup/ && $6 !~ /^ro/' /proc/self/mountinfo | wc -l")
+    proc = run("-m", "64m", "--pids-limit", "20", "mini", "sh", "-c", script)
+    out = proc.stdout.split()
+    assert out[:2] == [str(64 << 20), "20"], proc.stderr
+    assert 1 <= int(out[2]) <= 5  # the container's own processes, not the host's
+    assert out[3:6] == ["pids=1", "memory=1", "mkdir=1"]
+    assert out[6] == "0"  # every mount under /sys/fs/cgroup is read-only
+    assert "Read-only file system" in proc.stderr
+
+
+def test_without_limits_the_container_still_sees_its_cgroup_and_privileged_may_write_it():
+    assert "memory" in run("mini", "ls", "/sys/fs/cgroup").stdout.split()
+    proc = run("--privileged", "--pids-limit", "20", "mini", "sh", "-c",
+               "echo 30 > /sys/fs/cgroup/pids/pids.max && cat /sys/fs/cgroup/pids/pids.max")
+    assert proc.stdout.split() == ["30"], proc.stderr
+
+
+def test_fifty_concurrent_limited_runs_all_succeed():
+    # issue 11, item 8, on v1: seven hierarchies, each with a shared minicontainer/
+    # directory that a finishing run removes when it looks unused
+    from helpers import PY
+
+    procs = [subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "-m", "16m", "mini", "true"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(50)]
+    outs = [p.communicate(timeout=scale(300)) for p in procs]
+    failed = [err for p, (_, err) in zip(procs, outs) if p.returncode != 0]
+    assert failed == [], failed[:3]

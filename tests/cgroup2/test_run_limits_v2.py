@@ -219,3 +219,35 @@ def test_run_in_the_root_of_a_cgroup_namespace_that_holds_processes(clean_host):
     finally:
         for d in (nsroot / "init", nsroot):
             rmdir_when_empty(d, scale(5))
+
+
+# --- the container sees its own limits (issue 11, item 3) ------------------------------
+
+
+def test_the_container_reads_its_own_limits_and_cannot_raise_them():
+    # As Docker on v2: cgroup2 mounted read-only from the container's own cgroup
+    # namespace, so its cgroup is the root of what it sees
+    script = ("cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; cat /proc/self/cgroup; "
+              "echo max > /sys/fs/cgroup/pids.max; echo pids=$?; "
+              "echo max > /sys/fs/cgroup/memory.max; echo memory=$?; "
+              "grep ' /sys/fs/cgroup ' /proc/self/mountinfo")
+    proc = mc("run", "--rm", "-m", "64m", "--pids-limit", "20", "mini", "sh", "-c", script, timeout=scale(60))
+    out = proc.stdout.splitlines()
+    assert out[:3] == [str(64 << 20), "20", "0::/"], proc.stderr
+    assert out[3:5] == ["pids=1", "memory=1"]
+    assert out[5].split()[5].startswith("ro,") and " - cgroup2 " in out[5]
+    # --cgroupns host: the container's own directory, bound read-only
+    proc = mc("run", "--rm", "--cgroupns", "host", "--pids-limit", "20", "mini", "sh", "-c",
+              "cat /sys/fs/cgroup/pids.max; echo max > /sys/fs/cgroup/pids.max; echo pids=$?", timeout=scale(60))
+    assert proc.stdout.split() == ["20", "pids=1"], proc.stderr
+
+
+def test_fifty_concurrent_limited_runs_all_succeed(mc_home):
+    # issue 11, item 8: each run's cleanup removes the shared minicontainer/
+    # directory when it looks unused, between other runs' create steps; every
+    # create step retries that ENOENT, so none fails with "does not offer ..."
+    procs = [subprocess.Popen([PY, "-m", "minicontainer", "run", "--rm", "-m", "16m", "mini", "true"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(50)]
+    outs = [p.communicate(timeout=scale(300)) for p in procs]
+    failed = [err for p, (_, err) in zip(procs, outs) if p.returncode != 0]
+    assert failed == [], failed[:3]

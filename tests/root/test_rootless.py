@@ -236,6 +236,16 @@ def test_limits_need_root(user):
     assert "need a cgroup" in proc.stderr and "run as root" in proc.stderr
 
 
+def test_dry_run_with_limits_needs_no_root(plain_user):
+    # nothing is created, so nothing needs root: the plan is root's, and says so
+    containers = set(plain_user.data.glob("containers/*"))
+    proc = plain_user.mc("run", "--dry-run", "-m", "64m", "--pids-limit", "20", "mini", "true", check=0)
+    out = proc.stdout + proc.stderr
+    assert "you are not root: this is the plan of a run as root" in out
+    assert "67108864" in out and "pids.max" in out
+    assert set(plain_user.data.glob("containers/*")) == containers  # nothing was made
+
+
 def test_an_unmapped_user_is_a_clear_error(user):
     proc = user.mc("run", "--rm", "-u", "1000", "mini", "id", check=125)
     assert "uid 1000 does not exist in this user namespace" in proc.stderr
@@ -393,3 +403,13 @@ def test_roots_home_kept_by_su(plain_user, roots_stores):
     proc = plain_user.mc("image", "ls", env={"HOME": str(home)})
     _one_line_error(proc, 1, home, "run as root, or as yourself with your own HOME")
     assert "'su -'" in proc.stderr
+
+
+def test_with_the_host_network_sys_is_read_only_with_everything_below(user):
+    # issue 11, item 1: in a user namespace the kernel refuses a fresh sysfs for the
+    # host's network namespace, so the host's /sys is bound; mount_setattr(2)
+    # makes it and every mount below it (the cgroup hierarchies) read-only at once
+    out = sh(user, "awk '$5 ~ /^\\/sys/ && $6 !~ /^ro/ {print $5}' /proc/self/mountinfo; echo end; "
+                   "grep -c ' /sys/fs/cgroup' /proc/self/mountinfo", "--network", "host").stdout.split()
+    assert out[0] == "end", out
+    assert int(out[1]) >= 1  # the host's cgroup mounts came along, read-only

@@ -169,3 +169,44 @@ def test_passwd_symlink_to_a_host_secret_is_not_followed(hostile_rootfs):
     # A numeric user does not need the file at all.
     proc = mc("run", "--rm", "-u", "1000", str(hostile_rootfs), "/bin/sh", "-c", "id -u")
     assert (proc.returncode, proc.stdout.strip()) == (0, "1000"), proc.stderr
+
+
+def test_without_t_the_container_gets_pipes_not_our_terminal():
+    """The caller's terminal is never the container's stdio without -t: what
+    root inside reads from fd 1 is nothing typed on the host (issue: keystrokes)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    from helpers import PY
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [PY, "-m", "minicontainer", "run", "--rm", "mini", "/bin/sh", "-c",
+         "readlink /proc/self/fd/1; echo to-stderr >&2; read -t 2 x <&1; echo read=$?:$x"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    try:
+        time.sleep(0.5)
+        os.write(master, b"typed-secret\n")  # as if typed on the host's terminal
+        deadline = time.monotonic() + 20
+        while b"read=" not in out and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    break
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "pipe:[" in text, text  # fd 1 inside is a pipe, not /dev/pts/N
+    assert "to-stderr" in text
+    assert "typed-secret" not in text.split("read=")[1], text  # nothing typed reached the container

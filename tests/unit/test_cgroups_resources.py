@@ -123,6 +123,7 @@ def test_cpus_005_is_a_5000_us_quota():
         ({"cgroup_parent": "/"}, ["--cgroup-parent"]),
         ({"cgroup_parent": "cgroup.procs"}, ["--cgroup-parent"]),
         ({"cgroup_parent": "a b"}, ["--cgroup-parent"]),
+        ({"cgroup_parent": "lab\n/x"}, ["--cgroup-parent"]),  # fullmatch: a cgroup directory named "lab\n"
     ],
 )
 def test_bad_values_are_refused_with_flag_and_hint(kw, words):

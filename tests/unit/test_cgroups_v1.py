@@ -447,3 +447,17 @@ def test_old_kernels_without_oom_kill_fall_back_to_failcnt(host):
     with open(f"{mem}/memory.failcnt", "w") as f:
         f.write("12")
     assert m.oom_killed()
+
+
+def test_view_names_each_hierarchy_as_the_host_does(tmp_path):
+    # what the plan binds under /sys/fs/cgroup inside (issue 11, item 3); co-mounted
+    # controllers share one directory, named like the host's mount point
+    fake = FakeCgroupFs()
+    mounts = {"memory": fake.add_v1(tmp_path / "cg" / "memory", ("memory",))}
+    both = fake.add_v1(tmp_path / "cg" / "cpu,cpuacct", ("cpu", "cpuacct"))
+    mounts.update(cpu=both, cpuacct=both)
+    m = manager_for("c1", None, host=HostCgroups(mode="v1", v1_mounts=mounts), fs=fake)
+    v = m.view()
+    assert v.version == "v1"
+    assert v.dirs == (("memory", f"{mounts['memory']}/minicontainer/c1", ("memory",)),
+                      ("cpu,cpuacct", f"{both}/minicontainer/c1", ("cpu", "cpuacct")))

@@ -336,3 +336,10 @@ def test_plan_v2_pure_with_a_hand_made_survey():
         ("attach-device-filter", "/cg/minicontainer/x", devices.summary(devices.DEFAULT_RULES)),
         ("join", "/cg/minicontainer/x/cgroup.procs", "<pid>"),
     ]
+
+
+def test_view_is_the_container_cgroup(tmp_path):
+    # what the plan mounts at /sys/fs/cgroup inside (issue 11, item 3)
+    fake, mount = make(tmp_path)
+    v = mgr(fake, mount).view()
+    assert v.version == "v2" and v.dirs == (("", f"{mount}/minicontainer/c1", ()),)

@@ -28,7 +28,16 @@ from minicontainer.security import parse_security, security_steps
 from minicontainer.security.users import ExecUser
 from minicontainer.container.spec import build_spec
 from minicontainer.syscalls.fake import FakeChannels, Recorder
-from minicontainer.syscalls.flags import CLONE_NEWNET, CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
+from minicontainer.syscalls.flags import (
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    MOUNT_ATTR_RDONLY,
+    MS_BIND,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -57,11 +66,17 @@ def run_all(spec, sc=None, **kw):
     return sc
 
 
+def test_network_host_leaves_lo_alone():
+    assert "link_up" not in run_all(build_spec("mini", network="host")).names()
+
+
 def test_calls_in_order():
     sc = run_all(build_spec("mini"))
     calls = [c for c in sc.calls if c[0] not in ("set_pdeathsig", "read")]  # AwaitRelease
     names = [c[0] for c in calls]
     assert names[0] == "unshare" and calls[0][1] & CLONE_NEWNS and calls[0][1] & CLONE_NEWNET
+    assert calls.pop(1) == ("link_up", "lo")  # the new namespace's loopback, up (--network none)
+    names.pop(1)
     assert calls[1] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
     assert ("chdir", "/c/1") in calls
     assert ("mount", "overlay", "/c/1/merged", "overlay", 0, "lowerdir=lower,upperdir=upper,workdir=work") in calls
@@ -106,6 +121,50 @@ def test_read_only_remounts_keep_flags():
     sc = run_all(build_spec("mini", read_only=True))
     remounts = [c for c in sc.calls if c[0] == "mount" and c[4] & MS_REMOUNT]
     assert remounts and all(c[4] & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY for c in remounts)
+
+
+def test_read_only_volumes_are_read_only_with_everything_below(tmp_path):
+    # issue 11, item 1: one mount_setattr(2) with AT_RECURSIVE on the bind, not a remount of its top
+    sc = run_all(build_spec("mini", volumes=[f"{tmp_path}:/host:ro"]))
+    (call,) = [c for c in sc.calls if c[0] == "mount_setattr"]
+    assert call == ("mount_setattr", "/host", MOUNT_ATTR_RDONLY, 0, True)
+    assert not [c for c in sc.calls if c[0] == "mount" and c[2] == "/host" and c[4] & MS_REMOUNT]
+
+
+def _readonly_recursive(submounts):
+    sc = Recorder(fail={"mount_setattr": errno.ENOSYS}, fork_returns=0, submounts=submounts)
+    interp = child(sc)
+    interp.root_fd = 7
+    interp.run([S.ReadonlyRecursive(target="/host", reason="-v ...:ro")])
+    return sc
+
+
+def test_before_linux_5_12_a_tree_without_submounts_is_remounted():
+    sc = _readonly_recursive({})
+    assert [c[0] for c in sc.calls] == ["open_beneath", "mount_setattr", "mount"]
+    assert sc.calls[-1][4] & (MS_BIND | MS_REMOUNT | MS_RDONLY) == MS_BIND | MS_REMOUNT | MS_RDONLY
+
+
+def test_before_linux_5_12_a_tree_with_submounts_is_refused():
+    with pytest.raises(SyscallError) as exc:
+        _readonly_recursive({"/host": ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]})
+    e = exc.value
+    assert e.errno == errno.ENOSYS
+    assert "/host/proc, /host/sys, /host/sys/fs/cgroup, ..." in e.message and "4 mount(s)" in e.message
+    assert "5.12" in e.hint and "drop :ro" in e.hint
+
+
+def test_submounts_are_read_from_the_mount_table():
+    from minicontainer.syscalls.linux import submounts_of
+
+    table = ["20 1 0:1 / / rw - ext4 /dev/vda rw",
+             "30 20 0:2 / /data rw - ext4 /dev/vdb rw",
+             "31 30 0:3 / /data/a\\040b rw - tmpfs tmpfs rw",
+             "32 31 0:4 / /data/a\\040b/c rw - tmpfs tmpfs rw",
+             "33 20 0:5 / /other rw - tmpfs tmpfs rw"]
+    assert submounts_of(30, table) == ["/a b", "/a b/c"]
+    assert submounts_of(20, table) == ["/data", "/other", "/data/a b", "/data/a b/c"]
+    assert submounts_of(33, table) == []
 
 
 def test_chroot_instead_of_pivot():
@@ -256,15 +315,30 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["set_pdeathsig", "read"]
     if t == "Unshare":
         return ["unshare"]
+    if t == "LoopbackUp":
+        return ["link_up"]
+    if t == "LeaseAddress":
+        return []  # files under the network store's lock (network/store.py), no system call of the setup
+    if t == "EnsureBridge":
+        return ["net_bridge"]
+    if t == "CreateNetns":
+        return ["new_netns"]
+    if t == "AddVeth":
+        return ["net_veth"]
+    if t == "ConfigureEth":
+        return ["net_configure"]
+    if t == "JoinNamespace":
+        return ["setns"]
     if t == "MakeMountsPrivate":
         return ["mount"]
     if t == "MountRootfs":
-        return (["chdir", "mount"] if step.mode == "overlay" else ["mount"] + ([] if step.writable else ["mount"])) \
-            + ["open_dir"]
+        return (["chdir", "mount"] if step.mode == "overlay" else ["mount"]) + ["open_dir"]
     if t == "Mount":
         return (["open_path"] if step.host_source and step.flags & MS_BIND else []) + ["open_beneath", "mount"]
     if t == "RemountReadonly":
         return (["open_beneath"] if step.target else []) + ["mount"]
+    if t == "ReadonlyRecursive":
+        return (["open_beneath"] if step.target else []) + ["mount_setattr"]
     if t == "MakeDevice":
         return ["open_beneath", "mknod", "chmod"]
     if t == "Symlink":
@@ -323,13 +397,27 @@ class RecordingCgroup:
         self.manager.execute(write, pid=pid)
 
 
-def _plan(tmp_path, spec, *, rootless=False, limits=None):
+def _attachment(tmp_path):
+    from minicontainer.network.store import NetworkStore
+
+    store = NetworkStore(tmp_path / "networks")
+    net = store.define("app", subnet="10.89.0.0/24")
+    return store, P.NetworkAttachment(network=net, container="c1", name="web", veth="vethc1", peer="mcpeerc1",
+                                      hosts=str(tmp_path / "hosts"))
+
+
+def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None):
     cgroup = None
     cgroup_steps = []
     if limits is not None:
         fake = FakeCgroupFs()
-        mount = fake.add_v2(tmp_path / "cg", ("cpuset", "cpu", "io", "memory", "pids"))
-        host = HostCgroups(mode="v2", v2_mount=mount, v2_controllers=frozenset(("cpuset", "cpu", "io", "memory", "pids")))
+        if v1:
+            mounts = {c: fake.add_v1(tmp_path / "cg" / c, (c,)) for c in ("freezer", "memory", "cpu", "pids", "devices")}
+            host = HostCgroups(mode="v1", v1_mounts=mounts)
+        else:
+            mount = fake.add_v2(tmp_path / "cg", ("cpuset", "cpu", "io", "memory", "pids"))
+            host = HostCgroups(mode="v2", v2_mount=mount,
+                               v2_controllers=frozenset(("cpuset", "cpu", "io", "memory", "pids")))
         cgroup = manager_for("c1", parse_resources(**limits, cpus_available={0, 1}, mems_available={0}), host=host,
                              fs=fake)
         cgroup_steps = [S.CgroupStep(write=w) for w in cgroup.steps()]
@@ -339,12 +427,13 @@ def _plan(tmp_path, spec, *, rootless=False, limits=None):
                                    gids=(userns.IdRange(0, 1000, 1),))
         userns_steps = [S.UserNamespace(mapping=mapping)]
     security = security_steps(spec.security, last_cap=40, bounding=ALL_CAPS)
-    plan = P.build_plan(spec, hostname="box", rootfs=ROOTFS, cgroup_steps=cgroup_steps, security=security,
-                        userns_steps=userns_steps, rootless=rootless)
+    plan = P.build_plan(spec, hostname="box", rootfs=rootfs, cgroup_steps=cgroup_steps,
+                        cgroup_view=cgroup.view() if cgroup is not None else None, security=security,
+                        userns_steps=userns_steps, rootless=rootless, network=network)
     return plan, cgroup
 
 
-def _side(plan, cgroup, fork_returns, monkeypatch):
+def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
     """Run the whole plan as one side of the fork; (explained steps, calls grouped by step)."""
     forks = [s for s in plan.steps if isinstance(s, (S.UserNamespace, S.Fork))]
     # The user namespace's map helper is a fork of its own: we stay the runtime there.
@@ -352,7 +441,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch):
     explained: list[tuple[int, object, int]] = []
     interp = Interpreter(sc, channels=FakeChannels(sc),
                          cgroup=RecordingCgroup(cgroup, sc) if cgroup is not None else None,
-                         explain=lambda i, step: explained.append((i, step, len(sc.calls))))
+                         explain=lambda i, step: explained.append((i, step, len(sc.calls))), networks=networks)
     monkeypatch.setattr("minicontainer.container.interpreter.user_for_exec",
                         lambda root_fd, user, group_add: (ExecUser(0, 0, (), "/root"), True))
     try:
@@ -364,27 +453,36 @@ def _side(plan, cgroup, fork_returns, monkeypatch):
     return interp, explained, groups, sc.calls[:bounds[0]]
 
 
-@pytest.mark.parametrize("case", ["default", "limits", "rootless", "privileged", "device"])
+@pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
+                                  "read-only", "bridge", "device"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
         "default": build_spec("mini", ["/bin/true"]),
+        "bridge": build_spec("mini", ["/bin/true"], network="app"),
         "limits": build_spec("mini", ["/bin/true"]),
+        "limits-v1": build_spec("mini", ["/bin/true"]),
         "rootless": build_spec("mini", ["/bin/true"]),
+        "rootless-host-net": build_spec("mini", ["/bin/true"], network="host"),
         "privileged": build_spec("mini", ["/bin/true"], security=parse_security(privileged=True)),
         "device": build_spec("mini", ["/bin/true"], devices=[loop]),
+        "read-only": build_spec("mini", ["/bin/true"], read_only=True, volumes=[f"{tmp_path}:/data:ro"],
+                                tmpfs=["/run:rw,noexec,nosuid,size=65536k"]),
     }[case]
-    limits = {"memory": "32m", "pids_limit": 16} if case == "limits" else {"devices": [loop]} if case == "device" \
-        else None
-    plan, cgroup = _plan(tmp_path, spec, rootless=(case == "rootless"), limits=limits)
+    limits = {"memory": "32m", "pids_limit": 16} if case.startswith("limits") else \
+        {"devices": [loop]} if case == "device" else None
+    rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else ROOTFS
+    networks, network = _attachment(tmp_path) if case == "bridge" else (None, None)
+    plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
+                         rootfs=rootfs, network=network)
     printed = plan.render()
     for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
-        interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch)
+        interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch, networks)
         assert before_any == []  # nothing happens before the first explained step
         mine = [(i, s) for i, s in enumerate(plan.steps, 1) if s.phase in phases]
         assert [(i, s) for i, s, _ in explained] == mine  # each of this side's steps, once, in order
         replay = Interpreter(Recorder(fork_returns=fork_returns), channels=None)
-        replay._in_userns = case == "rootless"
+        replay._in_userns = case.startswith("rootless")
         for (i, step, _), got in zip(explained, groups):
             replay.in_child = fork_returns == 0 and step.phase != S.BEFORE_FORK or (
                 fork_returns == 0 and isinstance(step, S.Fork))
@@ -394,16 +492,45 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         files = {w.file.rsplit("/", 1)[-1]: w for w in cgroup.steps() if w.action == "write"}
         assert "memory.max" in files and "pids.max" in files
         assert cgroup.fs.read(files["pids.max"].file).strip() == "16"
+        assert "mount -t cgroup2 cgroup2 $ROOTFS/sys/fs/cgroup -o ro,nosuid,nodev,noexec" in printed
+    if case == "limits-v1":
+        assert f"mount --bind {tmp_path}/cg/memory/minicontainer/c1 $ROOTFS/sys/fs/cgroup/memory" in printed
+    if case in ("read-only", "rootless-host-net"):
+        assert "and every mount below it read-only" in printed
     if case in ("limits", "device"):
         attach = [w for w in cgroup.steps() if w.action == "attach-device-filter"]
         assert len(attach) == 1 and attach[0].describe() in printed
         assert cgroup.fs.device_filters == {cgroup.path: [attach[0].program]}  # attached, on the fake
+    if case == "limits-v1":
+        assert "devices.deny" in printed and "echo 'c 1:3 rwm' > " in printed
     if case == "device":
         assert "create the block device /dev/disk0 (7:0)" in printed and attach[0].value.endswith("b 7:0 r")
     if case == "privileged":
         assert "no seccomp filter (--privileged)" in printed and "mask " not in printed
     if case == "rootless":
         assert plan.steps[0].__class__ is S.UserNamespace
+    if case == "bridge":
+        # the namespace is made and configured before the PID namespace (no thread can start after it)
+        kinds = [type(s).__name__ for s in plan.steps]
+        assert kinds[:6] == ["LeaseAddress", "EnsureBridge", "CreateNetns", "AddVeth", "ConfigureEth", "UnsharePid"]
+        assert kinds.index("JoinNamespace") < kinds.index("Unshare")
+        assert "net" not in next(s for s in plan.steps if isinstance(s, S.Unshare)).namespaces
+        assert "ip link add vethc1 type veth peer name mcpeerc1" in printed
+        assert "10.89.0.3\tweb" in (tmp_path / "hosts").read_text()  # the second side's lease, in its own hosts
+
+
+def test_bridge_steps_use_the_leased_address_and_close_the_namespace_in_the_runtime(tmp_path):
+    networks, network = _attachment(tmp_path)
+    plan, _ = _plan(tmp_path, build_spec("mini", ["/bin/true"], network="app"), network=network)
+    sc = Recorder(fork_returns=4242)
+    interp = Interpreter(sc, channels=FakeChannels(sc), networks=networks)
+    interp.run(plan.phase(S.BEFORE_FORK))
+    veth = next(c for c in sc.calls if c[0] == "net_veth")
+    assert veth[1:4] == ("vethc1", "mcpeerc1", network.network.bridge)
+    assert next(c for c in sc.calls if c[0] == "net_configure")[1:] == (veth[4], "mcpeerc1", "eth0", "10.89.0.2", 24,
+                                                                         "10.89.0.1")
+    assert "net" not in interp.ns_fds  # the runtime's fd is closed once the child has its own
+    assert [lease.ip for lease in networks.leases("app")] == ["10.89.0.2"]
 
 
 # -- exec ------------------------------------------------------------------------------

@@ -302,3 +302,28 @@ def test_ensure_uses_an_image_built_meanwhile(mc_dirs, monkeypatch):
     monkeypatch.setattr(mini, "build_mini", racing_build)
     image = mini.ensure_mini(store)
     assert image.id == store.get("mini").id
+
+
+# -- the host's bash beside busybox ---------------------------------------------------------
+
+HOST_BASH = mini.find_host_tool("bash")
+
+
+@needs_busybox
+@pytest.mark.skipif(HOST_BASH is None, reason="this host has no bash to copy into mini")
+def test_busybox_mini_gets_the_hosts_bash_with_its_libraries(tmp_path):
+    plan = mini.plan_mini()
+    assert plan.kind == "busybox" and plan.tools == (HOST_BASH,) and plan.interp and plan.libraries
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    mini.write_mini(rootfs, plan)
+    bash = rootfs / "bin" / "bash"
+    assert bash.is_file() and not bash.is_symlink()  # a real /bin stays a directory: busybox's applets live there
+    assert filecmp.cmp(bash, os.path.realpath(HOST_BASH), shallow=False)
+    for host_path in (plan.interp, *plan.libraries):
+        assert filecmp.cmp(_in_image(rootfs, host_path), os.path.realpath(host_path), shallow=False), host_path
+    assert os.readlink(rootfs / "bin" / "sh") == "busybox"  # sh stays busybox's ash
+
+
+def test_no_host_bash_means_busybox_alone(tmp_path):
+    assert mini.plan_host_bash(tool_dirs=(str(tmp_path),)).tools == ()

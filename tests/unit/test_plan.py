@@ -8,7 +8,7 @@ from minicontainer.cgroups.devices import Device
 from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.container.spec import build_spec
-from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
+from minicontainer.syscalls.flags import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
 pytestmark = pytest.mark.unit
 
@@ -22,8 +22,8 @@ def kinds(plan):
 def test_order_of_a_default_run():
     plan = P.build_plan(build_spec("mini", ["echo", "hi"]), hostname="box", rootfs=ROOTFS)
     k = kinds(plan)
-    assert k[:8] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "AwaitRelease", "Unshare", "MakeMountsPrivate",
-                     "MountRootfs"]
+    assert k[:9] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "AwaitRelease", "Unshare", "LoopbackUp",
+                     "MakeMountsPrivate", "MountRootfs"]
     assert k[-5:] == ["NewSession", "PivotRoot", "SetWorkdir", "ResetSignals", "Exec"]
     # proc before sys, /dev before its devices, devices before pivot_root
     order = [getattr(s, "target", None) for s in plan.steps if isinstance(s, P.Mount)]
@@ -46,9 +46,23 @@ def test_namespaces_follow_the_spec():
     unshare = next(s for s in plan.steps if isinstance(s, P.Unshare))
     assert unshare.namespaces == ("mnt", "uts", "ipc", "cgroup")
     assert "--net" not in unshare.shell()
-    # with the host network, sysfs is bound from the host and made read-only
+
+
+
+def test_sysfs_with_the_host_network():
+    # As root, a fresh sysfs even with --network host: binding the host's
+    # would bring its cgroup hierarchies along, writable (issue 11, item 1).
+    plan = P.build_plan(build_spec("mini", network="host"), hostname="h", rootfs=ROOTFS)
     sys_mount = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/sys")
-    assert sys_mount.host_source and any(isinstance(s, P.RemountReadonly) and s.target == "/sys" for s in plan.steps)
+    assert sys_mount.fstype == "sysfs" and not sys_mount.host_source and sys_mount.flags & MS_RDONLY
+    # In a user namespace the kernel refuses a fresh one (the host's network
+    # namespace is not ours): the host's is bound, then made read-only whole.
+    plan = P.build_plan(build_spec("mini", network="host"), hostname="h", rootfs=ROOTFS, rootless=True)
+    sys_mount = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/sys")
+    assert sys_mount.host_source and sys_mount.flags & MS_BIND | MS_REC == MS_BIND | MS_REC
+    after = plan.steps[plan.steps.index(sys_mount) + 1]
+    assert isinstance(after, S.ReadonlyRecursive) and after.target == "/sys"
+    assert "RemountReadonly" not in kinds(plan)
 
 
 def test_uts_host_sets_no_hostname():
@@ -89,9 +103,92 @@ def test_volumes_and_tmpfs_become_mounts(tmp_path):
     plan = P.build_plan(spec, hostname="h", rootfs=ROOTFS)
     vol = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/data")
     assert vol.host_source and vol.source == str(tmp_path)
-    assert any(isinstance(s, P.RemountReadonly) and s.target == "/data" for s in plan.steps)
+    # :ro covers what is mounted below the source too (issue 11, item 1)
+    after = plan.steps[plan.steps.index(vol) + 1]
+    assert isinstance(after, S.ReadonlyRecursive) and after.target == "/data"
+    assert "findmnt -Rlno TARGET $ROOTFS/data" in after.shell() and "AT_RECURSIVE" in after.why()
     cache = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/cache")
     assert cache.fstype == "tmpfs" and cache.data == "size=1m"
+
+
+def test_tmpfs_mount_flags_are_split_from_tmpfs_data():
+    # Docker's common form: noexec and nosuid are mount(2) flags, size is tmpfs data (issue 11, item 5)
+    plan = P.build_plan(build_spec("mini", tmpfs=["/run:rw,noexec,nosuid,size=65536k", "/x:exec,dev,ro"]),
+                        hostname="h", rootfs=ROOTFS)
+    run = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/run")
+    assert run.data == "size=65536k" and run.flags == MS_NOEXEC | MS_NOSUID | MS_NODEV
+    assert run.shell() == "mount -t tmpfs tmpfs $ROOTFS/run -o nosuid,nodev,noexec,size=65536k"
+    x = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/x")
+    assert x.flags == MS_RDONLY | MS_NOSUID and x.data == "mode=1777"
+
+
+def test_read_only_bind_storage_is_read_only_with_what_is_below():
+    # --read-only straight on an image directory (copy storage, no layer
+    # needed): the directory is bound with its submounts, all made read-only
+    layout = P.RootfsLayout(lower="/images/x/rootfs", layer="/c/123", mode="bind", writable=False)
+    plan = P.build_plan(build_spec("mini", read_only=True), hostname="h", rootfs=layout)
+    k = kinds(plan)
+    assert k[k.index("MountRootfs") + 1] == "ReadonlyRecursive"
+    assert plan.steps[k.index("MountRootfs") + 1].target == ""
+    root = plan.steps[k.index("MountRootfs")]
+    assert root.shell() == "mount --rbind /images/x/rootfs /c/123/merged"
+    assert "RemountReadonly" not in k  # nothing left to do for --read-only later
+
+
+def _view(version):
+    from minicontainer.cgroups.base import CgroupView
+
+    if version == "v2":
+        return CgroupView("v2", (("", "/sys/fs/cgroup/minicontainer/c1", ()),))
+    return CgroupView("v1", (("memory", "/sys/fs/cgroup/memory/minicontainer/c1", ("memory",)),
+                             ("cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/minicontainer/c1", ("cpu", "cpuacct"))))
+
+
+def _cgroup_part(plan):
+    steps = plan.steps
+    start = next(i for i, s in enumerate(steps) if isinstance(s, P.Mount) and s.target == "/sys") + 1
+    end = next(i for i, s in enumerate(steps) if isinstance(s, P.Mount) and s.target == "/tmp")
+    return steps[start:end]
+
+
+def test_v2_cgroup_namespace_gets_cgroup2_read_only():
+    # issue 11, item 3: the container sees its own limits at /sys/fs/cgroup
+    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS, cgroup_view=_view("v2"))
+    (m,) = _cgroup_part(plan)
+    assert (m.target, m.fstype, m.create) == ("/sys/fs/cgroup", "cgroup2", "no")
+    assert m.flags == MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    assert m.shell() == "mount -t cgroup2 cgroup2 $ROOTFS/sys/fs/cgroup -o ro,nosuid,nodev,noexec"
+    # --cgroupns host: a fresh cgroup2 would be the host's whole tree; the container's own directory is bound
+    plan = P.build_plan(build_spec("mini", cgroupns="host"), hostname="h", rootfs=ROOTFS, cgroup_view=_view("v2"))
+    bind, ro = _cgroup_part(plan)
+    assert bind.host_source and bind.source == "/sys/fs/cgroup/minicontainer/c1" and bind.flags == MS_BIND
+    assert isinstance(ro, S.RemountReadonly) and ro.target == "/sys/fs/cgroup"
+
+
+def test_v1_cgroups_are_bound_read_only_on_a_tmpfs():
+    plan = P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS, cgroup_view=_view("v1"))
+    part = _cgroup_part(plan)
+    assert [type(s).__name__ for s in part] == ["Mount", "Mount", "RemountReadonly", "Mount", "RemountReadonly",
+                                                "Symlink", "Symlink", "RemountReadonly"]
+    assert part[0].fstype == "tmpfs" and part[0].target == "/sys/fs/cgroup"
+    assert part[1].source == "/sys/fs/cgroup/memory/minicontainer/c1" and part[1].target == "/sys/fs/cgroup/memory"
+    assert part[1].host_source and part[1].create == "dir"
+    assert part[2].flags == MS_NOSUID | MS_NODEV | MS_NOEXEC and part[2].target == "/sys/fs/cgroup/memory"
+    assert [(s.path, s.target) for s in part[5:7]] == [("/sys/fs/cgroup/cpu", "cpu,cpuacct"),
+                                                       ("/sys/fs/cgroup/cpuacct", "cpu,cpuacct")]
+    assert part[-1].target == "/sys/fs/cgroup"
+    assert "mount -o remount,bind,ro,nosuid,nodev,noexec $ROOTFS/sys/fs/cgroup/memory" in plan.render()
+
+
+def test_cgroup_mounts_stay_writable_only_with_privileged_and_are_absent_without_a_cgroup():
+    from minicontainer.security import parse_security
+
+    spec = build_spec("mini", security=parse_security(privileged=True))
+    (m,) = _cgroup_part(P.build_plan(spec, hostname="h", rootfs=ROOTFS, cgroup_view=_view("v2")))
+    assert not m.flags & MS_RDONLY
+    assert not any(isinstance(s, S.RemountReadonly)
+                   for s in _cgroup_part(P.build_plan(spec, hostname="h", rootfs=ROOTFS, cgroup_view=_view("v1"))))
+    assert _cgroup_part(P.build_plan(build_spec("mini"), hostname="h", rootfs=ROOTFS)) == []
 
 
 def test_render_has_what_why_and_shell_for_every_step():
@@ -129,6 +226,25 @@ def test_legend_shortens_long_values():
     assert text.splitlines()[0] == "ID=" + "a" * 64
     assert "a" * 64 not in "\n".join(text.splitlines()[1:])
     assert "cd /c/$ID && mount -t overlay" in text
+
+
+def test_init_is_bound_read_only_and_runs_the_command(monkeypatch):
+    plan = P.build_plan(build_spec("mini", ["sleep", "1"], init=True), hostname="h", rootfs=ROOTFS,
+                        init="/usr/bin/tini-static")
+    mounts = [s for s in plan.steps if isinstance(s, P.Mount) and s.target == P.INIT_PATH]
+    assert mounts and mounts[0].source == "/usr/bin/tini-static" and mounts[0].create == "file"
+    assert any(isinstance(s, P.RemountReadonly) and s.target == P.INIT_PATH for s in plan.steps)
+    assert plan.steps[-1].argv == (P.INIT_PATH, "--", "sleep", "1")
+
+
+def test_init_without_tini_is_a_clear_refusal(monkeypatch):
+    from minicontainer.container import hostcheck
+    from minicontainer.errors import MiniError
+
+    monkeypatch.setattr(hostcheck, "INIT_CANDIDATES", ("/nonexistent/tini",))
+    with pytest.raises(MiniError) as e:
+        hostcheck.find_init()
+    assert "--init needs tini" in e.value.message and "apt-get install tini" in e.value.hint
 
 
 # -- --device: a node inside (its rule is the device cgroup's, cgroups/devices.py) ---------------

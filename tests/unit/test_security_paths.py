@@ -27,8 +27,10 @@ def test_default_ops_cover_runc_defaults():
         assert by_path[p].kind == "mask_file"
     for p in ("/proc/acpi", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"):
         assert by_path[p].kind == "mask_dir"
-    for p in ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup"):
+    for p in ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"):
         assert by_path[p].kind == "readonly"
+    # /sys/fs/cgroup is the plan's: the container's own cgroup, mounted read-only there (plan.cgroup_mounts)
+    assert "/sys/fs/cgroup" not in by_path
     assert all(op.why and op.path.startswith("/") for op in ops)
     # Masks come before the read-only remounts.
     kinds = [op.kind for op in ops]

@@ -8,6 +8,7 @@ import pytest
 
 from minicontainer.errors import UsageError
 from minicontainer.container.spec import ALL_NAMESPACES, build_spec, parse_env, parse_tmpfs, parse_volume, validate_name
+from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +30,7 @@ def test_spec_is_frozen_and_has_docker_defaults():
     spec = build_spec("mini")
     assert spec.argv() == ("/bin/sh",)
     assert spec.namespaces == frozenset(ALL_NAMESPACES)
-    assert spec.workdir == "/"
+    assert spec.cwd() == "/"
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "x"  # type: ignore[misc]
 
@@ -95,9 +96,24 @@ def test_tmpfs():
         parse_tmpfs("cache")
 
 
+def test_tmpfs_mount_flags_and_tmpfs_data_are_split():
+    # issue 11, item 5: Docker's --tmpfs /run:rw,noexec,nosuid,size=65536k; "noexec" given to tmpfs as data is EINVAL
+    t = parse_tmpfs("/run:rw,noexec,nosuid,size=65536k")
+    assert t.data == "size=65536k"
+    assert t.flags == MS_NOEXEC | MS_NOSUID | MS_NODEV  # nosuid,nodev by default
+    assert parse_tmpfs("/x").flags == MS_NOSUID | MS_NODEV and parse_tmpfs("/x").data == ""
+    t = parse_tmpfs("/x:ro,exec,suid,dev,mode=700,uid=1,gid=2,nr_inodes=10")
+    assert t.flags == MS_RDONLY and t.data == "mode=700,uid=1,gid=2,nr_inodes=10"
+    for bad in ("/x:noexec=1", "/x:size", "/x:size=", "/x:remount", "/x:bind"):
+        with pytest.raises(UsageError, match="unsupported tmpfs option"):
+            parse_tmpfs(bad)
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"workdir": "tmp"}, {"hostname": "a b"}, {"hostname": "x" * 70}, {"name": ".."}],
+    [{"workdir": "tmp"}, {"hostname": "a b"}, {"hostname": "x" * 70}, {"name": ".."},
+     # issue 11, item 6: a final newline must not slip past a '$' anchor into sethostname(2) or the environment
+     {"hostname": "box\n"}, {"name": "x\n"}, {"env": ["KEY\n=v"]}, {"env": ["KEY\n"]}],
 )
 def test_other_bad_input(kwargs):
     with pytest.raises(UsageError):
@@ -109,3 +125,17 @@ def test_empty_command_and_image():
         build_spec("mini", [""])
     with pytest.raises(UsageError):
         build_spec("")
+
+
+def test_restart_policies():
+    from minicontainer.container.spec import parse_restart, should_restart
+
+    assert parse_restart("no") == ("no", 0) and parse_restart("on-failure:3") == ("on-failure", 3)
+    assert parse_restart("unless-stopped") == ("unless-stopped", 0)
+    for bad in ("sometimes", "always:2", "on-failure:0", "on-failure:x"):
+        with pytest.raises(UsageError):
+            parse_restart(bad)
+    assert should_restart("on-failure", 3, 1, 2, False) and not should_restart("on-failure", 3, 1, 3, False)
+    assert not should_restart("on-failure", 0, 0, 0, False)  # success ends it
+    assert should_restart("always", 0, 0, 10, False) and not should_restart("always", 0, 1, 0, True)
+    assert not should_restart("no", 0, 1, 0, False)

@@ -24,6 +24,7 @@ same code against a temp dir.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from minicontainer.errors import CgroupError, SyscallError
 from minicontainer.names import check_name
 
 DEFAULT_PARENT = "minicontainer"
+# How an exit report says the OOM killer struck (inspect's .State.OOMKilled looks for it).
+OOM_KILLED = "killed by the OOM killer"
 
 
 def check_id(container_id: str) -> str:
@@ -120,6 +123,21 @@ class CgroupWrite:
         return f"echo '{self.value}' > {self.file}"
 
 
+@dataclass(frozen=True)
+class CgroupView:
+    """Where the container's own cgroup is, for what it sees at /sys/fs/cgroup.
+
+    ``version`` "v2": ``dirs`` holds one entry, the container's cgroup
+    directory. "v1": one entry per hierarchy it joined: the directory name
+    under /sys/fs/cgroup (the host's, e.g. ``memory`` or ``cpu,cpuacct``),
+    the container's cgroup directory in that hierarchy, and the controllers
+    it carries (co-mounted ones get a symlink each, as on the host).
+    """
+
+    version: str
+    dirs: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
 def required_controllers(r: Resources, *, io: str = "io") -> dict[str, str]:
     """controller -> the flag that needs it. The block I/O controller is
     called ``io`` on v2 and ``blkio`` on v1; the others share their names."""
@@ -155,7 +173,7 @@ def format_exit_report(*, oom_kills: int, memory_limit: int | None, memory_peak:
             details.append(f"memory limit {units.format_size(memory_limit)}")
         if memory_peak is not None:
             details.append(f"peak {units.format_size(memory_peak)}")
-        parts.append("killed by the OOM killer" + (": " + ", ".join(details) if details else ""))
+        parts.append(OOM_KILLED + (": " + ", ".join(details) if details else ""))
     if pids_max_hits > 0:
         limit = f"pids limit {pids_limit} reached" if pids_limit is not None else "pids limit reached"
         parts.append(f"forks failed: {limit}")
@@ -193,6 +211,10 @@ class CgroupManager(ABC):
     def exists(self) -> bool:
         return any(self.fs.is_dir(p) for p in self.leaves())
 
+    @abstractmethod
+    def view(self) -> CgroupView:
+        """The container's cgroup directories, for its /sys/fs/cgroup (the plan mounts them)."""
+
     # -- the steps, and carrying them out -----------------------------------------
     @abstractmethod
     def plan(self, resources: Resources | None = None) -> list[CgroupWrite]:
@@ -210,28 +232,38 @@ class CgroupManager(ABC):
         )
         return [check] + self.plan()
 
+    CREATE_ATTEMPTS = 4
+
     def execute(self, s: CgroupWrite, pid: int | None = None) -> None:
-        """Carry out one step. A mkdir whose parent vanished meanwhile
-        (another container's destroy() removed the shared "minicontainer"
-        directory between our mkdirs) re-plans the create steps and redoes
-        them: a parent that existed when we planned may be gone now."""
+        """Carry out one step.
+
+        Any ENOENT in the create stage may be another container's cleanup:
+        its destroy() removes the shared "minicontainer" directory when it
+        looks unused, which can fall between any two of our create steps (a
+        mkdir below it, a subtree_control or cpuset write into it), and the
+        directory may even be back, made by a third container, by the time
+        we look. So the create steps are re-planned (a parent that existed
+        when we planned may be gone now) and redone, a few times; only an
+        ENOENT that stays is reported, as what it then is (a missing
+        controller file, or a parent that keeps disappearing)."""
         if s.action == "check":
             self._refuse_or_clear_existing()
             return
-        try:
+        if s.stage != "create":
             self._run(s, pid=pid)
-        except _ParentVanished:
-            for attempt in range(3):
-                try:
+            return
+        last: _Vanished | None = None
+        for attempt in range(self.CREATE_ATTEMPTS):
+            try:
+                if attempt:
                     for again in self.plan():
                         if again.stage == "create":
                             self._run(again)
-                    self._run(s, pid=pid)
-                    return
-                except _ParentVanished:
-                    continue
-            raise CgroupError(f"could not create {self.path}: its parent kept disappearing",
-                              "another minicontainer may be cleaning up at the same time; retry") from None
+                self._run(s, pid=pid)
+                return
+            except _Vanished as e:
+                last = e
+        raise last.error() from None
 
     def create(self) -> None:
         """The check and create steps alone (``minicontainer update`` and tests)."""
@@ -247,6 +279,51 @@ class CgroupManager(ABC):
             if s.stage == "limit":
                 self.execute(s)
 
+    def update(self, resources: Resources) -> list[CgroupWrite]:
+        """``minicontainer update``: change the limits of the live cgroup from
+        ``self.resources`` (what the container was made with) to ``resources``.
+
+        The limit steps of a plan for the new values, less those the old plan
+        already wrote with the same value, in the order :meth:`update_order`
+        gives. Each file's content is read before it is written; if the kernel
+        refuses a write, the files written before it get their old content
+        back and the refusal is raised, explained. Returns the steps written.
+        """
+        before = {(s.file, s.value) for s in self.plan(self.resources) if s.stage == "limit"}
+        writes = self.update_order([s for s in self.plan(resources)
+                                    if s.stage == "limit" and (s.file, s.value) not in before])
+        undo: list[tuple[str, str]] = []
+        for s in writes:
+            try:
+                old = self.fs.read(s.file).strip() if self.fs.exists(s.file) else None
+                self.execute(s)
+            except SyscallError as e:
+                for path, value in reversed(undo):
+                    try:
+                        self.fs.write(path, value)
+                    except SyscallError:
+                        pass  # best effort: the refusal below is what the user must read
+                raise self._update_refused(s, e) from None
+            if old is not None:
+                undo.append((s.file, old))
+        self.resources = resources
+        return writes
+
+    def update_order(self, writes: list[CgroupWrite]) -> list[CgroupWrite]:
+        """Hook: the order in which :meth:`update` writes (v1 reorders memory)."""
+        return writes
+
+    def _update_refused(self, s: CgroupWrite, e: SyscallError) -> CgroupError:
+        name = s.file.rsplit("/", 1)[-1]
+        hint = e.hint
+        if e.errno == errno.EBUSY and name.startswith("memory."):
+            used = self.stats().get("memory_current")
+            now = f"it uses {units.format_size(used)}" if used is not None else "it uses more"
+            hint = (f"{now} and the kernel could not reclaim enough to fit (anonymous memory cannot go "
+                    f"anywhere without swap); choose a limit above its usage (see minicontainer stats)")
+        return CgroupError(f"{s.flag or name}: the kernel refused {name} = {s.value}: {os.strerror(e.errno)}; "
+                           "nothing was changed", hint)
+
     def add_process(self, pid: int) -> None:
         """Move ``pid`` (and its threads) into the container's cgroup(s)."""
         for s in self.plan():
@@ -261,7 +338,7 @@ class CgroupManager(ABC):
             except FileExistsError:
                 pass
             except FileNotFoundError:
-                raise _ParentVanished() from None
+                raise _Vanished(lambda: self._vanished_error(s.file.rsplit("/", 1)[0])) from None
             except OSError as e:
                 raise SyscallError("creating the cgroup", e.errno or errno.EIO, s.file,
                                    _mkdir_hint(e.errno)) from None
@@ -274,6 +351,8 @@ class CgroupManager(ABC):
                 try:
                     fs.write(s.file, str(p))
                 except SyscallError as e:
+                    if e.errno == errno.ENOENT and s.stage == "create":
+                        raise _Vanished(lambda err=e: err) from None
                     if e.errno != errno.ESRCH:  # gone meanwhile: nothing to move
                         raise
             return
@@ -284,19 +363,36 @@ class CgroupManager(ABC):
                     return  # already set (e.g. a shared parent another container set up)
             except SyscallError:
                 pass
-            value = fs.read(s.source).strip()
+            try:
+                value = fs.read(s.source).strip()
+            except SyscallError as e:
+                if e.errno == errno.ENOENT and s.stage == "create":
+                    raise _Vanished(lambda: self._vanished_error(s.source.rsplit("/", 1)[0])) from None
+                raise
         if s.optional and not fs.exists(s.file):
             return
         try:
             fs.write(s.file, value)
         except SyscallError as e:
+            if e.errno == errno.ENOENT and s.stage == "create":
+                # Most likely a shared parent we just made (or wrote into) was
+                # removed by another container's cleanup (and perhaps made
+                # again since by a third); retried by execute().
+                raise _Vanished(lambda err=e: err if fs.exists(s.file) else self._missing_or_vanished(s)) from None
             if e.errno == errno.ENOENT and not fs.exists(s.file):
-                if s.stage == "create" and not fs.is_dir(s.file.rsplit("/", 1)[0]):
-                    # A shared parent we just made was removed by another
-                    # container's cleanup before we wrote into it.
-                    raise _ParentVanished() from None
                 raise self._missing_file_error(s) from None
             raise
+
+    def _missing_or_vanished(self, s: CgroupWrite) -> CgroupError:
+        """What an ENOENT that stayed through every retry means."""
+        parent = s.file.rsplit("/", 1)[0]
+        if self.fs.is_dir(parent):
+            return self._missing_file_error(s)
+        return self._vanished_error(parent)
+
+    def _vanished_error(self, path: str) -> CgroupError:
+        return CgroupError(f"could not create {self.path}: {path} kept disappearing",
+                           "another minicontainer may be cleaning up at the same time; retry")
 
     def _missing_file_error(self, s: CgroupWrite) -> CgroupError:
         name = s.file.rsplit("/", 1)[-1]
@@ -347,6 +443,11 @@ class CgroupManager(ABC):
         """Did the OOM killer kill a process of this cgroup? Read before destroy()."""
         return self._oom_kills() > 0
 
+    def limit_events(self) -> dict[str, int]:
+        """How often a limit acted so far: ``oom_kills`` (processes the OOM
+        killer took) and ``pids_max_hits`` (forks refused at pids.max)."""
+        return {"oom_kills": self._oom_kills(), "pids_max_hits": self._pids_max_hits()}
+
     def exit_report(self) -> str | None:
         """A line explaining a limit-caused death, or None. Read before destroy()."""
         st = self.stats()
@@ -385,6 +486,12 @@ class CgroupManager(ABC):
                     "a process in uninterruptible sleep (state D in ps) dies when its I/O ends; "
                     "retry the cleanup later",
                 )
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup and its sub-cgroups once, without
+        waiting (``rm -f``; the container's runtime cleans up after it)."""
+        if self.exists():
+            self._kill_everything_once()
 
     def _signal_all(self, pids: list[int]) -> None:
         for p in pids:
@@ -465,8 +572,13 @@ class CgroupManager(ABC):
                     self._rmdir_until(d, deadline)
 
 
-class _ParentVanished(Exception):
-    pass
+class _Vanished(Exception):
+    """An ENOENT in the create stage, retried by execute(); ``error()`` is
+    what to report if it stays."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
 
 
 def _mkdir_hint(err: int | None) -> str | None:

@@ -125,7 +125,7 @@ def host_mems() -> frozenset[int]:
     return read_online("/sys/devices/system/node/online", default=frozenset({0}))
 
 
-_PARENT_PART = re.compile(r"^[A-Za-z0-9_@][A-Za-z0-9_.@:-]{0,254}$")
+_PARENT_PART = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@:-]{0,254}")  # fullmatch: '$' matches before a final newline
 
 
 def _parse_cgroup_parent(text: str) -> str:
@@ -136,7 +136,7 @@ def _parse_cgroup_parent(text: str) -> str:
         raise UsageError(f"invalid --cgroup-parent value {text!r}", hint)
     for part in parts:
         # "cgroup.*" names are the kernel's own interface files.
-        if not _PARENT_PART.match(part) or part.startswith("cgroup."):
+        if not _PARENT_PART.fullmatch(part) or part.startswith("cgroup."):
             raise UsageError(f"invalid --cgroup-parent value {text!r}", hint)
     return "/".join(parts)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from minicontainer import units
 from minicontainer.cgroups import devices
-from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
+from minicontainer.cgroups.base import CgroupManager, CgroupView, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
 from minicontainer.errors import CgroupError, SyscallError
@@ -198,6 +198,10 @@ class V1Manager(CgroupManager):
     def leaves(self) -> list[str]:
         return [f"{m}/{self.relative_path}" for m in hierarchies(self.mounts)]
 
+    def view(self) -> CgroupView:
+        return CgroupView("v1", tuple((m.rsplit("/", 1)[-1], f"{m}/{self.relative_path}", ctrls)
+                                      for m, ctrls in hierarchies(self.mounts).items()))
+
     def _leaf(self, ctrl: str) -> str | None:
         m = self.mounts.get(ctrl)
         return f"{m}/{self.relative_path}" if m else None
@@ -206,6 +210,21 @@ class V1Manager(CgroupManager):
         r = resources if resources is not None else self.resources
         memsw = "memory" in self.mounts and self.fs.exists(f"{self.mounts['memory']}/memory.memsw.limit_in_bytes")
         return plan_v1(self.mounts, self.relative_path, r, memsw=memsw)
+
+    def update_order(self, writes: list[CgroupWrite]) -> list[CgroupWrite]:
+        """v1 refuses memory.limit_in_bytes above memory.memsw.limit_in_bytes
+        (EINVAL, v1 docs memory.rst 2.5): when the memory limit grows, the
+        memory+swap limit has to grow first."""
+        memory = [s for s in writes if s.file.endswith("/memory.limit_in_bytes")]
+        memsw = [s for s in writes if s.file.endswith("/memory.memsw.limit_in_bytes")]
+        if not memory or not memsw:
+            return writes
+        current = self._opt_int("memory", "memory.limit_in_bytes")
+        if current is not None and int(memory[0].value) <= current:
+            return writes  # shrinking: memory first, then memory+swap (as planned)
+        rest = [s for s in writes if s not in memsw]
+        i = rest.index(memory[0])
+        return rest[:i] + memsw + rest[i:]
 
     def missing_hint(self, name: str, controller: str) -> str:
         if name.startswith("memory.memsw"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from minicontainer import units
 from minicontainer.cgroups import devices
-from minicontainer.cgroups.base import CgroupManager, CgroupWrite, required_controllers, wait_until
+from minicontainer.cgroups.base import CgroupManager, CgroupView, CgroupWrite, required_controllers, wait_until
 from minicontainer.cgroups.files import CgroupFs, read_int, read_keyed, read_pids
 from minicontainer.cgroups.resources import CPU_PERIOD_US, UNLIMITED, Resources
 from minicontainer.errors import CgroupError, SyscallError
@@ -236,6 +236,9 @@ class V2Manager(CgroupManager):
 
     def leaves(self) -> list[str]:
         return [f"{self.mount}/{self.relative_path}"]
+
+    def view(self) -> CgroupView:
+        return CgroupView("v2", (("", self.path, ()),))
 
     def plan(self, resources: Resources | None = None) -> list[CgroupWrite]:
         r = resources if resources is not None else self.resources

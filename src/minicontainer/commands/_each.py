@@ -15,8 +15,9 @@ import click
 from minicontainer.errors import Failures, MiniError
 
 
-def for_each(names: Iterable[str], fn: Callable[[str], object]) -> None:
-    """Call ``fn(name)`` for each name; echo the name when it succeeds."""
+def for_each(names: Iterable[str], fn: Callable[[str], object], *, echo: bool = True) -> None:
+    """Call ``fn(name)`` for each name; echo the name when it succeeds
+    (unless ``echo`` is False: ``fn`` prints what there is to print)."""
     failures: list[MiniError] = []
     for name in names:
         try:
@@ -24,6 +25,19 @@ def for_each(names: Iterable[str], fn: Callable[[str], object]) -> None:
         except MiniError as e:
             failures.append(e)
             continue
-        click.echo(name)
+        if echo:
+            click.echo(name)
     if failures:
         raise Failures(failures)
+
+
+class ExitOneGroup(click.Group):
+    """A command group (``image``, ``network``) whose errors leave with exit
+    code 1, as docker's do, whatever class they are raised as elsewhere."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MiniError as e:
+            e.exit_code = 1
+            raise

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from minicontainer.commands.completion import complete_containers
 from minicontainer.errors import ImageError, UsageError, wrap_oserror
 
 
@@ -41,7 +42,7 @@ def _image_rootfs(image_id: str) -> str | None:
 
 
 @click.command(short_help="List what a container changed (A/C/D).")
-@click.argument("container")
+@click.argument("container", shell_complete=complete_containers)
 def diff(container):
     """List the files CONTAINER added (A), changed (C) or deleted (D)
     compared with its image, read from its copy-on-write layer."""
@@ -54,7 +55,7 @@ def diff(container):
 
 
 @click.command(short_help="Write a container's filesystem as a tar.")
-@click.argument("container")
+@click.argument("container", shell_complete=complete_containers)
 @click.argument("output", metavar="FILE|-")
 def export(container, output):
     """Write CONTAINER's whole filesystem (its image with its changes) as a

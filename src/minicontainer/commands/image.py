@@ -1,5 +1,5 @@
-"""``minicontainer image ...``: import, import-dir, debootstrap, build-mini, ls,
-inspect, rm. Thin: parse flags, call minicontainer.images, print.
+"""``minicontainer image ...``: import, import-dir, debootstrap, build-mini, load,
+save, history, ls, inspect, rm. Thin: parse flags, call minicontainer.images, print.
 
 Errors are raised, never printed here: cli.main() prints
 ``minicontainer: error: ...``. Every error of an image command exits 1, as
@@ -16,6 +16,8 @@ import time
 
 import click
 
+from minicontainer.commands._each import ExitOneGroup
+from minicontainer.commands.completion import complete_images
 from minicontainer.errors import MiniError
 from minicontainer.units import format_size
 
@@ -27,15 +29,9 @@ def _store():
 
 
 def _ago(t: float | None) -> str:
-    if not t:
-        return "-"
-    s = max(0, int(time.time() - t))
-    for unit, n in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
-                    ("hour", 3600), ("minute", 60)):
-        if s >= n:
-            k = s // n
-            return f"{k} {unit}{'s' if k > 1 else ''} ago"
-    return f"{s} seconds ago" if s != 1 else "1 second ago"
+    from minicontainer.units import ago
+
+    return ago(t)
 
 
 class _Progress:
@@ -94,20 +90,9 @@ def _done(outcome) -> None:
     click.echo(f"{img.name} {img.short_id}{how}")
 
 
-class _ImageGroup(click.Group):
-    """The ``image`` group: our errors leave with docker's image exit code."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except MiniError as e:
-            e.exit_code = 1
-            raise
-
-
-@click.group(cls=_ImageGroup, short_help="Manage images.")
+@click.group(cls=ExitOneGroup, short_help="Manage images.")
 def image():
-    """Manage images: import, import-dir, debootstrap, build-mini, ls, inspect, rm, prune.
+    """Manage images: import, import-dir, debootstrap, build-mini, load, save, history, ls, inspect, rm, prune.
 
     Images live under MINICONTAINER_HOME (default /var/lib/minicontainer,
     root-only). A container never writes to its image: it gets its own
@@ -178,6 +163,79 @@ def build_mini_cmd(force):
     click.echo(f"{img.name} {img.short_id}")
 
 
+@image.command("load", short_help="Load images from a 'docker save' tar or an OCI layout.")
+@click.option("-i", "--input", "source", default="-", metavar="FILE|DIR",
+              help="The archive: a tar (plain or compressed) or an OCI layout directory; default stdin.")
+@click.option("-t", "--tag", default=None, metavar="NAME[:TAG]", help="Name the image (an archive of one image).")
+def load_cmd(source, tag):
+    """Load the images of a 'docker save' archive or an OCI image layout
+    (directory or tar: 'podman save --format oci-archive', 'skopeo copy ...
+    oci:DIR'), with plain, gzip or zstd layers.
+
+    \b
+    Each layer is unpacked once, under its diff_id, and shared by every image
+    that has it; every digest is checked, whiteouts become overlayfs
+    whiteouts, and an unsafe layer refuses the whole archive. Names come
+    from the archive (docker.io/library/base:latest is loaded as base).
+    """
+    from minicontainer.images.archive import load
+
+    for outcome in load(_store(), source, tag=tag):
+        img = outcome.image
+        shared = f", {outcome.shared_layers} shared" if outcome.shared_layers else ""
+        click.echo(f"Loaded image: {img.name} {img.short_id} ({outcome.new_layers} new layer"
+                   f"{'s' if outcome.new_layers != 1 else ''}{shared})")
+
+
+@image.command("save", short_help="Write images as a 'docker save' tar or an OCI archive.")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-o", "--output", default=None, metavar="FILE", help="Write to FILE instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["docker", "oci"]), default="docker", show_default=True,
+              help="docker: 'docker load' reads it; oci: an OCI image layout as a tar ('podman load').")
+def save_cmd(names, output, fmt):
+    """Write image NAME(s), with their layers and config, as one archive."""
+    import os
+
+    from minicontainer.images.archive import save
+
+    store = _store()
+    for n in names:
+        store.get(n)  # a typo fails before any file is made
+    if output is None:
+        if sys.stdout.isatty():
+            raise MiniError("refusing to write an archive to a terminal", "use -o FILE, or redirect stdout")
+        save(store, list(names), sys.stdout.buffer, fmt=fmt)
+        return
+    try:
+        with open(output, "wb") as f:
+            save(store, list(names), f, fmt=fmt)
+    except BaseException:
+        if os.path.isfile(output):
+            os.unlink(output)  # no half-written archive
+        raise
+
+
+@image.command("history", short_help="Show the layers of an image.")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+def history_cmd(name, fmt):
+    """The layers of NAME, newest first: the instruction that made each, and its size."""
+    from minicontainer.images.history import history
+
+    rows = history(_store(), name)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [("LAYER", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+    for r in rows:
+        created_by = r["created_by"] if len(r["created_by"]) <= 60 else r["created_by"][:57] + "..."
+        table.append((r["layer"][7:19] if r["layer"] else "-", r["created"] or "-", created_by,
+                      format_size(r["size"]), r["comment"]))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
 def _row(img) -> dict:
     return {
         "name": img.name,
@@ -206,31 +264,38 @@ def ls_cmd(fmt):
 
 
 @image.command("inspect", short_help="Show an image's details as JSON.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 def inspect_cmd(name):
     """Print NAME's metadata, every name sharing it, and the containers using it."""
+    click.echo(json.dumps(image_info(name), indent=2))
+
+
+def image_info(name: str) -> dict:
+    """What ``image inspect`` (and ``inspect`` of an image) shows."""
     from minicontainer.images.store import containers_using
 
     store = _store()
     img = store.get(name)
-    info = {
+    return {
         "name": img.name,
         "id": img.id,
         "names": store.names_of(img.id),
-        "rootfs": str(img.rootfs),
+        "rootfs": str(img.rootfs) if not img.layered else None,
+        # the overlay's lowerdir stack, top first (a flat image is one layer)
+        "lowers": [str(d) for d in img.stack],
         **{k: v for k, v in img.meta.items() if k not in ("id",)},
+        "config": img.config().get("config", {}),
         "used_by": containers_using(img),
     }
-    click.echo(json.dumps(info, indent=2))
 
 
 @image.command("rm", short_help="Remove images (refused while a container uses one).")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_images)
 def rm_cmd(names):
     """Remove image NAME(s). The data goes when the last name sharing it goes."""
     from minicontainer.commands._each import for_each
 
-    # like docker: go on with the others, fail at the end (with 1: _ImageGroup)
+    # like docker: go on with the others, fail at the end (with 1: ExitOneGroup)
     for_each(names, _store().remove)
 
 

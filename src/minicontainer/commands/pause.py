@@ -20,6 +20,7 @@ from __future__ import annotations
 import click
 
 from minicontainer.commands._each import for_each
+from minicontainer.commands.completion import complete_containers
 from minicontainer.errors import ContainerError, MiniError
 
 
@@ -99,7 +100,7 @@ def _unpause(store, ref: str) -> None:
 
 
 @click.command(short_help="Freeze all processes of a container.")
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 def pause(containers):
     """Freeze every process of each running CONTAINER (the cgroup freezer).
 
@@ -110,7 +111,7 @@ def pause(containers):
 
 
 @click.command(short_help="Thaw a paused container.")
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 def unpause(containers):
     """Thaw each paused CONTAINER: its processes run again where they stopped."""
     _each(containers, _unpause)

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from minicontainer.commands.completion import complete_images
 from minicontainer.errors import UsageError, warn
 
 
@@ -52,73 +53,71 @@ def _security(opts: dict):
     return parse_security(**given)
 
 
-@click.command(
-    context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]},
-    short_help="Run a command in a new container.",
-)
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (pass it to the container).")
-@click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
-@click.option("--rm", "remove", is_flag=True, help="Remove the container (state and writable layer) when it exits.")
-@click.option("--name", help="Name the container (1-64 of letters, digits, _.-).")
-@click.option("-h", "--hostname", help="The container's hostname (default: its name or short id).")
-@click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable (repeatable).")
-@click.option("--env-file", multiple=True, metavar="FILE", help="Read KEY=VAL lines from a file.")
-@click.option("-w", "--workdir", metavar="DIR", help="Working directory inside the container.")
-@click.option("--pid", metavar="host", help="'host' to share the host's PID namespace.")
-@click.option("--network", "--net", "network", metavar="host|none", help="'host' to share the host's network.")
-@click.option("--uts", metavar="host", help="'host' to share the host's hostname.")
-@click.option("--ipc", metavar="host", help="'host' to share the host's IPC namespace.")
-@click.option("--cgroupns", metavar="host|private", help="'host' to see the host's cgroup tree.")
-@click.option("--chroot", "use_chroot", is_flag=True, help="Use chroot instead of pivot_root (escapable: for teaching).")
-@click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
-@click.option("-v", "--volume", multiple=True, metavar="HOST:CONTAINER[:ro]", help="Bind-mount a host path.")
-@click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs (e.g. /cache:size=64m).")
-@click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g).")
-@click.option("--memory-swap", help="Memory + swap limit; -1 for unlimited swap.")
-@click.option("--memory-reservation", help="Soft memory limit (memory.low).")
-@click.option("--cpus", help="Number of CPUs (e.g. 0.5).")
-@click.option("-c", "--cpu-shares", help="Relative CPU weight (docker's 2-262144, default 1024).")
-@click.option("--cpuset-cpus", help="CPUs allowed (e.g. 0-2,4).")
-@click.option("--cpuset-mems", help="Memory nodes allowed (e.g. 0).")
-@click.option("--pids-limit", help="Maximum number of processes.")
-@click.option("--device-read-bps", multiple=True, metavar="DEV:RATE", help="Limit read rate from a device.")
-@click.option("--device-write-bps", multiple=True, metavar="DEV:RATE", help="Limit write rate to a device.")
-@click.option("--cgroup-parent", help="Parent cgroup for the container's cgroup.")
-@click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
-              help="Add a host device (e.g. /dev/loop0:/dev/loop0:r); the device cgroup allows it.")
-@click.option("--cap-add", multiple=True, help="Add a Linux capability (or ALL).")
-@click.option("--cap-drop", multiple=True, help="Drop a Linux capability (or ALL).")
-@click.option("--privileged", is_flag=True, help="All capabilities and devices, no seccomp, no masked paths.")
-@click.option("--security-opt", multiple=True, help="no-new-privileges[=false], seccomp=unconfined|PROFILE.json")
-@click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]", help="Set a resource limit (e.g. nofile=1024).")
-@click.option("-u", "--user", metavar="UID[:GID]|NAME", help="Run as this user (looked up in the container).")
-@click.option("--group-add", multiple=True, help="Add a supplementary group.")
-@click.option("--userns", is_flag=True,
-              help="Run in a user namespace, the caller as root inside (automatic when not root).")
-@click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
-@click.option("--dry-run", is_flag=True, help="Print the plan and do nothing.")
-def run(image, command, explain, dry_run, userns, **opts):
-    """Run COMMAND (default /bin/sh) in a new container made from IMAGE.
+# The flags `run` and `create` share (docker's names): the container's whole spec.
+CONTAINER_OPTIONS = [
+    click.argument("image", shell_complete=complete_images),
+    click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (pass it to the container)."),
+    click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal."),
+    click.option("--rm", "remove", is_flag=True, help="Remove the container (state and writable layer) when it exits."),
+    click.option("--name", help="Name the container (1-64 of letters, digits, _.-)."),
+    click.option("-h", "--hostname", help="The container's hostname (default: its name or short id)."),
+    click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable (repeatable)."),
+    click.option("--env-file", multiple=True, metavar="FILE", help="Read KEY=VAL lines from a file."),
+    click.option("-w", "--workdir", metavar="DIR", help="Working directory inside the container."),
+    click.option("--entrypoint", default=None, metavar="CMD", help="Override the image's Entrypoint ('' clears it)."),
+    click.option("--pid", metavar="host", help="'host' to share the host's PID namespace."),
+    click.option("--network", "--net", "network", metavar="none|host|bridge|NAME",
+                 help="none (default): only lo; host: the host's; bridge or a `network create` name: a veth on it."),
+    click.option("--uts", metavar="host", help="'host' to share the host's hostname."),
+    click.option("--ipc", metavar="host", help="'host' to share the host's IPC namespace."),
+    click.option("--cgroupns", metavar="host|private", help="'host' to see the host's cgroup tree."),
+    click.option("--chroot", "use_chroot", is_flag=True, help="Use chroot instead of pivot_root (escapable: for teaching)."),
+    click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
+    click.option("--init", is_flag=True, help="Run tini as PID 1: it reaps orphans and forwards signals."),
+    click.option("--restart", metavar="POLICY", help="no, on-failure[:N], always or unless-stopped (with -d)."),
+    click.option("-v", "--volume", multiple=True, metavar="HOST:CONTAINER[:ro]", help="Bind-mount a host path."),
+    click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs (e.g. /cache:size=64m)."),
+    click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g)."),
+    click.option("--memory-swap", help="Memory + swap limit; -1 for unlimited swap."),
+    click.option("--memory-reservation", help="Soft memory limit (memory.low)."),
+    click.option("--cpus", help="Number of CPUs (e.g. 0.5)."),
+    click.option("-c", "--cpu-shares", help="Relative CPU weight (docker's 2-262144, default 1024)."),
+    click.option("--cpuset-cpus", help="CPUs allowed (e.g. 0-2,4)."),
+    click.option("--cpuset-mems", help="Memory nodes allowed (e.g. 0)."),
+    click.option("--pids-limit", help="Maximum number of processes."),
+    click.option("--device-read-bps", multiple=True, metavar="DEV:RATE", help="Limit read rate from a device."),
+    click.option("--device-write-bps", multiple=True, metavar="DEV:RATE", help="Limit write rate to a device."),
+    click.option("--cgroup-parent", help="Parent cgroup for the container's cgroup."),
+    click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
+                 help="Add a host device (e.g. /dev/loop0:/dev/loop0:r); the device cgroup allows it."),
+    click.option("--cap-add", multiple=True, help="Add a Linux capability (or ALL)."),
+    click.option("--cap-drop", multiple=True, help="Drop a Linux capability (or ALL)."),
+    click.option("--privileged", is_flag=True, help="All capabilities and devices, no seccomp, no masked paths."),
+    click.option("--security-opt", multiple=True, help="no-new-privileges[=false], seccomp=unconfined|PROFILE.json"),
+    click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]", help="Set a resource limit (e.g. nofile=1024)."),
+    click.option("-u", "--user", metavar="UID[:GID]|NAME", help="Run as this user (looked up in the container)."),
+    click.option("--group-add", multiple=True, help="Add a supplementary group."),
+    click.option("--userns", is_flag=True,
+              help="Run in a user namespace, the caller as root inside (automatic when not root)."),
+]
 
-    IMAGE is an image name (``mini`` is built in), a directory used
-    read-only as the root, or a tarball (imported first).
 
-    \b
-    Examples:
-      minicontainer run -it --rm mini /bin/sh
-      minicontainer run --rm --explain mini hostname
-      minicontainer run --dry-run -m 64m --pids-limit 20 mini
-    """
-    from minicontainer.container.runtime import Runner
-    from minicontainer.container.spec import build_spec
+def container_options(f):
+    for option in reversed(CONTAINER_OPTIONS):
+        f = option(f)
+    return f
 
+
+def spec_from_options(image, command, opts: dict):
+    """The flags of `run`/`create` (as click parsed them) as a validated
+    ContainerSpec; also the Python API's path (api.py), so both validate alike."""
     from minicontainer.cgroups.devices import parse_devices
+    from minicontainer.container.spec import build_spec
 
     if command[:1] == ("--",):
         command = command[1:]
-    devices = parse_devices(opts["device"])
+    devices = parse_devices(opts.get("device") or ())
     spec = build_spec(
         image,
         command,
@@ -127,6 +126,7 @@ def run(image, command, explain, dry_run, userns, **opts):
         env=opts["env"],
         env_files=opts["env_file"],
         workdir=opts["workdir"],
+        entrypoint=opts["entrypoint"],
         interactive=opts["interactive"],
         tty=opts["tty"],
         remove=opts["remove"],
@@ -140,14 +140,68 @@ def run(image, command, explain, dry_run, userns, **opts):
         volumes=opts["volume"],
         tmpfs=opts["tmpfs"],
         devices=devices,
+        init=opts["init"],
+        restart=opts["restart"],
         resources=_resources(opts, devices),
         security=_security(opts),
     )
+    return spec
+
+
+def check_terminal(spec) -> None:
+    """A foreground -it needs our stdin to be a terminal (a detached one does not: attach brings one)."""
     if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
         raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
+
+
+@click.command(
+    context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]},
+    short_help="Run a command in a new container.",
+)
+@container_options
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container's id.")
+@click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and do nothing.")
+@click.option("--report", "report_path", metavar="FILE.json",
+              help="Sample the cgroup while it runs; write the samples, limits and exit reason to FILE.json.")
+def run(image, command, explain, dry_run, userns, detach, report_path, **opts):
+    """Run COMMAND (default /bin/sh) in a new container made from IMAGE.
+
+    IMAGE is an image name (``mini`` is built in), a directory used
+    read-only as the root, or a tarball (imported first). With -d a
+    monitor process keeps the container running in the background; its
+    output goes to `minicontainer logs`.
+
+    \b
+    Examples:
+      minicontainer run -it --rm mini /bin/sh
+      minicontainer run --rm --explain mini hostname
+      minicontainer run --dry-run -m 64m --pids-limit 20 mini
+      minicontainer run -d --name web mini sleep 1000
+    """
+    from minicontainer.container.runtime import Runner
+
+    spec = spec_from_options(image, command, opts)
+    if not detach:
+        check_terminal(spec)
     if spec.use_chroot and not dry_run:
         warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
-    runner = Runner(spec, explain=explain, userns=userns)
+    if spec.restart != "no" and not detach:
+        raise UsageError("--restart needs -d: a restart policy is carried out by a detached container's monitor",
+                         "add -d, or drop --restart")
+    recorder = None
+    if report_path is not None:
+        if dry_run:
+            raise UsageError("--report records a run, and --dry-run does not run", "drop one of them")
+        if detach:
+            raise UsageError("--report samples a run from its own process, which -d leaves at once", "drop -d")
+        from minicontainer import report  # only with --report: run alone does not load the sampler
+
+        recorder = report.Recorder(report.check_target(report_path))
+    runner = Runner(spec, explain=explain, userns=userns, recorder=recorder)
     if dry_run:
         return runner.dry_run()
+    if detach:
+        click.echo(runner.run_detached())
+        return 0
     return runner.run()

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import click
 
 from minicontainer import units
+from minicontainer.commands.completion import complete_containers
 from minicontainer.errors import MiniError
 
 CLEAR_SCREEN = "\033[2J\033[H"  # erase the terminal, cursor to the top left (console_codes(4))
@@ -262,7 +263,7 @@ def _read_all(targets: list[_Target]) -> dict[str, Reading]:
 
 
 @click.command(short_help="Show live resource usage of containers.")
-@click.argument("containers", nargs=-1)
+@click.argument("containers", nargs=-1, shell_complete=complete_containers)
 @click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               help="Output format (json implies --no-stream).")

@@ -40,3 +40,18 @@ def check_shell(rootfs: str, argv: tuple[str, ...]) -> None:
             "give a command that exists in it (minicontainer run IMAGE /path/to/program), or use a complete root filesystem",
             exit_code=125,
         )
+
+
+# Where Debian's tini package puts its static build (a static binary runs in
+# any image, even one without a libc); docker-init is docker's copy of tini.
+INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/libexec/docker/docker-init", "/usr/bin/docker-init")
+
+
+def find_init() -> str:
+    """The init binary for --init, or a one-line refusal."""
+    for path in INIT_CANDIDATES:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise MiniError("--init needs tini's static build, and none is installed (looked for "
+                    + ", ".join(INIT_CANDIDATES) + ")",
+                    "install it: apt-get install tini (./scripts/setup does), or drop --init")

@@ -33,7 +33,9 @@ from minicontainer.errors import CommandError, MiniError, SecurityError, Syscall
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
+    NAMESPACE_FLAGS,
     MNT_DETACH,
+    MOUNT_ATTR_RDONLY,
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -53,8 +55,12 @@ class Interpreter:
     and child (process.Channels); ``cgroup`` the container's cgroup manager,
     which carries out the writes the plan's CgroupSteps hold."""
 
-    def __init__(self, sc, *, explain=None, channels=None, cgroup=None):
+    def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None, networks=None):
         self.sc = sc
+        self.networks = networks  # a network.store.NetworkStore (made on first use)
+        self.lease = None  # the address LeaseAddress got
+        self._own_netns = False
+        self.on_created = on_created  # `create`: called when the child is set up and waits for `start`
         self.explain = explain
         self.chan = channels
         self.cgroup = cgroup
@@ -68,19 +74,27 @@ class Interpreter:
         self.parent_pid = 0
         self._in_userns = False
         self._own_pidns: int | None = None
+        self.ns_fds: dict[str, int] = {}  # exec: the container's namespaces, opened before joining
         self._handlers = {
             S.UserNamespace: self._user_namespace,
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
+            S.LeaseAddress: self._lease_address,
+            S.EnsureBridge: self._ensure_bridge,
+            S.CreateNetns: self._create_netns,
+            S.AddVeth: self._add_veth,
+            S.ConfigureEth: self._configure_eth,
             S.CgroupStep: self._cgroup,
             S.ReleaseChild: self._release_child,
             S.AwaitExec: self._await_exec,
             S.AwaitRelease: self._await_release,
             S.Unshare: self._unshare,
+            S.LoopbackUp: self._loopback_up,
             S.MakeMountsPrivate: self._make_private,
             S.MountRootfs: self._mount_rootfs,
             S.Mount: self._mount,
             S.RemountReadonly: self._remount_ro,
+            S.ReadonlyRecursive: self._readonly_recursive,
             S.MakeDevice: self._mknod,
             S.Symlink: self._symlink,
             S.MaskPath: self._mask,
@@ -100,6 +114,10 @@ class Interpreter:
             S.NoNewPrivs: self._no_new_privs,
             S.CloseOnExec: self._close_on_exec,
             S.InstallSeccomp: self._install_seccomp,
+            S.AwaitStart: self._await_start,
+            S.OpenNamespaces: self._open_namespaces,
+            S.JoinNamespace: self._join_namespace,
+            S.OpenRoot: self._open_root,
             S.Exec: self._exec,
             S.Note: lambda step: None,
         }
@@ -127,8 +145,38 @@ class Interpreter:
         handler(step)
 
     def abandon(self) -> None:
-        """Undo what a failure before the fork left: our own PID namespace back."""
+        """Undo what a failure before the fork left: our own PID namespace back,
+        the network namespace we made closed (runtime.finish removes its lease and veth)."""
         self._restore_pidns()
+        self._close_netns()
+
+    def _close_netns(self) -> None:
+        if self._own_netns:
+            self._own_netns = False
+            self.sc.close(self.ns_fds.pop("net"))
+
+    # -- before the fork: a bridge network --------------------------------------
+    def _lease_address(self, step: S.LeaseAddress) -> None:
+        if self.networks is None:
+            from minicontainer.network.store import NetworkStore
+
+            self.networks = NetworkStore()
+        self.lease = self.networks.lease(step.network, container=step.container, cname=step.name, veth=step.veth,
+                                         hosts=step.hosts)
+
+    def _ensure_bridge(self, step: S.EnsureBridge) -> None:
+        self.sc.net_bridge(step.bridge, step.gateway, step.prefixlen)
+
+    def _create_netns(self, step: S.CreateNetns) -> None:
+        self.ns_fds["net"] = self.sc.new_netns()
+        self._own_netns = True
+
+    def _add_veth(self, step: S.AddVeth) -> None:
+        self.sc.net_veth(step.host, step.peer, step.bridge, self.ns_fds["net"])
+
+    def _configure_eth(self, step: S.ConfigureEth) -> None:
+        self.sc.net_configure(self.ns_fds["net"], step.peer, step.ifname, self.lease.ip, step.prefixlen,
+                              step.gateway or None)
 
     # -- before the fork ----------------------------------------------------
     def _user_namespace(self, step: S.UserNamespace) -> None:
@@ -148,12 +196,14 @@ class Interpreter:
         if pid == 0:
             self.in_child = True
             self.phases = (S.CHILD, S.INSIDE)
-            self.chan.in_child()
+            self.chan.in_child(keep=tuple(self.ns_fds.values()))
+            self._own_netns = False  # the child joins it (JoinNamespace closes its fd)
             self.parent_pid = self.sc.getppid()  # 0 in a new PID namespace
             return
         self.child_pid = pid
         self.phases = (S.PARENT,)
         self.chan.in_parent()
+        self._close_netns()  # the child has its own fd of it, which it joins
         # Our later children (tests run many containers in one process) must
         # not land in the container's PID namespace.
         self._restore_pidns()
@@ -177,7 +227,7 @@ class Interpreter:
         self.chan.close_sync()
 
     def _await_exec(self, step: S.AwaitExec) -> None:
-        data = self.chan.read_errors(self.sc)
+        data = self.chan.read_errors(self.sc, on_created=self.on_created)
         if data:
             raise self.chan.decode_error(data)
         self.chan.receive_console()
@@ -195,6 +245,9 @@ class Interpreter:
         if step.flags:
             self.sc.unshare(step.flags)
 
+    def _loopback_up(self, step: S.LoopbackUp) -> None:
+        self.sc.link_up("lo")
+
     def _make_private(self, step: S.MakeMountsPrivate) -> None:
         self.sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
 
@@ -203,9 +256,8 @@ class Interpreter:
             self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
             self.sc.mount("overlay", step.target, "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options)
         else:
+            # read-only, when asked, is the ReadonlyRecursive step that follows
             self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)
-            if not step.writable:
-                self.sc.mount(None, step.target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         self.root_fd = self.sc.open_dir(step.target)
 
     def _target(self, path: str, create: str) -> int:
@@ -236,11 +288,38 @@ class Interpreter:
     def _remount_ro(self, step: S.RemountReadonly, extra: int = 0) -> None:
         fd = self.root_fd if not step.target else self.sc.open_beneath(self.root_fd, step.target)  # file or dir
         try:
-            # Keep the flags the mount has: the kernel refuses (EPERM) to drop
-            # locked ones like nosuid/nodev on a remount (mount(2)).
-            keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
-            self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra, None,
-                          shown=step.target or "/")
+            self._remount_fd_ro(fd, step.target or "/", extra | step.flags)
+        finally:
+            if fd != self.root_fd:
+                self.sc.close(fd)
+
+    def _remount_fd_ro(self, fd: int, shown: str, extra: int = 0) -> None:
+        # Keep the flags the mount has: the kernel refuses (EPERM) to drop
+        # locked ones like nosuid/nodev on a remount (mount(2)).
+        keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
+        self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra, None,
+                      shown=shown)
+
+    def _readonly_recursive(self, step: S.ReadonlyRecursive) -> None:
+        shown = step.target or "/"
+        fd = self.root_fd if not step.target else self.sc.open_beneath(self.root_fd, step.target)  # file or dir
+        try:
+            try:
+                self.sc.mount_setattr(fd, MOUNT_ATTR_RDONLY, recursive=True, shown=shown)
+            except SyscallError as e:
+                if e.errno != errno.ENOSYS:
+                    raise
+                # Linux < 5.12. Nothing mounted below: the one remount is the
+                # whole tree. Something mounted below would stay writable.
+                below = [(step.target + p) for p in self.sc.submounts(fd)]
+                if below:
+                    raise SyscallError(
+                        f"making {shown} read-only with the {len(below)} mount(s) below it "
+                        f"({', '.join(below[:3])}{', ...' if len(below) > 3 else ''}):", errno.ENOSYS, None,
+                        "this kernel has no mount_setattr(2) (Linux 5.12), and a remount would leave the mounts "
+                        f"below writable; {step.old_kernel_hint}, or use a newer kernel",
+                    ) from None
+                self._remount_fd_ro(fd, shown)
         finally:
             if fd != self.root_fd:
                 self.sc.close(fd)
@@ -396,7 +475,7 @@ class Interpreter:
 
     def _rearm_parent_death(self, step: S.RearmParentDeath) -> None:
         self.sc.set_dumpable(False)
-        self.sc.set_pdeathsig(signal.SIGKILL)
+        self.sc.set_pdeathsig(0 if step.outlive else signal.SIGKILL)
         # If the runtime died before the line above, the signal never comes.
         if (self.parent_pid and self.sc.getppid() != self.parent_pid) or not self.chan.runtime_alive():
             raise SecurityError("the runtime exited while the container was being set up")
@@ -409,6 +488,29 @@ class Interpreter:
 
     def _install_seccomp(self, step: S.InstallSeccomp) -> None:
         self.sc.install_seccomp(step.fprog)
+
+    def _await_start(self, step: S.AwaitStart) -> None:
+        self.chan.report_created(self.sc)
+        fd = self.sc.open_fd_path(self.chan.start_fifo, os.O_WRONLY)  # blocks until `start` opens it
+        try:
+            self.sc.write(fd, b"0")
+        finally:
+            self.sc.close(fd)
+
+    def _open_namespaces(self, step: S.OpenNamespaces) -> None:
+        self.ns_fds = self.sc.open_namespaces(step.pid, step.pid_start, step.types)
+
+    def _join_namespace(self, step: S.JoinNamespace) -> None:
+        fd = self.ns_fds.pop(step.ns)
+        try:
+            self.sc.setns(fd, NAMESPACE_FLAGS[step.ns])
+        finally:
+            self.sc.close(fd)
+        if step.ns == "user":
+            self._in_userns = True
+
+    def _open_root(self, step: S.OpenRoot) -> None:
+        self.root_fd = self.sc.open_dir("/")
 
     def _exec(self, step: S.Exec) -> None:
         env = {k.encode(): v.encode() for k, v in step.env}

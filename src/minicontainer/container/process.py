@@ -54,6 +54,7 @@ class Hooks:
     """What the runtime plugs in around the run (all optional)."""
 
     explain: object = None  # explain(index, step), before each step
+    on_created: object = None  # on_created(child_pid): `create`, set up and waiting for `start`
     on_started: object = None  # on_started(child_pid), after the command is running
     after_kill: object = None  # after_kill(), right after a SIGKILL: thaw a paused (frozen) container
 
@@ -75,6 +76,9 @@ def _decode_error(data: bytes) -> MiniError:
     except ValueError:
         exit_code = 125
     return ChildFailed(message, hint or None, exit_code=exit_code)
+
+
+CREATED = b"\x01"  # on the error pipe: `create` is done, the process waits for `start`
 
 
 class RuntimeProbe:
@@ -105,15 +109,29 @@ class Channels:
     - without -i or -t, /dev/null for the container's stdin (as docker).
     """
 
-    def __init__(self, *, tty: bool, interactive: bool):
+    def __init__(self, *, tty: bool, interactive: bool, log: bool = False, start_fifo: str | None = None):
         self.tty = tty
         self.console = self.console_child = None
         self.winsize = None
         self.devnull = None
         self.master_fd: int | None = None
         self.sync_r = self.sync_w = self.err_r = self.err_w = None
+        self.out_r = self.out_w = self.errout_r = self.errout_w = None
+        self.in_r = self.in_w = None  # -di: the container's stdin, written by `attach` through the monitor
+        self.start_fifo = None
         self._probe = None
         try:
+            if start_fifo is not None:
+                # O_PATH: opening it for writing now would block; the child
+                # reopens it through /proc/self/fd once it is set up.
+                self.start_fifo = os.open(start_fifo, safepath.O_PATH | os.O_CLOEXEC)
+            if log and not tty:
+                # A detached container's stdout and stderr go to the monitor,
+                # which writes them to the log (docker's json-file driver).
+                self.out_r, self.out_w = os.pipe()
+                self.errout_r, self.errout_w = os.pipe()
+                if interactive:
+                    self.in_r, self.in_w = os.pipe()
             if tty:
                 self.console, self.console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.winsize = _get_winsize(0)
@@ -129,7 +147,8 @@ class Channels:
             raise
 
     def _fds(self):
-        return ("sync_r", "sync_w", "err_r", "err_w", "devnull")
+        return ("sync_r", "sync_w", "err_r", "err_w", "devnull", "out_r", "out_w", "errout_r", "errout_w",
+                "in_r", "in_w", "start_fifo")
 
     def close(self) -> None:
         """Close whatever is still open (the error paths)."""
@@ -152,8 +171,9 @@ class Channels:
                 setattr(self, name, None)
 
     # -- the child's side ---------------------------------------------------------
-    def in_child(self) -> None:
-        self._drop("sync_w", "err_r")
+    def in_child(self, keep=()) -> None:
+        """``keep``: fds the plan still needs (exec: the namespaces to join)."""
+        self._drop("sync_w", "err_r", "out_r", "errout_r", "in_w")
         if self.console is not None:
             self.console.close()
             self.console = None
@@ -161,7 +181,8 @@ class Channels:
         # open on a host directory would let `-w /proc/self/fd/N` put the
         # container's cwd outside its root (CVE-2024-21626).
         slave = self.console_child.fileno() if self.console_child is not None else None
-        close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull))
+        close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull, self.out_w, self.errout_w,
+                                  self.in_r, self.start_fifo, *keep))
         self._probe = RuntimeProbe(self.err_w)
 
     def close_sync(self) -> None:
@@ -176,9 +197,22 @@ class Channels:
             for target in (0, 1, 2):
                 os.dup2(slave_fd, target)
             os.close(slave_fd)
-        elif self.devnull is not None:
-            os.dup2(self.devnull, 0)  # docker gives no stdin without -i
-            self._drop("devnull")
+        else:
+            if self.devnull is not None:
+                os.dup2(self.devnull, 0)  # docker gives no stdin without -i
+                self._drop("devnull")
+            if self.out_w is not None:
+                os.dup2(self.out_w, 1)
+                os.dup2(self.errout_w, 2)
+                self._drop("out_w", "errout_w")
+            if self.in_r is not None:
+                os.dup2(self.in_r, 0)
+                self._drop("in_r")
+
+    def report_created(self, sc) -> None:
+        """``create``: tell the runtime the container is set up (a marker
+        byte on the error pipe, which otherwise stays empty until exec)."""
+        sc.write(self.err_w, CREATED)
 
     def runtime_alive(self) -> bool:
         return self._probe is None or self._probe.alive()
@@ -195,12 +229,12 @@ class Channels:
 
     # -- the runtime's side --------------------------------------------------------
     def in_parent(self) -> None:
-        self._drop("sync_r", "err_w", "devnull")
+        self._drop("sync_r", "err_w", "devnull", "out_w", "errout_w", "in_r", "start_fifo")
         if self.console_child is not None:
             self.console_child.close()
             self.console_child = None
 
-    def read_errors(self, sc) -> bytes:
+    def read_errors(self, sc, on_created=None) -> bytes:
         chunks = []
         while True:
             try:
@@ -209,6 +243,12 @@ class Channels:
                 continue
             if not data:
                 break
+            if not chunks and data.startswith(CREATED):
+                data = data[len(CREATED):]
+                if on_created is not None:
+                    on_created()
+                if not data:
+                    continue
             chunks.append(data)
         self._drop("err_r")
         return b"".join(chunks)
@@ -227,14 +267,19 @@ class Container:
     """One run: the plan's steps up to exec (through the interpreter), then wait."""
 
     def __init__(self, plan: S.Plan, sc, *, tty: bool = False, interactive: bool = False, hooks: Hooks | None = None,
-                 cgroup=None):
+                 cgroup=None, log=None, start_fifo: str | None = None, relay: bool = False):
         self.plan = plan
         self.sc = sc
         self.tty = tty
         self.interactive = interactive
         self.hooks = hooks or Hooks()
         self.cgroup = cgroup
+        self.log = log  # logs.LogWriter: a detached container's output goes there
+        self.relay = relay  # foreground, no -t, a terminal on our side: pipes copied by us
+        self.start_fifo = start_fifo
         self.interpreter: Interpreter | None = None
+        self._outputs: dict[int, str] = {}
+        self.stdin_w: int | None = None  # -di detached: the container's stdin, for attach
         self.pid = 0
         self.exit_code: int | None = None  # set once PID 1 is reaped
         self.master_fd: int | None = None
@@ -248,9 +293,13 @@ class Container:
     # -- starting ---------------------------------------------------------
     def start(self) -> int:
         _ensure_std_fds()
-        chan = Channels(tty=self.tty, interactive=self.interactive)
+        chan = Channels(tty=self.tty, interactive=self.interactive, log=self.log is not None or self.relay,
+                        start_fifo=self.start_fifo)
+        on_created = None
+        if self.hooks.on_created is not None:
+            on_created = lambda: self.hooks.on_created(interp.child_pid)  # noqa: E731
         interp = self.interpreter = Interpreter(self.sc, explain=self.hooks.explain, channels=chan,
-                                                cgroup=self.cgroup)
+                                                cgroup=self.cgroup, on_created=on_created)
         try:
             interp.run(self.plan.steps)  # the child execs, or reports and exits
             if interp.in_child:
@@ -264,6 +313,11 @@ class Container:
             raise
         self.pid = interp.child_pid
         self.master_fd = chan.master_fd
+        if chan.out_r is not None:
+            # Kept past chan.close(): the log loop reads them until the command ends.
+            self._outputs = {chan.out_r: "stdout", chan.errout_r: "stderr"}
+            chan.out_r = chan.errout_r = None
+        self.stdin_w, chan.in_w = chan.in_w, None
         chan.close()
         if self.hooks.on_started is not None:
             self.hooks.on_started(self.pid)
@@ -279,6 +333,8 @@ class Container:
         if self.master_fd is not None:
             previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
         try:
+            if self.relay:
+                return self._relay_loop()
             if self.master_fd is not None:
                 return self._pty_loop()
             return self._reap()
@@ -298,6 +354,12 @@ class Container:
                 self._escalate(sig, frame)
             else:
                 signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+                if self._stop_requested == 1 and ignored_by_init(self.pid, sig):
+                    _say(f"the container's PID 1 ({_comm(self.pid)}) has no handler for {signal.Signals(sig).name}, "
+                         "so the kernel ignores it (pid_namespaces(7)); "
+                         + ("press Ctrl-C again to kill it now" if sig == signal.SIGINT else
+                            f"it is killed in {STOP_GRACE_SECONDS} s")
+                         + ". With --init, a real init forwards signals to your command.")
 
     def _escalate(self, sig, frame) -> None:
         self._sigkill()
@@ -337,6 +399,41 @@ class Container:
     def _kill_and_reap(self) -> None:
         self._sigkill()
         self._reap()
+
+    def _relay_loop(self) -> int:
+        """No -t, but our stdout or stderr is a terminal: the container wrote
+        into pipes, and we copy them to the terminal (and, with -i, our input
+        into its stdin pipe), so no process in the container ever holds our
+        terminal: root inside could otherwise read what is typed on it
+        (``cat <&1``) or change its settings. Docker and podman do the same."""
+        outputs = {fd: 1 if stream == "stdout" else 2 for fd, stream in self._outputs.items()}
+        reading = self.stdin_w is not None and _fd_open(0)
+        try:
+            while outputs:
+                watched = list(outputs) + ([0] if reading else [])
+                try:
+                    ready, _, _ = select.select(watched, [], [], 0.5)
+                except InterruptedError:
+                    continue
+                for fd in ready:
+                    data = os.read(fd, 65536)
+                    if fd == 0:
+                        if not data or not _write_all(self.stdin_w, data):
+                            reading = False
+                            os.close(self.stdin_w)  # the container sees the end of its input
+                            self.stdin_w = None
+                    elif data:
+                        _write_all(outputs[fd], data)
+                    else:
+                        os.close(fd)
+                        del outputs[fd]
+        finally:
+            for fd in outputs:
+                os.close(fd)
+            if self.stdin_w is not None:
+                os.close(self.stdin_w)
+                self.stdin_w = None
+        return self._reap()
 
     def _pty_loop(self) -> int:
         """Copy between the user's terminal and the container's pty until it ends."""
@@ -390,6 +487,39 @@ class Container:
         except ProcessLookupError:
             return
         signal.setitimer(signal.ITIMER_REAL, HANGUP_GRACE_SECONDS)
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+    except OSError:
+        return {}
+
+
+def ignored_by_init(pid: int, sig: int) -> bool:
+    """Will ``sig`` do nothing to ``pid``? True when it is PID 1 of its own
+    PID namespace and has no handler for it: the kernel then drops signals
+    whose default action is to end the process (pid_namespaces(7))."""
+    st = _status(pid)
+    if st.get("NSpid", "").split()[-1:] != ["1"]:
+        return False
+    try:
+        caught = int(st.get("SigCgt", "0"), 16)
+    except ValueError:
+        return False
+    return not caught >> (sig - 1) & 1
+
+
+def _comm(pid: int) -> str:
+    return _status(pid).get("Name", "?")
+
+
+def _say(message: str) -> None:
+    try:
+        os.write(2, f"\r\nminicontainer: {message}\r\n".encode())
+    except OSError:
+        pass
 
 
 # ioctl numbers from <asm-generic/ioctls.h> (Python's termios lacks them)

@@ -5,7 +5,8 @@
 - the storage: overlayfs where the kernel allows it, otherwise a private
   copy bind-mounted (:func:`storage_mode`, like docker's vfs driver);
 - the container's directory under ``$MINICONTAINER_HOME/containers/<id>``:
-  ``lower`` (a link to the image), ``upper/``, ``work/`` and ``merged/``
+  ``lower`` (a link to the image; for a layered image to its top layer, and
+  ``lower-1``, ``lower-2`` ... to the ones below), ``upper/``, ``work/`` and ``merged/``
   (where the root is mounted), made by :func:`prepare_layer` and removed by
   :func:`remove_layer_dir`.
 """
@@ -17,6 +18,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from minicontainer import paths
 from minicontainer.errors import ImageError, UsageError
@@ -26,8 +28,19 @@ from minicontainer.errors import ImageError, UsageError
 class ResolvedImage:
     name: str  # as the user wrote it
     image_id: str
-    rootfs: str  # the lower layer
+    rootfs: str  # the lower layer (a layered image: its top layer)
     exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
+    lower_stack: tuple[str, ...] = ()  # a layered image's other layers, top first
+    config: Any = None  # a layered image's images.config.ImageConfig
+
+
+def _resolved(ref: str, image) -> ResolvedImage:
+    if not image.layered:
+        return ResolvedImage(ref, image.id, str(image.rootfs))
+    from minicontainer.images.config import parse_config
+
+    top, *below = (str(d) for d in image.stack)
+    return ResolvedImage(ref, image.id, top, lower_stack=tuple(below), config=parse_config(image.config()))
 
 
 def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
@@ -47,8 +60,7 @@ def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
 
             image = ensure_mini(store)
             return ResolvedImage(ref, image.id, str(image.rootfs))
-        image = store.get(ref)
-        return ResolvedImage(ref, image.id, str(image.rootfs))
+        return _resolved(ref, store.get(ref))
     path = os.path.abspath(ref)
     if os.path.isdir(path):
         return ResolvedImage(ref, "dir:" + path, path)
@@ -122,6 +134,8 @@ def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
     os.mkdir(layer / "merged", 0o755)
     if rootfs.mode == "overlay":
         os.symlink(rootfs.lower, layer / "lower")
+        for i, below in enumerate(rootfs.lower_stack, 1):
+            os.symlink(below, layer / f"lower-{i}")
         if not rootfs.writable:
             os.mkdir(layer / "empty", 0o755)
         else:

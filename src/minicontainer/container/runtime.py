@@ -31,9 +31,18 @@ from minicontainer import paths
 from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError, warn
-from minicontainer.container.hostcheck import check_namespaces, check_shell, require_root
+from minicontainer.container.hostcheck import check_namespaces, check_shell, find_init, require_root
 from minicontainer.container.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
-from minicontainer.container.state import ContainerState, StateStore, new_id, proc_start_time
+from minicontainer.container.config import save_spec
+from minicontainer.container.state import (
+    LOG_FILE,
+    START_FIFO,
+    ContainerState,
+    StateStore,
+    namespace_inodes,
+    new_id,
+    proc_start_time,
+)
 
 
 def sweep_dead_runtimes(store: StateStore) -> None:
@@ -41,15 +50,19 @@ def sweep_dead_runtimes(store: StateStore) -> None:
     crash): kill what is left in their cgroup and remove it (with --pid host
     the kernel does not take the other processes down with PID 1), and for
     --rm containers remove the layer and the state too (reliability case 33).
-    Each is swept once: its state is saved as exited."""
-    for st in store.dead_runtimes():
-        if os.geteuid() == 0:
-            try:
-                from minicontainer.cgroups import manager_of
+    Each is swept once: its state is saved as exited.
 
-                manager_of(st.id, st.cgroup).destroy()
-            except (MiniError, OSError):
-                continue  # try again next time
+    What can be swept is swept: only a cgroup that still holds processes
+    (SIGKILL did not take yet) leaves the container for the next time. A
+    host without a usable cgroup filesystem ran it without a cgroup, so
+    there is nothing to kill there, and its layer and state go anyway."""
+    for st in store.dead_runtimes():
+        try:
+            release_network(st.id)
+        except (MiniError, OSError):
+            pass  # its lease is stale: the next lease on that network reclaims it
+        if os.geteuid() == 0 and not _sweep_cgroup(st):
+            continue  # try again next time
         if st.remove:
             if st.layer_dir:
                 remove_layer_dir(st.layer_dir)
@@ -61,21 +74,149 @@ def sweep_dead_runtimes(store: StateStore) -> None:
                 pass
 
 
+def _is_tty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _sweep_cgroup(st: ContainerState) -> bool:
+    """Kill and remove what is left of a dead runtime's cgroup; False while
+    a process of it is still alive."""
+    from minicontainer.cgroups import manager_of
+
+    try:
+        m = manager_of(st.id, st.cgroup)
+    except (MiniError, OSError):
+        return True  # no usable cgroup filesystem here: the container could not have had a cgroup
+    try:
+        m.destroy()
+        return True
+    except (MiniError, OSError) as e:
+        try:
+            alive = m.procs()
+        except (MiniError, OSError):
+            alive = []
+        if alive:
+            return False
+        warn(f"container {st.short_id}: its cgroup could not be removed ({e}); removing the rest")
+        return True
+
+
+def release_network(container_id: str) -> None:
+    """The container's leases go (its peers' /etc/hosts lose it) and its veth
+    with them. The veth would vanish with the container's network namespace
+    anyway (veth(4)), but the kernel frees a namespace later, asynchronously."""
+    root = paths.home() / "networks"
+    if not root.is_dir():
+        return  # no network was ever made: nothing to import or read
+    from minicontainer.network.store import NetworkStore
+
+    for lease in NetworkStore(root).release(container_id):
+        from minicontainer.syscalls.linux import Linux
+
+        Linux().net_delete_link(lease.veth)
+
+
 def _interrupted(sig, frame):
     raise MiniError(f"interrupted by {signal.Signals(sig).name} while setting up; cleaned up", None,
                     exit_code=128 + sig)
 
 
+def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) -> str | None:
+    """The end of every run, foreground or detached: the state says exited,
+    the cgroup (when it is ours) is removed, and with ``remove`` (--rm, or a
+    container that never started) the layer and the state go too. Returns
+    what could not be cleaned up, if anything (for --report)."""
+    state.status = "exited"
+    state.finished = time.time()
+    error = None
+    try:
+        release_network(state.id)
+    except (MiniError, OSError) as e:
+        error = f"could not release the container's network address: {e}"
+        warn(error)
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except MiniError as e:
+            error = str(e)
+            warn(error)
+    if not store.owns(state):
+        return error  # the name was taken, or a signal came first: nothing of ours to remove
+    if remove:
+        remove_layer_dir(Path(state.layer_dir))
+        store.remove(state)
+    else:
+        store.save(state)
+    return error
+
+
+def finish_watched(args: dict, code: int) -> None:
+    """The end of a detached run, in the monitor's watcher (watch.py)."""
+    store = StateStore(Path(args["root"]))
+    state = store._load(args["id"])
+    if state is None:
+        return  # removed meanwhile (rm -f): nothing left to record
+    cgroup = None
+    if args["cgroup"] is not None:
+        from minicontainer.cgroups import manager_of
+        from minicontainer.errors import CgroupError
+
+        try:
+            cgroup = manager_of(*args["cgroup"])
+        except CgroupError:
+            cgroup = None
+    state.exit_code = code
+    state.exit_reason = exit_report(cgroup) or ""
+    from minicontainer.container.config import load_spec
+    from minicontainer.container.spec import should_restart
+
+    spec = load_spec(store.containers / state.id)
+    again = should_restart(spec.restart, spec.restart_max, code, state.restart_count, store.stop_requested(state))
+    finish(store, state, cgroup, remove=args["remove"] and not again)
+    if again:
+        from minicontainer.container import monitor
+
+        monitor.restart(store, state)  # never returns
+
+
+def exit_report(cgroup) -> str | None:
+    """Why the container ended, if a limit did it (OOM kill, pids limit); read before the cgroup goes."""
+    if cgroup is None:
+        return None
+    try:
+        return cgroup.exit_report()
+    except (MiniError, OSError):
+        return None
+
+
 class Runner:
     """Runs one ContainerSpec. ``out`` gets --explain/--dry-run text."""
 
-    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False):
+    def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False,
+                 existing: ContainerState | None = None, wait_for_start: bool = False, recorder=None,
+                 image: ResolvedImage | None = None, before_remove=None):
         self.spec = spec
+        # ``existing``: `start` of a container that exited (or was created):
+        # the same id, name and layer, fresh namespaces and cgroup.
+        self.existing = existing
+        self.wait_for_start = wait_for_start
+        self.detached = False  # set by run_detached: a monitor owns the container
+        self.recorder = recorder  # a report.Recorder with --report, else None (its module stays unimported)
+        # ``build`` runs its RUN steps on a stack of layers that is no image
+        # yet (``image``), and takes the upper directory as the step's layer
+        # (``before_remove(layer_dir)``, called once the container has exited,
+        # before the --rm cleanup).
+        self._image = image
+        self._before_remove = before_remove
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
 
         self.unprivileged = host_uid() != 0
+        self._userns_asked = userns
         self.userns = userns or self.unprivileged
         self.explain = explain
         self.out = out if out is not None else sys.stderr
@@ -93,12 +234,18 @@ class Runner:
 
     # -- planning ---------------------------------------------------------
     def make_plan(self, *, dry_run: bool = False):
+        image = self._image or resolve_image(self.spec.image, build=not dry_run)
+        if image.config is not None:
+            self.spec = self.spec.with_image(image.config)  # its Cmd, Env, WorkingDir, User ...
         spec = self.spec
-        image = resolve_image(spec.image, build=not dry_run)
-        cid = new_id()
-        name = spec.name or cid[:12]
-        hostname = spec.hostname or name
-        layer = paths.home() / "containers" / cid
+        if self.existing is not None:
+            cid, name, hostname = self.existing.id, self.existing.name, self.existing.hostname
+            layer = Path(self.existing.layer_dir)
+        else:
+            cid = new_id()
+            name = spec.name or cid[:12]
+            hostname = spec.hostname or name
+            layer = paths.home() / "containers" / cid
         mode = storage_mode(layer.parent)
         userns_steps = []
         if self.userns:
@@ -113,12 +260,19 @@ class Runner:
             userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
-        writable = not spec.read_only or needs_mountpoints(spec, image.rootfs)
+        if image.lower_stack and mode == "bind":
+            raise ImageError(f"image {image.name} has layers, which only overlayfs can stack",
+                             "run it where overlayfs works (not MINICONTAINER_STORAGE=copy, not on an overlay root)",
+                             exit_code=125)
+        # a layered image's /tmp and /dev may be in any layer: give it a layer for mountpoints
+        writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
         lower = image.rootfs
         if mode == "bind" and writable:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
-        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable)
+        rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
+                                lower_stack=image.lower_stack)
         cgroup_steps = self._cgroup_steps(cid)
+        network = self._network(cid, name, dry_run)
         from minicontainer.security import security_steps
 
         plan = P.build_plan(
@@ -126,12 +280,21 @@ class Runner:
             hostname=hostname,
             rootfs=rootfs,
             cgroup_steps=cgroup_steps,
+            cgroup_view=self.cgroup.view() if self.cgroup is not None else None,
             security=security_steps(spec.security),
             userns_steps=userns_steps,
             rootless=self.userns,
+            detached=self.detached,
+            wait_for_start=self.wait_for_start,
+            init=find_init() if spec.init else None,
+            network=network,
         )
         plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
+        if network is not None:
+            plan.legend["NETWORKS"] = str(paths.home() / "networks")
         self._legend = plan.legend
+        if self.existing is not None:
+            return plan, self.existing, image, rootfs
         state = ContainerState(
             id=cid,
             name=name,
@@ -143,8 +306,27 @@ class Runner:
             layer_dir=str(layer),
             remove=spec.remove,
             cgroup=(getattr(spec.resources, "cgroup_parent", None) or ""),
+            stop_signal=image.config.stop_signal if image.config is not None else "",
         )
         return plan, state, image, rootfs
+
+    def _network(self, cid: str, name: str, dry_run: bool):
+        """``--network NAME``: the network (``bridge`` is made on first use) and its pieces' names."""
+        if not self.spec.network:
+            return None
+        if self.userns:
+            raise NotRootError(f"--network {self.spec.network} needs root: a rootless container cannot put an "
+                               "interface on a host bridge", "run as root, or use --network none")
+        from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+
+        networks = NetworkStore()
+        if self.spec.network == DEFAULT_NETWORK:
+            net = networks.default(save=not dry_run)
+        else:
+            net = networks.require(self.spec.network)
+        # IFNAMSIZ (netdevice(7)): interface names have at most 15 characters.
+        return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
+                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"))
 
     def _cgroup_steps(self, cid: str) -> list:
         """The cgroup part of the plan: cgroups/ decides the files.
@@ -206,12 +388,27 @@ class Runner:
 
     # -- running ----------------------------------------------------------
     def dry_run(self) -> int:
+        as_root = self._plan_as_root()
         plan, state, image, _ = self.make_plan(dry_run=True)
         print(f"# container {state.short_id} ({state.name}), image {image.name}: the plan, not carried out", file=self.out)
+        if as_root:
+            print("# you are not root: this is the plan of a run as root (a rootless run gets no cgroup, "
+                  "so it would refuse the limits)", file=self.out)
         print(plan.render(), file=self.out)
         return 0
 
-    def run(self) -> int:
+    def _plan_as_root(self) -> bool:
+        """--dry-run changes nothing, so it needs no root: with limits asked for,
+        which a rootless run refuses, it shows what root would do instead."""
+        resources = self.spec.resources
+        if not self.unprivileged or self._userns_asked or resources is None or resources.is_empty():
+            return False
+        self.unprivileged = self.userns = False
+        return True
+
+    def _checks(self) -> tuple:
+        """Everything that can refuse before anything exists: privilege, the
+        kernel, the image, the plan. Returns (plan, state, image, rootfs)."""
         if self.userns:
             from minicontainer.container.userns import check_allowed
 
@@ -219,44 +416,112 @@ class Runner:
         else:
             require_root()
         check_namespaces(self.spec.namespaces)
-        plan, state, image, rootfs = self.make_plan()
-        check_shell(image.rootfs, self.spec.argv())
+        if self.spec.name and self.existing is None:
+            StateStore().check_name_free(self.spec.name)
+        prepared = self.make_plan()
+        image = prepared[2]
+        if not image.lower_stack:  # a layered image's /bin/sh may be in any layer: exec will tell
+            check_shell(image.rootfs, self.spec.argv())
+        return prepared
+
+    def run(self) -> int:
+        """A foreground run: this process is the container's runtime until it exits."""
+        return self._execute(self._checks())
+
+    def run_detached(self) -> str:
+        """``run -d`` and ``create``: a monitor process (monitor.py) becomes the
+        container's runtime; this returns the id once the container is
+        running (or, for ``create``, set up and waiting to be started)."""
+        from minicontainer.container import monitor
+
+        self.detached = True
+        prepared = self._checks()  # refusals are reported here, synchronously
+        return monitor.spawn(lambda report: self._execute(prepared, report=report))
+
+    def _execute(self, prepared, report=None) -> int:
+        plan, state, image, rootfs = prepared
         store = StateStore()
-        state.created = time.time()
+        existing = self.existing is not None
         state.runtime_pid = os.getpid()
         state.runtime_start = proc_start_time(os.getpid())
+        state.detached = report is not None
+        if not existing:
+            state.created = time.time()
         # From here on something exists to clean up: SIGTERM or SIGHUP must
         # unwind through the finally below instead of killing us on the spot
         # (once the container runs, process.py forwards them to it instead).
         layer = Path(state.layer_dir)
         container = None
+        started = False
         previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             sweep_dead_runtimes(store)
-            self._reserve(store, state, image)
-            prepare_layer(layer, rootfs, image.rootfs)
+            if existing:
+                state.status, state.exit_code, state.exit_reason, state.finished = "created", None, "", 0.0
+                store.clear_stop(state)
+                state.pid, state.pid_start, state.namespaces = 0, 0, {}
+                store.save(state)
+            else:
+                self._reserve(store, state, image)
+                save_spec(store.containers / state.id, self.spec)
+                prepare_layer(layer, rootfs, image.rootfs)
+                store.write_note(state, layer)
             from minicontainer.container.process import Container, Hooks
 
-            def on_started(pid):
+            def on_created(pid):
                 state.pid = pid
+                state.pid_start = proc_start_time(pid)
+                state.namespaces = namespace_inodes(pid)
+                state.status = "created"
+                store.save(state)
+                if report is not None:
+                    report.ok(state.id)
+
+            def on_started(pid):
+                nonlocal started
+                started = True
+                state.pid = pid
+                state.pid_start = state.pid_start or proc_start_time(pid)
+                state.namespaces = state.namespaces or namespace_inodes(pid)
                 state.status = "running"
                 state.started = time.time()
                 store.save(state)
+                if report is not None and not report.done:
+                    report.ok(state.id)
+                if self.recorder is not None:
+                    self.recorder.started(pid, state, self.spec, self.cgroup)
 
             hooks = Hooks(
                 explain=self._print_step if self.explain else None,
+                on_created=on_created,
                 on_started=on_started,
                 after_kill=self._thaw,
             )
             if self.explain:
                 print("\n".join(plan.header()), file=self.out)
+            log = None
+            if report is not None:
+                from minicontainer.container.logs import LogWriter
+
+                log = LogWriter(store.containers / state.id / LOG_FILE)
+            # Without -t the container never gets our terminal as stdio: pipes
+            # instead, copied by us (see Container._relay_loop).
+            relay = report is None and not self.spec.tty and any(_is_tty(fd) for fd in (1, 2))
             container = Container(plan, self.sc, tty=self.spec.tty, interactive=self.spec.interactive, hooks=hooks,
-                                  cgroup=self.cgroup)
+                                  cgroup=self.cgroup, log=log, start_fifo=self._start_fifo(store, state),
+                                  relay=relay)
             container.start()
+            if report is not None:
+                report.quiet()  # nothing of ours goes to the caller's terminal any more
+                from minicontainer.container import watch
+
+                # Replaces this process (its PID 1 stays our child): never returns.
+                watch.become_watcher(container, store, state, self.cgroup if container.cgroup_owned else None,
+                                     remove=self.spec.remove)
             code = container.wait()
             state.exit_code = code
-            state.exit_reason = self._exit_report() or ""
-            if state.exit_reason:
+            state.exit_reason = exit_report(self.cgroup) or ""
+            if state.exit_reason and report is None:
                 print(f"minicontainer: {state.exit_reason}", file=sys.stderr)
             return code
         except MiniError as e:
@@ -267,32 +532,53 @@ class Runner:
                 signal.signal(sig, signal.SIG_IGN)  # finish the cleanup first
             if container is not None:
                 container.ensure_dead()
-            state.status = "exited"
-            state.finished = time.time()
             # A cgroup that was there and refused (busy or frozen, reliability
             # case 32) is not ours: only one that passed the check is destroyed.
-            if container is not None and container.cgroup_owned and self.cgroup is not None:
-                self._destroy_cgroup()
-            if not store.owns(state):
-                pass  # the name was taken, or a signal came first: nothing of ours to remove
-            elif self.spec.remove:
-                remove_layer_dir(layer)
-                store.remove(state)
-            elif state.exit_code is None or (container is None or not container.pid):
-                # It never started: nothing to keep (docker keeps "Created"
-                # containers, but a half-made one is only clutter here).
-                remove_layer_dir(layer)
-                store.remove(state)
-            else:
-                store.save(state)
+            owned = container is not None and container.cgroup_owned
+            # It never started: nothing to keep (docker keeps "Created"
+            # containers, but a half-made one is only clutter here).
+            half_made = not existing and not started and not (container is not None and container.pid)
+            ran = self.recorder is not None and container is not None and bool(container.pid)
+            if ran:
+                self.recorder.finished(state.exit_code if state.exit_code is not None else 125, state.exit_reason)
+            cleanup_error = None
+            try:
+                if (self.spec.remove and self._before_remove is not None and container is not None
+                        and container.pid and store.owns(state)):
+                    self._before_remove(layer)  # build: the step's upper directory becomes a layer
+            finally:
+                cleanup_error = finish(store, state, self.cgroup if owned else None,
+                                       remove=self.spec.remove or half_made)
+            if ran:
+                self._write_report(cleanup_error)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _write_report(self, cleanup_error: str | None) -> None:
+        self.recorder.cleaned(cleanup_error)
+        try:
+            self.recorder.write()
+        except OSError as e:
+            warn(f"could not write the report {self.recorder.path}: {e.strerror}")
+
+    def _start_fifo(self, store: StateStore, state: ContainerState) -> str | None:
+        """``create``: the container waits, just before execve, until
+        ``start`` opens this fifo (runc's exec fifo)."""
+        if not self.wait_for_start:
+            return None
+        path = store.containers / state.id / START_FIFO
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.mkfifo(path, 0o600)
+        return str(path)
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
         """Write the state (which names the image) under the image store's lock,
         so `image rm`/`prune` cannot delete the image between our resolving it
         and our state saying it is in use."""
-        if image.image_id.startswith("dir:"):
+        if image.image_id.startswith(("dir:", "build:")):  # a build's layers are held by its lease
             store.reserve(state)
             return
         from minicontainer.images.store import ImageStore
@@ -321,16 +607,3 @@ class Runner:
         except (MiniError, OSError):
             pass  # destroy() kills and thaws anyway
 
-    def _destroy_cgroup(self) -> None:
-        try:
-            self.cgroup.destroy()
-        except MiniError as e:
-            warn(str(e))
-
-    def _exit_report(self) -> str | None:
-        if self.cgroup is None:
-            return None
-        try:
-            return self.cgroup.exit_report()
-        except (MiniError, OSError):
-            return None

@@ -15,11 +15,13 @@ from typing import Any, Iterable
 
 from minicontainer.errors import UsageError
 from minicontainer.names import check_name
+from minicontainer.syscalls.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
-# Docker's rule for container names, with a length cap: a letter or digit
-# first, then letters, digits and _.- (so '.', '..', 'a/b', '-rf' are refused).
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# Environment keys and hostnames (names are checked by names.py). Both are
+# used with fullmatch: '$' would also match before a final newline, and
+# "box\n" would reach sethostname(2).
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 # The namespaces a container gets unless the user opts out (namespaces(7)).
 ALL_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
@@ -35,7 +37,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_hostname(name: str) -> str:
-    if len(name) > 64 or not _HOSTNAME_RE.match(name):
+    if len(name) > 64 or not _HOSTNAME_RE.fullmatch(name):
         raise UsageError(f"invalid hostname {name!r}", "use letters, digits, '-' and '.', at most 64 characters")
     return name
 
@@ -46,7 +48,7 @@ def parse_env(items: Iterable[str], host_env: dict[str, str] | None = None) -> t
     out = []
     for item in items:
         key, sep, value = item.partition("=")
-        if not _ENV_KEY_RE.match(key):
+        if not _ENV_KEY_RE.fullmatch(key):
             raise UsageError(f"invalid environment variable {item!r}", "use KEY=VALUE with a name of letters, digits and _")
         if "\n" in value or "\0" in value:
             raise UsageError(f"environment variable {key} contains a newline or NUL byte", "remove it")
@@ -56,6 +58,29 @@ def parse_env(items: Iterable[str], host_env: dict[str, str] | None = None) -> t
             value = host_env[key]
         out.append((key, value))
     return tuple(out)
+
+
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """``--restart no|on-failure[:N]|always|unless-stopped`` (docker's policies)."""
+    policy, sep, count = text.partition(":")
+    if policy not in RESTART_POLICIES or (sep and policy != "on-failure"):
+        raise UsageError(f"invalid --restart {text!r}", "use no, on-failure[:N], always or unless-stopped")
+    if sep and not (count.isdigit() and int(count) > 0):
+        raise UsageError(f"invalid --restart {text!r}: the count must be a positive number", "e.g. on-failure:3")
+    return policy, int(count) if sep else 0
+
+
+def should_restart(policy: str, limit: int, exit_code: int, restarts: int, stopped: bool) -> bool:
+    """Does the monitor start the container again after it exited with
+    ``exit_code``? Never after a ``stop`` or ``kill`` by the user (docker)."""
+    if stopped or policy == "no":
+        return False
+    if policy == "on-failure":
+        return exit_code != 0 and (limit == 0 or restarts < limit)
+    return True  # always, unless-stopped
 
 
 def read_env_file(path: str) -> list[str]:
@@ -82,10 +107,19 @@ class Volume:
 
 @dataclass(frozen=True)
 class Tmpfs:
-    """``--tmpfs PATH[:size=64m,...]``."""
+    """``--tmpfs PATH[:rw,noexec,nosuid,size=65536k,...]``.
+
+    ``options`` is what the user wrote; mount(2) wants it split: ``flags``
+    are the MS_* bits (ro, noexec, nosuid, nodev and their opposites, on top
+    of the default nosuid,nodev) and ``data`` what tmpfs itself parses
+    (size, mode, nr_inodes, uid, gid). Handing "noexec" to tmpfs as data is
+    EINVAL.
+    """
 
     target: str
     options: str = ""
+    flags: int = MS_NOSUID | MS_NODEV
+    data: str = ""
 
 
 def parse_volume(text: str) -> Volume:
@@ -104,14 +138,33 @@ def parse_volume(text: str) -> Volume:
     return Volume(os.path.abspath(source), os.path.normpath(target), mode == "ro", os.path.isdir(source))
 
 
+# --tmpfs options that are mount flags (mount(2)): name -> (bits set, bits cleared)
+_TMPFS_FLAGS = {
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY),
+    "noexec": (MS_NOEXEC, 0), "exec": (0, MS_NOEXEC),
+    "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV),
+}
+# ... and the ones tmpfs(5) itself parses, each with a value
+_TMPFS_DATA = ("size", "mode", "nr_inodes", "uid", "gid")
+
+
 def parse_tmpfs(text: str) -> Tmpfs:
     target, _, options = text.partition(":")
     _check_container_path(target, "tmpfs target")
+    flags = MS_NOSUID | MS_NODEV
+    data = []
     for opt in filter(None, options.split(",")):
-        key = opt.partition("=")[0]
-        if key not in ("size", "mode", "nr_inodes", "uid", "gid", "noexec", "exec", "nosuid", "nodev", "ro", "rw"):
-            raise UsageError(f"unsupported tmpfs option {opt!r}", "use size=64m, mode=1777, noexec, nosuid, nodev, ro")
-    return Tmpfs(os.path.normpath(target), options)
+        key, eq, value = opt.partition("=")
+        if key in _TMPFS_FLAGS and not eq:
+            on, off = _TMPFS_FLAGS[key]
+            flags = (flags | on) & ~off
+        elif key in _TMPFS_DATA and eq and value:
+            data.append(opt)
+        else:
+            raise UsageError(f"unsupported tmpfs option {opt!r}",
+                             "use size=64m, mode=1777, nr_inodes, uid, gid, ro/rw, noexec/exec, nosuid/suid, nodev/dev")
+    return Tmpfs(os.path.normpath(target), options, flags, ",".join(data))
 
 
 def _check_container_path(path: str, what: str) -> None:
@@ -140,7 +193,8 @@ class ContainerSpec:
     name: str | None = None
     hostname: str | None = None
     env: tuple[tuple[str, str], ...] = ()
-    workdir: str = "/"
+    workdir: str = ""  # -w; "" = the image's WorkingDir, else /
+    entrypoint: tuple[str, ...] | None = None  # --entrypoint; None = the image's
     interactive: bool = False
     tty: bool = False
     remove: bool = False
@@ -150,22 +204,48 @@ class ContainerSpec:
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
     devices: tuple[Any, ...] = ()  # --device: cgroups.devices.Device (the node; its rule is in resources)
+    network: str = ""  # --network NAME: a bridge network (network/); "" for none or host
+    init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
+    restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
+    restart_max: int = 0  # on-failure:N (0: no limit)
     # Filled by the cgroups and security layers (cgroups.resources.Resources,
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None
     security: Any = None
+    # The image's config (an images.config.ImageConfig), set by the runtime
+    # once it knows the image (with_image); None: a flat image, no config.
+    image_config: Any = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def argv(self) -> tuple[str, ...]:
-        return self.command or DEFAULT_COMMAND
+        """docker run's rule: the entrypoint (--entrypoint's, else the
+        image's), then the run's arguments, else the image's Cmd (which
+        --entrypoint clears); with nothing at all, /bin/sh."""
+        cfg = self.image_config
+        entry = self.entrypoint if self.entrypoint is not None else (cfg.entrypoint if cfg else ())
+        cmd = self.command or (cfg.cmd if cfg and self.entrypoint is None else ())
+        return (tuple(entry) + tuple(cmd)) or DEFAULT_COMMAND
+
+    def cwd(self) -> str:
+        return self.workdir or (self.image_config.workdir if self.image_config else "") or "/"
 
     def environment(self, hostname: str) -> dict[str, str]:
-        """The container's environment: docker's defaults, then -e/--env-file."""
+        """The container's environment: docker's defaults, the image's Env, then -e/--env-file."""
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
         if self.tty:
             env["TERM"] = os.environ.get("TERM", "xterm")
+        env.update(self.image_config.env if self.image_config else ())
         env.update(self.env)
         return env
+
+    def with_image(self, config) -> ContainerSpec:
+        """This spec on an image with ``config``: its User applies unless -u was given."""
+        from dataclasses import replace
+
+        security = self.security
+        if config.user and security is not None and getattr(security, "user", None) is None:
+            security = replace(security, user=config.user)
+        return replace(self, image_config=config, security=security)
 
 
 def build_spec(
@@ -177,6 +257,7 @@ def build_spec(
     env: Iterable[str] = (),
     env_files: Iterable[str] = (),
     workdir: str | None = None,
+    entrypoint: str | None = None,
     interactive: bool = False,
     tty: bool = False,
     remove: bool = False,
@@ -193,6 +274,8 @@ def build_spec(
     resources: Any = None,
     security: Any = None,
     host_env: dict[str, str] | None = None,
+    init: bool = False,
+    restart: str | None = None,
 ) -> ContainerSpec:
     """Validate CLI values into a ContainerSpec (raises UsageError)."""
     if not image:
@@ -205,10 +288,19 @@ def build_spec(
     if command and command[0] == "":
         raise UsageError("the command is an empty string", "give a program to run, e.g. /bin/sh")
     namespaces = set(ALL_NAMESPACES)
+    network_name = ""
     for flag, value in (("pid", pid), ("network", network), ("uts", uts), ("ipc", ipc), ("cgroupns", cgroupns)):
         if value is None:
             continue
         allowed = ("host", "none") if flag == "network" else ("host", "private")
+        if flag == "network" and value not in allowed:
+            from minicontainer.names import is_name
+
+            if not is_name(value):
+                raise UsageError(f"invalid --network value {value!r}",
+                                 "use none (the default), host, bridge, or the name of a network")
+            network_name = value
+            continue
         if value not in allowed:
             hint = "'host' shares the host's network; 'none' (the default) gives a private one with only lo"
             if flag != "network":
@@ -218,6 +310,9 @@ def build_spec(
             namespaces.discard(OPTIONAL_NAMESPACES[flag])
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"working directory {workdir!r} is not absolute", "use -w /path")
+    restart_policy, restart_max = parse_restart(restart or "no")
+    if restart_policy != "no" and remove:
+        raise UsageError("--restart and --rm contradict each other", "a container removed when it exits cannot restart")
     all_env = []
     for path in env_files:
         all_env.extend(read_env_file(path))
@@ -228,7 +323,9 @@ def build_spec(
         name=name,
         hostname=hostname,
         env=parse_env(all_env, host_env),
-        workdir=workdir or "/",
+        workdir=workdir or "",
+        # docker: --entrypoint "" clears the image's entrypoint
+        entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
         interactive=interactive,
         tty=tty,
         remove=remove,
@@ -238,6 +335,10 @@ def build_spec(
         volumes=tuple(parse_volume(v) for v in volumes),
         tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
         devices=_devices(devices),
+        network=network_name,
+        init=init,
+        restart=restart_policy,
+        restart_max=restart_max,
         resources=resources,
         security=security,
     )

@@ -120,6 +120,109 @@ class Fork(Step):
                 "open on a host directory would let the container reach the host (CVE-2024-21626)")
 
 
+# --- before the fork: a bridge network (network/) --------------------------
+
+
+@dataclass(frozen=True)
+class LeaseAddress(Step):
+    """The address is chosen when this step runs, under the network's lock;
+    the steps after it use the one it got (interpreter: ``self.lease``)."""
+
+    phase = BEFORE_FORK
+    network: str = ""
+    subnet: str = ""
+    container: str = ""  # id
+    name: str = ""  # the container's name: the one its peers' /etc/hosts give it
+    veth: str = ""
+    hosts: str = ""  # its /etc/hosts file on the host
+
+    def what(self) -> str:
+        return f"lease a free address of network {self.network} ({self.subnet}) and write the /etc/hosts of its containers"
+
+    def why(self) -> str:
+        return ("a lease file made with O_EXCL under the network's lock (flock(2)): concurrent runs never get the "
+                "same address; each container's /etc/hosts names itself and its peers (docker's embedded DNS needs "
+                "a daemon; these files are rewritten in place as peers come and go)")
+
+    def shell(self) -> str:
+        return f"flock $NETWORKS/.lock touch $NETWORKS/{self.network}/leases/$IP"
+
+
+@dataclass(frozen=True)
+class EnsureBridge(Step):
+    phase = BEFORE_FORK
+    bridge: str = ""
+    gateway: str = ""
+    prefixlen: int = 16
+
+    def what(self) -> str:
+        return f"make sure the bridge {self.bridge} exists with the gateway address {self.gateway}/{self.prefixlen}, up"
+
+    def why(self) -> str:
+        return ("ip-link(8) type bridge: a virtual switch on the host that the containers' veth ends plug into; "
+                "its own address is the containers' gateway (kept until `network rm`, as docker)")
+
+    def shell(self) -> str:
+        return (f"ip link add {self.bridge} type bridge; ip addr add {self.gateway}/{self.prefixlen} dev {self.bridge}; "
+                f"ip link set {self.bridge} up")
+
+
+@dataclass(frozen=True)
+class CreateNetns(Step):
+    phase = BEFORE_FORK
+
+    def what(self) -> str:
+        return "create the container's network namespace, held open by an fd of the runtime"
+
+    def why(self) -> str:
+        return ("network_namespaces(7): made before the fork so the runtime can configure it while the child "
+                "waits; the child joins it with setns(2) instead of unsharing one")
+
+    def shell(self) -> str:
+        return "ip netns add $ID"
+
+
+@dataclass(frozen=True)
+class AddVeth(Step):
+    phase = BEFORE_FORK
+    host: str = ""
+    peer: str = ""
+    bridge: str = ""
+
+    def what(self) -> str:
+        return f"create the veth pair {self.host} <-> {self.peer}: {self.host} on {self.bridge}, {self.peer} into the container"
+
+    def why(self) -> str:
+        return ("veth(4): a pair of connected interfaces, one in each namespace; what the container sends on its "
+                "end comes out of the host end, on the bridge. It goes away with the container's namespace")
+
+    def shell(self) -> str:
+        return (f"ip link add {self.host} type veth peer name {self.peer} netns $ID && "
+                f"ip link set {self.host} master {self.bridge} up")
+
+
+@dataclass(frozen=True)
+class ConfigureEth(Step):
+    phase = BEFORE_FORK
+    peer: str = ""
+    ifname: str = "eth0"
+    prefixlen: int = 16
+    gateway: str = ""  # "" for an --internal network: no default route
+
+    def what(self) -> str:
+        route = f", default route via {self.gateway}" if self.gateway else ", no default route (--internal)"
+        return f"in the container's namespace: rename {self.peer} to {self.ifname}, give it the leased address/{self.prefixlen}{route}"
+
+    def why(self) -> str:
+        return ("rtnetlink(7) from a thread that joined the namespace (a netlink socket works in the namespace "
+                "it was opened in)")
+
+    def shell(self) -> str:
+        out = (f"ip -n $ID link set {self.peer} name {self.ifname} && ip -n $ID addr add $IP/{self.prefixlen} dev "
+               f"{self.ifname} && ip -n $ID link set {self.ifname} up")
+        return out + (f" && ip -n $ID route add default via {self.gateway}" if self.gateway else "")
+
+
 # --- after the fork: the runtime ------------------------------------------
 
 
@@ -206,6 +309,21 @@ class Unshare(Step):
 
 
 @dataclass(frozen=True)
+class LoopbackUp(Step):
+    """A new network namespace has a loopback interface, but it is down."""
+
+    def what(self) -> str:
+        return "bring the loopback interface lo up"
+
+    def why(self) -> str:
+        return ("network_namespaces(7): a new namespace's lo starts down, so even 127.0.0.1 would be unreachable; "
+                "set IFF_UP with the SIOCSIFFLAGS ioctl (netdevice(7)), as docker's --network none does")
+
+    def shell(self) -> str:
+        return "ip link set lo up"
+
+
+@dataclass(frozen=True)
 class MakeMountsPrivate(Step):
     def what(self) -> str:
         return "make every mount private (recursively)"
@@ -238,34 +356,41 @@ class MountRootfs(Step):
     # then there is no upper layer at all. Otherwise the root gets one, and
     # --read-only remounts it read-only after the mountpoints exist.
     writable: bool = True
+    # A layered image's layers below ``lower``, top first: linked as lower-1,
+    # lower-2 ... in the layer directory and stacked after ``lower``
+    # (overlayfs.rst, "Multiple lower layers": the leftmost is the top).
+    lower_stack: tuple[str, ...] = ()
 
     @property
     def overlay_options(self) -> str:
+        lowers = ":".join(["lower"] + [f"lower-{i}" for i in range(1, len(self.lower_stack) + 1)])
         if not self.writable:
             # overlayfs wants two lower layers when there is no upper one; the
-            # second is an empty directory, so the root is the image, read-only.
-            return "lowerdir=lower:empty"
-        return "lowerdir=lower,upperdir=upper,workdir=work"
+            # last is an empty directory, so the root is the image, read-only.
+            return f"lowerdir={lowers}:empty"
+        return f"lowerdir={lowers},upperdir=upper,workdir=work"
 
     def what(self) -> str:
         if self.mode == "overlay":
             kind = "a read-only overlay" if not self.writable else "an overlay"
-            return f"mount the root filesystem: {kind} of the image on {self.target}"
+            layers = f" ({len(self.lower_stack) + 1} layers)" if self.lower_stack else ""
+            return f"mount the root filesystem: {kind} of the image{layers} on {self.target}"
         return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
 
     def why(self) -> str:
         if self.mode == "overlay":
+            stack = (" (a layered image: lower is its top layer, lower-1, lower-2 ... the ones below, each an "
+                     "image layer's directory, shared read-only with every image that has it)") if self.lower_stack else ""
             return (
-                "overlayfs: reads come from the image (lower, a link to it), writes go to this container's own "
-                "upper directory, so the image is never modified and every container starts clean"
+                "overlayfs: reads come from the image (lower, a link to it)" + stack + ", writes go to this "
+                "container's own upper directory, so the image is never modified and every container starts clean"
             )
         return "pivot_root(2) needs the new root to be a mount point; a bind mount of the directory makes it one"
 
     def shell(self) -> str:
         if self.mode == "overlay":
             return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged"
-        ro = f" && mount -o remount,bind,ro {self.target}" if self.readonly else ""
-        return f"mount --rbind {self.lower} {self.target}{ro}"
+        return f"mount --rbind {self.lower} {self.target}"
 
 
 @dataclass(frozen=True)
@@ -306,6 +431,7 @@ class RemountReadonly(Step):
 
     target: str = ""  # inside the container; "" = the root itself
     reason: str = ""
+    flags: int = 0  # more MS_* flags to set with it (nosuid, nodev, noexec)
 
     def what(self) -> str:
         return f"make {self.target or '/'} read-only"
@@ -314,7 +440,40 @@ class RemountReadonly(Step):
         return self.reason or "mount(2): MS_RDONLY is applied to a bind mount by a separate MS_REMOUNT"
 
     def shell(self) -> str:
-        return f"mount -o remount,bind,ro $ROOTFS{self.target}"
+        more = "".join("," + n for n in mount_flag_names(self.flags))
+        return f"mount -o remount,bind,ro{more} $ROOTFS{self.target}"
+
+
+@dataclass(frozen=True)
+class ReadonlyRecursive(Step):
+    """A bind mount and every mount below it, read-only in one call.
+
+    A bind of a host tree (``-v /:/host:ro``, the host's ``/sys``) brings the
+    mounts under it along (MS_REC), and a remount changes only the top one:
+    ``/host/proc`` would stay writable, and with it the host's
+    ``/proc/sys/kernel/core_pattern``. mount_setattr(2) with AT_RECURSIVE
+    (Linux 5.12) sets MOUNT_ATTR_RDONLY on the whole tree at once. On an
+    older kernel a tree with nothing mounted below is remounted as before,
+    and one with mounts below is refused, never left half writable.
+    """
+
+    target: str = ""  # inside the container; "" = the root itself
+    reason: str = ""
+    # what to do instead, when an old kernel refuses it
+    old_kernel_hint: str = "bind a path with nothing mounted below it, or drop :ro"
+
+    def what(self) -> str:
+        return f"make {self.target or '/'} and every mount below it read-only"
+
+    def why(self) -> str:
+        return ((self.reason + "; ") if self.reason else "") + (
+            "mount_setattr(2) MOUNT_ATTR_RDONLY with AT_RECURSIVE: a remount would change only the top mount "
+            "and leave the ones below it writable")
+
+    def shell(self) -> str:
+        t = f"$ROOTFS{self.target}"
+        return (f"for m in $(findmnt -Rlno TARGET {t}); do mount -o remount,bind,ro $m; done   "
+                "# one call: mount_setattr(2) AT_RECURSIVE")
 
 
 @dataclass(frozen=True)
@@ -347,12 +506,13 @@ class MakeDevice(Step):
 class Symlink(Step):
     path: str = ""
     target: str = ""
+    reason: str = "the standard /dev links (see the OCI runtime spec's default devices)"
 
     def what(self) -> str:
         return f"link {self.path} -> {self.target}"
 
     def why(self) -> str:
-        return "the standard /dev links (see the OCI runtime spec's default devices)"
+        return self.reason
 
     def shell(self) -> str:
         return f"ln -s {self.target} $ROOTFS{self.path}"
@@ -501,6 +661,11 @@ class ResolveUser(Step):
 
 @dataclass(frozen=True)
 class MakeUndumpable(Step):
+    """In ``run`` the child does it before pivot_root; in ``exec`` the
+    runtime does it before it joins the container's namespaces."""
+
+    phase: str = CHILD
+
     def what(self) -> str:
         return "make the runtime's process non-dumpable until exec"
 
@@ -616,12 +781,21 @@ class SetCapabilities(Step):
 
 @dataclass(frozen=True)
 class RearmParentDeath(Step):
+    """``outlive``: a detached container must outlive its monitor (found
+    again through its cgroup), so the signal is cleared instead."""
+
     phase = INSIDE
+    outlive: bool = False
 
     def what(self) -> str:
+        if self.outlive:
+            return "keep the process non-dumpable and clear the parent-death signal: it outlives its monitor"
         return "re-arm the parent-death signal (SIGKILL) and keep the process non-dumpable"
 
     def why(self) -> str:
+        if self.outlive:
+            return ("prctl(2): a detached container keeps running if its monitor dies (as with conmon); until "
+                    "here it would have died with the runtime. If the runtime already died, stop")
         return ("prctl(2): a uid change clears both; the container must die with the runtime, and root inside must "
                 "not reach the runtime through /proc/<pid>/exe (CVE-2019-5736). If the runtime already died, stop")
 
@@ -669,6 +843,80 @@ class InstallSeccomp(Step):
     def why(self) -> str:
         return self.reason
 
+
+
+# --- exec: entering a running container --------------------------------------
+
+_NS_SETNS_WHY = {
+    "user": "first: the other namespaces belong to it, and joining them needs its capabilities",
+    "pid": "only our next child is born in it (setns(2)): the runtime itself stays outside",
+    "cgroup": "/proc/self/cgroup shows the container's cgroup as its root",
+    "ipc": "the container's System V IPC and message queues",
+    "uts": "the container's hostname",
+    "net": "the container's network interfaces",
+    "mnt": "last: the container's mount table, and its root and working directory become the container's root "
+           "(setns(2)); from here our code reads nothing of the image but its user database",
+}
+
+
+@dataclass(frozen=True)
+class OpenNamespaces(Step):
+    """Open every namespace of PID 1 first, while /proc is the host's."""
+
+    phase = BEFORE_FORK
+    pid: int = 0
+    pid_start: int = 0
+    types: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        return f"open the namespaces of the container's PID 1 ({self.pid}): " + ", ".join(self.types)
+
+    def why(self) -> str:
+        return ("each /proc/PID/ns/TYPE is a handle for setns(2); PID 1 is pinned with a pidfd and its start time "
+                "checked, so a reused pid is never joined (pidfd_open(2))")
+
+    def shell(self) -> str:
+        return f"ls -l /proc/{self.pid}/ns/"
+
+
+@dataclass(frozen=True)
+class JoinNamespace(Step):
+    ns: str = "mnt"
+    phase: str = CHILD
+
+    def what(self) -> str:
+        return f"join the container's {self.ns} namespace"
+
+    def why(self) -> str:
+        return _NS_SETNS_WHY.get(self.ns, "setns(2)")
+
+    def shell(self) -> str:
+        long = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid",
+                "cgroup": "--cgroup", "user": "--user"}[self.ns]
+        return f"nsenter --target $PID1 {long}"
+
+
+@dataclass(frozen=True)
+class OpenRoot(Step):
+    def what(self) -> str:
+        return "open the container's root directory (now /) for the user lookup and its devpts"
+
+    def why(self) -> str:
+        return "every later path inside is reached from this fd without following symlinks"
+
+
+@dataclass(frozen=True)
+class AwaitStart(Step):
+    """``create``: everything is set up; the process waits for ``start``."""
+
+    phase = INSIDE
+
+    def what(self) -> str:
+        return "tell the runtime the container is created, then wait until `minicontainer start` opens the start fifo"
+
+    def why(self) -> str:
+        return ("fifo(7): opening a fifo for writing blocks until a reader opens it; the fifo was opened (O_PATH) "
+                "before pivot_root and is reopened through /proc/self/fd, as runc's exec fifo")
 
 
 @dataclass(frozen=True)

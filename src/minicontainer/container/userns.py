@@ -298,6 +298,12 @@ def _why_not(proc: str, euid: int) -> MiniError | None:
     return None
 
 
+def rootless_blocker(*, proc: str = "/proc", euid: int | None = None) -> MiniError | None:
+    """The host switch that keeps ``euid`` from user namespaces (an error naming
+    the fix), or None; from the switches alone, without trying (``doctor``)."""
+    return _why_not(proc, os.geteuid() if euid is None else euid)
+
+
 def probe(sc=None) -> bool:
     """Can a child of ours create a user namespace *and* use its capabilities there?
 
@@ -305,6 +311,13 @@ def probe(sc=None) -> bool:
     every capability inside, unless a profile allows the program: only trying
     tells the two apart. Costs one fork; used only when a switch says no.
     """
+    # the CLONE_NEWNS needs CAP_SYS_ADMIN in the new user namespace
+    return unshare_in_child(CLONE_NEWUSER, CLONE_NEWNS, sc=sc)
+
+
+def unshare_in_child(*flags: int, sc=None) -> bool:
+    """Fork a child that calls unshare(2) with each of ``flags`` in turn and
+    exits: True if every call succeeded. Our own namespaces stay as they are."""
     if sc is None:
         from minicontainer.syscalls.linux import Linux
 
@@ -313,8 +326,8 @@ def probe(sc=None) -> bool:
     if pid == 0:
         code = 1
         try:
-            sc.unshare(CLONE_NEWUSER)
-            sc.unshare(CLONE_NEWNS)  # needs CAP_SYS_ADMIN in the new namespace
+            for flag in flags:
+                sc.unshare(flag)
             code = 0
         except BaseException:  # noqa: BLE001 - only the exit status matters
             pass

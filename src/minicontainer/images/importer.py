@@ -371,7 +371,7 @@ def _copy_data(src_fd: int, dst_fd: int, size: int) -> None:
 
 # -- debootstrap ----------------------------------------------------------------------
 
-_SUITE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
+_SUITE_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")  # fullmatch: '$' matches before a final newline
 
 
 def find_debootstrap() -> str:
@@ -397,9 +397,9 @@ def debootstrap(
     a work directory in the store. ``output`` gets debootstrap's log lines."""
     validate_image_name(name)
     _check_free_name(store, name, force)
-    if not _SUITE_RE.match(suite):
+    if not _SUITE_RE.fullmatch(suite):
         raise ImageError(f"invalid suite {suite!r}", "e.g. bookworm, trixie, jammy")
-    if not re.match(r"^[a-z]+$", variant):
+    if not re.fullmatch(r"[a-z]+", variant):
         raise ImageError(f"invalid variant {variant!r}", "e.g. minbase, buildd")
     exe = find_debootstrap()
     if os.geteuid() != 0:

@@ -170,7 +170,21 @@ def plan_busybox(path: str) -> MiniPlan:
         raise ImageError(f"{path} has no sh applet", "a container image needs /bin/sh")
     version = busybox_version(path)
     desc = f"busybox-static {version}" if version else "busybox-static"
-    return MiniPlan(kind="busybox", description=desc, busybox=path, applets=applets)
+    bash = plan_host_bash()
+    return MiniPlan(kind="busybox", description=desc, busybox=path, applets=applets,
+                    tools=bash.tools, interp=bash.interp, libraries=bash.libraries)
+
+
+def plan_host_bash(tool_dirs: tuple[str, ...] = HOST_TOOL_DIRS) -> MiniPlan:
+    """The host's bash with its loader and libraries, to sit beside busybox as
+    /bin/bash: the seed types ``bash`` everywhere, and busybox's ash cannot
+    even parse its fork bomb ``:(){ :|:& };:``. Nothing when the host has none."""
+    if find_host_tool("bash", tool_dirs) is None:
+        return MiniPlan(kind="host", description="")
+    try:
+        return plan_host_binaries(("bash",), tool_dirs=tool_dirs)
+    except ImageError:
+        return MiniPlan(kind="host", description="")
 
 
 def find_host_tool(name: str, dirs: tuple[str, ...] = HOST_TOOL_DIRS) -> str | None:
@@ -421,6 +435,13 @@ def write_mini(rootfs: Path, plan: MiniPlan) -> str:
                 # same from inside the container and from the host.
                 target = os.path.relpath("/bin/busybox", os.path.dirname("/" + applet))
                 tree.symlink(applet, target)
+            if plan.tools and "bin/bash" not in plan.applets:
+                # bash itself at /bin/bash (the file, not the host's path: /bin
+                # is a real directory here), its loader and libraries as they are on the host
+                tree.copy_host_file(walk_path(plan.tools[0])[-1].path, "bin/bash")
+                done: set[str] = set()
+                for host_path in ((plan.interp,) if plan.interp else ()) + plan.libraries:
+                    tree.install_host_path(host_path, done)
         else:
             done: set[str] = set()
             for host_path in plan.host_files:

@@ -20,7 +20,11 @@ a symlink planted by an earlier entry cannot redirect a later write
   files, permission bits including setuid/setgid/sticky, numeric uid/gid
   (when we are root, as ``tar --same-owner``), mtimes (directories are fixed
   up by :meth:`SafeTree.finish`, after their contents were written), and
-  file capabilities (``security.capability``, as root).
+  file capabilities (``security.capability``, as root);
+- in an image layer, whiteouts in overlayfs's own form (the kernel's
+  Documentation/filesystems/overlayfs.rst, "whiteouts and opaque
+  directories"): a character device 0:0 for a deleted name, the xattr
+  ``trusted.overlay.opaque=y`` on a directory that hides the one below.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 PATH_MAX = 4096  # bytes in a path, NUL included (limits.h)
 
 REFUSED_HINT = "the archive is unsafe or malformed; nothing was imported"
+
+OPAQUE_XATTR = "trusted.overlay.opaque"  # overlayfs.rst; setting it needs CAP_SYS_ADMIN
 
 
 def refused(member: str, why: str) -> ImageError:
@@ -262,6 +268,28 @@ class SafeTree:
         finally:
             os.close(tfd)
         self._files.add(parts)
+
+    def make_whiteout(self, parts: tuple[str, ...], label: str) -> None:
+        """A deleted name: a 0:0 character device at ``parts`` (mknod(2);
+        since Linux 5.8 a whiteout needs no CAP_MKNOD). Only ever in the
+        layer's own fresh tree, in a parent reached without symlinks; a name
+        the same layer also made refuses the archive (the spec lets a layer
+        delete only what the layers below have)."""
+        if not parts:
+            self._root_entry(label)
+        parent = self._parent(parts, label)
+        try:
+            os.mknod(parts[-1], stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+        except FileExistsError:
+            raise refused(label, "deletes a name that the same layer creates") from None
+        if self.same_owner:
+            os.chown(parts[-1], 0, 0, dir_fd=parent, follow_symlinks=False)
+
+    def make_opaque(self, parts: tuple[str, ...], label: str) -> None:
+        """The directory ``parts`` hides whatever the layers below have there
+        (made if the layer did not list it before its marker)."""
+        fd = self._parent(parts + ("-",), label) if parts else self._root_fd
+        os.setxattr(fd, OPAQUE_XATTR, b"y")
 
     def finish(self) -> None:
         """Apply directory modes and mtimes. Reverse path order puts every

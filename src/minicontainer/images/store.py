@@ -2,8 +2,18 @@
 
 Layout (see paths.py)::
 
-    images/<id>/rootfs/      the unpacked root filesystem (never modified by a run)
-    images/<id>/meta.json    {"id", "created", "source", "size", ...}
+    images/<id>/rootfs/      a flat image (``image import``): its root filesystem
+                             (never modified by a run)
+    images/<id>/meta.json    {"id", "created", "source", "size", ...}; a layered
+                             image's also lists its "layers" (diff_ids, bottom first)
+    images/<id>/config.json  a layered image's config (OCI image spec, config.md);
+                             its id is the sha256 of these bytes, as docker's
+    layers/<hex>/diff/       one layer, unpacked once under its diff_id (the sha256
+                             of its uncompressed tar) and shared by every image that
+                             has it; its whiteouts are overlayfs whiteouts
+    layers/<hex>/meta.json   {"diff_id", "size", ...}
+    leases/<pid>-*.json      layers a running ``build`` uses before any image
+                             has them (containerd's "leases"): kept while that pid lives
     refs/<name>              a file holding the image id a name points to
     tmp/new-<pid>-*/         work directories; a finished image is renamed
                              from here into images/, so a crash or an error
@@ -18,7 +28,8 @@ it: a tarball's id is the sha256 of its uncompressed stream). Every directory
 here is 0700 and root-owned: images hold setuid binaries that other host
 users must not reach (reliability case A10). An image goes when nothing uses
 it any more: no name points to it and no container runs on it (its lower
-layer); ``image prune`` sweeps up any that were kept for a container.
+layer); ``image prune`` sweeps up any that were kept for a container. A
+layer goes with the last image that has it.
 """
 
 from __future__ import annotations
@@ -60,10 +71,39 @@ class Image:
     id: str
     rootfs: Path
     meta: dict
+    lowers: tuple[Path, ...] = ()  # a layered image's layer directories, top first (overlay's order)
 
     @property
     def short_id(self) -> str:
         return self.id.split(":")[-1][:12]
+
+    @property
+    def layered(self) -> bool:
+        return bool(self.lowers)
+
+    @property
+    def stack(self) -> tuple[Path, ...]:
+        """The directories of the image's root, top first: one for a flat image."""
+        return self.lowers or (self.rootfs,)
+
+    def config(self) -> dict:
+        """The image config (OCI image spec, config.md); {} for a flat image."""
+        if not self.layered:
+            return {}
+        try:
+            return json.loads((self.rootfs.parent / "config.json").read_bytes())
+        except (OSError, ValueError):
+            raise ImageError(f"image {self.name} is damaged: its config.json is missing or unreadable",
+                             f"remove it with 'minicontainer image rm {self.name}' and load it again") from None
+
+
+@dataclass(frozen=True)
+class NewLayer:
+    """A layer unpacked into a work directory (``work``/diff), to be
+    installed under ``diff_id`` by :meth:`ImageStore.create_layered`."""
+
+    diff_id: str  # "sha256:<hex>"
+    work: Path | None  # None: the store already has it
 
 
 @dataclass(frozen=True)
@@ -101,6 +141,7 @@ class ImageStore:
         self.refs_dir = self.home / "refs"
         self.tmp_dir = self.home / "tmp"
         self.locks_dir = self.home / "locks"
+        self.layers_dir = self.home / "layers"
         # where containers_using() looks for containers (None: paths.state_root())
         self.state_root = Path(state_root) if state_root is not None else None
 
@@ -111,7 +152,7 @@ class ImageStore:
     @paths.on_store
     def ensure(self) -> None:
         paths.ensure_private_dir(self.home)
-        for d in (self.images_dir, self.refs_dir, self.tmp_dir, self.locks_dir):
+        for d in (self.images_dir, self.refs_dir, self.tmp_dir, self.locks_dir, self.layers_dir):
             d.mkdir(exist_ok=True)
             os.chmod(d, 0o700)
 
@@ -206,7 +247,86 @@ class ImageStore:
                 f"remove it with 'minicontainer image rm {name}' and import it again",
                 exit_code=125,
             ) from None
-        return Image(name=name, id=image_id, rootfs=d / "rootfs", meta=meta)
+        layers = meta.get("layers") or []
+        if not isinstance(layers, list) or not all(isinstance(x, str) and _is_diff_id(x) for x in layers):
+            raise ImageError(f"image {name} is damaged: {d}/meta.json lists bad layers",
+                             f"remove it with 'minicontainer image rm {name}' and load it again", exit_code=125)
+        # top first; a layer listed twice (two empty layers) is stacked once, at
+        # its higher place: overlayfs refuses a directory twice, and the higher
+        # copy already has every effect of the lower one
+        lowers = tuple(dict.fromkeys(self.layer_dir(x) for x in reversed(layers)))
+        return Image(name=name, id=image_id, rootfs=d / "rootfs", meta=meta, lowers=lowers)
+
+    def layer_dir(self, diff_id: str) -> Path:
+        """Where layer ``diff_id`` ("sha256:<hex>") is unpacked."""
+        return self.layers_dir / diff_id.split(":", 1)[1] / "diff"
+
+    @paths.on_store
+    def has_layer(self, diff_id: str) -> bool:
+        return _is_diff_id(diff_id) and (self.layers_dir / diff_id.split(":", 1)[1] / "meta.json").is_file()
+
+    @paths.on_store
+    def install_layer(self, work: Path, diff_id: str) -> None:
+        """Put a layer unpacked in ``work`` (archive.unpack_layer) in the
+        store, unless it has it; the caller holds a lease on it (see lease)."""
+        try:
+            with self.lock():
+                if not self.has_layer(diff_id):
+                    os.rename(work, self.layers_dir / diff_id.split(":", 1)[1])
+        finally:
+            if os.path.lexists(work):
+                remove_tree(work)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Callable[[list[str]], None]]:
+        """Keep layers from being deleted for the ``with`` block, before an
+        image lists them (a build's steps). Yields ``add(diff_ids)``; call
+        it under the store lock for layers found in the store, so that no
+        ``image rm`` can delete them in between."""
+        self.ensure()
+        leases = self.home / "leases"
+        leases.mkdir(mode=0o700, exist_ok=True)
+        path = Path(tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".json", dir=leases)[1])
+        held: set[str] = set()
+
+        def add(diff_ids: list[str]) -> None:
+            held.update(diff_ids)
+            path.write_text(json.dumps(sorted(held)))
+
+        try:
+            add([])
+            yield add
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _leased(self) -> set[str]:
+        out: set[str] = set()
+        leases = self.home / "leases"
+        if not leases.is_dir():
+            return out
+        for f in leases.iterdir():
+            m = re.match(r"^(\d+)-", f.name)
+            if not m or not _pid_alive(int(m.group(1))):
+                f.unlink(missing_ok=True)  # its build is gone
+                continue
+            try:
+                out.update(x.split(":", 1)[-1] for x in json.loads(f.read_text()))
+            except (OSError, ValueError):
+                continue  # unreadable: leases are written under the store lock, as this is read
+        return out
+
+    def layer_meta(self, diff_id: str) -> dict:
+        try:
+            return json.loads((self.layers_dir / diff_id.split(":", 1)[1] / "meta.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @paths.on_store
+    def new_work(self) -> Path:
+        """A fresh 0700 work directory in tmp/ (removed by clean_tmp if we die)."""
+        self.ensure()
+        self.clean_tmp()
+        return Path(tempfile.mkdtemp(prefix=f"new-{os.getpid()}-", dir=self.tmp_dir))
 
     @paths.on_store
     def list(self) -> list[Image]:
@@ -301,7 +421,7 @@ class ImageStore:
             if not _is_image_id(image_id):
                 raise ImageError(f"internal error: bad image id {image_id!r}")
             # the size: given by populate (a tar import knows it), or measured
-            size = extra["size"] if "size" in extra else _du(rootfs)
+            size = extra["size"] if "size" in extra else disk_usage(rootfs)
             meta = {"id": image_id, "created": time.time(), "source": source, **extra, "size": size}
             (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         except BaseException:
@@ -323,6 +443,46 @@ class ImageStore:
         finally:
             for d in doomed:
                 remove_tree(d)
+
+    @paths.on_store
+    def create_layered(self, name: str, image_id: str, config: bytes, layers: list[NewLayer], meta: dict,
+                       *, force: bool = False) -> Image:
+        """Install a layered image: its new layers (unpacked by the caller,
+        see NewLayer), then its config and meta.json, then the name, all
+        under the store lock; ``image_id`` is the config's sha256 hex. The
+        work directories are removed whatever happens."""
+        validate_image_name(name)
+        doomed: list[Path] = [x.work for x in layers if x.work is not None]
+        try:
+            with self.lock(name):
+                if self.exists(name) and not force:
+                    raise _exists_error(name)
+                work = self.new_work()
+                doomed.append(work)
+                (work / "config.json").write_bytes(config)
+                full = {"id": image_id, "created": time.time(), **meta,
+                        "layers": [x.diff_id for x in layers],
+                        "size": sum(int(self.layer_meta(x.diff_id).get("size", 0)) if x.work is None
+                                    else _layer_size(x.work) for x in layers)}
+                (work / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
+                with self.lock():
+                    for x in layers:
+                        if x.work is not None and not self.has_layer(x.diff_id):
+                            os.rename(x.work, self.layers_dir / x.diff_id.split(":", 1)[1])
+                        elif not self.has_layer(x.diff_id):
+                            raise ImageError(f"layer {x.diff_id[:19]} was removed while the image was being loaded",
+                                             "load it again")
+                    if not self.has_id(image_id):
+                        os.rename(work, self.images_dir / image_id)
+                    try:
+                        return self._point(name, image_id, force, doomed)
+                    except ImageError:
+                        self._drop_if_unused(image_id, name, doomed)
+                        raise
+        finally:
+            for d in doomed:
+                if os.path.lexists(d):
+                    remove_tree(d)
 
     def _point(self, name: str, image_id: str, force: bool, doomed: list[Path]) -> Image:
         """Under the store lock: make ``name`` point to ``image_id``; the image
@@ -390,6 +550,10 @@ class ImageStore:
                         meta = {}
                     if self._drop_if_unused(d.name, "", doomed):
                         removed.append(Image(name="", id=d.name, rootfs=d / "rootfs", meta=meta))
+                # and layers no image has (a build that failed, or was interrupted, made them)
+                grave = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
+                doomed.append(grave)
+                self._drop_unused_layers(grave)
         finally:
             for d in doomed:
                 remove_tree(d)
@@ -417,7 +581,24 @@ class ImageStore:
             os.rename(self.images_dir / image_id, grave / "image")
         except FileNotFoundError:
             return False
+        self._drop_unused_layers(grave)
         return True
+
+    def _drop_unused_layers(self, grave: Path) -> None:
+        """Under the store lock: move every layer that no stored image lists
+        into ``grave`` (being deleted by the caller)."""
+        if not self.layers_dir.is_dir():
+            return
+        used = self._leased()
+        for d in self.images_dir.iterdir():
+            try:
+                layers = json.loads((d / "meta.json").read_text()).get("layers") or []
+            except (OSError, ValueError, AttributeError):
+                continue
+            used.update(x.split(":", 1)[-1] for x in layers if isinstance(x, str))
+        for d in self.layers_dir.iterdir():
+            if d.name not in used:
+                os.rename(d, grave / f"layer-{d.name}")
 
     def _referenced_ids(self) -> set[str]:
         """Ids named by any ref, damaged images included (read raw, unlike
@@ -436,6 +617,17 @@ class ImageStore:
             return (self.refs_dir / name).read_text().strip()
         except OSError:
             return None
+
+
+def _is_diff_id(value: str) -> bool:
+    return re.fullmatch(r"sha256:[0-9a-f]{64}", value) is not None
+
+
+def _layer_size(work: Path) -> int:
+    try:
+        return int(json.loads((work / "meta.json").read_text()).get("size", 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def _exists_error(name: str) -> ImageError:
@@ -544,7 +736,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _du(path: Path) -> int:
+def disk_usage(path: Path) -> int:
     """Bytes used by the files under ``path`` (hard links counted once)."""
     seen = set()
     total = 0

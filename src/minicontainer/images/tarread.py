@@ -22,7 +22,12 @@ reading rules:
 - a hard link must name an earlier regular-file member (SafeTree checks it
   is still a regular file);
 - device nodes and FIFOs are skipped and counted (``/dev`` is a fresh tmpfs
-  at run time); whiteouts (``.wh.*``, from registry layers) are refused;
+  at run time);
+- whiteouts (``.wh.*``) are refused in a flat export, where they mean
+  nothing; in an image *layer* (``layer=True``: ``image load``, ``build``)
+  they are what the OCI image spec (layer.md, "Whiteouts") says, a deletion
+  of a name in the layers below, and become overlayfs's own form
+  (:meth:`SafeTree.make_whiteout`, :meth:`SafeTree.make_opaque`);
 - configurable limits (:class:`Limits`) turn bombs into a clear error;
 - of the extended attributes only file capabilities
   (``SCHILY.xattr.security.capability``, as root) are kept: without them
@@ -58,6 +63,7 @@ CHUNK = 1 << 20  # big reads and writes: the cost is per syscall, not per byte
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _SPECIAL = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 _PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XGLTYPE) + _PAX_LOCAL
 
 NAME_MAX = 255  # bytes in one path component (limits.h)
 
@@ -72,16 +78,24 @@ class Limits:
     max_total_bytes: int = 64 << 30  # of the uncompressed stream
     max_depth: int = 256  # directory levels in a member name
     max_header_bytes: int = 1 << 20  # one pax or GNU long-name header
+    # Extended headers (pax, pax global, GNU long name/link) before one
+    # member: a real archive has one to three. Without a bound, a small
+    # crafted file could carry millions of them, each parsed and none
+    # counted as a member.
+    max_ext_headers: int = 16
+    max_global_bytes: int = 1 << 20  # keys and values of the pax global set, all together
 
 
 @dataclass(frozen=True)
 class ExtractResult:
-    digest: str  # "sha256:<hex>" of the whole uncompressed tar stream
-    compression: str  # "none", "gzip", "xz" or "bzip2"
+    digest: str  # "sha256:<hex>" of the whole uncompressed tar stream (a layer's diff_id)
+    compression: str  # "none", "gzip", "xz", "bzip2" or "zstd"
     members: int
     bytes: int  # length of the uncompressed stream
     skipped_special: int  # device nodes and FIFOs left out
     file_bytes: int = 0  # data of the regular files: the image's size
+    raw_digest: str | None = None  # "sha256:<hex>" of the bytes as read (compressed), if asked for
+    whiteouts: int = 0  # .wh.* members turned into overlay whiteouts (layers only)
 
 
 @dataclass(frozen=True)
@@ -103,12 +117,18 @@ class Member:
 # -- pure helpers ---------------------------------------------------------------
 
 
-def member_parts(name: str, limits: Limits = Limits()) -> tuple[str, ...]:
+WHITEOUT = ".wh."  # OCI image spec, layer.md "Whiteouts": the prefix of a deletion marker
+OPAQUE = ".wh..wh..opq"  # ... and the marker of an opaque directory
+
+
+def member_parts(name: str, limits: Limits = Limits(), *, whiteouts: bool = False) -> tuple[str, ...]:
     """Normalise a member (or hard link target) name to path components.
 
     ``/`` prefixes and ``.`` go away, ``..`` pops a component (like moby's
     ``filepath.Clean``) and popping past the root refuses the archive. The
     result is the path we create, component by component, from the root fd.
+    With ``whiteouts`` (a layer) the last component may be a whiteout
+    (``.wh.NAME`` or ``.wh..wh..opq``); see :func:`whiteout_target`.
     """
     if "\0" in name:
         raise refused(name, "contains a NUL byte")
@@ -116,10 +136,15 @@ def member_parts(name: str, limits: Limits = Limits()) -> tuple[str, ...]:
     if len(name) >= PATH_MAX // 4 and len(os.fsencode(name)) >= PATH_MAX:
         raise refused(name[:60] + "...", f"is longer than PATH_MAX ({PATH_MAX} bytes)")
     parts: list[str] = []
-    for comp in name.split("/"):
+    comps = name.split("/")
+    while len(comps) > 1 and comps[-1] in ("", "."):
+        comps.pop()  # "a/.wh.b/" is still the whiteout .wh.b
+    for i, comp in enumerate(comps):
         if comp in ("", "."):
             continue
-        if comp.startswith(".wh."):
+        if comp.startswith(WHITEOUT) and not (whiteouts and i == len(comps) - 1):
+            if whiteouts:
+                raise refused(name, "has a whiteout (.wh.*) as a directory: a deleted name cannot hold files")
             raise refused(
                 name,
                 "is an overlay whiteout (.wh.*): this is a registry image layer, not a "
@@ -136,6 +161,24 @@ def member_parts(name: str, limits: Limits = Limits()) -> tuple[str, ...]:
     if len(parts) > limits.max_depth:
         raise refused(name[:60] + "...", f"is nested deeper than {limits.max_depth} directories")
     return tuple(parts)
+
+
+def whiteout_target(parts: tuple[str, ...], member: str) -> tuple[str, ...] | None:
+    """For a layer member, what its whiteout deletes: ``dir/.wh.NAME`` ->
+    ``("dir", "NAME")``, ``dir/.wh..wh..opq`` -> ``("dir",)`` (the directory
+    becomes opaque). None: not a whiteout. A whiteout name that could only
+    mean "the parent" or "the root" (``.wh.``, ``.wh..``, ``.wh...``), or
+    any other ``.wh..wh.`` marker (aufs's private ones), refuses the
+    archive: a whiteout deletes one name in its own directory, nothing else."""
+    if not parts or not parts[-1].startswith(WHITEOUT):
+        return None
+    last = parts[-1]
+    if last == OPAQUE:
+        return parts[:-1]
+    target = last[len(WHITEOUT):]
+    if target in ("", ".", "..") or target.startswith(WHITEOUT):
+        raise refused(member, "is a whiteout that names no file of its directory")
+    return parts[:-1] + (target,)
 
 
 # tar(5), "ustar Interchange Format": the header block's fields, in order.
@@ -291,10 +334,11 @@ class _Source:
     """The raw (maybe compressed) bytes: the peeked head first, then the file;
     counts bytes for a progress callback."""
 
-    def __init__(self, raw: BinaryIO, head: bytes, progress: Callable[[int], None] | None):
+    def __init__(self, raw: BinaryIO, head: bytes, progress: Callable[[int], None] | None, sha=None):
         self._raw = raw
         self._head = head
         self._progress = progress
+        self.sha = sha  # a hashlib object for the raw bytes (a layer's compressed digest), or None
 
     def read(self, n: int | None = -1) -> bytes:
         if self._head:  # decompressors read headers a few bytes at a time
@@ -304,6 +348,8 @@ class _Source:
             data = self._raw.read(n if n and n > 0 else CHUNK)
         if self._progress is not None and data:
             self._progress(len(data))
+        if self.sha is not None:
+            self.sha.update(data)
         return data
 
     def readable(self) -> bool:
@@ -365,10 +411,12 @@ class _Hasher:
 class _Input:
     """The uncompressed tar stream, read in big chunks, every byte hashed once."""
 
-    def __init__(self, raw: BinaryIO, limits: Limits, progress: Callable[[int], None] | None):
+    def __init__(self, raw: BinaryIO, limits: Limits, progress: Callable[[int], None] | None, *,
+                 hash_raw: bool = False):
         head = _read_head(raw, 6)
         self.compression = detect_compression(head)
-        src = _Source(raw, head, progress)
+        src = _Source(raw, head, progress, hashlib.sha256() if hash_raw else None)
+        self.source = src
         # The decompressor modules are imported only when needed (start-up
         # time); each brings its own "corrupt data" exception.
         self._corrupt: tuple[type[BaseException], ...] = ()
@@ -389,6 +437,10 @@ class _Input:
             import bz2
 
             self._decoded = bz2.BZ2File(src)
+        elif self.compression == "zstd":
+            # Python 3.11 has no zstd module: the zstd(1) binary decodes
+            # (Debian's zstd package), see _ZstdPipe.
+            self._decoded = _ZstdPipe(src)
         else:
             raise ImageError(
                 f"{self.compression}-compressed archives are not supported",
@@ -456,6 +508,75 @@ class _Input:
         except _EndOfData as e:
             if e.cut:
                 raise ImageError(f"truncated archive: {e}", REFUSED_HINT) from None
+        if isinstance(self._decoded, _ZstdPipe):
+            self._decoded.finish()
+        if self.source.sha is not None:
+            # the decompressor may stop at its end marker: the digest is of every byte
+            while self.source.read(CHUNK):
+                pass
+
+    def close(self) -> None:
+        self.sha.close()
+        if isinstance(self._decoded, _ZstdPipe):
+            self._decoded.close()
+
+
+class _ZstdPipe:
+    """``zstd -dc``: the compressed bytes go in from a thread, the tar comes
+    out for the reader. A zstd that fails (corrupt or cut data) is reported
+    when its output ends."""
+
+    def __init__(self, src: _Source):
+        import shutil
+        import subprocess
+        import threading
+
+        exe = shutil.which("zstd")
+        if exe is None:
+            raise ImageError("this layer is zstd-compressed and the zstd program is missing",
+                             "install it: apt-get install zstd")
+        self._proc = subprocess.Popen([exe, "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        self._error: BaseException | None = None
+        self._feeder = threading.Thread(target=self._feed, args=(src,), name="zstd-in", daemon=True)
+        self._feeder.start()
+
+    def _feed(self, src: _Source) -> None:
+        try:
+            while data := src.read(CHUNK):
+                self._proc.stdin.write(data)
+        except BrokenPipeError:
+            pass  # zstd stopped reading: its exit status says why
+        except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+            self._error = e
+        finally:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def read(self, n: int) -> bytes:
+        data = self._proc.stdout.read(n)
+        if not data:
+            self.finish()
+        return data
+
+    def finish(self) -> None:
+        self._feeder.join()
+        if self._error is not None:
+            raise self._error
+        err = self._proc.stderr.read().decode(errors="replace").strip()
+        if self._proc.wait() != 0:
+            last = err.splitlines()[-1].split(" : ", 1)[-1] if err else "zstd failed"  # drop zstd's "/*stdin*\ : "
+            raise ImageError(f"corrupt zstd data: {last}", REFUSED_HINT)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._feeder.join()
+        for f in (self._proc.stdout, self._proc.stderr):
+            f.close()
 
 
 # -- reading members -------------------------------------------------------------
@@ -464,10 +585,15 @@ class _Input:
 class _TarReader:
     """Turns the stream into :class:`Member` s (tar(5), pax(1), GNU long names)."""
 
-    def __init__(self, inp: _Input, limits: Limits):
+    def __init__(self, inp: _Input, limits: Limits, *, whiteouts: bool = False):
         self._inp = inp
         self._limits = limits
+        self._whiteouts = whiteouts
+        # The pax global set without path/linkpath (which would rename every
+        # member), kept as one dict and never copied per member: lookups try
+        # the member's own pax first, then this.
         self._global: dict[str, str] = {}
+        self._global_bytes = 0
         self._data_size = 0  # the current member's data not read yet ...
         self._data_left = 0  # ... and the same with the padding to a block
         self.last = "(start of archive)"
@@ -502,6 +628,7 @@ class _TarReader:
             self.copy_data(None)
         pax: dict[str, str] = {}
         long_name = long_link = None
+        headers = 0
         while True:  # extended headers describe the member that follows them
             buf = self._block()
             if buf is None:
@@ -517,34 +644,59 @@ class _TarReader:
                         "give a .tar, .tar.gz, .tar.xz or .tar.bz2 file, e.g. from 'docker export'",
                     ) from None
                 raise ImageError(f"corrupt archive: bad header after member {self.last!r} ({e})", REFUSED_HINT) from None
+            if info.type not in _EXTENDED:
+                break
+            headers += 1
+            if headers > self._limits.max_ext_headers:
+                raise ImageError(
+                    f"corrupt archive: more than {self._limits.max_ext_headers} extended headers in a row "
+                    f"after member {self.last!r}",
+                    "a real archive has at most a few before each member; is it an archive bomb?",
+                )
             if info.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             elif info.type == tarfile.GNUTYPE_LONGLINK:
                 long_link = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             elif info.type in _PAX_LOCAL:
                 pax.update(parse_pax(self._ext_data(info), self.last))
-            elif info.type == tarfile.XGLTYPE:
-                self._global.update(parse_pax(self._ext_data(info), self.last))
             else:
-                break
-        # A global header's path/linkpath would rename every member: ignore them.
-        merged = {k: v for k, v in self._global.items() if k not in ("path", "linkpath")}
-        merged.update(pax)
-        return self._member(info, merged, long_name, long_link)
+                self._add_global(parse_pax(self._ext_data(info), self.last))
+        return self._member(info, pax, long_name, long_link)
+
+    def _add_global(self, records: dict[str, str]) -> None:
+        for k, v in records.items():
+            if k in ("path", "linkpath"):
+                continue  # a global path/linkpath would rename every member: ignored
+            if k.startswith("GNU.sparse."):
+                raise refused(f"(global header after {self.last!r})", _SPARSE)
+            old = self._global.get(k)
+            self._global_bytes += len(k) + len(v) - (len(k) + len(old) if old is not None else 0)
+            self._global[k] = v
+        if self._global_bytes > self._limits.max_global_bytes:
+            raise ImageError(
+                f"corrupt archive: the pax global headers after member {self.last!r} hold more than "
+                f"{self._limits.max_global_bytes} bytes",
+                "a real archive has at most a few global records; is it an archive bomb?",
+            )
 
     def _member(self, info: Header, pax: dict[str, str], long_name: str | None, long_link: str | None) -> Member:
         name = long_name if long_name is not None else info.name
         linkname = long_link if long_link is not None else info.linkname
         size, uid, gid, mtime_ns = info.size, info.uid, info.gid, info.mtime * 1_000_000_000
-        if pax:  # most members of a docker export have none
+        glob = self._global
+        if pax or glob:  # most members of a docker export have neither
+            def get(key: str, default):
+                return pax.get(key, glob.get(key, default))
+
             name = pax.get("path", name)
             linkname = pax.get("linkpath", linkname)
             try:
-                size = int(pax.get("size", size))
-                uid = int(pax.get("uid", uid))
-                gid = int(pax.get("gid", gid))
-                if "mtime" in pax:
-                    mtime_ns = _pax_mtime_ns(pax["mtime"])
+                size = int(get("size", size))
+                uid = int(get("uid", uid))
+                gid = int(get("gid", gid))
+                mtime = get("mtime", None)
+                if mtime is not None:
+                    mtime_ns = _pax_mtime_ns(mtime)
             except ValueError:
                 raise ImageError(f"corrupt archive: bad pax number for member {name!r}", REFUSED_HINT) from None
             if any(k.startswith("GNU.sparse.") for k in pax):
@@ -570,7 +722,7 @@ class _TarReader:
             self._data_size, self._data_left = size, _padded(size)
         return Member(
             name=name,
-            parts=member_parts(name, self._limits),
+            parts=member_parts(name, self._limits, whiteouts=self._whiteouts),
             type=kind,
             size=size,
             mode=info.mode & 0o7777,
@@ -578,7 +730,7 @@ class _TarReader:
             gid=gid,
             mtime_ns=mtime_ns,
             linkname=linkname,
-            caps=_caps(pax) if pax else None,
+            caps=_caps(pax, glob) if pax or glob else None,
         )
 
     def copy_data(self, fd: int | None) -> None:
@@ -597,8 +749,9 @@ class _TarReader:
 _SPARSE = "is a GNU sparse file, which is not supported (re-create the archive without --sparse)"
 
 
-def _caps(pax: dict[str, str]) -> bytes | None:
-    value = pax.get("SCHILY.xattr.security.capability")
+def _caps(pax: dict[str, str], glob: dict[str, str]) -> bytes | None:
+    key = "SCHILY.xattr.security.capability"
+    value = pax.get(key, glob.get(key))
     return value.encode("utf-8", "surrogateescape") if value else None  # binary, kept by surrogateescape
 
 
@@ -616,28 +769,40 @@ def extract_tar(
     limits: Limits = Limits(),
     same_owner: bool | None = None,
     progress: Callable[[int], None] | None = None,
+    layer: bool = False,
 ) -> ExtractResult:
-    """Unpack the tar stream ``raw`` (plain, gzip, xz or bzip2; a pipe is
-    fine: it is read once, front to back) into the empty directory ``dest``.
+    """Unpack the tar stream ``raw`` (plain, gzip, xz, bzip2 or zstd; a pipe
+    is fine: it is read once, front to back) into the empty directory ``dest``.
 
     Raises ImageError for anything unsafe, malformed or failing; the caller
     (ImageStore.create) then removes ``dest``. ``progress(n)`` is called with
-    each number of raw bytes read.
+    each number of raw bytes read. ``layer``: an image layer, whose
+    whiteouts become overlay whiteouts, and whose raw (compressed) bytes are
+    hashed too, for the manifest's digest; it may be empty.
     """
-    inp = _Input(raw, limits, progress)
+    inp = _Input(raw, limits, progress, hash_raw=layer)
     try:
-        return _extract(inp, dest, limits, same_owner)
+        return _extract(inp, dest, limits, same_owner, layer)
     finally:
-        inp.sha.close()
+        inp.close()
 
 
-def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None) -> ExtractResult:
-    reader = _TarReader(inp, limits)
-    skipped = file_bytes = 0
+def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None, layer: bool) -> ExtractResult:
+    reader = _TarReader(inp, limits, whiteouts=layer)
+    skipped = file_bytes = whiteouts = 0
     with SafeTree(dest, same_owner=same_owner) as tree:
         while (m := reader.next_member()) is not None:
             try:
-                if m.type in _REGULAR:
+                deleted = whiteout_target(m.parts, m.name) if layer else None
+                if deleted is not None:
+                    if m.type not in _REGULAR:
+                        raise refused(m.name, "is a whiteout that is not a plain file")
+                    if len(deleted) < len(m.parts):
+                        tree.make_opaque(deleted, m.name)
+                    else:
+                        tree.make_whiteout(deleted, m.name)
+                    whiteouts += 1
+                elif m.type in _REGULAR:
                     tree.write_file(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name, reader.copy_data, m.caps)
                     file_bytes += m.size
                 elif m.type == tarfile.DIRTYPE:
@@ -655,7 +820,7 @@ def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None) -
                 raise ImageError(err.message, err.hint) from e
             except (ValueError, OverflowError) as e:  # a value the kernel API cannot take
                 raise ImageError(f"corrupt archive: member {m.name!r}: {e}", REFUSED_HINT) from e
-        if reader.count == 0:
+        if reader.count == 0 and not layer:  # a layer may add nothing (docker build's WORKDIR /)
             raise ImageError("the archive is empty (no members)", "an image needs at least /bin/sh")
         try:
             tree.finish()
@@ -670,5 +835,7 @@ def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None) -
         bytes=inp.total,
         skipped_special=skipped,
         file_bytes=file_bytes,
+        raw_digest="sha256:" + inp.source.sha.hexdigest() if inp.source.sha is not None else None,
+        whiteouts=whiteouts,
     )
 

@@ -54,8 +54,9 @@ DEFAULT_READONLY: tuple[tuple[str, str], ...] = (
     ("/proc/irq", "interrupt routing of the host's CPUs"),
     ("/proc/sys", "sysctls, mostly host-wide: kernel/core_pattern runs a program as host root on any crash"),
     ("/proc/sysrq-trigger", "writing b reboots the host, c crashes it"),
-    ("/sys/fs/cgroup", "the cgroup tree: a container must not raise its own limits"),
 )
+# (/sys/fs/cgroup is not in the list: the plan mounts the container's own
+# cgroup there read-only itself, plan.cgroup_mounts.)
 DEFAULT_MASKED_PATHS: tuple[str, ...] = tuple(p for p, _, _ in DEFAULT_MASKED)
 DEFAULT_READONLY_PATHS: tuple[str, ...] = tuple(p for p, _ in DEFAULT_READONLY)
 

@@ -454,6 +454,26 @@ def profile_for(config) -> Profile | None:
     return config.seccomp_profile if config.seccomp_profile is not None else DEFAULT_PROFILE
 
 
+def _outcome(action: Action) -> str:
+    """What happens to a call that gets ``action``, as the end of a sentence."""
+    return {"allow": "is allowed", "log": "is allowed and logged", "kill_process": "kills the process",
+            "kill_thread": "kills the thread", "trap": "gets SIGSYS"}.get(action.kind, f"fails with {action}")
+
+
+def explain_filter(compiled: CompiledFilter) -> str:
+    """The filter's defaults as sentences (the seccomp step's "why" in --explain)."""
+    prof = compiled.profile
+    where = f" (from {prof.source})" if prof.source else ""
+    lenient = prof.default_action.kind in ("allow", "log")
+    text = (f"The {prof.name} profile{where} is {compiled.length} BPF instructions for {compiled.arch}. "
+            f"A call it does not list {_outcome(prof.default_action)}; a call made through another architecture "
+            + ("kills the process, because a deny-list written in this architecture's numbers cannot cover "
+               "another's" if lenient else _outcome(prof.default_action)))
+    if compiled.arch == "x86_64":
+        text += "; an x32 call (nr >= 0x40000000) " + (_outcome(EPERM) if lenient else _outcome(prof.default_action))
+    return text + "."
+
+
 def describe_filter(compiled: CompiledFilter) -> list[str]:
     """What the filter blocks and why, one line per rule (for --explain)."""
     prof = compiled.profile

@@ -77,7 +77,6 @@ def _seccomp_step(config: SecurityConfig, kept: frozenset[str], arch: str | None
     if compiled is None:
         why = "--privileged" if config.privileged else "--security-opt seccomp=unconfined"
         return S.Note(phase=S.INSIDE, text=f"no seccomp filter ({why})", reason="every system call reaches the kernel")
-    lines = seccomp.describe_filter(compiled)
     refusing = [r for r in compiled.rules if r.action.kind != "allow"]
     partly = {n for r in compiled.rules if r.args for n in r.names}
     blocked = sorted({n for r in refusing for n in r.names} - set(compiled.unknown))
@@ -87,8 +86,7 @@ def _seccomp_step(config: SecurityConfig, kept: frozenset[str], arch: str | None
             n + ("*" if n in partly else "") for n in blocked)
     return S.InstallSeccomp(
         text=text,
-        reason="seccomp(2): the kernel runs this program on every system call. "
-               + " ".join(line.strip() for line in lines[:3]),
+        reason="seccomp(2): the kernel runs this program on every system call. " + seccomp.explain_filter(compiled),
         fprog=load_filter(compiled.program),
     )
 

@@ -30,10 +30,14 @@ user (or the default root) it is simply not used.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
 
+# At the top, not in a function: `exec` resolves the user after it joined the
+# container's mount namespace, where an import would read the image's files.
+from minicontainer.container import userns
 from minicontainer.errors import SecurityError, UsageError
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -286,8 +290,6 @@ def user_for_exec(root_fd: int, user: str | None, group_add: tuple[str, ...] = (
     error, and every id must be mapped in the namespace (setresuid(2) to an
     unmapped id is EINVAL).
     """
-    import dataclasses
-
     resolved = resolve_user(root_fd, user, group_add)
     allowed = setgroups_allowed()
     if not allowed and resolved.groups:
@@ -304,8 +306,6 @@ def user_for_exec(root_fd: int, user: str | None, group_add: tuple[str, ...] = (
 
 def check_mapped(user: ExecUser) -> None:
     """In a user namespace only mapped ids exist: setresuid(2) to another is EINVAL."""
-    from minicontainer.container import userns
-
     for kind, ids in (("uid", (user.uid,)), ("gid", (user.gid,) + tuple(user.groups))):
         for id_ in ids:
             if not userns.is_mapped(id_, kind):

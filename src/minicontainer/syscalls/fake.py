@@ -20,14 +20,17 @@ class Recorder:
     plan, a pid to play the runtime's (a list: one value per fork). ``files`` maps paths opened with
     open_path to the (mode, rdev) fstat reports (the host's /dev/null by
     default); everything opened beneath the root is a directory unless its
-    path is in ``files``."""
+    path is in ``files``. ``submounts`` maps a path to the mount points
+    ``submounts()`` reports below it (none by default)."""
 
-    def __init__(self, fail: dict[str, int] | None = None, *, fork_returns: int = 4242, files=None):
+    def __init__(self, fail: dict[str, int] | None = None, *, fork_returns: int = 4242, files=None,
+                 submounts=None):
         self.calls: list[tuple] = []
         self.fail = dict(fail or {})
         self.fork_returns = fork_returns
         self.files = {"/dev/null": (stat.S_IFCHR | 0o666, os.makedev(1, 3))} if files is None else dict(files)
         self.caps = (0, 0, 0)
+        self.submount_table = dict(submounts or {})
         self._fds: dict[int, str] = {}
         self._next_fd = 100
 
@@ -52,11 +55,37 @@ class Recorder:
     def setns(self, fd, nstype=0):
         self._rec("setns", fd, nstype)
 
+    def link_up(self, name):
+        self._rec("link_up", name)
+
+    def new_netns(self):
+        self._rec("new_netns")
+        return self._fd("netns")
+
+    def net_bridge(self, name, address, prefixlen):
+        self._rec("net_bridge", name, address, prefixlen)
+
+    def net_veth(self, host, peer, bridge, netns_fd):
+        self._rec("net_veth", host, peer, bridge, netns_fd)
+
+    def net_configure(self, netns_fd, peer, ifname, address, prefixlen, gateway):
+        self._rec("net_configure", netns_fd, peer, ifname, address, prefixlen, gateway)
+
+    def net_delete_link(self, name):
+        self._rec("net_delete_link", name)
+        return True
+
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None):
         self._rec("mount", self._show(source), shown or self._show(target), fstype, flags, data)
 
     def mount_flags_of(self, path):
         return 0
+
+    def mount_setattr(self, fd, attr_set, attr_clr=0, *, recursive=True, shown=None):
+        self._rec("mount_setattr", shown or self._fds.get(fd, fd), attr_set, attr_clr, recursive)
+
+    def submounts(self, fd):
+        return list(self.submount_table.get(self._fds.get(fd, fd), []))
 
     def umount2(self, target, flags=0):
         self._rec("umount2", target, flags)
@@ -93,6 +122,10 @@ class Recorder:
     def getppid(self):
         return 0
 
+    def open_namespaces(self, pid, start, types):
+        self._rec("open_namespaces", pid, tuple(types))
+        return {ns: self._fd(f"ns:{ns}") for ns in types}
+
     def open_ns(self, name):
         self._rec("open_ns", name)
         return self._fd(f"ns:{name}")
@@ -113,6 +146,10 @@ class Recorder:
     def fstat(self, fd):
         mode, rdev = self.files.get(self._fds.get(fd), (stat.S_IFDIR | 0o755, 0))
         return _Stat(mode, rdev)
+
+    def open_fd_path(self, fd, flags):
+        self._rec("open_fd_path", self._fds.get(fd, fd), flags)
+        return self._fd(f"reopened:{fd}")
 
     def fd_path(self, fd):
         return f"/proc/self/fd/{fd}"
@@ -228,7 +265,7 @@ class FakeChannels:
     def __init__(self, sc: Recorder):
         self.sc = sc
 
-    def in_child(self):
+    def in_child(self, keep=()):
         self.sc.calls.append(("close_inherited_fds",))
 
     def in_parent(self):
@@ -249,7 +286,14 @@ class FakeChannels:
     def child_failed(self, e):
         raise e
 
-    def read_errors(self, sc):
+    start_fifo = "start-fifo"
+
+    def report_created(self, sc):
+        sc.write(self.err_w, b"created")
+
+    err_w = "errors"
+
+    def read_errors(self, sc, on_created=None):
         return sc.read(self.err_r, 65536)
 
     def decode_error(self, data):

@@ -54,6 +54,15 @@ MOUNT_FLAG_NAMES = {
 # umount2(2)
 MNT_DETACH = 2
 
+# mount_setattr(2) (Linux 5.12): struct mount_attr's attr_set/attr_clr bits,
+# and the *at() flags it takes
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
 # prctl(2) options called through ctypes (python-prctl lacks them)
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2

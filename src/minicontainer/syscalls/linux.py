@@ -3,12 +3,14 @@
 This is the only module that binds libc. Python 3.11 has no os.unshare or
 os.setns (they arrive in 3.12) and no mount, pivot_root, umount2, capget,
 seccomp or bpf at all, so those go through ctypes here (bpf(2) loads and
-attaches the cgroup v2 device program that cgroups/devices.py writes); prctl(2) options that
-python-prctl covers (the bounding set, capability sets, no_new_privs, the
+attaches the cgroup v2 device program that cgroups/devices.py writes);
+prctl(2) options that python-prctl covers (the bounding set, capability sets, no_new_privs, the
 parent-death signal, dumpable) go through python-prctl, the project's chosen
 binding. Two prctl options it lacks are called through ctypes: the ambient
 set (PR_CAP_AMBIENT, Linux 4.3) and PR_SET_SECCOMP with a filter program
-(python-prctl only knows the old strict mode).
+(python-prctl only knows the old strict mode). mount_setattr(2) (Linux 5.12),
+which makes a whole mount tree read-only in one call, has no glibc wrapper
+either: it is called by number with its ``struct mount_attr``.
 
 Every method raises :class:`SyscallError` with errno, what was being done
 and on which path. Everything is bound when the module is imported: the
@@ -25,17 +27,26 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import platform
+import re
 import resource  # setrlimit and the close_range fallback run after pivot_root
 import signal
+import socket
+import struct
 import sys
+import threading
 
 import prctl as _prctl  # python-prctl
 
 from minicontainer import safepath
-from minicontainer.errors import SyscallError
+from minicontainer.errors import ContainerError, SyscallError
+from minicontainer.procfs import proc_start_time
 from minicontainer.syscalls.flags import (
+    AT_EMPTY_PATH,
+    AT_RECURSIVE,
+    CLONE_NEWNET,
     MS_BIND,
     MS_NOATIME,
     MS_NODEV,
@@ -52,6 +63,9 @@ from minicontainer.syscalls.flags import (
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+# netdevice(7): struct ifreq is the name (IFNAMSIZ 16) and a union of 24 bytes; ifr_flags is a short.
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
 def _bind(name: str, argtypes, restype=ctypes.c_int):
@@ -76,8 +90,10 @@ _syscall.restype = ctypes.c_long
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i686": 217, "armv7l": 218}.get(platform.machine(), 155)
 # bpf(2) has no glibc wrapper either.
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386}.get(platform.machine(), 321)
-# close_range(2) has one number on every architecture (Linux 5.9).
+# close_range(2) and mount_setattr(2) have one number on every architecture
+# (the syscall table is shared since Linux 5.1).
 _SYS_CLOSE_RANGE = 436
+_SYS_MOUNT_SETATTR = 442
 _CLOSE_RANGE_CLOEXEC = 1 << 2
 
 # capget(2): version 3 carries 64-bit sets as two 32-bit halves.
@@ -93,6 +109,13 @@ class _CapData(ctypes.Structure):
 
 
 _capget = _bind("capget", [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)])
+
+
+class MountAttr(ctypes.Structure):
+    """struct mount_attr (linux/mount.h), MOUNT_ATTR_SIZE_VER0: 32 bytes."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
 
 
 class SockFilter(ctypes.Structure):
@@ -289,6 +312,34 @@ def capget() -> tuple[int, int, int]:
     )
 
 
+def submounts_of(mnt_id: int, mountinfo: list[str]) -> list[str]:
+    """Every mount below mount ``mnt_id`` in mountinfo lines (proc(5): the
+    first two fields are the mount's id and its parent's, the fifth its
+    mount point), as paths relative to that mount ("/proc", "/sys/fs/cgroup"),
+    in table order."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    top = None
+    for line in mountinfo:
+        fields = line.split()
+        if len(fields) > 4:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            children.setdefault(int(fields[1]), []).append((int(fields[0]), point))
+            if int(fields[0]) == mnt_id:
+                top = point
+    out: list[str] = []
+    todo = [mnt_id]
+    seen = {mnt_id}
+    while todo:
+        for child, point in children.get(todo.pop(0), []):
+            if child not in seen:  # the root mount is its own parent in some namespaces
+                seen.add(child)
+                if top is not None and top != "/" and point.startswith(top + "/"):
+                    point = point[len(top):]
+                out.append(point)
+                todo.append(child)
+    return out
+
+
 def get_dumpable() -> int:
     return _prctl.get_dumpable()
 
@@ -300,6 +351,29 @@ def raw_syscall(nr: int, *args: int) -> int:
     if ret < 0:
         return -ctypes.get_errno()
     return ret
+
+
+def _in_thread(fn, netns_fd: int | None):
+    """``fn()`` in a thread of its own network namespace: a new one
+    (``netns_fd`` None) or the one ``netns_fd`` names (setns(2))."""
+    out: dict = {}
+
+    def body():
+        try:
+            if netns_fd is None:
+                _check(_unshare(CLONE_NEWNET), "unshare of a network namespace")
+            else:
+                _check(_setns(netns_fd, CLONE_NEWNET), "joining the container's network namespace")
+            out["value"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=body, name="netns")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 class Linux:
@@ -326,6 +400,34 @@ class Linux:
     def getppid(self) -> int:
         return os.getppid()
 
+    def open_namespaces(self, pid: int, start: int, types) -> dict[str, int]:
+        """fds of ``pid``'s namespaces, checked to belong to the process that
+        started at ``start``: the pid is pinned with a pidfd first, and the
+        start time compared after every namespace is open (pidfd_open(2))."""
+        gone = ContainerError(f"process {pid} is not the container's PID 1 any more", "the container has exited")
+        if pid <= 1:
+            raise gone
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            raise gone from None
+        fds: dict[str, int] = {}
+        try:
+            for ns in types:
+                try:
+                    fds[ns] = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise _oserror("opening the namespace", e, f"/proc/{pid}/ns/{ns}") from None
+            if proc_start_time(pid) != start:
+                raise gone
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        finally:
+            os.close(pidfd)
+        return fds
+
     def open_ns(self, name: str) -> int:
         """An fd for one of our own namespaces, for setns(2) later."""
         try:
@@ -339,6 +441,46 @@ class Linux:
 
     def setns(self, fd: int, nstype: int = 0) -> None:
         _check(_setns(fd, nstype), "setns")
+
+    def link_up(self, name: str) -> None:
+        """Set IFF_UP on an interface of our network namespace: SIOCGIFFLAGS,
+        then SIOCSIFFLAGS on any socket (netdevice(7)). An ioctl, not
+        netlink: a container with --network none must not pay pyroute2's import."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                req = struct.pack("16sh14x", name.encode(), 0)
+                flags = struct.unpack("16sh14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+                fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", name.encode(), flags | _IFF_UP))
+        except OSError as e:
+            raise _oserror(f"bringing up the interface {name}", e, None) from None
+
+    # -- bridge networks (network/netlink.py, imported on first use) --------------
+    def new_netns(self) -> int:
+        """A new network namespace, held by the fd returned. A thread makes it
+        (unshare(2) of a thread's namespace leaves the rest of the process
+        where it is) and opens it before it ends."""
+        return _in_thread(lambda: os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC), None)
+
+    def net_bridge(self, name: str, address: str, prefixlen: int) -> None:
+        from minicontainer.network import netlink
+
+        netlink.ensure_bridge(name, address, prefixlen)
+
+    def net_veth(self, host: str, peer: str, bridge: str, netns_fd: int) -> None:
+        from minicontainer.network import netlink
+
+        netlink.add_veth(host, peer, bridge, netns_fd)
+
+    def net_configure(self, netns_fd: int, peer: str, ifname: str, address: str, prefixlen: int,
+                      gateway: str | None) -> None:
+        from minicontainer.network import netlink
+
+        _in_thread(lambda: netlink.configure_inside(peer, ifname, address, prefixlen, gateway), netns_fd)
+
+    def net_delete_link(self, name: str) -> bool:
+        from minicontainer.network import netlink
+
+        return netlink.delete_link(name)
 
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None) -> None:
         """mount(2). ``shown`` is the path to name in errors (the container path,
@@ -360,6 +502,34 @@ class Linux:
             if f & st_bit:
                 out |= ms_bit
         return out
+
+    def mount_setattr(self, fd: int, attr_set: int, attr_clr: int = 0, *, recursive: bool = True,
+                      shown=None) -> None:
+        """mount_setattr(2) on the mount ``fd`` was opened on (AT_EMPTY_PATH),
+        with AT_RECURSIVE on every mount below it too, in one call: the
+        kernel applies all or none. ENOSYS before Linux 5.12."""
+        attr = MountAttr(attr_set, attr_clr, 0, 0)
+        flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+        ret = _syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"", ctypes.c_uint(flags),
+                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+        if ret == -1:
+            err = ctypes.get_errno()
+            hint = "mount_setattr(2) needs Linux 5.12 or later" if err == errno.ENOSYS else None
+            raise SyscallError("mount_setattr" + (" (recursive)" if recursive else "") + " of", err,
+                               shown or self.fd_path(fd), hint)
+
+    def submounts(self, fd: int) -> list[str]:
+        """The mount points of every mount below the one ``fd`` is on
+        (its mount id from /proc/self/fdinfo, the tree from mountinfo)."""
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                mnt_id = next(int(line.split()[1]) for line in f if line.startswith("mnt_id:"))
+            with open("/proc/self/mountinfo") as f:
+                lines = f.read().splitlines()
+        except (OSError, StopIteration, ValueError, IndexError) as e:
+            raise SyscallError("reading the mount table for", getattr(e, "errno", None) or errno.EIO,
+                               self.fd_path(fd)) from None
+        return submounts_of(mnt_id, lines)
 
     def umount2(self, target: str, flags: int = 0) -> None:
         _check(_umount2(_b(target), flags), "umount", target)
@@ -389,6 +559,14 @@ class Linux:
                      create_file: bool = False) -> int:
         flags = safepath.O_PATH | (os.O_DIRECTORY if directory else 0)
         return safepath.open_beneath(root_fd, path, flags, create_dirs=create_dirs, create_file=create_file)
+
+    def open_fd_path(self, fd: int, flags: int) -> int:
+        """Open again, with ``flags``, what the O_PATH ``fd`` names, through
+        /proc/self/fd/N: no path of the container's files is looked up."""
+        try:
+            return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+        except OSError as e:
+            raise _oserror("reopening", e, f"/proc/self/fd/{fd}") from None
 
     def fstat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)
@@ -496,6 +674,13 @@ class Linux:
             _prctl.set_pdeathsig(sig)
         except OSError as e:
             raise _oserror("setting the parent-death signal (PR_SET_PDEATHSIG)", e) from None
+
+    def set_child_subreaper(self) -> None:
+        """Orphaned descendants are reparented to us, not to init (prctl(2))."""
+        try:
+            _prctl.set_child_subreaper(1)
+        except OSError as e:
+            raise _oserror("becoming a child subreaper (PR_SET_CHILD_SUBREAPER)", e) from None
 
     def set_dumpable(self, flag: bool) -> None:
         try:

@@ -1,0 +1,89 @@
+"""Detached containers on cgroup v2 (the VM): the monitor, exec into the
+container's cgroup, stop, and the OOM reason recorded by the monitor.
+
+The same code as the root tier's test_lifecycle.py, on the unified hierarchy
+(cgroup.kill, memory.events). Python is slow in the VM: few tests, combined
+checks, every wait through scale().
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from cgtools import scale
+from helpers import HostSnapshot, mc, prepare_mc_home
+
+pytestmark = pytest.mark.cgroup2
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+@pytest.fixture(scope="module")
+def mc_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mchome")
+    prepare_mc_home(home, timeout=scale(60))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_host(mc_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "run"))
+    monkeypatch.setenv("MINICONTAINER_HOME", str(mc_home))
+    subtree = (ROOT / "cgroup.subtree_control").read_text().split()
+    before = HostSnapshot(mc_home, tmp_path)
+    yield tmp_path
+    leaks = before.leaks(settle=scale(2))
+    for c in set((ROOT / "cgroup.subtree_control").read_text().split()) - set(subtree):
+        try:
+            (ROOT / "cgroup.subtree_control").write_text(f"-{c}")
+        except OSError:
+            pass
+    assert not leaks, leaks
+
+
+def _state(name: str) -> dict:
+    rows = json.loads(mc("ps", "-a", "--format", "json", check=0, timeout=scale(30)).stdout)
+    return next(r for r in rows if r["name"] == name)
+
+
+def _wait(name: str, status: str) -> dict:
+    deadline = time.monotonic() + scale(30)
+    while True:
+        st = _state(name)
+        if st["status"] == status:
+            return st
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+
+
+def test_exec_joins_the_cgroup_and_stop_ends_it(clean_host):
+    mc("run", "-d", "--name", "svc", "--pids-limit", "30", "mini", "sleep", "300", check=0, timeout=scale(60))
+    try:
+        st = _wait("svc", "running")
+        procs = ROOT / "minicontainer" / st["id"] / "cgroup.procs"
+        out = mc("exec", "svc", "/bin/sh", "-c", "cat /proc/self/cgroup; echo $$", check=0, timeout=scale(60))
+        lines = out.stdout.split()
+        assert lines[0] == "0::/"  # its own cgroup namespace: the container's cgroup is its root
+        assert procs.exists()
+        mc("stop", "-t", "1", "svc", check=0, timeout=scale(60))
+        assert _wait("svc", "exited")["exit_code"] == 137
+        assert not procs.parent.exists()  # the monitor removed the cgroup
+    finally:
+        mc("rm", "-f", "svc", timeout=scale(60))
+
+
+def test_the_monitor_records_an_oom_kill(clean_host):
+    mc("run", "-d", "--name", "hog", "-m", "32m", "--memory-swap", "32m", "mini", "tail", "/dev/zero", check=0,
+       timeout=scale(60))
+    try:
+        st = _wait("hog", "exited")
+        assert st["exit_code"] == 137
+        assert "killed by the OOM killer" in st["exit_reason"]
+    finally:
+        mc("rm", "-f", "hog", timeout=scale(60))
