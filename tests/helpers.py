@@ -201,3 +201,25 @@ def apply_masks(root, ops, sc) -> None:
         interp.run([S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in ops])
     finally:
         os.close(interp.root_fd)
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
+    """Read ``fd`` (a pty master, a pipe) until ``needle`` shows up, the other
+    end closes, or ``timeout`` passes; everything read is returned."""
+    import select
+
+    seen, deadline = b"", time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+    return seen

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,38 +22,12 @@ from pathlib import Path
 import pytest
 
 from cgtools import LoopDevice, rmdir_when_empty, scale
-from helpers import PY, HostSnapshot, mc, prepare_mc_home
+from helpers import PY, mc
 from runtools import COUNTER, Containers, read_counter
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.usefixtures("clean_host")]
 
 ROOT = Path("/sys/fs/cgroup")
-
-
-@pytest.fixture(scope="module")
-def mc_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("mchome")
-    prepare_mc_home(home, timeout=scale(60))
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture
-def clean_host(mc_home, tmp_path, monkeypatch):
-    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "run"))
-    monkeypatch.setenv("MINICONTAINER_HOME", str(mc_home))
-    subtree = (ROOT / "cgroup.subtree_control").read_text().split()
-    before = HostSnapshot(mc_home, tmp_path)
-    yield tmp_path
-    leaks = before.leaks(settle=scale(2))
-    # The runtime enables controllers in the root's subtree_control (as runc
-    # does); hand back what we found, where nothing below still uses it.
-    for c in set((ROOT / "cgroup.subtree_control").read_text().split()) - set(subtree):
-        try:
-            (ROOT / "cgroup.subtree_control").write_text(f"-{c}")
-        except OSError:
-            pass
-    assert not leaks, leaks
 
 
 @pytest.fixture

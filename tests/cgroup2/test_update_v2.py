@@ -13,7 +13,6 @@ import pytest
 
 from cgtools import scale
 from helpers import mc
-from test_run_limits_v2 import clean_host, mc_home  # noqa: F401 - the VM tier's fixtures
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.usefixtures("clean_host")]
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import PY, mc
+from helpers import PY, mc, read_until
 
 pytestmark = pytest.mark.root
 
@@ -346,22 +346,6 @@ def test_restart_flags_are_checked():
 # -- attach ---------------------------------------------------------------------------
 
 
-def _read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
-    import select as _select
-
-    seen, deadline = b"", time.monotonic() + timeout
-    while needle not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0, seen
-        ready, _, _ = _select.select([fd], [], [], left)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:
-                break
-    return seen
-
-
 def test_attach_to_a_tty_container_and_detach_with_ctrl_p_ctrl_q(removed):
     import pty
 
@@ -375,9 +359,9 @@ def test_attach_to_a_tty_container_and_detach_with_ctrl_p_ctrl_q(removed):
     try:
         time.sleep(1)
         os.write(master, b"echo attached-$((6*7))\r")
-        assert b"attached-42" in _read_until(master, b"attached-42")
+        assert b"attached-42" in read_until(master, b"attached-42")
         os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
-        assert b"read escape sequence" in _read_until(master, b"read escape sequence")
+        assert b"read escape sequence" in read_until(master, b"read escape sequence")
         assert client.wait(timeout=10) == 0
     finally:
         if client.poll() is None:
@@ -399,7 +383,7 @@ def test_attach_pipes_input_to_a_detached_interactive_container(removed):
         client.stdin.write(b"through-attach\n")
         client.stdin.flush()
         fd = client.stdout.fileno()
-        assert b"through-attach" in _read_until(fd, b"through-attach")
+        assert b"through-attach" in read_until(fd, b"through-attach")
     finally:
         mc("stop", "-t", "1", "cat")
         client.wait(timeout=20)
@@ -418,7 +402,7 @@ def test_exec_with_a_tty_from_the_containers_devpts(removed):
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     try:
-        out = _read_until(master, b"\n/dev/pts/", 20) + _read_until(master, b"\n", 5)
+        out = read_until(master, b"\n/dev/pts/", 20) + read_until(master, b"\n", 5)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:

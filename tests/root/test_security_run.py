@@ -176,11 +176,10 @@ def test_without_t_the_container_gets_pipes_not_our_terminal():
     root inside reads from fd 1 is nothing typed on the host (issue: keystrokes)."""
     import os
     import pty
-    import select
     import subprocess
     import time
 
-    from helpers import PY
+    from helpers import PY, read_until
 
     master, slave = pty.openpty()
     proc = subprocess.Popen(
@@ -188,18 +187,11 @@ def test_without_t_the_container_gets_pipes_not_our_terminal():
          "readlink /proc/self/fd/1; echo to-stderr >&2; read -t 2 x <&1; echo read=$?:$x"],
         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
-    out = b""
     try:
         time.sleep(0.5)
         os.write(master, b"typed-secret\n")  # as if typed on the host's terminal
-        deadline = time.monotonic() + 20
-        while b"read=" not in out and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    out += os.read(master, 4096)
-                except OSError:
-                    break
+        out = read_until(master, b"read=", 20)
+        out += read_until(master, b"\n", 5)  # the rest of that line: what read got
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
