@@ -10,43 +10,18 @@ outside opens it. ``--device`` adds a rule, ``--privileged`` attaches nothing.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from cgtools import scale
-from helpers import HostSnapshot, mc, prepare_mc_home
+from helpers import mc
 from runtools import Containers
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.usefixtures("clean_host")]
 
 ROOT = Path("/sys/fs/cgroup")
 UNCONFINED = ("--security-opt", "seccomp=unconfined")
-
-
-@pytest.fixture(scope="module")
-def mc_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("mchome")
-    prepare_mc_home(home, timeout=scale(60))
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture
-def clean_host(mc_home, tmp_path, monkeypatch):
-    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "run"))
-    monkeypatch.setenv("MINICONTAINER_HOME", str(mc_home))
-    subtree = (ROOT / "cgroup.subtree_control").read_text().split()
-    before = HostSnapshot(mc_home, tmp_path)
-    yield tmp_path
-    leaks = before.leaks(settle=scale(2))
-    for c in set((ROOT / "cgroup.subtree_control").read_text().split()) - set(subtree):
-        try:
-            (ROOT / "cgroup.subtree_control").write_text(f"-{c}")
-        except OSError:
-            pass
-    assert not leaks, leaks
 
 
 @pytest.fixture
