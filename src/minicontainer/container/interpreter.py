@@ -84,6 +84,8 @@ class Interpreter:
             S.MountRootfs: self._mount_rootfs,
             S.Mount: self._mount,
             S.RemountReadonly: self._remount_ro,
+            S.RemountFlags: self._remount_flags,
+            S.SetSysctl: self._set_sysctl,
             S.MakeDevice: self._mknod,
             S.Symlink: self._symlink,
             S.MaskPath: self._mask,
@@ -251,6 +253,27 @@ class Interpreter:
         finally:
             if fd != self.root_fd:
                 self.sc.close(fd)
+
+    def _remount_flags(self, step: S.RemountFlags) -> None:
+        fd = self.sc.open_beneath(self.root_fd, step.target)
+        try:
+            keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
+            self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | keep | step.flags, None,
+                          shown=step.target)
+        finally:
+            self.sc.close(fd)
+
+    def _set_sysctl(self, step: S.SetSysctl) -> None:
+        # The fresh /proc of this container, reached without following a symlink of the image.
+        fd = self.sc.open_beneath(self.root_fd, "/proc/sys/" + step.key.replace(".", "/"))
+        try:
+            wfd = self.sc.open_fd_path(fd, os.O_WRONLY)
+            try:
+                self.sc.write(wfd, step.value.encode())
+            finally:
+                self.sc.close(wfd)
+        finally:
+            self.sc.close(fd)
 
     def _in_dev(self, path: str) -> tuple[int, str]:
         parent, _, name = path.rpartition("/")

@@ -250,6 +250,11 @@ def build_plan(
                 reason="--tmpfs: a private in-memory directory",
             )
         )
+    for m in spec.mounts:
+        for s in _bundle_mount(m):
+            plan.add(s)
+    for key, value in spec.sysctls:
+        plan.add(S.SetSysctl(key=key, value=value))
     if init is not None:
         # Our own /dev tmpfs always has room for the mountpoint, even with --read-only.
         plan.add(
@@ -290,6 +295,20 @@ def build_plan(
     argv = spec.argv() if init is None else (INIT_PATH, "--", *spec.argv())
     plan.add(Exec(argv=argv, env=tuple(env.items())))
     return plan
+
+
+def _bundle_mount(m) -> list[Step]:
+    """An OCI bundle's mount (spec.ExtraMount) as steps."""
+    if m.fstype is not None:
+        return [Mount(target=m.target, fstype=m.fstype, source=m.source, flags=m.flags, data=m.data or None,
+                      reason="config.json mounts: a filesystem the bundle asks for")]
+    steps = [Mount(target=m.target, source=m.source, flags=MS_BIND | (MS_REC if m.recursive else 0),
+                   reason="config.json mounts: a host path bound into the container; the mountpoint is "
+                   "created inside the root without following symlinks",
+                   create="dir" if m.is_dir else "file", host_source=True)]
+    if m.flags:
+        steps.append(S.RemountFlags(target=m.target, flags=m.flags))
+    return steps
 
 
 def build_exec_plan(

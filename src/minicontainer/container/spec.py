@@ -111,6 +111,22 @@ class Tmpfs:
     options: str = ""
 
 
+@dataclass(frozen=True)
+class ExtraMount:
+    """One of an OCI bundle's mounts (config.json "mounts", in their order,
+    after the standard ones): a bind mount (``fstype`` None) or a filesystem
+    (tmpfs, mqueue ...). ``flags``: MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC ...
+    (on a bind mount they take a remount, mount(2))."""
+
+    target: str
+    source: str
+    fstype: str | None = None
+    flags: int = 0
+    data: str = ""
+    recursive: bool = True  # rbind (the source's submounts too) or bind
+    is_dir: bool = True  # a bind of a file is made on a file
+
+
 def parse_volume(text: str) -> Volume:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
@@ -163,6 +179,8 @@ class ContainerSpec:
     read_only: bool = False
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
+    mounts: tuple[ExtraMount, ...] = ()  # an OCI bundle's other mounts (oci/config.py)
+    sysctls: tuple[tuple[str, str], ...] = ()  # an OCI bundle's linux.sysctl, namespaced keys only
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)

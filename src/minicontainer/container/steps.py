@@ -326,6 +326,45 @@ class RemountReadonly(Step):
 
 
 @dataclass(frozen=True)
+class RemountFlags(Step):
+    """Like RemountReadonly, for the other per-mount flags (nosuid, nodev,
+    noexec, ro) an OCI bundle puts on a bind mount: the first bind call
+    ignores them too (mount(2))."""
+
+    target: str = ""  # inside the container
+    flags: int = 0
+    reason: str = ""
+
+    def what(self) -> str:
+        return f"remount {self.target} with " + ",".join(mount_flag_names(self.flags))
+
+    def why(self) -> str:
+        return self.reason or "mount(2): a bind mount's flags are set by a separate MS_REMOUNT"
+
+    def shell(self) -> str:
+        return f"mount -o remount,bind,{','.join(mount_flag_names(self.flags))} $ROOTFS{self.target}"
+
+
+@dataclass(frozen=True)
+class SetSysctl(Step):
+    """Write one namespaced kernel parameter (an OCI bundle's linux.sysctl),
+    through the container's own fresh /proc, before /proc/sys is made read-only."""
+
+    key: str = ""  # e.g. net.ipv4.ping_group_range
+    value: str = ""
+
+    def what(self) -> str:
+        return f"set the sysctl {self.key} = {self.value}"
+
+    def why(self) -> str:
+        return ("sysctl(8): net.* belong to the container's network namespace, the IPC ones to its IPC "
+                "namespace, so setting them does not touch the host")
+
+    def shell(self) -> str:
+        return f"echo {shlex.quote(self.value)} > $ROOTFS/proc/sys/{self.key.replace('.', '/')}"
+
+
+@dataclass(frozen=True)
 class MakeDevice(Step):
     path: str = ""  # inside the container, under /dev (our own tmpfs)
     major: int = 0
