@@ -98,7 +98,8 @@ def test_seccomp_in_the_oci_shape(bundle):
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda d: d["linux"]["namespaces"].append({"type": "network", "path": "/run/netns/x"}), ("path",)),
+    (lambda d: d["linux"]["namespaces"][0].update(path="/proc/1/ns/pid"), ("path", "pid namespace")),
+    (lambda d: d["linux"]["namespaces"].append({"type": "network"}), ("twice",)),
     (lambda d: d["linux"]["namespaces"].append({"type": "user"}), ("user namespace",)),
     (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]), ("uidMappings",)),
     (lambda d: d["linux"].update(namespaces=[{"type": "pid"}]), ("mount namespace",)),
@@ -230,3 +231,25 @@ def test_plan_of_a_bundle_mounts_in_order_and_sets_sysctls(bundle):
     # before /proc/sys is made read-only by the readonlyPaths
     ro_sys = next(i for i, s in enumerate(steps) if isinstance(s, S.MaskPath) and s.path == "/proc/sys")
     assert steps.index(sysctl) < ro_sys
+
+
+def test_a_namespace_path_is_joined_not_made(bundle):
+    from minicontainer.container import plan as P
+    from minicontainer.container import steps as S
+
+    doc = default_spec()
+    doc["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
+                                  {"type": "network", "path": "/run/netns/n1"}]
+    del doc["hostname"]
+    spec = _convert(bundle, doc).spec
+    assert spec.join_namespaces == (("net", "/run/netns/n1"),) and "net" in spec.namespaces
+    steps = P.build_plan(spec, hostname="h", rootfs=P.RootfsLayout(lower=spec.image, layer="/l", mode="bind")).steps
+    opened = next(i for i, s in enumerate(steps) if isinstance(s, S.OpenNamespacePath))
+    fork = next(i for i, s in enumerate(steps) if isinstance(s, S.Fork))
+    join = next(s for s in steps if isinstance(s, S.JoinNamespace))
+    unshare = next(s for s in steps if isinstance(s, S.Unshare))
+    assert opened < fork and join.ns == "net" and join.path == "/run/netns/n1"
+    assert "net" not in unshare.namespaces and "mnt" in unshare.namespaces
+    assert steps.index(join) < steps.index(unshare)
+    # a private network namespace still gets a fresh sysfs (not the host's bound in)
+    assert any(isinstance(s, S.Mount) and s.target == "/sys" and s.fstype == "sysfs" for s in steps)

@@ -108,6 +108,7 @@ class Interpreter:
             S.AwaitStart: self._await_start,
             S.OpenNamespaces: self._open_namespaces,
             S.JoinNamespace: self._join_namespace,
+            S.OpenNamespacePath: self._open_namespace_path,
             S.OpenRoot: self._open_root,
             S.Exec: self._exec,
             S.Note: lambda step: None,
@@ -163,6 +164,9 @@ class Interpreter:
         self.child_pid = pid
         self.phases = (S.PARENT,)
         self.chan.in_parent()
+        for fd in self.ns_fds.values():  # the child joins them; the runtime has no more use for them
+            self.sc.close(fd)
+        self.ns_fds = {}
         # Our later children (tests run many containers in one process) must
         # not land in the container's PID namespace.
         self._restore_pidns()
@@ -449,6 +453,9 @@ class Interpreter:
 
     def _open_namespaces(self, step: S.OpenNamespaces) -> None:
         self.ns_fds = self.sc.open_namespaces(step.pid, step.pid_start, step.types)
+
+    def _open_namespace_path(self, step: S.OpenNamespacePath) -> None:
+        self.ns_fds[step.ns] = self.sc.open_ns_path(step.path)
 
     def _join_namespace(self, step: S.JoinNamespace) -> None:
         fd = self.ns_fds.pop(step.ns)

@@ -106,6 +106,9 @@ def build_plan(
         plan.add(s)
     if "pid" in spec.namespaces:
         plan.add(UnsharePid())
+    joined = dict(spec.join_namespaces)
+    for ns, path in spec.join_namespaces:
+        plan.add(S.OpenNamespacePath(ns=ns, path=path))
     plan.add(Fork())
     # The runtime, after the fork: the child waits until it is in its cgroup.
     for s in cgroup_steps:
@@ -114,7 +117,10 @@ def build_plan(
     plan.add(AwaitExec())
     # The child: namespaces, its root and its mounts, before pivot_root.
     plan.add(AwaitRelease())
-    child_ns = tuple(ns for ns in ("mnt", "uts", "ipc", "net", "cgroup") if ns in spec.namespaces)
+    for ns in ("cgroup", "ipc", "uts", "net"):
+        if ns in joined:
+            plan.add(S.JoinNamespace(ns=ns, path=joined[ns]))
+    child_ns = tuple(ns for ns in ("mnt", "uts", "ipc", "net", "cgroup") if ns in spec.namespaces and ns not in joined)
     plan.add(Unshare(namespaces=child_ns))
     plan.add(MakeMountsPrivate())
     plan.add(

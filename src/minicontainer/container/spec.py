@@ -181,6 +181,9 @@ class ContainerSpec:
     tmpfs: tuple[Tmpfs, ...] = ()
     mounts: tuple[ExtraMount, ...] = ()  # an OCI bundle's other mounts (oci/config.py)
     sysctls: tuple[tuple[str, str], ...] = ()  # an OCI bundle's linux.sysctl, namespaced keys only
+    # An OCI bundle's namespaces to join, (type, path): each is also in
+    # ``namespaces`` (the container's own, not the host's), but not made new.
+    join_namespaces: tuple[tuple[str, str], ...] = ()
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)

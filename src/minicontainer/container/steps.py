@@ -758,11 +758,34 @@ class OpenNamespaces(Step):
 
 
 @dataclass(frozen=True)
+class OpenNamespacePath(Step):
+    """An OCI bundle's linux.namespaces[].path: a namespace that exists
+    already (an engine's network namespace, a pod's), opened by the runtime
+    and joined by the child (JoinNamespace) instead of a new one."""
+
+    phase = BEFORE_FORK
+    ns: str = "net"
+    path: str = ""
+
+    def what(self) -> str:
+        return f"open the {self.ns} namespace {self.path}"
+
+    def why(self) -> str:
+        return "config.json names a namespace to join; setns(2) refuses a file of another namespace type"
+
+    def shell(self) -> str:
+        return f"ls -l {shlex.quote(self.path)}"
+
+
+@dataclass(frozen=True)
 class JoinNamespace(Step):
     ns: str = "mnt"
     phase: str = CHILD
+    path: str = ""  # an OCI bundle's namespace file; "" = the container's PID 1's (exec)
 
     def what(self) -> str:
+        if self.path:
+            return f"join the {self.ns} namespace {self.path}"
         return f"join the container's {self.ns} namespace"
 
     def why(self) -> str:
@@ -771,6 +794,8 @@ class JoinNamespace(Step):
     def shell(self) -> str:
         long = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid",
                 "cgroup": "--cgroup", "user": "--user"}[self.ns]
+        if self.path:
+            return f"nsenter {long}={shlex.quote(self.path)}"
         return f"nsenter --target $PID1 {long}"
 
 

@@ -133,7 +133,8 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         raise refuse("root.path", f"{root_dir} is not a directory", "unpack the root filesystem into the bundle")
 
     linux = _obj(doc, "linux", "linux")
-    namespaces = _namespaces(linux)
+    joins: list[tuple[str, str]] = []
+    namespaces = _namespaces(linux, joins)
     hostname = doc.get("hostname") or None
     if hostname is not None:
         if "uts" not in namespaces:
@@ -164,6 +165,7 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         read_only=bool(root.get("readonly")),
         mounts=tuple(mounts),
         sysctls=tuple(sysctls),
+        join_namespaces=tuple(joins),
         resources=resources,
         security=security,
     )
@@ -304,17 +306,30 @@ def _paths(linux: dict, key: str) -> list[str]:
 # -- namespaces, mounts -------------------------------------------------------
 
 
-def _namespaces(linux: dict) -> set[str]:
+# Namespaces a bundle may join by path (config-linux.md "Namespaces"): the
+# child joins them with setns(2) before it makes its other ones. The PID
+# namespace would have to be joined by the runtime before the fork, the mount
+# namespace would bring another root: not supported.
+_JOINABLE = ("net", "ipc", "uts", "cgroup")
+
+
+def _namespaces(linux: dict, joins: list[tuple[str, str]] | None = None) -> set[str]:
     out = set()
     for i, ns in enumerate(_list(linux, "namespaces", "linux.namespaces")):
         where = f"linux.namespaces[{i}]"
         kind = ns.get("type") if isinstance(ns, dict) else None
         if kind not in NAMESPACE_TYPES:
             raise refuse(where, f"unknown type {kind!r}", "use pid, network, mount, ipc, uts, cgroup")
-        if ns.get("path"):
-            raise refuse(f"{where}.path", f"joining an existing {kind} namespace is not supported yet",
-                         "let the container get a new one (remove the path), e.g. podman --network none")
         ours = NAMESPACE_TYPES[kind]
+        if ns.get("path"):
+            path = ns["path"]
+            if ours not in _JOINABLE:
+                raise refuse(f"{where}.path", f"joining an existing {kind} namespace is not supported",
+                             "let the container get a new one (remove the path)")
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise refuse(f"{where}.path", f"{path!r} is not an absolute path")
+            if joins is not None:
+                joins.append((ours, path))
         if ours in ("user", "time"):
             raise refuse(where, f"a new {kind} namespace is not supported by minicontainer-runc yet")
         if ours in out:
