@@ -483,6 +483,10 @@ class Runner:
         except FileNotFoundError:
             pass
         os.mkfifo(path, 0o600)
+        # Writable by all, like runc's exec fifo: PID 1 opens it (through its
+        # O_PATH fd) after it switched to the container's user, maybe not root;
+        # nobody else can reach it: the state directory is root's, mode 0700.
+        os.chmod(path, 0o622)
         return str(path)
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:

@@ -347,13 +347,16 @@ def _namespaces(linux: dict, joins: list[tuple[str, str]] | None = None) -> set[
     return out
 
 
-def _mount_options(options: list, where: str) -> tuple[int, list[str], bool, bool]:
+def _mount_options(options: list, where: str, notes: list[str]) -> tuple[int, list[str], bool, bool]:
     """(flags, data options, is a bind, recursive)."""
     flags, data, bind, recursive = 0, [], False, False
     for opt in options:
         if not isinstance(opt, str):
             raise refuse(where, f"option {opt!r} is not a string")
-        if opt in ("bind", "rbind"):
+        if opt in ("tmpcopyup", "notmpcopyup"):
+            # podman's (crun's) extension: fill a tmpfs with what the image has below it
+            notes.append(f"{where}: {opt}: not done, the tmpfs starts empty")
+        elif opt in ("bind", "rbind"):
             bind, recursive = True, recursive or opt == "rbind"
         elif opt in _FLAG_OPTIONS:
             flags |= _FLAG_OPTIONS[opt]
@@ -397,7 +400,7 @@ def _mounts(entries: list, namespaces: set[str], notes: list[str]):
         if kind in ("cgroup", "cgroup2"):
             notes.append(f"{where}: {kind} not mounted (this host is hybrid; see /proc/self/cgroup)")
             continue
-        flags, data, bind, recursive = _mount_options(m.get("options") or [], where)
+        flags, data, bind, recursive = _mount_options(m.get("options") or [], where, notes)
         source = m.get("source") or ""
         if kind in ("bind", "rbind") or bind:
             recursive = recursive or kind == "rbind"
