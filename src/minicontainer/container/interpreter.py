@@ -223,8 +223,8 @@ class Interpreter:
 
     def _target(self, path: str, create: str) -> int:
         """An fd for a mountpoint inside the root, made if asked, never through a symlink."""
-        if create == "file":
-            return self.sc.open_beneath(self.root_fd, path, create_file=True)
+        if create == "file":  # its directories too (podman binds /run/.containerenv into images without /run)
+            return self.sc.open_beneath(self.root_fd, path, create_file=True, create_dirs=True)
         return self.sc.open_beneath(self.root_fd, path, directory=True, create_dirs=(create == "dir"))
 
     def _mount(self, step: S.Mount) -> None:

@@ -289,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             # runc's --root is where its state lives: ours is MINICONTAINER_ROOT,
             # so `minicontainer ps` with the same root sees these containers.
             os.environ["MINICONTAINER_ROOT"] = os.path.abspath(gopts["root"])
+            # A bundle's container needs only an empty mountpoint directory of
+            # ours besides its state: keep it under the same root (engines
+            # clear the environment, so MINICONTAINER_HOME rarely reaches us).
+            os.environ.setdefault("MINICONTAINER_HOME", os.path.join(os.path.abspath(gopts["root"]), "home"))
         return dispatch(command, opts, rest, log)
     except ArgvError as e:
         log.error(e)
