@@ -156,3 +156,21 @@ def test_delete_force_ends_a_running_container(bundle, tmp_path):
     runc("resume", "c4", check=0)
     runc("delete", "--force", "c4", check=0)
     assert runc("state", "c4").returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed (Debian's runc package)")
+def test_runcs_own_default_bundle_runs(bundle, tmp_path):
+    """`runc spec`'s config.json as runc writes it (ambient capabilities, a
+    cgroup mount: accepted with a debug line), only the process changed."""
+    (bundle / "config.json").unlink()
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True, capture_output=True)
+    configure(bundle, ["sh", "-c", "echo caps $(grep CapEff /proc/self/status | cut -f2)"])
+    log = tmp_path / "debug.log"
+    create(tmp_path, "--bundle", str(bundle), "r1")
+    runc("--log", str(log), "--debug", "start", "r1", check=0)
+    assert wait_for(lambda: "caps " in (tmp_path / "out").read_text())
+    # runc's default: CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE (bits 29, 5, 10)
+    assert (tmp_path / "out").read_text().split() == ["caps", f"{(1 << 29) | (1 << 5) | (1 << 10):016x}"]
+    assert wait_for(lambda: state("r1")["status"] == "stopped")
+    runc("delete", "r1", check=0)
+    assert '\\"start\\"' in log.read_text()
