@@ -144,3 +144,58 @@ def test_ctr_memory_limit(containerd, rootfs):
 def test_ctr_reports_a_refusal(containerd, rootfs):
     proc = containerd("run", "--rm", *containerd.runc, "--rootfs", str(rootfs), "c3", "true", check=None)
     assert proc.returncode != 0 and "CAP_MKNOD" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def docker(rootfs_tar, tmp_path_factory):
+    """A private dockerd (its own socket, data and exec roots, no bridge or
+    iptables), so the test runs beside any docker on the machine."""
+    if not (shutil.which("dockerd") and shutil.which("docker")):
+        pytest.skip("dockerd and docker are needed (Debian's docker.io package)")
+    d = tmp_path_factory.mktemp("docker")
+    sock = d / "docker.sock"
+    daemon = subprocess.Popen(
+        ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"), "--pidfile", str(d / "pid"),
+         "-H", f"unix://{sock}", "--bridge=none", "--iptables=false", "--ip6tables=false",
+         "--add-runtime", f"mini={RUNC}"],
+        stdout=subprocess.DEVNULL, stderr=open(d / "dockerd.log", "w"), start_new_session=True)
+
+    def run(*args, check=0, timeout=120):
+        proc = subprocess.run(["docker", "-H", f"unix://{sock}", *args], capture_output=True, text=True,
+                              timeout=timeout)
+        if check is not None:
+            assert proc.returncode == check, f"docker {args}: exit {proc.returncode}: {proc.stdout} {proc.stderr}"
+        return proc
+
+    deadline = time.monotonic() + 60
+    while run("version", check=None).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run("import", str(rootfs_tar), "mini")
+    # the runtime root dockerd gives an added runtime: <exec-root>/runtime-<name>/<namespace>
+    ROOTS.append(d / "exec" / "runtime-mini" / "moby")
+    yield run
+    run("rm", "-f", "d1", check=None)
+    daemon.terminate()
+    daemon.wait(timeout=60)
+
+
+# docker's default capabilities include CAP_MKNOD, refused without a device cgroup
+DOCKER = ("--runtime", "mini", "--cap-drop", "mknod")
+
+
+def test_docker_run_rm_prints_hello(docker):
+    assert docker("run", "--rm", *DOCKER, "mini", "echo", "hello").stdout == "hello\n"
+
+
+def test_docker_detached_exec_stop(docker):
+    docker("run", "-d", "--name", "d1", *DOCKER, "mini", "sh", "-c", "echo up; exec sleep 300")
+    assert docker("exec", "d1", "sh", "-c", "echo exec ok").stdout == "exec ok\n"
+    docker("stop", "-t", "1", "d1")
+    assert "up" in docker("logs", "d1").stdout
+    docker("rm", "d1")
+
+
+def test_docker_memory_limit_kills_a_hog(docker):
+    proc = docker("run", "--rm", *DOCKER, "-m", "64m", "mini", "sh", "-c",
+                  "a=$(head -c 300000000 /dev/zero | tr '\\0' x); echo survived", check=None)
+    assert proc.returncode == 137 and "survived" not in proc.stdout

@@ -446,7 +446,7 @@ def _resources(linux: dict, notes: list[str]):
     cpu = _obj(res, "cpu", "linux.resources.cpu")
     pids = _obj(res, "pids", "linux.resources.pids")
     for key in ("blockIO", "hugepageLimits", "network", "rdma", "unified"):
-        if res.get(key):
+        if _set(res.get(key)):
             raise refuse(f"linux.resources.{key}", "is not supported by minicontainer-runc yet")
     for key in ("kernel", "kernelTCP"):
         if memory.get(key):
@@ -481,6 +481,16 @@ def _resources(linux: dict, notes: list[str]):
         )
     except UsageError as e:
         raise refuse("linux.resources", e.message, e.hint or "") from None
+
+
+def _set(value) -> bool:
+    """Does this asks for anything? Engines send empty sections and zero
+    values for what the user did not set (docker: "blockIO": {"weight": 0})."""
+    if isinstance(value, dict):
+        return any(_set(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_set(v) for v in value)
+    return value not in (None, 0, "", False)
 
 
 def _sysctls(linux: dict, namespaces: set[str]) -> list[tuple[str, str]]:
