@@ -52,7 +52,7 @@ def podman(rootfs_tar, tmp_path_factory):
 def test_podman_run_rm_prints_hello(podman):
     assert podman("run", "--rm", *ULIMITS, "localhost/mini", "echo", "hello").stdout == "hello\n"
     trace = (podman.dir / "trace.log").read_text()
-    assert '\\"create\\"' in trace and "config.json of" in trace  # what podman asked for, recorded
+    assert " create --bundle " in trace and "config.json of" in trace  # what podman asked for, recorded
 
 
 def test_podman_detached_exec_logs_stop_rm(podman):

@@ -173,4 +173,4 @@ def test_runcs_own_default_bundle_runs(bundle, tmp_path):
     assert (tmp_path / "out").read_text().split() == ["caps", f"{(1 << 29) | (1 << 5) | (1 << 10):016x}"]
     assert wait_for(lambda: state("r1")["status"] == "stopped")
     runc("delete", "r1", check=0)
-    assert '\\"start\\"' in log.read_text()
+    assert "called: minicontainer-runc --log " in log.read_text() and " --debug start r1" in log.read_text()

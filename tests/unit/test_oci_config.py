@@ -253,3 +253,11 @@ def test_a_namespace_path_is_joined_not_made(bundle):
     assert steps.index(join) < steps.index(unshare)
     # a private network namespace still gets a fresh sysfs (not the host's bound in)
     assert any(isinstance(s, S.Mount) and s.target == "/sys" and s.fstype == "sysfs" for s in steps)
+
+
+def test_empty_sections_engines_send_are_not_refusals(bundle):
+    doc = default_spec()
+    doc["linux"]["resources"].update(blockIO={"weight": 0}, hugepageLimits=[], unified={})
+    assert _convert(bundle, doc).spec.resources.is_empty()
+    doc["linux"]["resources"]["blockIO"] = {"weight": 100}
+    _refused(bundle, doc, "blockIO")

@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0 if rest or gopts else 1
         command, args = rest[0], rest[1:]
-        log.debug(f"called: {json.dumps([PROG, *argv])}")
+        if log.debugging:
+            import shlex
+
+            log.debug(f"called: {shlex.join([PROG, *argv])}")
         if gopts.get("systemd-cgroup"):
             raise ArgvError("--systemd-cgroup is not supported: minicontainer manages cgroupfs directly "
                             "(configure the engine with the cgroupfs manager)")
