@@ -15,7 +15,6 @@ profile name we do not load, a console size) are a debug line, returned in
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -75,19 +74,11 @@ class Bundle:
 
 def load_bundle(bundle: str, name: str) -> Bundle:
     """Read ``bundle``/config.json (size-capped) and convert it."""
+    from minicontainer.jsonfile import load_capped
+
     path = Path(bundle) / "config.json"
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {os.strerror(e.errno or 5)}",
-                         "give the bundle directory with --bundle (it holds config.json)") from None
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise UsageError(f"{path} is larger than 16 MiB", "is this really an OCI config.json?")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not valid JSON: {e}", "check it with 'python3 -m json.tool'") from None
+    doc = load_capped(path, _MAX_CONFIG_BYTES, str(path), "give the bundle directory with --bundle (it holds config.json)",
+                      "is this really an OCI config.json?")
     return convert(doc, bundle=os.path.abspath(bundle), name=name)
 
 

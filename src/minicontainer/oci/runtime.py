@@ -332,7 +332,6 @@ def stats_event(cid: str) -> str:
 def update(cid: str, resources_file: str) -> None:
     """``update --resources F``: LinuxResources JSON (or - for stdin) onto the running cgroup."""
     import dataclasses
-    import sys
 
     from minicontainer.cgroups import manager_for
     from minicontainer.container.config import load_spec, save_spec
@@ -340,11 +339,11 @@ def update(cid: str, resources_file: str) -> None:
 
     store = _store()
     st = _get(store, cid)
-    try:
-        text = sys.stdin.read() if resources_file == "-" else open(resources_file).read()
-        doc = json.loads(text)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read the resources {resources_file}: {e}", "give a LinuxResources JSON file") from None
+    from minicontainer.jsonfile import load_capped
+
+    doc = load_capped("/dev/stdin" if resources_file == "-" else resources_file, 1 << 20,
+                      f"the resources {resources_file}", "give a LinuxResources JSON file (- for stdin)",
+                      "is this really a LinuxResources JSON?")
     new = _resources({"resources": doc}, [])
     state_dir = store.containers / st.id
     spec = load_spec(state_dir)
@@ -386,10 +385,10 @@ def _read_process(path: str, store, st):
     """An exec's process.json (the runtime-spec "process" object). The new
     process gets the container's own capabilities, seccomp filter and
     no_new_privs (enter.py); a process.json asking for less is refused."""
-    try:
-        doc = json.loads(open(path).read())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read the process file {path}: {e}", "give a runtime-spec process JSON") from None
+    from minicontainer.jsonfile import load_capped
+
+    doc = load_capped(path, 1 << 20, f"the process file {path}", "give a runtime-spec process JSON",
+                      "is this really a runtime-spec process JSON?")
     if not isinstance(doc, dict):
         raise UsageError(f"{path}: the top level must be a JSON object", "see the runtime-spec, config.md process")
     caps = doc.get("capabilities") or {}
