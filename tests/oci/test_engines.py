@@ -199,3 +199,9 @@ def test_docker_memory_limit_kills_a_hog(docker):
     proc = docker("run", "--rm", *DOCKER, "-m", "64m", "mini", "sh", "-c",
                   "a=$(head -c 300000000 /dev/zero | tr '\\0' x); echo survived", check=None)
     assert proc.returncode == 137 and "survived" not in proc.stdout
+
+
+def test_podman_shows_an_exec_failure(podman):
+    """The exec fails after create has exited: the message goes to the container's stderr (podman's)."""
+    proc = podman("run", "--rm", *ULIMITS, "localhost/mini", "nosuchcmd", check=None)
+    assert proc.returncode == 127 and "nosuchcmd: executable file not found" in proc.stderr
