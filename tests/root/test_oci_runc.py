@@ -174,3 +174,19 @@ def test_runcs_own_default_bundle_runs(bundle, tmp_path):
     assert wait_for(lambda: state("r1")["status"] == "stopped")
     runc("delete", "r1", check=0)
     assert "called: minicontainer-runc --log " in log.read_text() and " --debug start r1" in log.read_text()
+
+
+def test_preserve_fds_reach_the_command(bundle, tmp_path):
+    """--preserve-fds 1: the engine's fd 3 (here a file the shell opens) is the command's fd 3; fd 4 is not."""
+    configure(bundle, ["sh", "-c", "echo via-fd-3 >&3; ls /proc/self/fd/4 2>/dev/null || echo no-fd-4"])
+    side = tmp_path / "side"
+    script = (f'exec 3>{side} 4>{tmp_path / "other"}; exec {PY} -m minicontainer.oci.cli create '
+              f'--bundle {bundle} --preserve-fds 1 p1 >{tmp_path / "out"} 2>{tmp_path / "err"} </dev/null')
+    subprocess.run(["sh", "-c", script], check=True, timeout=60)
+    runc("start", "p1", check=0)
+    assert wait_for(lambda: state("p1")["status"] == "stopped")
+    assert side.read_text() == "via-fd-3\n"
+    assert (tmp_path / "out").read_text() == "no-fd-4\n"
+    runc("delete", "p1", check=0)
+    bad = runc("create", "--bundle", str(bundle), "--preserve-fds", "40", "p2")
+    assert bad.returncode == 1 and "fd " in bad.stderr and "is not open" in bad.stderr

@@ -158,7 +158,7 @@ class Interpreter:
         if pid == 0:
             self.in_child = True
             self.phases = (S.CHILD, S.INSIDE)
-            self.chan.in_child(keep=tuple(self.ns_fds.values()))
+            self.chan.in_child(keep=(*self.ns_fds.values(), *range(3, 3 + step.keep_fds)))
             self.parent_pid = self.sc.getppid()  # 0 in a new PID namespace
             return
         self.child_pid = pid

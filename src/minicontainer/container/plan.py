@@ -109,7 +109,7 @@ def build_plan(
     joined = dict(spec.join_namespaces)
     for ns, path in spec.join_namespaces:
         plan.add(S.OpenNamespacePath(ns=ns, path=path))
-    plan.add(Fork())
+    plan.add(Fork(keep_fds=spec.preserve_fds))
     # The runtime, after the fork: the child waits until it is in its cgroup.
     for s in cgroup_steps:
         plan.add(s)
@@ -294,6 +294,8 @@ def build_plan(
     for s in (security.inside if security else ()):
         if detached and isinstance(s, RearmParentDeath):
             s = RearmParentDeath(outlive=True)
+        if spec.preserve_fds and isinstance(s, S.CloseOnExec):
+            s = S.CloseOnExec(first=3 + spec.preserve_fds)  # the engine's fds reach the command
         plan.add(s)
     if wait_for_start:
         plan.add(AwaitStart())

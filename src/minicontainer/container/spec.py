@@ -184,6 +184,7 @@ class ContainerSpec:
     # An OCI bundle's namespaces to join, (type, path): each is also in
     # ``namespaces`` (the container's own, not the host's), but not made new.
     join_namespaces: tuple[tuple[str, str], ...] = ()
+    preserve_fds: int = 0  # minicontainer-runc --preserve-fds N: the engine's fds 3..3+N-1 reach the command
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)

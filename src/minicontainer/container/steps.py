@@ -111,8 +111,12 @@ class Fork(Step):
     child the CHILD and INSIDE steps of the same plan."""
 
     phase = BEFORE_FORK
+    keep_fds: int = 0  # --preserve-fds N (minicontainer-runc): the engine's fds 3..3+N-1 stay open
 
     def what(self) -> str:
+        if self.keep_fds:
+            return (f"fork the container's first process; it closes every fd it inherited but its pipes "
+                    f"and the engine's fds 3-{2 + self.keep_fds}")
         return "fork the container's first process; it closes every fd it inherited but its pipes"
 
     def why(self) -> str:

@@ -90,8 +90,12 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
     from minicontainer.container.runtime import Runner
     from minicontainer.oci.config import load_bundle
 
-    if preserve_fds:
-        raise UsageError("--preserve-fds is not supported yet", "run without it (podman: without --preserve-fds)")
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise UsageError(f"--preserve-fds {preserve_fds}: fd {fd} is not open",
+                             "the engine passes fds 3..3+N-1 open") from None
     store = _store()
     if (store.names / cid).is_symlink():
         raise ContainerError(f"container with id exists: {cid}", None)
@@ -124,7 +128,10 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it
 
-    runner = Runner(bundle.spec, wait_for_start=True, image=image, handoff=handoff)
+    import dataclasses
+
+    spec = dataclasses.replace(bundle.spec, preserve_fds=preserve_fds)
+    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff)
     runner.detached = True  # PID 1 outlives this process (RearmParentDeath(outlive=True))
     runner.run()
     raise ContainerError(f"container {cid} ended before it was created", "run with --debug and read the log")
