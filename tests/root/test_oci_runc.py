@@ -190,3 +190,12 @@ def test_preserve_fds_reach_the_command(bundle, tmp_path):
     runc("delete", "p1", check=0)
     bad = runc("create", "--bundle", str(bundle), "--preserve-fds", "40", "p2")
     assert bad.returncode == 1 and "fd " in bad.stderr and "is not open" in bad.stderr
+
+
+def test_run_in_the_foreground_returns_the_exit_code(bundle):
+    configure(bundle, ["sh", "-c", "echo in the foreground; exit 7"])
+    proc = runc("run", "--bundle", str(bundle), "f1", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 7 and proc.stdout == "in the foreground\n"
+    s = state("f1")
+    assert s["status"] == "stopped" and s["bundle"] == str(bundle)
+    runc("delete", "f1", check=0)

@@ -82,12 +82,11 @@ def _load_oci(store, state) -> dict:
 # -- create, start, run -------------------------------------------------------
 
 
-def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: str | None,
-           preserve_fds: int, log) -> None:
-    """Set the container up and leave it waiting for ``start``; never returns
-    on success (the process exits once the container is handed to our caller)."""
+def _prepare(cid: str, bundle_dir: str, preserve_fds: int, log):
+    """The checks and the bundle, before anything exists: (store, bundle, spec, image)."""
+    import dataclasses
+
     from minicontainer.container.rootfs import ResolvedImage
-    from minicontainer.container.runtime import Runner
     from minicontainer.oci.config import load_bundle
 
     for fd in range(3, 3 + preserve_fds):
@@ -106,10 +105,20 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
             log.debug(f"config.json of {cid}: " + json.dumps(json.load(f), separators=(",", ":")))
     for note in bundle.notes:
         log.debug(note)
-    if bundle.spec.tty and not console_socket:
+    image = ResolvedImage(name=bundle.root, image_id="bundle:" + bundle.root, rootfs=bundle.root, in_place=True)
+    return store, bundle, dataclasses.replace(bundle.spec, preserve_fds=preserve_fds), image
+
+
+def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: str | None,
+           preserve_fds: int, log) -> None:
+    """Set the container up and leave it waiting for ``start``; never returns
+    on success (the process exits once the container is handed to our caller)."""
+    from minicontainer.container.runtime import Runner
+
+    store, bundle, spec, image = _prepare(cid, bundle_dir, preserve_fds, log)
+    if spec.tty and not console_socket:
         raise UsageError("config.json asks for a terminal (process.terminal) but no --console-socket was given",
                          "pass --console-socket PATH, or set process.terminal to false")
-    image = ResolvedImage(name=bundle.root, image_id="bundle:" + bundle.root, rootfs=bundle.root, in_place=True)
 
     def handoff(container, state):
         """PID 1 is set up and waits on the start fifo: hand it to our caller."""
@@ -128,9 +137,6 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it
 
-    import dataclasses
-
-    spec = dataclasses.replace(bundle.spec, preserve_fds=preserve_fds)
     runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff)
     runner.detached = True  # PID 1 outlives this process (RearmParentDeath(outlive=True))
     runner.run()
@@ -154,7 +160,8 @@ def start(cid: str) -> None:
 def run(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, detach: bool, log) -> int:
     """``run``: create and start; without --detach, wait and return the exit code."""
     if not detach:
-        raise UsageError("run without --detach is not supported yet", "use run --detach, or create and start")
+        return _run_foreground(cid, bundle_dir, pid_file=pid_file, console_socket=console_socket,
+                               preserve_fds=preserve_fds, log=log)
     child = os.fork()
     if child == 0:
         try:
@@ -171,6 +178,25 @@ def run(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, de
         return 1
     start(cid)
     return 0
+
+
+def _run_foreground(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, log) -> int:
+    """``runc run ID`` without --detach: this process is the container's
+    runtime, as ``minicontainer run`` is (a terminal is ours, with
+    process.terminal), and its exit code is the command's. The container
+    stays, stopped, until ``delete``."""
+    from minicontainer.container.runtime import Runner
+
+    if pid_file or console_socket:
+        raise UsageError("run --pid-file and --console-socket need --detach here", "use run --detach, or create")
+    store, bundle, spec, image = _prepare(cid, bundle_dir, preserve_fds, log)
+    try:
+        return Runner(spec, image=image).run()
+    finally:
+        try:
+            _save_oci(store, store.get(cid), bundle)
+        except (ContainerError, OSError):
+            pass  # it never got a state (refused before)
 
 
 # -- state, list ----------------------------------------------------------------
