@@ -196,9 +196,12 @@ def test_docker_detached_exec_stop(docker):
 
 
 def test_docker_memory_limit_kills_a_hog(docker):
-    proc = docker("run", "--rm", *DOCKER, "-m", "64m", "mini", "sh", "-c",
+    proc = docker("run", "--name", "oom", *DOCKER, "-m", "64m", "mini", "sh", "-c",
                   "a=$(head -c 300000000 /dev/zero | tr '\\0' x); echo survived", check=None)
     assert proc.returncode == 137 and "survived" not in proc.stdout
+    # the shim finds the container's memory cgroup from its pid and saw the OOM kill
+    assert docker("inspect", "oom", "--format", "{{.State.OOMKilled}}").stdout.strip() == "true"
+    docker("rm", "oom")
 
 
 def test_podman_shows_an_exec_failure(podman):
