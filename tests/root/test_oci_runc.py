@@ -199,3 +199,21 @@ def test_run_in_the_foreground_returns_the_exit_code(bundle):
     s = state("f1")
     assert s["status"] == "stopped" and s["bundle"] == str(bundle)
     runc("delete", "f1", check=0)
+
+
+def test_update_events_and_exec_with_a_process_file(bundle, tmp_path):
+    configure(bundle, ["sleep", "60"])
+    create(tmp_path, "--bundle", str(bundle), "u1")
+    runc("start", "u1", check=0)
+    (tmp_path / "res.json").write_text(json.dumps({"pids": {"limit": 42}}))
+    runc("update", "--resources", str(tmp_path / "res.json"), "u1", check=0)
+    event = json.loads(runc("events", "--stats", "u1", check=0).stdout)
+    assert event["type"] == "stats" and event["data"]["pids"] == {"current": 1, "limit": 42}
+    (tmp_path / "process.json").write_text(json.dumps({"args": ["sh", "-c", "echo $X; pwd"], "env": ["X=from-json"],
+                                                      "cwd": "/tmp", "user": {"uid": 0, "gid": 0}}))
+    pid_file = tmp_path / "exec.pid"
+    proc = runc("exec", "--process", str(tmp_path / "process.json"), "--pid-file", str(pid_file), "u1",
+                stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and proc.stdout == "from-json\n/tmp\n"
+    assert int(pid_file.read_text()) > 0
+    runc("delete", "--force", "u1", check=0)

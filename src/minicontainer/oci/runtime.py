@@ -377,9 +377,13 @@ def update(cid: str, resources_file: str) -> None:
     doc = load_capped("/dev/stdin" if resources_file == "-" else resources_file, 1 << 20,
                       f"the resources {resources_file}", "give a LinuxResources JSON file (- for stdin)",
                       "is this really a LinuxResources JSON?")
-    new = _resources({"resources": doc}, [])
+    given = _resources({"resources": doc}, [])
     state_dir = store.containers / st.id
     spec = load_spec(state_dir)
+    # runc's rule: what the file sets changes, the rest stays as it was
+    old = spec.resources if spec.resources is not None else given
+    new = dataclasses.replace(old, **{f.name: getattr(given, f.name) for f in dataclasses.fields(given)
+                                      if getattr(given, f.name) not in (None, ())})
     if oci_status(st) != "stopped":
         manager_for(st.id, spec.resources).update(new)
     save_spec(state_dir, dataclasses.replace(spec, resources=new))
