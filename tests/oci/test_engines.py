@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOTS, RUNC, apt_install
+from ocitools import ROOTS, RUNC, apt_install
 
 pytestmark = pytest.mark.oci
 
