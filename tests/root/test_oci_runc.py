@@ -217,3 +217,30 @@ def test_update_events_and_exec_with_a_process_file(bundle, tmp_path):
     assert proc.returncode == 0 and proc.stdout == "from-json\n/tmp\n"
     assert int(pid_file.read_text()) > 0
     runc("delete", "--force", "u1", check=0)
+
+
+def test_exec_with_a_terminal_waits_for_the_exit_code(bundle, tmp_path):
+    configure(bundle, ["sleep", "60"])
+    create(tmp_path, "--bundle", str(bundle), "t1")
+    runc("start", "t1", check=0)
+    path = str(tmp_path / "exec.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        proc = subprocess.Popen([PY, "-m", "minicontainer.oci.cli", "exec", "--tty", "--console-socket", path, "t1",
+                                 "sh", "-c", "tty; exit 3"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 64, 1)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 10
+            while b"/dev/pts/" not in seen and time.monotonic() < deadline:
+                seen += os.read(fds[0], 1024)
+            # the master stays open until the process ends: closing it would hang up its terminal (SIGHUP)
+            assert proc.wait(timeout=30) == 3, proc.stderr.read()
+        finally:
+            os.close(fds[0])
+    assert b"/dev/pts/" in seen
+    runc("delete", "--force", "t1", check=0)

@@ -415,7 +415,7 @@ def exec_process(cid: str, *, process_file: str | None, argv: tuple[str, ...], e
             write_pid_file(pid_file, container.pid)
 
     return exec_in(st.name, tuple(argv), env=environment, workdir=cwd, user=user, tty=tty, interactive=True,
-                   detach=detach or bool(console_socket), started=started)
+                   detach=detach, started=started)
 
 
 def _read_process(path: str, store, st):
