@@ -7,6 +7,7 @@ Every test module sets ``pytestmark`` to one tier marker:
 - ``cgroup1`` root on a host with cgroup v1 controllers (this machine is hybrid)
 - ``cgroup2`` root on a unified cgroup v2 host: run through ``scripts/vm-test``
 - ``docker``  inside a privileged docker container: run through ``scripts/docker-test``
+- ``oci``     root on this host: podman, docker and containerd drive minicontainer-runc (tests/oci)
 
 A tier whose requirement is missing is skipped with the reason; scripts/test
 runs every tier this machine can run, each where it can run.

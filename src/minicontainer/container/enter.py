@@ -48,7 +48,7 @@ def _cgroup_joins(st) -> list:
 
 def exec_in(ref: str, argv: tuple[str, ...], *, env=(), workdir: str | None = None, user: str | None = None,
             tty: bool = False, interactive: bool = False, privileged: bool = False, detach: bool = False,
-            explain: bool = False, out=None) -> int:
+            explain: bool = False, out=None, started=None) -> int:
     store = StateStore()
     st = store.get(ref)
     if st.status != "running" or not pid_alive(st.pid, st.pid_start):
@@ -87,6 +87,8 @@ def exec_in(ref: str, argv: tuple[str, ...], *, env=(), workdir: str | None = No
     container = Container(plan, Linux(), tty=tty, interactive=interactive,
                           hooks=Hooks(explain=explain_step if explain else None), cgroup=manager)
     container.start()
+    if started is not None:
+        started(container)  # minicontainer-runc exec: --pid-file, --console-socket
     if detach:
         return 0
     try:

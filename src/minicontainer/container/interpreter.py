@@ -95,6 +95,8 @@ class Interpreter:
             S.Mount: self._mount,
             S.RemountReadonly: self._remount_ro,
             S.ReadonlyRecursive: self._readonly_recursive,
+            S.RemountFlags: self._remount_flags,
+            S.SetSysctl: self._set_sysctl,
             S.MakeDevice: self._mknod,
             S.Symlink: self._symlink,
             S.MaskPath: self._mask,
@@ -117,6 +119,7 @@ class Interpreter:
             S.AwaitStart: self._await_start,
             S.OpenNamespaces: self._open_namespaces,
             S.JoinNamespace: self._join_namespace,
+            S.OpenNamespacePath: self._open_namespace_path,
             S.OpenRoot: self._open_root,
             S.Exec: self._exec,
             S.Note: lambda step: None,
@@ -196,7 +199,7 @@ class Interpreter:
         if pid == 0:
             self.in_child = True
             self.phases = (S.CHILD, S.INSIDE)
-            self.chan.in_child(keep=tuple(self.ns_fds.values()))
+            self.chan.in_child(keep=(*self.ns_fds.values(), *range(3, 3 + step.keep_fds)))
             self._own_netns = False  # the child joins it (JoinNamespace closes its fd)
             self.parent_pid = self.sc.getppid()  # 0 in a new PID namespace
             return
@@ -204,6 +207,9 @@ class Interpreter:
         self.phases = (S.PARENT,)
         self.chan.in_parent()
         self._close_netns()  # the child has its own fd of it, which it joins
+        for fd in self.ns_fds.values():  # the child joins them; the runtime has no more use for them
+            self.sc.close(fd)
+        self.ns_fds = {}
         # Our later children (tests run many containers in one process) must
         # not land in the container's PID namespace.
         self._restore_pidns()
@@ -262,8 +268,8 @@ class Interpreter:
 
     def _target(self, path: str, create: str) -> int:
         """An fd for a mountpoint inside the root, made if asked, never through a symlink."""
-        if create == "file":
-            return self.sc.open_beneath(self.root_fd, path, create_file=True)
+        if create == "file":  # its directories too (podman binds /run/.containerenv into images without /run)
+            return self.sc.open_beneath(self.root_fd, path, create_file=True, create_dirs=True)
         return self.sc.open_beneath(self.root_fd, path, directory=True, create_dirs=(create == "dir"))
 
     def _mount(self, step: S.Mount) -> None:
@@ -323,6 +329,27 @@ class Interpreter:
         finally:
             if fd != self.root_fd:
                 self.sc.close(fd)
+
+    def _remount_flags(self, step: S.RemountFlags) -> None:
+        fd = self.sc.open_beneath(self.root_fd, step.target)
+        try:
+            keep = self.sc.mount_flags_of(self.sc.fd_path(fd))
+            self.sc.mount(None, self.sc.fd_path(fd), None, MS_BIND | MS_REMOUNT | keep | step.flags, None,
+                          shown=step.target)
+        finally:
+            self.sc.close(fd)
+
+    def _set_sysctl(self, step: S.SetSysctl) -> None:
+        # The fresh /proc of this container, reached without following a symlink of the image.
+        fd = self.sc.open_beneath(self.root_fd, "/proc/sys/" + step.key.replace(".", "/"))
+        try:
+            wfd = self.sc.open_fd_path(fd, os.O_WRONLY)
+            try:
+                self.sc.write(wfd, step.value.encode())
+            finally:
+                self.sc.close(wfd)
+        finally:
+            self.sc.close(fd)
 
     def _in_dev(self, path: str, create: str = "no") -> tuple[int, str]:
         parent, _, name = path.rpartition("/")
@@ -499,6 +526,9 @@ class Interpreter:
 
     def _open_namespaces(self, step: S.OpenNamespaces) -> None:
         self.ns_fds = self.sc.open_namespaces(step.pid, step.pid_start, step.types)
+
+    def _open_namespace_path(self, step: S.OpenNamespacePath) -> None:
+        self.ns_fds[step.ns] = self.sc.open_ns_path(step.path)
 
     def _join_namespace(self, step: S.JoinNamespace) -> None:
         fd = self.ns_fds.pop(step.ns)

@@ -141,7 +141,10 @@ def build_plan(
         plan.add(s)
     if "pid" in spec.namespaces:
         plan.add(UnsharePid())
-    plan.add(Fork())
+    joined = dict(spec.join_namespaces)
+    for ns, path in spec.join_namespaces:
+        plan.add(S.OpenNamespacePath(ns=ns, path=path))
+    plan.add(Fork(keep_fds=spec.preserve_fds))
     # The runtime, after the fork: the child waits until it is in its cgroup.
     for s in cgroup_steps:
         plan.add(s)
@@ -151,8 +154,11 @@ def build_plan(
     plan.add(AwaitRelease())
     if network is not None:
         plan.add(S.JoinNamespace(ns="net"))
+    for ns in ("cgroup", "ipc", "uts", "net"):
+        if ns in joined and not (ns == "net" and network is not None):
+            plan.add(S.JoinNamespace(ns=ns, path=joined[ns]))
     unshared = ("mnt", "uts", "ipc", "cgroup") if network is not None else ("mnt", "uts", "ipc", "net", "cgroup")
-    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces)
+    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces and ns not in joined)
     plan.add(Unshare(namespaces=child_ns))
     if "net" in spec.namespaces:
         plan.add(S.LoopbackUp())
@@ -320,6 +326,11 @@ def build_plan(
                 host_source=True,
             )
         )
+    for m in spec.mounts:
+        for s in _bundle_mount(m):
+            plan.add(s)
+    for key, value in spec.sysctls:
+        plan.add(S.SetSysctl(key=key, value=value))
     if init is not None:
         # Our own /dev tmpfs always has room for the mountpoint, even with --read-only.
         plan.add(
@@ -382,6 +393,8 @@ def build_plan(
     for s in (security.inside if security else ()):
         if detached and isinstance(s, RearmParentDeath):
             s = RearmParentDeath(outlive=True)
+        if spec.preserve_fds and isinstance(s, S.CloseOnExec):
+            s = S.CloseOnExec(first=3 + spec.preserve_fds)  # the engine's fds reach the command
         plan.add(s)
     if wait_for_start:
         plan.add(AwaitStart())
@@ -389,6 +402,20 @@ def build_plan(
     argv = spec.argv() if init is None else (INIT_PATH, "--", *spec.argv())
     plan.add(Exec(argv=argv, env=tuple(env.items())))
     return plan
+
+
+def _bundle_mount(m) -> list[Step]:
+    """An OCI bundle's mount (spec.ExtraMount) as steps."""
+    if m.fstype is not None:
+        return [Mount(target=m.target, fstype=m.fstype, source=m.source, flags=m.flags, data=m.data or None,
+                      reason="config.json mounts: a filesystem the bundle asks for")]
+    steps = [Mount(target=m.target, source=m.source, flags=MS_BIND | (MS_REC if m.recursive else 0),
+                   reason="config.json mounts: a host path bound into the container; the mountpoint is "
+                   "created inside the root without following symlinks",
+                   create="dir" if m.is_dir else "file", host_source=True)]
+    if m.flags:
+        steps.append(S.RemountFlags(target=m.target, flags=m.flags))
+    return steps
 
 
 def build_exec_plan(

@@ -223,7 +223,13 @@ class Channels:
     def child_failed(self, e: BaseException) -> None:
         """Report the error to the runtime and exit; never returns."""
         try:
-            os.write(self.err_w, _encode_error(e))
+            try:
+                os.write(self.err_w, _encode_error(e))
+            except BrokenPipeError:
+                # Nobody reads the error pipe: minicontainer-runc's create has
+                # handed the container to the engine and exited. The container's
+                # stderr is the engine's, so say it there (runc's "exec failed").
+                os.write(2, f"minicontainer: error: {_decode_error(_encode_error(e))}\n".encode(errors="replace"))
         finally:
             os._exit(e.exit_code if isinstance(e, MiniError) else 125)
 

@@ -32,6 +32,9 @@ class ResolvedImage:
     exists: bool = True  # False only in --dry-run for a not-yet-built 'mini'
     lower_stack: tuple[str, ...] = ()  # a layered image's other layers, top first
     config: Any = None  # a layered image's images.config.ImageConfig
+    # An OCI bundle's root (oci/): the directory itself is the container's
+    # root, bind-mounted and written in place, as runc does (no overlay, no copy).
+    in_place: bool = False
 
 
 def _resolved(ref: str, image) -> ResolvedImage:
@@ -141,7 +144,7 @@ def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
         else:
             os.mkdir(layer / "upper", 0o755)
             os.mkdir(layer / "work", 0o700)
-    elif rootfs.writable:
+    elif rootfs.writable and rootfs.lower != image_rootfs:  # equal: an OCI bundle's root, used in place
         _copy_fallback(image_rootfs, rootfs.lower)
 
 

@@ -197,7 +197,7 @@ class Runner:
 
     def __init__(self, spec, *, explain: bool = False, out=None, sc=None, userns: bool = False,
                  existing: ContainerState | None = None, wait_for_start: bool = False, recorder=None,
-                 image: ResolvedImage | None = None, before_remove=None):
+                 image: ResolvedImage | None = None, before_remove=None, handoff=None):
         self.spec = spec
         # ``existing``: `start` of a container that exited (or was created):
         # the same id, name and layer, fresh namespaces and cgroup.
@@ -211,6 +211,11 @@ class Runner:
         # before the --rm cleanup).
         self._image = image
         self._before_remove = before_remove
+        # ``minicontainer-runc create`` (oci/runtime.py): called with the
+        # container and its state once PID 1 is set up and waiting; it does
+        # not return: this process exits and PID 1 is left to our caller
+        # (the engine's subreaper reaps it, runc's model), with no cleanup.
+        self._handoff = handoff
         # Rootless mode (userns.py): with --userns, or whenever we are not the
         # host's root. ``unprivileged`` also rules out cgroups and mknod.
         from minicontainer.container.userns import host_uid
@@ -246,7 +251,7 @@ class Runner:
             name = spec.name or cid[:12]
             hostname = spec.hostname or name
             layer = paths.home() / "containers" / cid
-        mode = storage_mode(layer.parent)
+        mode = "bind" if image.in_place else storage_mode(layer.parent)
         userns_steps = []
         if self.userns:
             from minicontainer.container import userns
@@ -266,8 +271,9 @@ class Runner:
                              exit_code=125)
         # a layered image's /tmp and /dev may be in any layer: give it a layer for mountpoints
         writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
+        writable = writable or image.in_place  # mountpoints are made in the bundle's root, then it is made read-only
         lower = image.rootfs
-        if mode == "bind" and writable:
+        if mode == "bind" and writable and not image.in_place:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
         rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
                                 lower_stack=image.lower_stack)
@@ -474,6 +480,8 @@ class Runner:
                 state.namespaces = namespace_inodes(pid)
                 state.status = "created"
                 store.save(state)
+                if self._handoff is not None:
+                    self._handoff(container, state)  # never returns
                 if report is not None:
                     report.ok(state.id)
 
@@ -572,13 +580,17 @@ class Runner:
         except FileNotFoundError:
             pass
         os.mkfifo(path, 0o600)
+        # Writable by all, like runc's exec fifo: PID 1 opens it (through its
+        # O_PATH fd) after it switched to the container's user, maybe not root;
+        # nobody else can reach it: the state directory is root's, mode 0700.
+        os.chmod(path, 0o622)
         return str(path)
 
     def _reserve(self, store: StateStore, state: ContainerState, image: ResolvedImage) -> None:
         """Write the state (which names the image) under the image store's lock,
         so `image rm`/`prune` cannot delete the image between our resolving it
         and our state saying it is in use."""
-        if image.image_id.startswith(("dir:", "build:")):  # a build's layers are held by its lease
+        if image.image_id.startswith(("dir:", "build:", "bundle:")):  # a build's layers are held by its lease
             store.reserve(state)
             return
         from minicontainer.images.store import ImageStore

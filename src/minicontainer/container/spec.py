@@ -122,6 +122,22 @@ class Tmpfs:
     data: str = ""
 
 
+@dataclass(frozen=True)
+class ExtraMount:
+    """One of an OCI bundle's mounts (config.json "mounts", in their order,
+    after the standard ones): a bind mount (``fstype`` None) or a filesystem
+    (tmpfs, mqueue ...). ``flags``: MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC ...
+    (on a bind mount they take a remount, mount(2))."""
+
+    target: str
+    source: str
+    fstype: str | None = None
+    flags: int = 0
+    data: str = ""
+    recursive: bool = True  # rbind (the source's submounts too) or bind
+    is_dir: bool = True  # a bind of a file is made on a file
+
+
 def parse_volume(text: str) -> Volume:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
@@ -205,6 +221,12 @@ class ContainerSpec:
     tmpfs: tuple[Tmpfs, ...] = ()
     devices: tuple[Any, ...] = ()  # --device: cgroups.devices.Device (the node; its rule is in resources)
     network: str = ""  # --network NAME: a bridge network (network/); "" for none or host
+    mounts: tuple[ExtraMount, ...] = ()  # an OCI bundle's other mounts (oci/config.py)
+    sysctls: tuple[tuple[str, str], ...] = ()  # an OCI bundle's linux.sysctl, namespaced keys only
+    # An OCI bundle's namespaces to join, (type, path): each is also in
+    # ``namespaces`` (the container's own, not the host's), but not made new.
+    join_namespaces: tuple[tuple[str, str], ...] = ()
+    preserve_fds: int = 0  # minicontainer-runc --preserve-fds N: the engine's fds 3..3+N-1 reach the command
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)

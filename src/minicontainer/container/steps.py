@@ -111,8 +111,12 @@ class Fork(Step):
     child the CHILD and INSIDE steps of the same plan."""
 
     phase = BEFORE_FORK
+    keep_fds: int = 0  # --preserve-fds N (minicontainer-runc): the engine's fds 3..3+N-1 stay open
 
     def what(self) -> str:
+        if self.keep_fds:
+            return (f"fork the container's first process; it closes every fd it inherited but its pipes "
+                    f"and the engine's fds 3-{2 + self.keep_fds}")
         return "fork the container's first process; it closes every fd it inherited but its pipes"
 
     def why(self) -> str:
@@ -474,6 +478,45 @@ class ReadonlyRecursive(Step):
         t = f"$ROOTFS{self.target}"
         return (f"for m in $(findmnt -Rlno TARGET {t}); do mount -o remount,bind,ro $m; done   "
                 "# one call: mount_setattr(2) AT_RECURSIVE")
+
+
+@dataclass(frozen=True)
+class RemountFlags(Step):
+    """Like RemountReadonly, for the other per-mount flags (nosuid, nodev,
+    noexec, ro) an OCI bundle puts on a bind mount: the first bind call
+    ignores them too (mount(2))."""
+
+    target: str = ""  # inside the container
+    flags: int = 0
+    reason: str = ""
+
+    def what(self) -> str:
+        return f"remount {self.target} with " + ",".join(mount_flag_names(self.flags))
+
+    def why(self) -> str:
+        return self.reason or "mount(2): a bind mount's flags are set by a separate MS_REMOUNT"
+
+    def shell(self) -> str:
+        return f"mount -o remount,bind,{','.join(mount_flag_names(self.flags))} $ROOTFS{self.target}"
+
+
+@dataclass(frozen=True)
+class SetSysctl(Step):
+    """Write one namespaced kernel parameter (an OCI bundle's linux.sysctl),
+    through the container's own fresh /proc, before /proc/sys is made read-only."""
+
+    key: str = ""  # e.g. net.ipv4.ping_group_range
+    value: str = ""
+
+    def what(self) -> str:
+        return f"set the sysctl {self.key} = {self.value}"
+
+    def why(self) -> str:
+        return ("sysctl(8): net.* belong to the container's network namespace, the IPC ones to its IPC "
+                "namespace, so setting them does not touch the host")
+
+    def shell(self) -> str:
+        return f"echo {shlex.quote(self.value)} > $ROOTFS/proc/sys/{self.key.replace('.', '/')}"
 
 
 @dataclass(frozen=True)
@@ -880,11 +923,34 @@ class OpenNamespaces(Step):
 
 
 @dataclass(frozen=True)
+class OpenNamespacePath(Step):
+    """An OCI bundle's linux.namespaces[].path: a namespace that exists
+    already (an engine's network namespace, a pod's), opened by the runtime
+    and joined by the child (JoinNamespace) instead of a new one."""
+
+    phase = BEFORE_FORK
+    ns: str = "net"
+    path: str = ""
+
+    def what(self) -> str:
+        return f"open the {self.ns} namespace {self.path}"
+
+    def why(self) -> str:
+        return "config.json names a namespace to join; setns(2) refuses a file of another namespace type"
+
+    def shell(self) -> str:
+        return f"ls -l {shlex.quote(self.path)}"
+
+
+@dataclass(frozen=True)
 class JoinNamespace(Step):
     ns: str = "mnt"
     phase: str = CHILD
+    path: str = ""  # an OCI bundle's namespace file; "" = the container's PID 1's (exec)
 
     def what(self) -> str:
+        if self.path:
+            return f"join the {self.ns} namespace {self.path}"
         return f"join the container's {self.ns} namespace"
 
     def why(self) -> str:
@@ -893,6 +959,8 @@ class JoinNamespace(Step):
     def shell(self) -> str:
         long = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid",
                 "cgroup": "--cgroup", "user": "--user"}[self.ns]
+        if self.path:
+            return f"nsenter {long}={shlex.quote(self.path)}"
         return f"nsenter --target $PID1 {long}"
 
 

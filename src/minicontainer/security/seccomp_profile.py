@@ -28,7 +28,6 @@ Everything else that cannot be honoured is a UsageError naming the field.
 
 from __future__ import annotations
 
-import json
 import os
 
 from minicontainer.errors import UsageError
@@ -66,20 +65,11 @@ _TOP_KEYS = {"defaultAction", "defaultErrnoRet", "architectures", "archMap", "sy
 
 def load_docker_profile(path: str) -> sc.Profile:
     """Read and parse a profile file (size-capped), raising UsageError with a hint."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_PROFILE_BYTES + 1)
-    except OSError as e:
-        raise UsageError(
-            f"cannot read seccomp profile {path}: {os.strerror(e.errno or 5)}",
-            "pass the path of a readable JSON file, or seccomp=default / seccomp=unconfined",
-        ) from None
-    if len(data) > _MAX_PROFILE_BYTES:
-        raise UsageError(f"seccomp profile {path} is larger than 4 MiB", "is this really a seccomp profile?")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UsageError(f"seccomp profile {path} is not valid JSON: {e}", "check the file with 'python3 -m json.tool'") from None
+    from minicontainer.jsonfile import load_capped
+
+    doc = load_capped(path, _MAX_PROFILE_BYTES, f"seccomp profile {path}",
+                      "pass the path of a readable JSON file, or seccomp=default / seccomp=unconfined",
+                      "is this really a seccomp profile?")
     return parse_docker_profile(doc, source=path)
 
 

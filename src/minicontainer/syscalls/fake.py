@@ -126,6 +126,10 @@ class Recorder:
         self._rec("open_namespaces", pid, tuple(types))
         return {ns: self._fd(f"ns:{ns}") for ns in types}
 
+    def open_ns_path(self, path):
+        self._rec("open_ns_path", path)
+        return self._fd(f"nspath:{path}")
+
     def open_ns(self, name):
         self._rec("open_ns", name)
         return self._fd(f"ns:{name}")

@@ -428,6 +428,14 @@ class Linux:
             os.close(pidfd)
         return fds
 
+    def open_ns_path(self, path: str) -> int:
+        """An fd for a namespace file an OCI bundle names (/run/netns/X,
+        /proc/PID/ns/net); setns(2) with the type checks that it is one."""
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise _oserror("opening the namespace", e, path) from None
+
     def open_ns(self, name: str) -> int:
         """An fd for one of our own namespaces, for setns(2) later."""
         try:

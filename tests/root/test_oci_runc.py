@@ -1,0 +1,246 @@
+"""minicontainer-runc driven as an engine drives runc: a bundle made from the
+`mini` image's rootfs, create / state / start / state / kill / delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import mc
+
+pytestmark = pytest.mark.root
+
+PY = sys.executable
+
+
+def runc(*args, check=None, timeout=60, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([PY, "-m", "minicontainer.oci.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}: {proc.stdout!r} {proc.stderr!r}"
+    return proc
+
+
+def create(tmp_path: Path, *args, check=0) -> subprocess.CompletedProcess:
+    """``create``, its stdio files: the container inherits them (an engine's
+    pipes, as with runc), so a pipe would stay open as long as it runs."""
+    with open(tmp_path / "out", "a") as out, open(tmp_path / "err", "a") as err:
+        proc = subprocess.run([PY, "-m", "minicontainer.oci.cli", "create", *args], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=err, timeout=60)
+    proc.stderr = (tmp_path / "err").read_text()
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}: {proc.stdout!r} {proc.stderr!r}"
+    return proc
+
+
+@pytest.fixture
+def bundle(mc_home, tmp_path):
+    """`minicontainer-runc spec` plus a copy of the mini image's root."""
+    images = sorted(Path(mc_home, "images").glob("*/rootfs"))
+    assert images, "the session's mini image is missing"
+    b = tmp_path / "bundle"
+    b.mkdir()
+    shutil.copytree(images[0], b / "rootfs", symlinks=True)
+    runc("spec", "--bundle", str(b), check=0)
+    return b
+
+
+def configure(bundle: Path, args: list[str], terminal: bool = False, **linux) -> None:
+    path = bundle / "config.json"
+    doc = json.loads(path.read_text())
+    doc["process"]["args"] = args
+    doc["process"]["terminal"] = terminal
+    doc["root"]["readonly"] = False
+    doc["linux"].update(linux)
+    path.write_text(json.dumps(doc))
+
+
+def state(cid: str) -> dict:
+    return json.loads(runc("state", cid, check=0).stdout)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_create_state_start_kill_delete(bundle, tmp_path):
+    configure(bundle, ["sh", "-c", "echo hello from $(hostname); exec sleep 60"])
+    out = tmp_path / "out"
+    pid_file = tmp_path / "pid"
+    create(tmp_path, "--bundle", str(bundle), "--pid-file", str(pid_file), "c1")
+    s = state("c1")
+    assert s["status"] == "created" and s["id"] == "c1" and s["bundle"] == str(bundle)
+    assert s["ociVersion"].startswith("1.") and s["annotations"] == {}
+    assert int(pid_file.read_text()) == s["pid"] > 0
+    assert out.read_text() == ""  # waiting just before execve
+    assert runc("start", "c1", check=0).stdout == ""
+    assert wait_for(lambda: "hello from minicontainer" in out.read_text()), out.read_text()
+    assert state("c1")["status"] == "running"
+    assert runc("start", "c1").returncode == 1  # only a created container starts
+    # the same state root: the Docker-style commands see it
+    assert "c1" in mc("ps", "-a", check=0).stdout
+    assert mc("exec", "c1", "cat", "/proc/1/cmdline", check=0).stdout.startswith("sleep")
+    assert json.loads(runc("ps", "--format", "json", "c1", check=0).stdout) == [s["pid"]]
+    refused = runc("delete", "c1")
+    assert refused.returncode == 1 and "not stopped: running" in refused.stderr
+    runc("kill", "c1", "KILL", check=0)
+    assert wait_for(lambda: state("c1")["status"] == "stopped")
+    runc("delete", "c1", check=0)
+    gone = runc("state", "c1")
+    assert gone.returncode == 1 and gone.stderr.strip() == "container c1 does not exist"
+    assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"
+    assert runc("delete", "--force", "c1").returncode == 0  # runc: --force of a missing container is fine
+
+
+def test_console_socket_gets_the_pty_master(bundle, tmp_path):
+    configure(bundle, ["sh", "-c", "tty; exec sleep 60"], terminal=True)
+    path = str(tmp_path / "console.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    try:
+        create(tmp_path, "--bundle", str(bundle), "--console-socket", path, "c2")
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 64, 1)
+        assert len(fds) == 1
+        master = fds[0]
+        try:
+            runc("start", "c2", check=0)
+            seen = b""
+            deadline = time.monotonic() + 10
+            while b"/dev/pts/" not in seen and time.monotonic() < deadline:
+                seen += os.read(master, 1024)
+            assert b"/dev/pts/0" in seen  # a pty of the container's own devpts
+        finally:
+            os.close(master)
+        runc("delete", "--force", "c2", check=0)
+    finally:
+        listener.close()
+
+
+def test_a_refused_field_leaves_nothing_and_is_logged(bundle, tmp_path):
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["process"]["terminal"] = False
+    doc["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid"  # joining a PID namespace: not supported
+    (bundle / "config.json").write_text(json.dumps(doc))
+    log = tmp_path / "log.json"
+    proc = runc("--log", str(log), "--log-format", "json", "create", "--bundle", str(bundle), "c3")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "linux.namespaces" in proc.stderr and "path" in proc.stderr
+    assert json.loads(log.read_text().splitlines()[-1])["level"] == "error"
+    assert runc("state", "c3").returncode == 1
+
+
+def test_delete_force_ends_a_running_container(bundle, tmp_path):
+    configure(bundle, ["sleep", "60"])
+    create(tmp_path, "--bundle", str(bundle), "c4")
+    runc("start", "c4", check=0)
+    assert state("c4")["status"] == "running"
+    runc("pause", "c4", check=0)
+    assert state("c4")["status"] == "paused"
+    runc("resume", "c4", check=0)
+    runc("delete", "--force", "c4", check=0)
+    assert runc("state", "c4").returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed (Debian's runc package)")
+def test_runcs_own_default_bundle_runs(bundle, tmp_path):
+    """`runc spec`'s config.json as runc writes it (ambient capabilities, a
+    cgroup mount: accepted with a debug line), only the process changed."""
+    (bundle / "config.json").unlink()
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True, capture_output=True)
+    configure(bundle, ["sh", "-c", "echo caps $(grep CapEff /proc/self/status | cut -f2)"])
+    log = tmp_path / "debug.log"
+    create(tmp_path, "--bundle", str(bundle), "r1")
+    runc("--log", str(log), "--debug", "start", "r1", check=0)
+    assert wait_for(lambda: "caps " in (tmp_path / "out").read_text())
+    # runc's default: CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE (bits 29, 5, 10)
+    assert (tmp_path / "out").read_text().split() == ["caps", f"{(1 << 29) | (1 << 5) | (1 << 10):016x}"]
+    assert wait_for(lambda: state("r1")["status"] == "stopped")
+    runc("delete", "r1", check=0)
+    assert "called: minicontainer-runc --log " in log.read_text() and " --debug start r1" in log.read_text()
+
+
+def test_preserve_fds_reach_the_command(bundle, tmp_path):
+    """--preserve-fds 1: the engine's fd 3 (here a file the shell opens) is the command's fd 3; fd 4 is not."""
+    configure(bundle, ["sh", "-c", "echo via-fd-3 >&3; ls /proc/self/fd/4 2>/dev/null || echo no-fd-4"])
+    side = tmp_path / "side"
+    script = (f'exec 3>{side} 4>{tmp_path / "other"}; exec {PY} -m minicontainer.oci.cli create '
+              f'--bundle {bundle} --preserve-fds 1 p1 >{tmp_path / "out"} 2>{tmp_path / "err"} </dev/null')
+    subprocess.run(["sh", "-c", script], check=True, timeout=60)
+    runc("start", "p1", check=0)
+    assert wait_for(lambda: state("p1")["status"] == "stopped")
+    assert side.read_text() == "via-fd-3\n"
+    assert (tmp_path / "out").read_text() == "no-fd-4\n"
+    runc("delete", "p1", check=0)
+    bad = runc("create", "--bundle", str(bundle), "--preserve-fds", "40", "p2")
+    assert bad.returncode == 1 and "fd " in bad.stderr and "is not open" in bad.stderr
+
+
+def test_run_in_the_foreground_returns_the_exit_code(bundle):
+    configure(bundle, ["sh", "-c", "echo in the foreground; exit 7"])
+    proc = runc("run", "--bundle", str(bundle), "f1", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 7 and proc.stdout == "in the foreground\n"
+    s = state("f1")
+    assert s["status"] == "stopped" and s["bundle"] == str(bundle)
+    runc("delete", "f1", check=0)
+
+
+def test_update_events_and_exec_with_a_process_file(bundle, tmp_path):
+    configure(bundle, ["sleep", "60"])
+    create(tmp_path, "--bundle", str(bundle), "u1")
+    runc("start", "u1", check=0)
+    (tmp_path / "res.json").write_text(json.dumps({"pids": {"limit": 42}}))
+    runc("update", "--resources", str(tmp_path / "res.json"), "u1", check=0)
+    event = json.loads(runc("events", "--stats", "u1", check=0).stdout)
+    assert event["type"] == "stats" and event["data"]["pids"] == {"current": 1, "limit": 42}
+    (tmp_path / "process.json").write_text(json.dumps({"args": ["sh", "-c", "echo $X; pwd"], "env": ["X=from-json"],
+                                                      "cwd": "/tmp", "user": {"uid": 0, "gid": 0}}))
+    pid_file = tmp_path / "exec.pid"
+    proc = runc("exec", "--process", str(tmp_path / "process.json"), "--pid-file", str(pid_file), "u1",
+                stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and proc.stdout == "from-json\n/tmp\n"
+    assert int(pid_file.read_text()) > 0
+    runc("delete", "--force", "u1", check=0)
+
+
+def test_exec_with_a_terminal_waits_for_the_exit_code(bundle, tmp_path):
+    configure(bundle, ["sleep", "60"])
+    create(tmp_path, "--bundle", str(bundle), "t1")
+    runc("start", "t1", check=0)
+    path = str(tmp_path / "exec.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        proc = subprocess.Popen([PY, "-m", "minicontainer.oci.cli", "exec", "--tty", "--console-socket", path, "t1",
+                                 "sh", "-c", "tty; exit 3"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 64, 1)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 10
+            while b"/dev/pts/" not in seen and time.monotonic() < deadline:
+                seen += os.read(fds[0], 1024)
+            # the master stays open until the process ends: closing it would hang up its terminal (SIGHUP)
+            assert proc.wait(timeout=30) == 3, proc.stderr.read()
+        finally:
+            os.close(fds[0])
+    assert b"/dev/pts/" in seen
+    runc("delete", "--force", "t1", check=0)
