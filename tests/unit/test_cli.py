@@ -126,3 +126,15 @@ def test_dry_run_works_without_root_and_creates_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "pivot_root" in proc.stderr and "exec echo hi" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_command_module_that_cannot_be_imported_is_a_refusal(monkeypatch, capsys):
+    # Not "No such command": the install is broken, and the user is told so.
+    from minicontainer.cli import main
+
+    monkeypatch.setitem(sys.modules, "minicontainer.commands.run", None)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--dry-run", "mini", "true"])
+    err = capsys.readouterr().err
+    assert e.value.code == 125
+    assert err.startswith("minicontainer: error: part of minicontainer cannot be loaded") and "commands.run" in err
