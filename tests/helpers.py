@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 PY = sys.executable
@@ -223,3 +224,24 @@ def read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
                 break
             seen += data
     return seen
+
+
+@contextmanager
+def mc_on_a_pty(*args, stdin_too: bool = True):
+    """``minicontainer ARGS`` with a new pty as its stdout and stderr (and
+    stdin, unless ``stdin_too`` is false: then /dev/null); yields (process,
+    master fd). Afterwards the process is killed if it still runs, and the
+    master closed."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([PY, "-m", "minicontainer", *args], stdin=slave if stdin_too else subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

@@ -3,7 +3,8 @@ cgroup tiers (tests/cgroup1 on this host, tests/cgroup2 in the VM).
 
 - ``Containers``: start ``minicontainer run --name N ...`` in the background,
   wait until its state says running, and at the end ``rm -f`` and reap
-  everything it started, even when the test failed;
+  everything it started, even when the test failed; the ``containers``
+  fixture gives one per test (both tiers' conftest.py import it);
 - ``counter_script``/``read_counter``: a container loop that writes an
   increasing number to a file in a volume, to see a pause from outside.
 """
@@ -16,10 +17,22 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from cgtools import scale
 from helpers import PY, mc
 
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /data/n; sleep 0.1; done"
+
+
+@pytest.fixture
+def containers(clean_host):
+    """A Containers for the test; whatever it started is removed afterwards."""
+    c = Containers(clean_host)
+    try:
+        yield c
+    finally:
+        c.cleanup()
 
 
 class Containers:

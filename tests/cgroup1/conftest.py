@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from helpers import HostSnapshot, prepare_mc_home
+from runtools import containers  # noqa: F401 - the tier's fixture, shared with the other cgroup tier
 
 
 @pytest.fixture(scope="session")

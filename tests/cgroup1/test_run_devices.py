@@ -26,15 +26,6 @@ DEFAULT_LIST = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 
 UNCONFINED = ("--security-opt", "seccomp=unconfined")
 
 
-@pytest.fixture
-def containers(clean_host):
-    c = Containers(clean_host)
-    try:
-        yield c
-    finally:
-        c.cleanup()
-
-
 def sh(script: str, *flags: str):
     return mc("run", "--rm", *flags, "mini", "/bin/sh", "-c", script)
 

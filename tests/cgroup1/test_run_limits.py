@@ -20,20 +20,11 @@ import pytest
 
 from cgtools import scale
 from helpers import mc
-from runtools import COUNTER, Containers, read_counter
+from runtools import COUNTER, read_counter
 
 pytestmark = [pytest.mark.cgroup1, pytest.mark.usefixtures("clean_host")]
 
 CGROUP = Path("/sys/fs/cgroup")
-
-
-@pytest.fixture
-def containers(clean_host):
-    c = Containers(clean_host)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def run(*args, **kw):

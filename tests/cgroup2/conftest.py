@@ -11,6 +11,7 @@ import pytest
 
 from cgtools import scale
 from helpers import HostSnapshot, prepare_mc_home
+from runtools import containers  # noqa: F401 - the tier's fixture, shared with the other cgroup tier
 
 ROOT = Path("/sys/fs/cgroup")
 

@@ -16,21 +16,11 @@ import pytest
 
 from cgtools import scale
 from helpers import mc
-from runtools import Containers
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.usefixtures("clean_host")]
 
 ROOT = Path("/sys/fs/cgroup")
 UNCONFINED = ("--security-opt", "seccomp=unconfined")
-
-
-@pytest.fixture
-def containers(clean_host):
-    c = Containers(clean_host)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 @pytest.fixture

@@ -23,20 +23,11 @@ import pytest
 
 from cgtools import LoopDevice, rmdir_when_empty, scale
 from helpers import PY, mc
-from runtools import COUNTER, Containers, read_counter
+from runtools import COUNTER, read_counter
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.usefixtures("clean_host")]
 
 ROOT = Path("/sys/fs/cgroup")
-
-
-@pytest.fixture
-def containers(clean_host):
-    c = Containers(clean_host)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def run(*args, timeout=None):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import PY, mc, read_until
+from helpers import PY, mc, mc_on_a_pty, read_until
 
 pytestmark = pytest.mark.root
 
@@ -347,27 +347,17 @@ def test_restart_flags_are_checked():
 
 
 def test_attach_to_a_tty_container_and_detach_with_ctrl_p_ctrl_q(removed):
-    import pty
 
     removed.append("shell")
     mc("run", "-dit", "--name", "shell", "mini", "/bin/sh", check=0)
     _wait_status("shell", "running")
-    master, slave = pty.openpty()
-    client = subprocess.Popen([PY, "-m", "minicontainer", "attach", "shell"], stdin=slave, stdout=slave,
-                              stderr=slave, close_fds=True)
-    os.close(slave)
-    try:
+    with mc_on_a_pty("attach", "shell") as (client, master):
         time.sleep(1)
         os.write(master, b"echo attached-$((6*7))\r")
         assert b"attached-42" in read_until(master, b"attached-42")
         os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
         assert b"read escape sequence" in read_until(master, b"read escape sequence")
         assert client.wait(timeout=10) == 0
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-        os.close(master)
     assert _ps_json("shell")["status"] == "running"  # detached, not stopped
     assert "attached-42" in mc("logs", "shell", check=0).stdout
 
@@ -391,24 +381,14 @@ def test_attach_pipes_input_to_a_detached_interactive_container(removed):
 
 
 def test_exec_with_a_tty_from_the_containers_devpts(removed):
-    import pty
 
     removed.append("ttybox")
     mc("run", "-d", "--name", "ttybox", "mini", "sleep", "60", check=0)
     _wait_status("ttybox", "running")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([PY, "-m", "minicontainer", "exec", "-it", "ttybox", "/bin/sh", "-c",
-                             "tty; ls -l /proc/self/fd/0 | grep -o '/dev/pts/[0-9]*'"],
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    try:
+    with mc_on_a_pty("exec", "-it", "ttybox", "/bin/sh", "-c",
+                     "tty; ls -l /proc/self/fd/0 | grep -o '/dev/pts/[0-9]*'") as (proc, master):
         out = read_until(master, b"\n/dev/pts/", 20) + read_until(master, b"\n", 5)
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     lines = [ln.strip() for ln in out.decode(errors="replace").splitlines() if ln.strip()]
     assert lines[0].startswith("/dev/pts/") and lines[0] in lines[1:], lines
 

@@ -175,29 +175,18 @@ def test_without_t_the_container_gets_pipes_not_our_terminal():
     """The caller's terminal is never the container's stdio without -t: what
     root inside reads from fd 1 is nothing typed on the host (issue: keystrokes)."""
     import os
-    import pty
-    import subprocess
     import time
 
-    from helpers import PY, read_until
+    from helpers import mc_on_a_pty, read_until
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [PY, "-m", "minicontainer", "run", "--rm", "mini", "/bin/sh", "-c",
-         "readlink /proc/self/fd/1; echo to-stderr >&2; read -t 2 x <&1; echo read=$?:$x"],
-        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    try:
+    with mc_on_a_pty("run", "--rm", "mini", "/bin/sh", "-c",
+                     "readlink /proc/self/fd/1; echo to-stderr >&2; read -t 2 x <&1; echo read=$?:$x",
+                     stdin_too=False) as (proc, master):
         time.sleep(0.5)
         os.write(master, b"typed-secret\n")  # as if typed on the host's terminal
         out = read_until(master, b"read=", 20)
         out += read_until(master, b"\n", 5)  # the rest of that line: what read got
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     text = out.decode(errors="replace")
     assert "pipe:[" in text, text  # fd 1 inside is a pipe, not /dev/pts/N
     assert "to-stderr" in text
