@@ -17,6 +17,7 @@ import time
 import click
 
 from minicontainer.commands._each import ExitOneGroup
+from minicontainer.commands._format import format_option, print_listing
 from minicontainer.commands.completion import complete_images
 from minicontainer.errors import MiniError
 from minicontainer.units import format_size
@@ -246,21 +247,35 @@ def _row(img) -> dict:
     }
 
 
+def _fields(img) -> dict:
+    """An image as ``ls`` shows it, keyed by docker's template names."""
+    from minicontainer.container.logs import rfc3339
+
+    r = _row(img)
+    repo, _, tag = img.name.rpartition(":") if ":" in img.name.rsplit("/", 1)[-1] else (img.name, "", "")
+    return {"Name": img.name, "Repository": repo, "Tag": tag or "latest", "ID": img.short_id, "FullID": img.id,
+            "Size": format_size(int(r["size"] or 0)), "CreatedSince": _ago(r["created"]),
+            "CreatedAt": rfc3339(r["created"]) if r["created"] else "", "Source": r["source"]}
+
+
+IMAGE_COLUMNS = (("NAME", "Name"), ("ID", "ID"), ("SIZE", "Size"), ("CREATED", "CreatedSince"), ("SOURCE", "Source"))
+
+
 @image.command("ls", short_help="List images.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output format.")
-def ls_cmd(fmt):
-    """List images: NAME, ID, SIZE, CREATED, SOURCE."""
+@format_option("{{.Name}} {{.Size}}")
+@click.option("-q", "--quiet", is_flag=True, help="Only print ids.")
+def ls_cmd(fmt, quiet):
+    """List images: NAME, ID, SIZE, CREATED, SOURCE.
+
+    \b
+    Template fields: .Name .Repository .Tag .ID .FullID .Size .CreatedSince .CreatedAt .Source
+    """
     images = _store().list()
-    if fmt == "json":
-        click.echo(json.dumps([_row(i) for i in images], indent=2))
+    if quiet:
+        for img in images:
+            click.echo(img.short_id)
         return
-    rows = [("NAME", "ID", "SIZE", "CREATED", "SOURCE")]
-    for img in images:
-        r = _row(img)
-        rows.append((r["name"], img.short_id, format_size(int(r["size"] or 0)), _ago(r["created"]), r["source"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_listing(fmt, images, fields=_fields, columns=IMAGE_COLUMNS, as_json=_row)
 
 
 @image.command("inspect", short_help="Show an image's details as JSON.")

@@ -18,7 +18,8 @@ import json
 import click
 
 from minicontainer.commands._each import for_each
-from minicontainer.errors import ContainerError, MiniError, UsageError
+from minicontainer.commands._format import format_option
+from minicontainer.errors import ContainerError, MiniError
 
 
 def container_info(store, st) -> dict:
@@ -123,8 +124,7 @@ def lookup(store, ref: str) -> dict:
 
 @click.command(short_help="Show a container's (or an image's) details.")
 @click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--format", "fmt", default="json",
-              help="json (the default), or a template such as '{{.State.Pid}}' or '{{json .Config}}'.")
+@format_option("{{.State.Pid}}", table=False, short="-f")
 def inspect(names, fmt):
     """Print the state, the spec it was made with, mounts, layers, cgroup and
     namespaces of each container NAME (a name, id or unique id prefix);
@@ -137,11 +137,9 @@ def inspect(names, fmt):
       minicontainer inspect --format '{{json .Config.resources}}' web
       minicontainer inspect mini
     """
-    from minicontainer.commands.ps import render_template
+    from minicontainer.commands._format import render_template
     from minicontainer.container.state import StateStore
 
-    if fmt != "json" and "{{" not in fmt:
-        raise UsageError(f"invalid --format {fmt!r}", "use json, or a template such as '{{.State.Status}}'")
     store = StateStore()
     if fmt == "json":
         # Like docker: one JSON list of every name that was found, and an
