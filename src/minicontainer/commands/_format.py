@@ -48,7 +48,7 @@ def format_option(example: str, *, table: bool = True, extra: str = "", short: s
         try:
             check_format(value, example, table=table)
         except UsageError as e:
-            raise click.BadParameter(f"{value!r} is none of them (hint: {e.hint})") from None
+            raise click.BadParameter(f"{value!r} (hint: {e.hint})") from None
         return value
 
     choices = "table (the default), json" if table else "json (the default)"
