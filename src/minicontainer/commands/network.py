@@ -112,13 +112,18 @@ def rm(names):
 @network.command("prune", short_help="Remove every network no container uses.")
 @click.option("--force", "-f", is_flag=True, help="Accepted for docker compatibility (never asks).")
 def prune(force):
+    prune_networks(_store(), click.echo)
+
+
+def prune_networks(store, removed) -> None:
+    """Remove every network no container uses (``bridge``, the default,
+    stays), calling ``removed(name)`` after each."""
     from minicontainer.network.store import DEFAULT_NETWORK
 
-    store = _store()
     for name in store.names():
         if name == DEFAULT_NETWORK:  # docker's prune keeps the default network too
             continue
         if any(lease.alive() for lease in store.leases(name)):
             continue
         _remove(store, name)
-        click.echo(name)
+        removed(name)
