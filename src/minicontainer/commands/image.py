@@ -71,6 +71,80 @@ class _Progress:
             self.stream.flush()
 
 
+class _DebootstrapProgress:
+    """debootstrap's log as one redrawn bar on a terminal (given as the
+    importer's ``output``: it writes whole lines).
+
+    debootstrap says what it does to each package, phase after phase:
+    ``I: Retrieving adduser 3.134``, ``I: Extracting adduser...``,
+    ``I: Unpacking adduser...``, ``I: Configuring adduser...``. It never says
+    how many packages there are, so the bar counts the ones it retrieved and
+    measures the later phases against that number. Warnings and errors
+    (``W:``/``E:``) and anything that is no ``I:`` line are kept, printed
+    above the bar."""
+
+    PHASES = ("Retrieving", "Extracting", "Unpacking", "Configuring")
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.phase = -1
+        self.counts = [0] * len(self.PHASES)
+        self.current = "starting"
+        self._drawn = False
+
+    def write(self, line: str) -> None:
+        text = line.rstrip("\n")
+        if not text.startswith("I: "):
+            if text.strip():
+                self._clear()
+                self.stream.write(text + "\n")
+            self._draw()
+            return
+        words = text[3:].split()
+        # "Unpacking required packages..." starts a phase; "Unpacking apt..." is a package
+        if words and words[0] in self.PHASES and len(words) > 1 and not text.endswith("packages..."):
+            i = self.PHASES.index(words[0])
+            if i == 0 and words[1] in ("InRelease", "Release", "Release.gpg", "Packages"):
+                self.current = text[3:]  # the index files, not packages
+            else:
+                self.phase = max(self.phase, i)
+                self.counts[i] += 1
+                self.current = f"{words[0].lower()} {words[1].rstrip('.')}"
+        else:
+            self.current = text[3:].rstrip(".")
+        self._draw()
+
+    def fraction(self) -> float | None:
+        """How far, 0..1, once the packages are known (after retrieving)."""
+        total = self.counts[0]
+        if self.phase < 1 or not total:
+            return None
+        return min(1.0, (self.phase + min(self.counts[self.phase] / total, 1.0)) / len(self.PHASES))
+
+    def text(self) -> str:
+        frac = self.fraction()
+        if frac is None:
+            return f"{self.current}  ({self.counts[0]} packages so far)"
+        bar = "#" * int(frac * 30)
+        return f"[{bar:<30}] {frac:4.0%}  {self.current}"
+
+    def _draw(self) -> None:
+        self.stream.write(f"\r{self.text()[:120]}\033[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\033[K")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._clear()
+        self.stream.flush()
+
+
 def _notices(outcome) -> None:
     if outcome.skipped_special:
         click.echo(
@@ -149,7 +223,13 @@ def debootstrap_cmd(suite, name, variant, mirror, force):
     """Run debootstrap(8) for SUITE (e.g. bookworm) into the store as NAME."""
     from minicontainer.images import importer
 
-    img = importer.debootstrap(_store(), suite, name, variant=variant, mirror=mirror, force=force, output=sys.stderr)
+    # a bar on a terminal; debootstrap's own lines in a pipe or a CI log
+    output = _DebootstrapProgress(sys.stderr) if sys.stderr.isatty() else sys.stderr
+    try:
+        img = importer.debootstrap(_store(), suite, name, variant=variant, mirror=mirror, force=force, output=output)
+    finally:
+        if output is not sys.stderr:
+            output.close()
     click.echo(f"{img.name} {img.short_id}")
 
 
