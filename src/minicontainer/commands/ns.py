@@ -44,7 +44,7 @@ def ns(container, fmt):
     """Show what the kernel says about running CONTAINER, beside the host:
 
     \b
-    - each namespace's inode, the container's and the host's (pid 1): new or shared
+    - each namespace's inode, the container's and the host's (this shell's): new or shared
     - its uid/gid maps, its cgroup and the limits in force now
     - its capability sets (decoded from /proc/PID/status), seccomp, no_new_privs
     - its mounts: + only the container has that filesystem, = the host's
