@@ -99,3 +99,17 @@ def test_prune_all_keeps_what_a_container_uses(store, monkeypatch):
     assert out.rstrip().splitlines()[-1].startswith("Total reclaimed space: ")
     again = invoke("system", "prune", "-a", "-f").output
     assert again == "Total reclaimed space: 0B\n"
+
+
+def test_a_volume_a_container_names_is_in_use_and_kept(store, monkeypatch):
+    from minicontainer.commands import system
+    from minicontainer.container.state import ContainerState, StateStore
+
+    # however the volumes module records it: here the name in the container's state
+    StateStore().reserve(ContainerState(id="d" * 64, name="user", image="used", status="exited",
+                                        command=["sh", "-c", "ls /v1"], hostname="v1"))
+    rows = {r.type: r for r in system.disk_usage_rows()}
+    assert rows["Local Volumes"].active == 1
+    monkeypatch.setattr(system, "_prune_containers", lambda freed: None)
+    invoke("system", "prune", "-f", "--volumes")
+    assert (store / "volumes" / "v1").is_dir()

@@ -96,16 +96,38 @@ def _in_use(containers) -> set[str]:
 
 
 def _volumes(home: Path, containers) -> list[tuple[Path, bool]]:
-    """(volume directory, used by a container) for each volume, if the store has any."""
+    """(volume directory, used by a container) for each volume, if the store has any.
+
+    Named volumes are another module's (MINICONTAINER_HOME/volumes/NAME); a
+    volume counts as used when a container binds a path inside it, or when
+    its path or its name, as a JSON string, appears anywhere in a container's
+    config.json or state.json: prune must rather keep a volume than remove
+    one in use, whatever the way a container refers to it."""
     root = home / "volumes"
     if not root.is_dir():
         return []
     sources = {s for st in containers for s in _bind_sources(st)}
+    texts = [_container_text(st) for st in containers]
     out = []
     for d in sorted(root.iterdir()):
         if d.is_dir() and not d.name.startswith("."):
-            out.append((d, any(s == str(d) or s.startswith(str(d) + os.sep) for s in sources)))
+            bound = any(s == str(d) or s.startswith(str(d) + os.sep) for s in sources)
+            named = any(str(d) in t or json.dumps(d.name) in t for t in texts)
+            out.append((d, bound or named))
     return out
+
+
+def _container_text(st) -> str:
+    from minicontainer.container.state import StateStore
+
+    d = StateStore().containers / st.id
+    text = ""
+    for name in ("config.json", "state.json"):
+        try:
+            text += (d / name).read_text(errors="replace")
+        except OSError:
+            pass
+    return text
 
 
 def _bind_sources(st) -> list[str]:
