@@ -113,3 +113,17 @@ def test_a_volume_a_container_names_is_in_use_and_kept(store, monkeypatch):
     monkeypatch.setattr(system, "_prune_containers", lambda freed: None)
     invoke("system", "prune", "-f", "--volumes")
     assert (store / "volumes" / "v1").is_dir()
+
+
+def test_prune_removes_networks_no_container_uses(mc_dirs, monkeypatch):
+    from minicontainer.commands import system
+    from minicontainer.network.store import NetworkStore
+    from minicontainer.syscalls.linux import Linux
+
+    deleted = []
+    monkeypatch.setattr(Linux, "net_delete_link", lambda self, name: deleted.append(name) or True)
+    monkeypatch.setattr(system, "_prune_containers", lambda freed: None)
+    net = NetworkStore().define("app", subnet="10.89.0.0/24")
+    out = invoke("system", "prune", "-f").output
+    assert out.startswith("Deleted Networks:\napp\n\n") and deleted == [net.bridge]
+    assert NetworkStore().names() == []
