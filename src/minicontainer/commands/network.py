@@ -80,10 +80,17 @@ def inspect(names):
 
 
 def _remove(store, name: str) -> None:
+    """The network's files, its bridge and its nftables table (outbound NAT or
+    --internal's isolation, network/nat.py), in the namespace we are in."""
+    import shutil
+
     net = store.remove(name)
+    from minicontainer.network import nat
     from minicontainer.syscalls.linux import Linux
 
     Linux().net_delete_link(net.bridge)
+    if shutil.which("nft") is not None:
+        Linux().nft(nat.remove_commands(net.bridge))
 
 
 @network.command("rm", short_help="Remove networks (refused while a container uses one).")

@@ -59,8 +59,12 @@ def _row(st, no_trunc: bool) -> dict[str, str]:
     cmd = shlex.join(st.command)
     if not no_trunc and len(cmd) > 22:
         cmd = cmd[:21] + "…"
+    from minicontainer.commands.port import published
+    from minicontainer.network.ports import ps_column
+
     return {"ID": st.id if no_trunc else st.short_id, "Image": st.image, "Command": f'"{cmd}"',
-            "CreatedAt": ago(st.created), "Status": status_text(st), "Names": st.name, "State": st.status}
+            "CreatedAt": ago(st.created), "Status": status_text(st), "Ports": ps_column(published(st)),
+            "Names": st.name, "State": st.status}
 
 
 def render_template(template: str, values: dict) -> str:
@@ -119,10 +123,10 @@ def ps(show_all, fmt, quiet, no_trunc, filters):
         for s in states:
             click.echo(render_template(fmt, _row(s, no_trunc)))
         return 0
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for s in states:
         r = _row(s, no_trunc)
-        rows.append((r["ID"], r["Image"], r["Command"], r["CreatedAt"], r["Status"], r["Names"]))
+        rows.append((r["ID"], r["Image"], r["Command"], r["CreatedAt"], r["Status"], r["Ports"], r["Names"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
