@@ -202,3 +202,54 @@ def test_nat_reaches_the_outside_and_internal_does_not(netns):
         assert ruleset(netns) == ""  # network rm removed both tables
         assert links(netns) == ["lo", "mcout0"]
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forward  # only the test's namespace changed
+
+
+# The proxy alone, through the runtime's own calls (syscalls.linux): a udp echo server behind it, two
+# clients, each answered on its own; tcp with a half-close passed on. Run inside the test's namespace.
+_PROXY = textwrap.dedent("""
+    import socket, threading
+    from minicontainer.syscalls.linux import Linux
+    sc = Linux()
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    def serve():
+        while True:
+            data, peer = echo.recvfrom(100)
+            echo.sendto(b"echo " + data, peer)
+    threading.Thread(target=serve, daemon=True).start()
+    upper = socket.socket()
+    upper.bind(("127.0.0.1", 0))
+    upper.listen()
+    def shout():
+        conn, _ = upper.accept()
+        data = b""
+        while chunk := conn.recv(100):  # until the client's half-close reaches us through the proxy
+            data += chunk
+        conn.sendall(data.upper())
+        conn.close()
+    threading.Thread(target=shout, daemon=True).start()
+    ufd, uport = sc.bind_port("udp", "127.0.0.1", 0)
+    tfd, tport = sc.bind_port("tcp", "127.0.0.1", 0)
+    pid, start = sc.spawn_proxy({"ports": [
+        {"fd": ufd, "proto": "udp", "listen": ["127.0.0.1", uport], "target": list(echo.getsockname())},
+        {"fd": tfd, "proto": "tcp", "listen": ["127.0.0.1", tport], "target": list(upper.getsockname())}]},
+        [ufd, tfd])
+    for name in (b"a", b"b"):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(10)
+        c.sendto(name, ("127.0.0.1", uport))
+        print(c.recvfrom(100)[0].decode())
+    t = socket.create_connection(("127.0.0.1", tport), timeout=10)
+    t.sendall(b"half-closed")
+    t.shutdown(socket.SHUT_WR)
+    print(t.recv(100).decode())
+    sc.stop_process(pid, start)
+    print(open(f"/proc/{pid}/stat").read() if __import__("os").path.exists(f"/proc/{pid}") else "gone")
+""")
+
+
+def test_the_proxy_relays_udp_per_client_and_tcp_half_closes(netns):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"),
+                                                                  str(Path(__file__).parents[2] / "src")) if p))
+    out = in_netns(netns, PY, "-c", _PROXY, check=0, env=env).stdout
+    assert out.splitlines() == ["echo a", "echo b", "HALF-CLOSED", "gone"]
