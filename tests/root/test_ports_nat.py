@@ -191,9 +191,11 @@ def test_nat_reaches_the_outside_and_internal_does_not(netns):
             assert out.strip() == "192.0.2.1 through-nat", sent.stderr  # masqueraded to the host's address
             assert in_netns(netns, "cat", "/proc/sys/net/ipv4/ip_forward", check=0).stdout == "1\n"
             # --internal: no default route, and the forward rules drop what would cross its bridge
-            blocked = nmc(netns, "run", "--rm", "--network", "intnet", "mini", "/bin/sh", "-c",
-                          "ip route; echo x | nc -w 2 192.0.2.2 9000")
+            blocked = nmc(netns, "run", "--rm", "--network", "intnet", "-p", "127.0.0.1:18081:80", "mini",
+                          "/bin/sh", "-c", "ip route; echo x | nc -w 2 192.0.2.2 9000")
             assert blocked.returncode != 0 and "default" not in blocked.stdout
+            # as docker, nothing of a container on an internal network is published (here: with a warning)
+            assert "published ports are discarded on the internal network intnet" in blocked.stderr
             rules = ruleset(netns)
             assert 'masquerade' in rules and 'ip saddr 10.89.41.0/24' in rules
             assert 'oifname != "mcbr-' in rules and "drop" in rules

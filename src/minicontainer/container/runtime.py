@@ -343,10 +343,15 @@ class Runner:
             net = networks.require(self.spec.network)
         import shutil
 
+        ports = self.spec.published_ports()
+        if ports and net.internal:
+            # docker publishes nothing of a container on an internal network: it is cut off from outside
+            warn(f"published ports are discarded on the internal network {net.name} (it reaches nothing outside)")
+            ports = ()
         # IFNAMSIZ (netdevice(7)): interface names have at most 15 characters.
         return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
                                    peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"),
-                                   ports=self.spec.published_ports(), nftables=shutil.which("nft") is not None)
+                                   ports=ports, nftables=shutil.which("nft") is not None)
 
     def _cgroup_steps(self, cid: str) -> list:
         """The cgroup part of the plan: cgroups/ decides the files.
