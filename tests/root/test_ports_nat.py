@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,28 @@ def test_published_port_serves_httpd_and_a_taken_port_is_refused(netns):
         assert free.returncode == 0, free.stderr
     finally:
         nmc(netns, "network", "rm", "pubnet", check=0)
+    assert links(netns) == ["lo"] and ruleset(netns) == ""
+
+
+def test_a_killed_monitor_takes_its_proxy_along_and_rm_f_cleans_up(netns):
+    nmc(netns, "network", "create", "--subnet", "10.89.43.0/24", "orphnet", check=0)
+    try:
+        nmc(netns, "run", "-d", "--name", "orph", "--network", "orphnet", "-p", "127.0.0.1:18082:80", "mini",
+            "sleep", "100", check=0)
+        try:
+            st = json.loads(nmc(netns, "ps", "--format", "json", check=0).stdout)[0]
+            assert st["ports"] and proxies(netns) == [st["proxy_pid"]]
+            os.kill(st["runtime_pid"], signal.SIGKILL)
+            for _ in range(200):  # the kernel sends the proxy SIGTERM (PR_SET_PDEATHSIG)
+                if not proxies(netns):
+                    break
+                time.sleep(0.02)
+            assert proxies(netns) == []
+            assert nmc(netns, "port", "orph", check=0).stdout == ""  # nothing is published any more
+        finally:
+            nmc(netns, "rm", "-f", "orph", check=0)
+    finally:
+        nmc(netns, "network", "rm", "orphnet", check=0)
     assert links(netns) == ["lo"] and ruleset(netns) == ""
 
 

@@ -17,8 +17,13 @@ from minicontainer.errors import ContainerError, UsageError
 
 
 def published(st) -> list[dict]:
-    """What the container publishes now: nothing once it has stopped (its proxy is gone)."""
-    return list(st.ports) if st.status == "running" else []
+    """What the container publishes now: nothing once it has stopped, or once
+    its proxy is gone (it dies with a killed monitor, PR_SET_PDEATHSIG)."""
+    from minicontainer.container.state import pid_alive
+
+    if st.status != "running" or not pid_alive(st.proxy_pid, st.proxy_start):
+        return []
+    return list(st.ports)
 
 
 @click.command(short_help="List a container's published ports.")
