@@ -148,3 +148,41 @@ def test_nat_failure_warns_but_internal_isolation_failing_refuses(tmp_path, caps
     assert "network app gets no outbound NAT" in capsys.readouterr().err
     with pytest.raises(MiniError):
         interp.apply(S.SetupNat(network="app", bridge="b", subnet="10.0.0.0/24", internal=True, commands=("x",)))
+
+
+def test_port_ps_and_inspect_read_the_state_while_the_proxy_lives(tmp_path, monkeypatch, capsys):
+    import json
+    import os
+
+    from minicontainer.cli import main
+    from minicontainer.container.state import ContainerState, StateStore, new_id, proc_start_time
+
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "run"))
+    monkeypatch.setenv("MINICONTAINER_HOME", str(tmp_path / "home"))
+    me, start = os.getpid(), proc_start_time(os.getpid())  # we play the runtime and the proxy
+    st = ContainerState(id=new_id(), name="web", image="mini", command=["httpd"], status="running",
+                        runtime_pid=me, runtime_start=start, proxy_pid=me, proxy_start=start,
+                        ports=[{"container_port": 80, "proto": "tcp", "host_ip": "127.0.0.1", "host_port": 18080}])
+    store = StateStore()
+    store.reserve(st)
+
+    def cli(*args):
+        with pytest.raises(SystemExit) as e:
+            main(list(args))
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+
+    assert cli("port", "web") == (0, "80/tcp -> 127.0.0.1:18080\n", "")
+    assert cli("port", "web", "80") == (0, "127.0.0.1:18080\n", "")
+    code, out, err = cli("port", "web", "53/udp")
+    assert (code, out) == (1, "") and "no public port '53/udp' published for web" in err and err.count("\n") == 1
+    assert cli("port", "web", "http")[0] == 125  # UsageError
+    assert cli("ps", "--format", "{{.Names}} {{.Ports}}") == (0, "web 127.0.0.1:18080->80/tcp\n", "")
+    code, out, _ = cli("ps")
+    assert out.splitlines()[0].split()[-2:] == ["PORTS", "NAMES"] and "127.0.0.1:18080->80/tcp   web" in out
+    code, out, _ = cli("inspect", "web")
+    assert json.loads(out)[0]["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18080"}]}
+    st.proxy_start = start + 1  # the proxy is gone (its pid is someone else now): nothing is published
+    store.save(st)
+    assert cli("port", "web") == (0, "", "")
+    assert json.loads(cli("inspect", "web")[1])[0]["NetworkSettings"]["Ports"] == {}
