@@ -90,7 +90,12 @@ def _remove(store, name: str) -> None:
 
     Linux().net_delete_link(net.bridge)
     if shutil.which("nft") is not None:
-        Linux().nft(nat.remove_commands(net.bridge))
+        from minicontainer.errors import MiniError, warn
+
+        try:
+            Linux().nft(nat.remove_commands(net.bridge))
+        except MiniError as e:  # the network is gone already; say what is left
+            warn(f"network {name} is removed, but its nftables table {nat.table_name(net.bridge)} may be left: {e}")
 
 
 @network.command("rm", short_help="Remove networks (refused while a container uses one).")
