@@ -511,8 +511,8 @@ class Linux:
             where = f"{host_ip}:{port}/{proto}"
             if e.errno == errno.EADDRINUSE:
                 raise ContainerError(f"host port {where} is already in use",
-                                     f"choose another host port with -p, or stop what listens there "
-                                     f"(ss -l{'t' if proto == 'tcp' else 'u'}np 'sport = :{port}')") from None
+                                     f"choose another host port with -p, or find what holds it with: "
+                                     f"ss -l{'t' if proto == 'tcp' else 'u'}np 'sport = :{port}'") from None
             if e.errno == errno.EADDRNOTAVAIL:
                 raise ContainerError(f"cannot publish on {host_ip}: it is not an address of this host",
                                      "give one of the host's addresses, or none for all of them") from None
