@@ -43,6 +43,14 @@ def create(subnet, gateway, internal, driver, name):
     if name in RESERVED:
         raise UsageError(f"network name {name} is reserved", "choose another name")
     net = _store().define(name, subnet=subnet, gateway=gateway, internal=internal)
+    import shutil
+
+    if shutil.which("nft") is None:  # the rules are made by the first container's run (network/nat.py)
+        from minicontainer.errors import warn
+
+        warn(f"no nft(8) on this host: network {name} gets no " + ("isolation rules (its containers still get no "
+             "default route)" if internal else "outbound NAT (its containers reach each other and the host only)")
+             + "; install nftables for them")
     click.echo(net.id)
 
 
