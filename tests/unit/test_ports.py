@@ -186,3 +186,18 @@ def test_port_ps_and_inspect_read_the_state_while_the_proxy_lives(tmp_path, monk
     store.save(st)
     assert cli("port", "web") == (0, "", "")
     assert json.loads(cli("inspect", "web")[1])[0]["NetworkSettings"]["Ports"] == {}
+
+
+def test_network_create_says_once_when_the_host_has_no_nft(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from minicontainer.cli import main
+
+    monkeypatch.setenv("MINICONTAINER_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None)
+    for args, says in ((["app"], "network app gets no outbound NAT"),
+                       (["--internal", "iso"], "network iso gets no isolation rules")):
+        with pytest.raises(SystemExit) as e:
+            main(["network", "create", "--subnet", "10.89.%d.0/24" % len(args), *args])
+        out = capsys.readouterr()
+        assert e.value.code == 0 and len(out.out.strip()) == 64 and says in out.err and out.err.count("\n") == 1

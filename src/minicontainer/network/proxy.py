@@ -67,13 +67,19 @@ def _serve_tcp(listener: socket.socket, target: tuple[str, int]) -> None:
         except OSError:
             time.sleep(0.05)  # EMFILE and the like: try again, do not spin
             continue
-        try:
-            upstream = socket.create_connection(target, timeout=10)
-            upstream.settimeout(None)
-        except OSError:
-            client.close()  # nothing listens in the container: the client sees the connection end
-            continue
-        threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=_connect, args=(client, target), daemon=True).start()
+
+
+def _connect(client: socket.socket, target: tuple[str, int]) -> None:
+    """One client: its own connection to the container (in its thread: a slow
+    one must not hold up the next accept), then the copying."""
+    try:
+        upstream = socket.create_connection(target, timeout=10)
+        upstream.settimeout(None)
+    except OSError:
+        client.close()  # nothing listens in the container: the client sees the connection end
+        return
+    _pipe(client, upstream)
 
 
 def _serve_udp(listener: socket.socket, target: tuple[str, int]) -> None:
@@ -109,7 +115,10 @@ def _serve_udp(listener: socket.socket, target: tuple[str, int]) -> None:
     while True:
         try:
             data, client = listener.recvfrom(65536)
+        except InterruptedError:
+            continue
         except OSError:
+            time.sleep(0.05)  # an ICMP error reported on the socket and the like: do not spin
             continue
         with lock:
             entry = peers.get(client)
