@@ -92,6 +92,8 @@ def _serve_udp(listener: socket.socket, target: tuple[str, int]) -> None:
                 data = up.recv(65536)
             except OSError:
                 break
+            if not data and client not in peers:
+                break  # expired: shutdown(2) woke us with nothing
             try:
                 listener.sendto(data, client)
             except OSError:
@@ -109,7 +111,10 @@ def _serve_udp(listener: socket.socket, target: tuple[str, int]) -> None:
                 for client, (up, last) in list(peers.items()):
                     if now - last > UDP_IDLE:
                         del peers[client]
-                        up.shutdown(socket.SHUT_RDWR)  # ends its answers thread
+                        try:
+                            up.shutdown(socket.SHUT_RDWR)  # wakes its answers thread, which closes it
+                        except OSError:
+                            pass
 
     threading.Thread(target=expire, daemon=True).start()
     while True:
