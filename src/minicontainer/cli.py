@@ -55,6 +55,7 @@ COMMANDS = {
     "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
     "network": ("minicontainer.commands.network", "network", "Manage bridge networks: create, ls, inspect, rm, prune."),
     "system": ("minicontainer.commands.system", "system", "Disk usage (system df) and cleaning up (system prune)."),
+    "port": ("minicontainer.commands.port", "port", "List a container's published ports."),
 }
 
 

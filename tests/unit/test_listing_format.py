@@ -66,7 +66,7 @@ def test_ps_lists_through_the_shared_helper(mc_dirs):
     r = invoke("ps", "-a", "--format", "{{.Names}} {{.ID}} {{.State}} {{.Command}}")
     assert r.output == f'web {"c" * 12} exited "sh -c \'exit 3\'"\n'
     table = invoke("ps", "-a").output.splitlines()
-    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     assert table[1].startswith("c" * 12) and table[1].endswith("web") and "Exited (3)" in table[1]
     assert json.loads(invoke("ps", "-a", "--format", "json").output)[0]["name"] == "web"
     bad = invoke("ps", "--format", "yaml")  # a usage error, before anything is read

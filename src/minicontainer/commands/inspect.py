@@ -62,6 +62,7 @@ def container_info(store, st) -> dict:
         "Hostname": st.hostname,
         "Config": encode(spec) if spec is not None else None,
         "Mounts": _mounts(spec),
+        "NetworkSettings": {"Ports": _ports(st)},
         "Storage": _storage(st),
         "Cgroup": _cgroup(st),
         "Namespaces": dict(st.namespaces),
@@ -69,6 +70,17 @@ def container_info(store, st) -> dict:
         "StateDir": str(state_dir),
         "LogPath": str(state_dir / LOG_FILE) if st.detached else "",
     }
+
+
+def _ports(st) -> dict:
+    """docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18080"}]}, while it runs."""
+    from minicontainer.commands.port import published
+
+    out: dict = {}
+    for p in published(st):
+        out.setdefault(f"{p['container_port']}/{p['proto']}", []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
+    return out
 
 
 def _mounts(spec) -> list[dict]:

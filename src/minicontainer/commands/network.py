@@ -44,6 +44,14 @@ def create(subnet, gateway, internal, driver, name):
     if name in RESERVED:
         raise UsageError(f"network name {name} is reserved", "choose another name")
     net = _store().define(name, subnet=subnet, gateway=gateway, internal=internal)
+    import shutil
+
+    if shutil.which("nft") is None:  # the rules are made by the first container's run (network/nat.py)
+        from minicontainer.errors import warn
+
+        warn(f"no nft(8) on this host: network {name} gets no " + ("isolation rules (its containers still get no "
+             "default route)" if internal else "outbound NAT (its containers reach each other and the host only)")
+             + "; install nftables for them")
     click.echo(net.id)
 
 
@@ -96,10 +104,22 @@ def inspect(names):
 
 
 def _remove(store, name: str) -> None:
+    """The network's files, its bridge and its nftables table (outbound NAT or
+    --internal's isolation, network/nat.py), in the namespace we are in."""
+    import shutil
+
     net = store.remove(name)
+    from minicontainer.network import nat
     from minicontainer.syscalls.linux import Linux
 
     Linux().net_delete_link(net.bridge)
+    if shutil.which("nft") is not None:
+        from minicontainer.errors import MiniError, warn
+
+        try:
+            Linux().nft(nat.remove_commands(net.bridge))
+        except MiniError as e:  # the network is gone already; say what is left
+            warn(f"network {name} is removed, but its nftables table {nat.table_name(net.bridge)} may be left: {e}")
 
 
 @network.command("rm", short_help="Remove networks (refused while a container uses one).")

@@ -60,8 +60,12 @@ def _row(st, no_trunc: bool) -> dict[str, str]:
     cmd = shlex.join(st.command)
     if not no_trunc and len(cmd) > 22:
         cmd = cmd[:21] + "…"
+    from minicontainer.commands.port import published
+    from minicontainer.network.ports import ps_column
+
     return {"ID": st.id if no_trunc else st.short_id, "Image": st.image, "Command": f'"{cmd}"',
-            "CreatedAt": ago(st.created), "Status": status_text(st), "Names": st.name, "State": st.status}
+            "CreatedAt": ago(st.created), "Status": status_text(st), "Ports": ps_column(published(st)),
+            "Names": st.name, "State": st.status}
 
 
 @click.command(short_help="List containers.")
@@ -95,4 +99,4 @@ def ps(show_all, fmt, quiet, no_trunc, filters):
 
 
 COLUMNS = (("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"), ("CREATED", "CreatedAt"),
-           ("STATUS", "Status"), ("NAMES", "Names"))
+           ("STATUS", "Status"), ("PORTS", "Ports"), ("NAMES", "Names"))
