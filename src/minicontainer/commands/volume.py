@@ -1,0 +1,127 @@
+"""``minicontainer volume ...``: create, ls, inspect, rm, prune. Thin: parse
+flags, call minicontainer.volumes, print. A volume is a directory of the
+store that containers mount with ``-v NAME:/path`` or ``--mount
+type=volume,src=NAME,dst=/path``; docker's names and output."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from minicontainer.commands._each import ExitOneGroup, for_each
+
+
+def _store():
+    from minicontainer.volumes import VolumeStore
+
+    return VolumeStore()
+
+
+@click.group(cls=ExitOneGroup, short_help="Manage volumes.")
+def volume():
+    """Manage volumes: create, ls, inspect, rm, prune.
+
+    A named volume is made on first use (run -v NAME:/path) or by `volume
+    create`; a new one is filled from the image's files at its mount point.
+    `-v /path` (or an image's VOLUME) makes an anonymous one, removed with
+    its container by `rm -v` and `run --rm`.
+    """
+
+
+@volume.command("create", short_help="Create a volume.")
+@click.argument("name", required=False)
+def create(name):
+    """Create volume NAME (a random name if none is given); prints its name."""
+    from minicontainer.container.spec import anonymous_name
+
+    info, _ = _store().create(name or anonymous_name())
+    click.echo(info.name)
+
+
+def _entry(store, name: str, users: dict) -> dict | None:
+    from minicontainer.container.logs import rfc3339
+
+    info = store.get(name)
+    if info is None:
+        return None
+    return {
+        "Name": info.name,
+        "Driver": "local",
+        "Mountpoint": store.path(info.name),
+        "CreatedAt": rfc3339(info.created),
+        "Labels": {"com.docker.volume.anonymous": ""} if info.anonymous else {},
+        "Scope": "local",
+        "Anonymous": info.anonymous,
+        "UsedBy": users.get(info.name, []),
+    }
+
+
+@volume.command("ls", short_help="List volumes.")
+@click.option("--quiet", "-q", is_flag=True, help="Only names.")
+@click.option("--format", "fmt", metavar="json", help="json: one JSON object per volume and line.")
+def ls(quiet, fmt):
+    from minicontainer.errors import UsageError
+    from minicontainer.units import ago
+
+    if fmt not in (None, "json"):
+        raise UsageError(f"unsupported --format {fmt!r}", "use --format json")
+    store = _store()
+    users = store.users() if not quiet else {}
+    if not quiet and fmt is None:
+        click.echo(f"{'DRIVER':<8}{'VOLUME NAME':<66}{'CREATED':<16}CONTAINERS")
+    for name in store.names():
+        if quiet:
+            click.echo(name)
+            continue
+        entry = _entry(store, name, users)
+        if entry is None:
+            continue  # removed meanwhile
+        if fmt == "json":
+            click.echo(json.dumps(entry))
+        else:
+            created = ago(store.get(name).created) if store.get(name) else ""
+            click.echo(f"{'local':<8}{name:<66}{created:<16}{', '.join(entry['UsedBy']) or '-'}")
+
+
+@volume.command("inspect", short_help="Show volumes as JSON.")
+@click.argument("names", nargs=-1, required=True)
+def inspect(names):
+    store = _store()
+    users = store.users()
+    out = []
+    for name in names:
+        store.require(name)
+        entry = _entry(store, name, users)
+        if entry is not None:
+            out.append(entry)
+    click.echo(json.dumps(out, indent=2))
+
+
+@volume.command("rm", short_help="Remove volumes (refused while a container uses one).")
+@click.option("--force", "-f", is_flag=True, help="No error for a volume that does not exist (one in use is still kept).")
+@click.argument("names", nargs=-1, required=True)
+def rm(force, names):
+    """Remove volumes and their files. A volume any container (running or
+    not) was made with is kept, as docker keeps it: remove the container first."""
+    store = _store()
+    for_each(names, lambda name: store.remove(name, missing_ok=force))
+
+
+@volume.command("prune", short_help="Remove unused anonymous volumes (-a: every unused one).")
+@click.option("--all", "-a", "all_volumes", is_flag=True, help="Unused named volumes too.")
+@click.option("--force", "-f", is_flag=True, help="Do not ask for confirmation.")
+def prune(all_volumes, force):
+    """Remove every volume no container uses: the anonymous ones, and with
+    -a the named ones too (docker volume prune since Docker 23)."""
+    from minicontainer.units import format_size
+
+    if not force:
+        what = "all volumes" if all_volumes else "all anonymous volumes"
+        click.confirm(f"WARNING! This will remove {what} not used by at least one container.\n"
+                      "Are you sure you want to continue?", abort=True)
+    gone = _store().prune(all_volumes=all_volumes)
+    click.echo("Deleted Volumes:")
+    for name, _ in gone:
+        click.echo(name)
+    click.echo(f"\nTotal reclaimed space: {format_size(sum(size for _, size in gone))}")
