@@ -68,9 +68,11 @@ def ls(quiet, fmt):
         raise UsageError(f"unsupported --format {fmt!r}", "use --format json")
     store = _store()
     users = store.users() if not quiet else {}
+    names = store.names()
+    width = max([len("VOLUME NAME"), *map(len, names)]) + 2
     if not quiet and fmt is None:
-        click.echo(f"{'DRIVER':<8}{'VOLUME NAME':<66}{'CREATED':<16}CONTAINERS")
-    for name in store.names():
+        click.echo(f"{'DRIVER':<8}{'VOLUME NAME':<{width}}{'CREATED':<24}CONTAINERS")
+    for name in names:
         if quiet:
             click.echo(name)
             continue
@@ -80,8 +82,9 @@ def ls(quiet, fmt):
         if fmt == "json":
             click.echo(json.dumps(entry))
         else:
-            created = ago(store.get(name).created) if store.get(name) else ""
-            click.echo(f"{'local':<8}{name:<66}{created:<16}{', '.join(entry['UsedBy']) or '-'}")
+            info = store.get(name)
+            created = ago(info.created) if info is not None else ""
+            click.echo(f"{'local':<8}{name:<{width}}{created:<24}{', '.join(entry['UsedBy']) or '-'}")
 
 
 @volume.command("inspect", short_help="Show volumes as JSON.")

@@ -149,8 +149,9 @@ def _interrupted(sig, frame):
 def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool, half_made: bool = False) -> str | None:
     """The end of every run, foreground or detached: the state says exited,
     the cgroup (when it is ours) is removed, and with ``remove`` (--rm, or a
-    container that never started) the layer and the state go too. Returns
-    what could not be cleaned up, if anything (for --report)."""
+    container that never started) the layer and the state go too, with its
+    anonymous volumes, and (``half_made``: it never started) the volumes its
+    run created. Returns what could not be cleaned up, if anything (for --report)."""
     state.status = "exited"
     state.finished = time.time()
     error = None
@@ -584,7 +585,8 @@ class Runner:
                     self._before_remove(layer)  # build: the step's upper directory becomes a layer
             finally:
                 cleanup_error = finish(store, state, self.cgroup if owned else None,
-                                       remove=self.spec.remove or half_made, half_made=half_made)
+                                       remove=self.spec.remove or half_made,
+                                       half_made=not existing and not started)  # its new volumes go too
             if ran:
                 self._write_report(cleanup_error)
             for sig, handler in previous.items():
