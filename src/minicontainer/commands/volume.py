@@ -108,7 +108,12 @@ def rm(force, names):
     """Remove volumes and their files. A volume any container (running or
     not) was made with is kept, as docker keeps it: remove the container first."""
     store = _store()
-    for_each(names, lambda name: store.remove(name, missing_ok=force))
+
+    def one(name: str) -> None:
+        if store.remove(name, missing_ok=force):
+            click.echo(name)  # a missing one that -f forgave is not echoed (docker)
+
+    for_each(names, one, echo=False)
 
 
 @volume.command("prune", short_help="Remove unused anonymous volumes (-a: every unused one).")
