@@ -57,18 +57,45 @@ def _entry(store, name: str, users: dict) -> dict | None:
     }
 
 
+def _filters(items) -> dict[str, set[str]]:
+    from minicontainer.errors import UsageError
+
+    out: dict[str, set[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("dangling", "name") or (key == "dangling" and value not in ("true", "false")):
+            raise UsageError(f"invalid --filter {item!r}", "use dangling=true|false or name=TEXT")
+        out.setdefault(key, set()).add(value)
+    return out
+
+
+def _wanted(name: str, users: dict, filters: dict) -> bool:
+    if "dangling" in filters and ("false" if users.get(name) else "true") not in filters["dangling"]:
+        return False
+    return "name" not in filters or any(v in name for v in filters["name"])
+
+
 @volume.command("ls", short_help="List volumes.")
 @click.option("--quiet", "-q", is_flag=True, help="Only names.")
 @click.option("--format", "fmt", metavar="json", help="json: one JSON object per volume and line.")
-def ls(quiet, fmt):
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="dangling=true (no container uses it) or name=TEXT (repeatable).")
+def ls(quiet, fmt, filters):
+    """The volumes, when each was made, and the containers made with each.
+
+    \b
+    Example:
+      minicontainer volume ls -q --filter dangling=true
+    """
     from minicontainer.errors import UsageError
     from minicontainer.units import ago
 
     if fmt not in (None, "json"):
         raise UsageError(f"unsupported --format {fmt!r}", "use --format json")
+    wanted = _filters(filters)
     store = _store()
-    users = store.users() if not quiet else {}
-    names = store.names()
+    users = store.users() if not quiet or wanted else {}
+    names = [n for n in store.names() if _wanted(n, users, wanted)]
     width = max([len("VOLUME NAME"), *map(len, names)]) + 2
     if not quiet and fmt is None:
         click.echo(f"{'DRIVER':<8}{'VOLUME NAME':<{width}}{'CREATED':<24}CONTAINERS")
