@@ -286,13 +286,22 @@ def _copy_into(src: int, vfd: int, shown: str) -> int:
     owners, modes and times kept; then _data takes the directory's own owner
     and mode, as docker's volume does."""
     from minicontainer import safepath
-    from minicontainer.container.copy import Options, _Copier
+    from minicontainer.container.copy import MAX_DEPTH, Options, _Copier, _kind
+    from minicontainer.errors import warn
+
+    class _VolumeCopier(_Copier):
+        def entry(self, sdir, sname, st, ddir, dname, shown, depth):
+            if depth <= MAX_DEPTH and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)
+                                           or stat.S_ISLNK(st.st_mode)):
+                warn(f"the new volume did not get the image's {shown}: a {_kind(st.st_mode)} is not copied")
+                return
+            super().entry(sdir, sname, st, ddir, dname, shown, depth)
 
     dfd = safepath.open_dir_nofollow(vfd, DATA)
     if dfd is None:
         raise ContainerError(f"the volume's {DATA} directory is missing or not a directory", "remove the volume")
     try:
-        copier = _Copier(Options(archive=True), into_container=True, shown_src=shown)
+        copier = _VolumeCopier(Options(archive=True), into_container=True, shown_src=shown)
         for name in sorted(os.listdir(src)):
             try:
                 st = os.stat(name, dir_fd=src, follow_symlinks=False)

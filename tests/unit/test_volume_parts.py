@@ -286,3 +286,19 @@ def test_fill_never_follows_a_symlink_of_the_image(tmp_path):
     finally:
         os.close(root)
     assert os.listdir(tmp_path / "volumes" / "v" / "_data") == []
+
+
+def test_fill_skips_what_is_no_file_directory_or_link_and_says_so(tmp_path, capsys):
+    image = tmp_path / "img"
+    (image / "data").mkdir(parents=True)
+    os.mkfifo(image / "data" / "pipe")
+    (image / "data" / "ok").write_text("1")
+    store = _store(tmp_path)
+    store.create("v")
+    root = _root_fd(image)
+    try:
+        V.fill(root, "/data", str(tmp_path / "volumes" / "v"))
+    finally:
+        os.close(root)
+    assert os.listdir(tmp_path / "volumes" / "v" / "_data") == ["ok"]
+    assert "did not get the image's /data/pipe: a FIFO is not copied" in capsys.readouterr().err
