@@ -420,6 +420,8 @@ def user_mounts(spec, volume_root: str = "") -> list[Step]:
                 "container; the mountpoint is created inside the root without following symlinks"))
             if m.readonly:
                 out.append(RemountReadonly(target=m.target, reason=f"{kind} {m.name} mounted read-only"))
+            if slave:
+                out.append(S.SetPropagation(target=m.target, propagation="rprivate"))
         else:
             out.append(Mount(
                 target=m.target, source=m.source, flags=MS_BIND | MS_REC,
