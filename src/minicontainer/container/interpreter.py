@@ -58,7 +58,6 @@ class Interpreter:
                  volumes=None):
         self.sc = sc
         self.volumes = volumes  # a volumes.VolumeStore (made on first use)
-        self.volumes_made: list[str] = []  # the volumes EnsureVolume created (not those that existed)
         self.networks = networks  # a network.store.NetworkStore (made on first use)
         self.lease = None  # the address LeaseAddress got
         self._own_netns = False
@@ -194,10 +193,8 @@ class Interpreter:
             from minicontainer.volumes import VolumeStore
 
             self.volumes = VolumeStore(Path(step.path).parent)
-        _, made = self.volumes.create(step.name, anonymous=step.anonymous, created_for=step.container,
-                                      exist_ok=True)
-        if made:
-            self.volumes_made.append(step.name)
+        # created_for: if this container never starts, runtime.finish removes what its run made
+        self.volumes.create(step.name, anonymous=step.anonymous, created_for=step.container, exist_ok=True)
 
     def _fill_volume(self, step: S.FillVolume) -> None:
         # The image's directory, through our root fd: never through a symlink of the image.
