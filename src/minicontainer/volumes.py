@@ -263,6 +263,10 @@ def fill(root_fd: int, target: str, volume_dir: str) -> int:
             os.stat(FRESH, dir_fd=vfd, follow_symlinks=False)
         except FileNotFoundError:
             return 0  # filled (or begun with) by an earlier container: its files are the volume's now
+        if _has_entries(vfd):
+            # written by a container that mounted it with volume-nocopy: docker copies into an empty volume only
+            os.unlink(FRESH, dir_fd=vfd)
+            return 0
         try:
             src = safepath.open_beneath(root_fd, target, os.O_RDONLY | os.O_DIRECTORY)
         except SyscallError as e:
@@ -279,6 +283,18 @@ def fill(root_fd: int, target: str, volume_dir: str) -> int:
         return copied
     finally:
         os.close(vfd)
+
+
+def _has_entries(vfd: int) -> bool:
+    from minicontainer import safepath
+
+    dfd = safepath.open_dir_nofollow(vfd, DATA)
+    if dfd is None:
+        raise ContainerError(f"the volume's {DATA} directory is missing or not a directory", "remove the volume")
+    try:
+        return bool(os.listdir(dfd))
+    finally:
+        os.close(dfd)
 
 
 def _copy_into(src: int, vfd: int, shown: str) -> int:

@@ -302,3 +302,20 @@ def test_fill_skips_what_is_no_file_directory_or_link_and_says_so(tmp_path, caps
         os.close(root)
     assert os.listdir(tmp_path / "volumes" / "v" / "_data") == ["ok"]
     assert "did not get the image's /data/pipe: a FIFO is not copied" in capsys.readouterr().err
+
+
+def test_fill_never_copies_over_what_a_nocopy_mount_wrote(tmp_path):
+    image = tmp_path / "img"
+    (image / "data").mkdir(parents=True)
+    (image / "data" / "f").write_text("image")
+    store = _store(tmp_path)
+    store.create("v")
+    data = tmp_path / "volumes" / "v" / "_data"
+    (data / "f").write_text("written with volume-nocopy")
+    root = _root_fd(image)
+    try:
+        assert V.fill(root, "/data", str(tmp_path / "volumes" / "v")) == 0
+    finally:
+        os.close(root)
+    assert (data / "f").read_text() == "written with volume-nocopy"
+    assert not (tmp_path / "volumes" / "v" / "fresh").exists()
