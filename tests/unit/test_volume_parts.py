@@ -60,7 +60,7 @@ def test_mount_forms(tmp_path):
     b = parse_mount(f"type=bind,source={tmp_path},target=/site,readonly,bind-propagation=rslave")
     assert b == Volume(str(tmp_path), "/site", True, True, "rslave")
     assert parse_mount(f"type=bind,src={tmp_path},dst=/s,bind-propagation=rprivate").propagation == ""  # the default
-    v = parse_mount("type=volume,src=incrementor-data,target=/data")
+    v = parse_mount("type=volume,src=incrementor-data,target=/data,consistency=cached")
     assert v == NamedVolume("incrementor-data", "/data")
     assert parse_mount("src=d,destination=/data,ro=true,volume-nocopy") == NamedVolume("d", "/data", True, nocopy=True)
     assert parse_mount("type=volume,dst=/data").anonymous

@@ -237,6 +237,7 @@ def parse_mount(text: str) -> Volume | NamedVolume | Tmpfs:
             raise UsageError(f"--mount {key} given twice in {text!r}", "give each key once")
         fields[key] = value if eq else None
     kind = fields.pop("type", None) or "volume"
+    fields.pop("consistency", None)  # docker accepts it and ignores it on Linux (a macOS file-sharing hint)
     if kind not in _MOUNT_KEYS:
         raise UsageError(f"unsupported --mount type {kind!r}", "use type=bind, type=volume or type=tmpfs")
     unknown = sorted(set(fields) - _MOUNT_KEYS[kind])
