@@ -73,3 +73,12 @@ def test_prune_keeps_named_ones_unless_all(run, mc_dirs):
     assert run("ls", "-q").output.split() == ["named"]
     assert "named" in run("prune", "-a", "-f").output.split()
     assert run("ls", "-q").output == ""
+
+
+def test_volume_names_complete(run):
+    from minicontainer.commands.volume import complete_volumes
+
+    run("create", "web-data")
+    run("create", "db-data")
+    assert complete_volumes(None, None, "w") == ["web-data"]
+    assert complete_volumes(None, None, "") == ["db-data", "web-data"]

@@ -18,6 +18,15 @@ def _store():
     return VolumeStore()
 
 
+def complete_volumes(ctx, param, incomplete: str) -> list[str]:
+    """Volume names, for the shell's tab completion (commands/completion.py)."""
+    try:
+        names = _store().names()
+    except Exception:  # noqa: BLE001 - no store, no permission: nothing to offer
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
 @click.group(cls=ExitOneGroup, short_help="Manage volumes.")
 def volume():
     """Manage volumes: create, ls, inspect, rm, prune.
@@ -115,7 +124,7 @@ def ls(quiet, fmt, filters):
 
 
 @volume.command("inspect", short_help="Show volumes as JSON.")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_volumes)
 def inspect(names):
     store = _store()
     users = store.users()
@@ -130,7 +139,7 @@ def inspect(names):
 
 @volume.command("rm", short_help="Remove volumes (refused while a container uses one).")
 @click.option("--force", "-f", is_flag=True, help="No error for a volume that does not exist (one in use is still kept).")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_volumes)
 def rm(force, names):
     """Remove volumes and their files. A volume any container (running or
     not) was made with is kept, as docker keeps it: remove the container first."""
