@@ -42,6 +42,12 @@ def _volume_dir(mc_home, name: str):
     return mc_home / "volumes" / name
 
 
+def _store_listing(mc_home) -> set[str]:
+    """The volume store's entries (its lock file aside), empty before the first volume."""
+    d = mc_home / "volumes"
+    return {n for n in os.listdir(d) if n != ".lock"} if d.exists() else set()
+
+
 def _one_line_error(proc) -> None:
     assert proc.returncode == 125, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("minicontainer: error:"), proc.stderr
@@ -123,12 +129,11 @@ def test_rm_v_removes_anonymous_volumes_and_rm_alone_leaves_them_to_prune(vol, m
 
 
 def test_run_rm_removes_its_anonymous_volumes_foreground_and_detached(mc_home, tmp_path):
-    before = set(os.listdir(mc_home / "volumes")) if (mc_home / "volumes").exists() else set()
+    before = _store_listing(mc_home)
     mc("run", "--rm", "-v", "/scratch", "mini", "true", check=0)
     cid = mc("run", "-d", "--rm", "-v", "/scratch", "mini", "true", check=0).stdout.strip()
     mc("wait", cid)
-    after = {n for n in os.listdir(mc_home / "volumes") if not n.startswith(".")} - before
-    assert after == set()
+    assert _store_listing(mc_home) == before
     assert _no_containers(tmp_path)
 
 
@@ -230,12 +235,12 @@ def test_explain_shows_the_volume_directory(vol, mc_home):
     (["-v", "samename:/x", "--tmpfs", "/x"], ["duplicate mount point"]),
 ])
 def test_bad_volume_input_is_one_line_and_leaves_nothing(args, words, mc_home, tmp_path):
-    before = set(os.listdir(mc_home / "volumes")) if (mc_home / "volumes").exists() else set()
+    before = _store_listing(mc_home)
     proc = mc("run", "--rm", *args, "mini", "true")
     _one_line_error(proc)
     for w in words:
         assert w in proc.stderr
-    assert (set(os.listdir(mc_home / "volumes")) if (mc_home / "volumes").exists() else set()) == before
+    assert _store_listing(mc_home) == before
     assert _no_containers(tmp_path)
 
 
@@ -251,12 +256,12 @@ def test_a_volume_target_through_a_symlink_of_the_image_is_refused(how, vol, tmp
     name = vol("escape")
     if how == "existing":
         mc("volume", "create", name, check=0)
-    before = set(os.listdir(mc_home / "volumes"))
+    before = _store_listing(mc_home)
     arg = "/jump/sub" if how == "anonymous" else f"{name}:/jump/sub"
     proc = mc("run", "--rm", "-v", arg, str(rootfs), "true")
     _one_line_error(proc)
     assert "symlink at /jump" in proc.stderr
     assert os.listdir(outside) == []
     # the run's new volume went with it; one that existed before stays
-    assert set(os.listdir(mc_home / "volumes")) == before
+    assert _store_listing(mc_home) == before
     assert _no_containers(tmp_path)
