@@ -16,12 +16,13 @@ created, so ``volume rm``, under the same lock, always sees a container
 that is about to mount it, and nothing can go stale.
 
 Filling (:func:`fill`): Docker copies the image's files at the mount
-point into a new volume, once. Here the container's child does it, before
+point into a new, empty volume, once. Here the container's child does it, before
 its root changes: it reaches the image's directory through its own root fd
 without following a symlink (safepath.py), and copies with owners, modes
 and times, never following one either (container/copy.py's copier).
 
-Import-light: ``run`` imports this only when a volume is used.
+Import-light: a run imports this to start only when it uses a volume (the
+end of a removed container reads which volumes it had).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class VolumeStore:
             os.close(fd)
 
     # -- reading -------------------------------------------------------------------
+    @paths.on_store
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -116,6 +118,7 @@ class VolumeStore:
         return out
 
     # -- changing ------------------------------------------------------------------
+    @paths.on_store
     def create(self, name: str, *, anonymous: bool = False, created_for: str = "",
                exist_ok: bool = False) -> tuple[VolumeInfo, bool]:
         """The volume ``name``, made now if it does not exist; (info, made by this call)."""
@@ -141,6 +144,7 @@ class VolumeStore:
                 raise
         return info, True
 
+    @paths.on_store
     def remove(self, name: str, *, missing_ok: bool = False) -> bool:
         """Remove a volume and its files; refused while a container uses it.
         False if there was none (with ``missing_ok``)."""
@@ -157,6 +161,7 @@ class VolumeStore:
             self._delete(name)
         return True
 
+    @paths.on_store
     def remove_unused(self, names, *, only_made_for: str | None = None) -> list[str]:
         """Remove those of ``names`` no container uses (anonymous volumes of a
         removed container; with ``only_made_for``: the volumes a container that
@@ -176,6 +181,7 @@ class VolumeStore:
                 gone.append(name)
         return gone
 
+    @paths.on_store
     def prune(self, *, all_volumes: bool = False) -> list[tuple[str, int]]:
         """Remove every unused anonymous volume (``all_volumes``: every unused
         one), as docker volume prune [-a]; (name, bytes freed) each."""
