@@ -67,7 +67,7 @@ def check_volume_name(name: str) -> str:
 
 class VolumeStore:
     # for paths.on_store: how to explain an OSError on this store
-    store_kind = paths.StoreKind("the volume store", "MINICONTAINER_HOME", "HOME", top="root")
+    store_kind = paths.StoreKind("the volume store", "MINICONTAINER_HOME", "HOME (or XDG_DATA_HOME)", top="root")
 
     def __init__(self, root: Path | None = None, containers: Path | None = None):
         self.root = Path(root) if root is not None else paths.home() / "volumes"
