@@ -10,6 +10,7 @@ import json
 import click
 
 from minicontainer.commands._each import ExitOneGroup, for_each
+from minicontainer.commands._format import format_option, print_listing
 
 
 def _store():
@@ -46,21 +47,36 @@ def create(subnet, gateway, internal, driver, name):
     click.echo(net.id)
 
 
+NETWORK_COLUMNS = (("NETWORK ID", "ID"), ("NAME", "Name"), ("SUBNET", "Subnet"), ("BRIDGE", "Bridge"),
+                   ("CONTAINERS", "Containers"))
+
+
 @network.command("ls", short_help="List networks.")
 @click.option("--quiet", "-q", is_flag=True, help="Only names.")
-def ls(quiet):
+@format_option("{{.Name}} {{.Subnet}}")
+def ls(quiet, fmt):
+    """List networks: NETWORK ID, NAME, SUBNET, BRIDGE, CONTAINERS (how many use it now).
+
+    \b
+    Template fields: .ID .FullID .Name .Driver .Subnet .Gateway .Bridge .Internal .Containers
+    """
+    from dataclasses import asdict
+
     store = _store()
-    if not quiet:
-        click.echo(f"{'NETWORK ID':<14}{'NAME':<20}{'SUBNET':<20}{'BRIDGE':<17}CONTAINERS")
-    for name in store.names():
-        net = store.get(name)
-        if net is None:
-            continue
-        if quiet:
+    nets = [net for net in map(store.get, store.names()) if net is not None]
+    if quiet:
+        for net in nets:
             click.echo(net.name)
-            continue
-        users = sum(1 for lease in store.leases(name) if lease.alive())
-        click.echo(f"{net.id[:12]:<14}{net.name:<20}{net.subnet:<20}{net.bridge:<17}{users}")
+        return
+    users = {net.name: sum(1 for lease in store.leases(net.name) if lease.alive()) for net in nets}
+
+    def fields(net) -> dict:
+        return {"ID": net.id[:12], "FullID": net.id, "Name": net.name, "Driver": "bridge", "Subnet": net.subnet,
+                "Gateway": net.gateway, "Bridge": net.bridge, "Internal": "true" if net.internal else "false",
+                "Containers": str(users[net.name])}
+
+    print_listing(fmt, nets, fields=fields, columns=NETWORK_COLUMNS,
+                  as_json=lambda net: asdict(net) | {"containers": users[net.name]})
 
 
 @network.command("inspect", short_help="Show networks as JSON.")
@@ -96,13 +112,18 @@ def rm(names):
 @network.command("prune", short_help="Remove every network no container uses.")
 @click.option("--force", "-f", is_flag=True, help="Accepted for docker compatibility (never asks).")
 def prune(force):
+    prune_networks(_store(), click.echo)
+
+
+def prune_networks(store, removed) -> None:
+    """Remove every network no container uses (``bridge``, the default,
+    stays), calling ``removed(name)`` after each."""
     from minicontainer.network.store import DEFAULT_NETWORK
 
-    store = _store()
     for name in store.names():
         if name == DEFAULT_NETWORK:  # docker's prune keeps the default network too
             continue
         if any(lease.alive() for lease in store.leases(name)):
             continue
         _remove(store, name)
-        click.echo(name)
+        removed(name)

@@ -423,23 +423,34 @@ class Runner:
 
     # -- running ----------------------------------------------------------
     def dry_run(self) -> int:
-        as_root = self._plan_as_root()
+        refused = self._plan_as_root()
         plan, state, image, _ = self.make_plan(dry_run=True)
         print(f"# container {state.short_id} ({state.name}), image {image.name}: the plan, not carried out", file=self.out)
-        if as_root:
-            print("# you are not root: this is the plan of a run as root (a rootless run gets no cgroup, "
-                  "so it would refuse the limits)", file=self.out)
+        if refused:
+            print(f"# you are not root: this is the plan of a run as root (a rootless run would refuse "
+                  f"{' and '.join(refused)})", file=self.out)
         print(plan.render(), file=self.out)
         return 0
 
-    def _plan_as_root(self) -> bool:
-        """--dry-run changes nothing, so it needs no root: with limits asked for,
-        which a rootless run refuses, it shows what root would do instead."""
+    def _plan_as_root(self) -> list[str]:
+        """--dry-run changes nothing, so it needs no root for any flag: when
+        one is asked for that a rootless run refuses (limits need a cgroup,
+        --network a host bridge, --pid host the host's /proc), it shows what
+        root would do instead, and returns what rootless would refuse.
+        An explicit --userns keeps its refusals: they hold for root too."""
+        if not self.unprivileged or self._userns_asked:
+            return []
         resources = self.spec.resources
-        if not self.unprivileged or self._userns_asked or resources is None or resources.is_empty():
-            return False
-        self.unprivileged = self.userns = False
-        return True
+        refused = []
+        if resources is not None and not resources.is_empty():
+            refused.append("the limits (no cgroup)")
+        if self.spec.network:
+            refused.append(f"--network {self.spec.network} (no host bridge)")
+        if "pid" not in self.spec.namespaces:
+            refused.append("--pid host (no privilege over the host's /proc)")
+        if refused:
+            self.unprivileged = self.userns = False
+        return refused
 
     def _checks(self) -> tuple:
         """Everything that can refuse before anything exists: privilege, the
