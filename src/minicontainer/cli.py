@@ -54,6 +54,7 @@ COMMANDS = {
     "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
     "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
     "network": ("minicontainer.commands.network", "network", "Manage bridge networks: create, ls, inspect, rm, prune."),
+    "volume": ("minicontainer.commands.volume", "volume", "Manage volumes: create, ls, inspect, rm, prune."),
     "system": ("minicontainer.commands.system", "system", "Disk usage (system df) and cleaning up (system prune)."),
     "port": ("minicontainer.commands.port", "port", "List a container's published ports."),
 }

@@ -49,7 +49,8 @@ def test_inspect_shows_state_config_mounts_cgroup_and_namespaces(detached, tmp_p
     assert info["Name"] == "insp" and info["State"]["Running"] is True and pid > 1
     assert info["Path"] == "sleep" and info["Args"] == ["100"]
     assert info["Config"]["resources"]["memory"] == 64 << 20
-    assert info["Mounts"] == [{"Type": "bind", "Source": str(tmp_path), "Destination": "/data", "RW": False}]
+    assert info["Mounts"] == [{"Type": "bind", "Source": str(tmp_path), "Destination": "/data", "RW": False,
+                              "Propagation": "rprivate"}]
     for ns, inode in info["Namespaces"].items():
         assert os.stat(f"/proc/{pid}/ns/{ns}").st_ino == inode
     assert info["Cgroup"]["Exists"] is True

@@ -413,3 +413,16 @@ def test_with_the_host_network_sys_is_read_only_with_everything_below(user):
                    "grep -c ' /sys/fs/cgroup' /proc/self/mountinfo", "--network", "host").stdout.split()
     assert out[0] == "end", out
     assert int(out[1]) >= 1  # the host's cgroup mounts came along, read-only
+
+
+def test_a_named_volume_rootless_is_the_users_and_filled_from_the_image(user):
+    # volumes: the user's own store (~/.local/share/minicontainer/volumes), the
+    # image's files copied in from inside the user namespace (root there is the user)
+    out = sh(user, "ls /etc; echo x > /etc/new", "-v", "rlvol:/etc").stdout.split()
+    assert "passwd" in out
+    assert sh(user, "cat /etc/new", "-v", "rlvol:/etc").stdout == "x\n"
+    data = user.data / "volumes" / "rlvol" / "_data"
+    assert os.stat(data / "passwd").st_uid == UID and (data / "new").read_text() == "x\n"
+    user.mc("run", "--rm", "-v", "/anon", "mini", "true", check=0)
+    assert user.mc("volume", "ls", "-q", check=0).stdout.split() == ["rlvol"]  # --rm took the anonymous one
+    user.mc("volume", "rm", "rlvol", check=0)

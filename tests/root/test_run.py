@@ -362,7 +362,7 @@ def test_dry_run_does_nothing(mc_home, tmp_path):
         ["-e", "=x", "mini"],
         ["-w", "relative", "mini"],
         ["--pid", "bogus", "mini"],
-        ["-v", "relative:/x", "mini"],
+        ["-v", "./relative:/x", "mini"],
         ["no-such-image"],
         ["/no/such/dir"],
     ],

@@ -319,6 +319,12 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["link_up"]
     if t == "LeaseAddress":
         return []  # files under the network store's lock (network/store.py), no system call of the setup
+    if t == "EnsureVolume":
+        return []  # files under the volume store's lock (volumes.py), no system call of the setup
+    if t == "FillVolume":
+        return ["fill_volume"]
+    if t == "SetPropagation":
+        return ["open_beneath", "mount"]
     if t == "EnsureBridge":
         return ["net_bridge"]
     if t == "CreateNetns":
@@ -414,7 +420,7 @@ def _attachment(tmp_path, *, ports=(), nftables=False):
                                       hosts=str(tmp_path / "hosts"), ports=tuple(ports), nftables=nftables)
 
 
-def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None):
+def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None, volume_root=""):
     cgroup = None
     cgroup_steps = []
     if limits is not None:
@@ -437,7 +443,8 @@ def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTF
     security = security_steps(spec.security, last_cap=40, bounding=ALL_CAPS)
     plan = P.build_plan(spec, hostname="box", rootfs=rootfs, cgroup_steps=cgroup_steps,
                         cgroup_view=cgroup.view() if cgroup is not None else None, security=security,
-                        userns_steps=userns_steps, rootless=rootless, network=network)
+                        userns_steps=userns_steps, rootless=rootless, network=network, volume_root=volume_root,
+                        container_id="c1")
     return plan, cgroup
 
 
@@ -462,7 +469,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
 
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
-                                  "read-only", "bridge", "ports", "device"])
+                                  "read-only", "bridge", "ports", "device", "volumes"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
@@ -475,6 +482,9 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         "rootless-host-net": build_spec("mini", ["/bin/true"], network="host"),
         "privileged": build_spec("mini", ["/bin/true"], security=parse_security(privileged=True)),
         "device": build_spec("mini", ["/bin/true"], devices=[loop]),
+        "volumes": build_spec("mini", ["/bin/true"], volumes=["data:/data:ro", "/anon"],
+                              mount=[f"type=bind,source={tmp_path},target=/src,bind-propagation=rslave",
+                                     "type=tmpfs,target=/scratch,tmpfs-size=1m", "type=volume,src=data2,dst=/d2"]),
         "read-only": build_spec("mini", ["/bin/true"], read_only=True, volumes=[f"{tmp_path}:/data:ro"],
                                 tmpfs=["/run:rw,noexec,nosuid,size=65536k"]),
     }[case]
@@ -485,7 +495,8 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
                          _attachment(tmp_path, ports=spec.published_ports(), nftables=True) if case == "ports" else
                          (None, None))
     plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
-                         rootfs=rootfs, network=network)
+                         rootfs=rootfs, network=network,
+                         volume_root=str(tmp_path / "volumes") if case == "volumes" else "")
     printed = plan.render()
     for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
         interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch, networks)
@@ -520,6 +531,13 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert "no seccomp filter (--privileged)" in printed and "mask " not in printed
     if case == "rootless":
         assert plan.steps[0].__class__ is S.UserNamespace
+    if case == "volumes":
+        kinds = [type(s).__name__ for s in plan.steps]
+        assert kinds[:3] == ["EnsureVolume"] * 3  # before anything else, in the runtime
+        assert "make every mount a slave of the host's (recursively)" in printed  # for the rslave bind
+        assert f"bind-mount {tmp_path}/volumes/data/_data on /data" in printed
+        assert "mount --make-rslave $ROOTFS/src" in printed
+        assert sorted(os.listdir(tmp_path / "volumes")) == sorted([".lock", "data", "data2", spec.named_volumes[1].name])
     if case == "bridge":
         # the namespace is made and configured before the PID namespace (no thread can start after it)
         kinds = [type(s).__name__ for s in plan.steps]

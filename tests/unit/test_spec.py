@@ -82,7 +82,7 @@ def test_volumes(tmp_path):
     v = parse_volume(f"{tmp_path}:/data:ro")
     assert (v.source, v.target, v.readonly, v.is_dir) == (str(tmp_path), "/data", True, True)
     assert parse_volume(f"{tmp_path}/f:/etc/f").is_dir is False
-    for bad in ("x", f"{tmp_path}:", f"{tmp_path}:rel", f"{tmp_path}:/a/../b", f"{tmp_path}:/", "rel:/x",
+    for bad in ("x", f"{tmp_path}:", f"{tmp_path}:rel", f"{tmp_path}:/a/../b", f"{tmp_path}:/", "./rel:/x",
                 f"{tmp_path}:/x:rx", "/does/not/exist:/x"):
         with pytest.raises(UsageError):
             parse_volume(bad)

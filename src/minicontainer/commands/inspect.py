@@ -84,11 +84,18 @@ def _ports(st) -> dict:
 
 
 def _mounts(spec) -> list[dict]:
-    """The user's mounts (-v, --tmpfs); the standard ones are in --dry-run."""
+    """The user's mounts (-v, --mount, --tmpfs, the image's volumes), as docker's
+    .Mounts; the standard ones are in --dry-run."""
     if spec is None:
         return []
-    out = [{"Type": "bind", "Source": v.source, "Destination": v.target, "RW": not v.readonly}
-           for v in spec.volumes]
+    out = [{"Type": "bind", "Source": v.source, "Destination": v.target, "RW": not v.readonly,
+            "Propagation": v.propagation or "rprivate"} for v in spec.volumes]
+    if spec.named_volumes:
+        from minicontainer.volumes import VolumeStore
+
+        store = VolumeStore()
+        out += [{"Type": "volume", "Name": v.name, "Source": store.path(v.name), "Destination": v.target,
+                 "Driver": "local", "RW": not v.readonly, "Anonymous": v.anonymous} for v in spec.named_volumes]
     out += [{"Type": "tmpfs", "Source": "", "Destination": t.target, "Options": t.options, "RW": True}
             for t in spec.tmpfs]
     return out

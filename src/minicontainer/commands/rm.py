@@ -18,12 +18,13 @@ from minicontainer.errors import ContainerError, MiniError, warn
 @click.argument("containers", nargs=-1, required=True, shell_complete=complete_containers)
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
 @click.option("-v", "--volumes", is_flag=True,
-              help="Accepted for docker's sake: there are no anonymous volumes to remove (a -v HOST:PATH is yours).")
+              help="Remove the container's anonymous volumes too (named volumes and host paths are kept).")
 def rm(containers, force, volumes):
     """Remove one or more containers (running ones only with -f).
 
-    -v removes nothing more: docker's anonymous volumes do not exist here,
-    and the host directories given to -v HOST:PATH are never removed.
+    -v also removes the container's anonymous volumes (-v /path, an image's
+    VOLUME), as docker does; named volumes and the host directories given
+    to -v HOST:PATH are never removed.
 
     \b
     Example:
@@ -32,10 +33,10 @@ def rm(containers, force, volumes):
     from minicontainer.container.state import StateStore
 
     store = StateStore()
-    for_each(containers, lambda ref: remove_container(store, store.get(ref), force))
+    for_each(containers, lambda ref: remove_container(store, store.get(ref), force, volumes=volumes))
 
 
-def remove_container(store, st, force: bool) -> None:
+def remove_container(store, st, force: bool, *, volumes: bool = False) -> None:
     """``rm``'s work for one container (``container prune`` too)."""
     ref = st.name
     if st.status in ("running", "created"):  # "created": its runtime is alive, setting it up
@@ -52,7 +53,11 @@ def remove_container(store, st, force: bool) -> None:
         from minicontainer.container.runtime import remove_layer_dir
 
         remove_layer_dir(st.layer_dir)
+    from minicontainer.container.runtime import release_volumes, volumes_of
+
+    vols = [v for v in volumes_of(store, st) if v[1]] if volumes else []  # (name, anonymous): only anonymous ones
     store.remove(st)
+    release_volumes(vols, st.id, half_made=False)
 
 
 def remove_cgroup(st) -> None:

@@ -302,14 +302,18 @@ def _prune_volumes(freed: list[int]) -> None:
     from minicontainer import paths
     from minicontainer.images.store import disk_usage, remove_tree
 
+    from minicontainer.volumes import VolumeStore
+
     section = _Section("Deleted Volumes")
     try:
-        for d, in_use in _volumes(paths.home(), _containers()):
-            if not in_use:
-                size = disk_usage(d)
-                remove_tree(d)
-                freed[0] += size
-                section(d.name)
+        # under the volume store's lock: a run creating a volume, or `volume rm`, waits (volumes.py)
+        with VolumeStore(paths.home() / "volumes").lock():
+            for d, in_use in _volumes(paths.home(), _containers()):
+                if not in_use:
+                    size = disk_usage(d)
+                    remove_tree(d)
+                    freed[0] += size
+                    section(d.name)
     finally:
         section.end()
 

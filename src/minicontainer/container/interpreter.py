@@ -40,7 +40,6 @@ from minicontainer.syscalls.flags import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
-    MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
@@ -55,8 +54,10 @@ class Interpreter:
     and child (process.Channels); ``cgroup`` the container's cgroup manager,
     which carries out the writes the plan's CgroupSteps hold."""
 
-    def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None, networks=None):
+    def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None, networks=None,
+                 volumes=None):
         self.sc = sc
+        self.volumes = volumes  # a volumes.VolumeStore (made on first use)
         self.networks = networks  # a network.store.NetworkStore (made on first use)
         self.lease = None  # the address LeaseAddress got
         self._own_netns = False
@@ -91,6 +92,9 @@ class Interpreter:
             S.SetupNat: self._setup_nat,
             S.EnableForwarding: self._enable_forwarding,
             S.StartPortProxy: self._start_port_proxy,
+            S.EnsureVolume: self._ensure_volume,
+            S.FillVolume: self._fill_volume,
+            S.SetPropagation: self._set_propagation,
             S.CgroupStep: self._cgroup,
             S.ReleaseChild: self._release_child,
             S.AwaitExec: self._await_exec,
@@ -213,6 +217,27 @@ class Interpreter:
 
     def _enable_forwarding(self, step: S.EnableForwarding) -> None:
         self.sc.host_sysctl("net/ipv4/ip_forward", "1")
+    # -- volumes (volumes.py) ------------------------------------------------------
+    def _ensure_volume(self, step: S.EnsureVolume) -> None:
+        if self.volumes is None:
+            from pathlib import Path
+
+            from minicontainer.volumes import VolumeStore
+
+            self.volumes = VolumeStore(Path(step.path).parent)
+        # created_for: if this container never starts, runtime.finish removes what its run made
+        self.volumes.create(step.name, anonymous=step.anonymous, created_for=step.container, exist_ok=True)
+
+    def _fill_volume(self, step: S.FillVolume) -> None:
+        # The image's directory, through our root fd: never through a symlink of the image.
+        self.sc.fill_volume(self.root_fd, step.target, step.path)
+
+    def _set_propagation(self, step: S.SetPropagation) -> None:
+        fd = self.sc.open_beneath(self.root_fd, step.target)
+        try:
+            self.sc.mount(None, self.sc.fd_path(fd), None, step.flags, None, shown=step.target)
+        finally:
+            self.sc.close(fd)
 
     # -- before the fork ----------------------------------------------------
     def _user_namespace(self, step: S.UserNamespace) -> None:
@@ -296,7 +321,7 @@ class Interpreter:
         self.sc.link_up("lo")
 
     def _make_private(self, step: S.MakeMountsPrivate) -> None:
-        self.sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+        self.sc.mount(None, "/", None, step.flags)
 
     def _mount_rootfs(self, step: S.MountRootfs) -> None:
         if step.mode == "overlay":

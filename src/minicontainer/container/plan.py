@@ -40,6 +40,7 @@ from minicontainer.container.steps import (
     UnsharePid,
 )
 from minicontainer.container import steps as S
+from minicontainer.container.spec import NamedVolume, Tmpfs
 from minicontainer.syscalls.flags import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_STRICTATIME
 
 # --- building the plan ---------------------------------------------------
@@ -138,6 +139,8 @@ def build_plan(
     wait_for_start: bool = False,
     init: str | None = None,
     network: NetworkAttachment | None = None,
+    volume_root: str = "",
+    container_id: str = "",
 ) -> Plan:
     """Turn a ContainerSpec into the ordered steps (pure: no syscalls).
 
@@ -153,8 +156,12 @@ def build_plan(
     ``network``: a bridge network to join (its namespace is made and
     configured by the runtime first: threads cannot be started once the
     runtime has unshared its PID namespace, clone(2) EINVAL).
+    ``volume_root``: the volume store's directory, for the named and
+    anonymous volumes; ``container_id`` the container they are made for.
     """
     plan = Plan()
+    for s in volume_steps(spec, volume_root, container=container_id):
+        plan.add(s)
     for s in (network_steps(network) if network is not None else ()):
         plan.add(s)
     # The runtime, before the fork.
@@ -185,7 +192,7 @@ def build_plan(
     plan.add(Unshare(namespaces=child_ns))
     if "net" in spec.namespaces:
         plan.add(S.LoopbackUp())
-    plan.add(MakeMountsPrivate())
+    plan.add(MakeMountsPrivate(slave=any("slave" in v.propagation for v in spec.volumes)))
     plan.add(
         MountRootfs(
             target=rootfs.target,
@@ -310,33 +317,8 @@ def build_plan(
             plan.add(Symlink(path=path, target=target))
     # The user's mounts come after the standard ones, so a -v or --tmpfs on
     # /tmp or under /dev is not hidden by them (docker does the same).
-    for vol in spec.volumes:
-        plan.add(
-            Mount(
-                target=vol.target,
-                source=vol.source,
-                flags=MS_BIND | MS_REC,
-                reason="-v: the host path appears inside the container; the mountpoint is created "
-                "inside the root without following symlinks",
-                create="dir" if vol.is_dir else "file",
-                host_source=True,
-            )
-        )
-        if vol.readonly:
-            plan.add(ReadonlyRecursive(target=vol.target, reason="-v ...:ro, with whatever is mounted below the "
-                                       "host path (a bind of / brings /proc along)"))
-    for t in spec.tmpfs:
-        plan.add(
-            Mount(
-                target=t.target,
-                fstype="tmpfs",
-                source="tmpfs",
-                flags=t.flags,
-                data=t.data or "mode=1777",
-                reason="--tmpfs: a private in-memory directory (ro, noexec, nosuid, nodev are mount flags; "
-                "size, mode, nr_inodes, uid, gid are tmpfs(5) options)",
-            )
-        )
+    for s in user_mounts(spec, volume_root):
+        plan.add(s)
     if network is not None:
         plan.add(
             Mount(
@@ -425,6 +407,56 @@ def build_plan(
     argv = spec.argv() if init is None else (INIT_PATH, "--", *spec.argv())
     plan.add(Exec(argv=argv, env=tuple(env.items())))
     return plan
+
+
+# --- the user's mounts: -v, --mount, --tmpfs, the image's Volumes --------------
+
+
+def volume_steps(spec, volume_root: str, *, container: str = "") -> list[Step]:
+    """Before anything else: each named or anonymous volume exists (made on first use)."""
+    return [S.EnsureVolume(name=v.name, path=f"{volume_root}/{v.name}", anonymous=v.anonymous, container=container)
+            for v in spec.named_volumes]
+
+
+def user_mounts(spec, volume_root: str = "") -> list[Step]:
+    """Every -v, --mount and --tmpfs, parents before children (docker sorts
+    them by the depth of the container path, so /data/sub is mounted on top
+    of /data, never hidden by it)."""
+    mounts = [*spec.volumes, *spec.named_volumes, *spec.tmpfs]
+    mounts.sort(key=lambda m: len([p for p in m.target.split("/") if p]))  # stable: same depth keeps its order
+    slave = any("slave" in v.propagation for v in spec.volumes)
+    out: list[Step] = []
+    for m in mounts:
+        if isinstance(m, Tmpfs):
+            out.append(Mount(
+                target=m.target, fstype="tmpfs", source="tmpfs", flags=m.flags, data=m.data or "mode=1777",
+                reason="--tmpfs: a private in-memory directory (ro, noexec, nosuid, nodev are mount flags; "
+                "size, mode, nr_inodes, uid, gid are tmpfs(5) options)"))
+        elif isinstance(m, NamedVolume):
+            vdir = f"{volume_root}/{m.name}"
+            if not m.nocopy:
+                out.append(S.FillVolume(name=m.name, target=m.target, path=vdir))
+            kind = "anonymous volume" if m.anonymous else "volume"
+            out.append(Mount(
+                target=m.target, source=f"{vdir}/_data", flags=MS_BIND | MS_REC, host_source=True,
+                reason=f"{kind} {m.name}: its directory in the store appears at {m.target} and outlives the "
+                "container; the mountpoint is created inside the root without following symlinks"))
+            if m.readonly:
+                out.append(RemountReadonly(target=m.target, reason=f"{kind} {m.name} mounted read-only"))
+            if slave:
+                out.append(S.SetPropagation(target=m.target, propagation="rprivate"))
+        else:
+            out.append(Mount(
+                target=m.target, source=m.source, flags=MS_BIND | MS_REC,
+                reason="-v: the host path appears inside the container; the mountpoint is created "
+                "inside the root without following symlinks",
+                create="dir" if m.is_dir else "file", host_source=True))
+            if m.readonly:
+                out.append(ReadonlyRecursive(target=m.target, reason="-v ...:ro, with whatever is mounted below "
+                                             "the host path (a bind of / brings /proc along)"))
+            if m.propagation or slave:
+                out.append(S.SetPropagation(target=m.target, propagation=m.propagation or "rprivate"))
+    return out
 
 
 def _bundle_mount(m) -> list[Step]:

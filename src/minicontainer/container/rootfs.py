@@ -122,7 +122,7 @@ def needs_mountpoints(spec, rootfs: str) -> bool:
     """Must a --read-only root still get a layer, to hold mountpoints the
     image lacks (a -v or --tmpfs target, /tmp, /dev)? Docker makes them in a
     small layer of its own, then mounts the root read-only; so do we."""
-    if spec.volumes or spec.tmpfs:
+    if spec.volumes or spec.tmpfs or spec.named_volumes:
         return True
     return not all(os.path.isdir(os.path.join(rootfs, d)) and not os.path.islink(os.path.join(rootfs, d))
                    for d in ("tmp", "dev"))

@@ -67,7 +67,9 @@ def sweep_dead_runtimes(store: StateStore) -> None:
         if st.remove:
             if st.layer_dir:
                 remove_layer_dir(st.layer_dir)
+            vols = volumes_of(store, st)
             store.remove(st)
+            release_volumes(vols, st.id, half_made=False)
         else:
             try:
                 store.save(st)
@@ -127,6 +129,24 @@ def stop_port_proxy(state: ContainerState) -> None:
 
         Linux().stop_process(state.proxy_pid, state.proxy_start)
     state.proxy_pid, state.proxy_start, state.ports = 0, 0, []
+def volumes_of(store: StateStore, state: ContainerState) -> list:
+    """The volumes a container names (read before its state is removed)."""
+    from minicontainer.volumes import volumes_of as read
+
+    return read(store.containers / state.id)
+
+
+def release_volumes(vols: list, cid: str, *, half_made: bool) -> None:
+    """A removed container's anonymous volumes go (--rm, as docker), and, if it
+    never started, the volumes its run made; a failure is a warning, the rest is removed."""
+    if not vols:
+        return
+    from minicontainer.volumes import release
+
+    try:
+        release(vols, cid, half_made=half_made)
+    except (MiniError, OSError) as e:
+        warn(f"could not remove the container's volumes: {e}")
 
 
 def _interrupted(sig, frame):
@@ -134,11 +154,12 @@ def _interrupted(sig, frame):
                     exit_code=128 + sig)
 
 
-def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) -> str | None:
+def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool, half_made: bool = False) -> str | None:
     """The end of every run, foreground or detached: the state says exited,
     the cgroup (when it is ours) is removed, and with ``remove`` (--rm, or a
-    container that never started) the layer and the state go too. Returns
-    what could not be cleaned up, if anything (for --report)."""
+    container that never started) the layer and the state go too, with its
+    anonymous volumes, and (``half_made``: it never started) the volumes its
+    run created. Returns what could not be cleaned up, if anything (for --report)."""
     state.status = "exited"
     state.finished = time.time()
     error = None
@@ -158,7 +179,9 @@ def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) ->
         return error  # the name was taken, or a signal came first: nothing of ours to remove
     if remove:
         remove_layer_dir(Path(state.layer_dir))
+        vols = volumes_of(store, state)
         store.remove(state)
+        release_volumes(vols, state.id, half_made=half_made)
     else:
         store.save(state)
     return error
@@ -305,10 +328,14 @@ class Runner:
             wait_for_start=self.wait_for_start,
             init=find_init() if spec.init else None,
             network=network,
+            volume_root=str(paths.home() / "volumes") if spec.named_volumes else "",
+            container_id=cid,
         )
         plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
         if network is not None:
             plan.legend["NETWORKS"] = str(paths.home() / "networks")
+        if spec.named_volumes:
+            plan.legend["VOLUMES"] = str(paths.home() / "volumes")
         self._legend = plan.legend
         if self.existing is not None:
             return plan, self.existing, image, rootfs
@@ -594,7 +621,8 @@ class Runner:
                     self._before_remove(layer)  # build: the step's upper directory becomes a layer
             finally:
                 cleanup_error = finish(store, state, self.cgroup if owned else None,
-                                       remove=self.spec.remove or half_made)
+                                       remove=self.spec.remove or half_made,
+                                       half_made=not existing and not started)  # its new volumes go too
             if ran:
                 self._write_report(cleanup_error)
             for sig, handler in previous.items():

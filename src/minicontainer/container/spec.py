@@ -97,12 +97,27 @@ def read_env_file(path: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Volume:
-    """``-v HOST:CONTAINER[:ro]`` — a bind mount of a host path."""
+    """``-v HOST:CONTAINER[:ro]`` or ``--mount type=bind`` — a bind mount of a host path."""
 
     source: str
     target: str
     readonly: bool = False
     is_dir: bool = True  # a file is bind-mounted onto a file
+    propagation: str = ""  # --mount bind-propagation: "" (rprivate), private, rprivate, slave, rslave
+
+
+@dataclass(frozen=True)
+class NamedVolume:
+    """``-v NAME:/path``, ``--mount type=volume`` or (``anonymous``) ``-v /path``
+    and the image's ``Volumes``: a directory of the volume store (volumes.py),
+    created on first use and then filled from the image's files at the
+    target, as Docker does (unless ``nocopy``)."""
+
+    name: str
+    target: str
+    readonly: bool = False
+    anonymous: bool = False  # removed with its container by rm -v and --rm
+    nocopy: bool = False  # --mount volume-nocopy: a new volume stays empty
 
 
 @dataclass(frozen=True)
@@ -138,20 +153,145 @@ class ExtraMount:
     is_dir: bool = True  # a bind of a file is made on a file
 
 
-def parse_volume(text: str) -> Volume:
+def check_volume_name(name: str) -> str:
+    return check_name(name, "volume name", "use 1-64 letters, digits and _.-, starting with a letter or digit")
+
+
+def anonymous_name() -> str:
+    """Docker's anonymous volumes are named by 64 random hex digits."""
+    return os.urandom(32).hex()
+
+
+def parse_volume(text: str) -> Volume | NamedVolume:
+    """``-v``: ``/host:/path[:ro]`` a bind mount; ``NAME:/path[:ro]`` a named
+    volume; ``/path`` alone an anonymous volume (docker's three forms)."""
     parts = text.split(":")
+    if len(parts) == 1 and parts[0]:
+        _check_container_path(parts[0], "volume target")
+        return NamedVolume(anonymous_name(), os.path.normpath(parts[0]), anonymous=True)
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise UsageError(f"invalid volume {text!r}", "use -v /host/path:/container/path[:ro]")
+        raise UsageError(f"invalid volume {text!r}", "use -v /host/path:/container/path[:ro], NAME:/path or /path")
     source, target = parts[0], parts[1]
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise UsageError(f"invalid volume mode {mode!r} in {text!r}", "use ro or rw")
+    options = parts[2].split(",") if len(parts) == 3 else []
+    bad = [o for o in options if o not in ("ro", "rw", "nocopy")]
+    if bad or ("ro" in options and "rw" in options):
+        raise UsageError(f"invalid volume mode {parts[2]!r} in {text!r}", "use ro or rw (and nocopy for a named volume)")
+    readonly = "ro" in options
+    _check_container_path(target, "volume target")
     if not os.path.isabs(source):
-        raise UsageError(f"volume source {source!r} is not an absolute path", "named volumes are not supported; give a host path")
+        if source.startswith(".") or "/" in source or source == "~" or source.startswith("~/"):
+            # docker's "./dist may not work" pitfall: a relative path is not a host directory to -v
+            raise UsageError(f"volume source {source!r} is a relative path: a bind mount needs an absolute one",
+                             f"use -v {_absolute_hint(source)}:{target} (e.g. \"$(pwd)\"/dist), "
+                             "or a plain NAME for a named volume")
+        check_volume_name(source)
+        return NamedVolume(source, os.path.normpath(target), readonly, nocopy="nocopy" in options)
+    if "nocopy" in options:
+        raise UsageError(f"nocopy in {text!r} is for a named volume, not a host path", "drop nocopy")
+    return _bind(source, target, readonly)
+
+
+def _absolute_hint(source: str) -> str:
+    return os.path.abspath(os.path.expanduser(source))
+
+
+def _bind(source: str, target: str, readonly: bool, propagation: str = "") -> Volume:
+    if not os.path.isabs(source):
+        raise UsageError(f"bind source {source!r} is a relative path: a bind mount needs an absolute one",
+                         f"use source={_absolute_hint(source)} (e.g. source=\"$(pwd)\"/dist)")
     if not os.path.exists(source):
         raise UsageError(f"volume source {source} does not exist", "create it first")
     _check_container_path(target, "volume target")
-    return Volume(os.path.abspath(source), os.path.normpath(target), mode == "ro", os.path.isdir(source))
+    return Volume(os.path.abspath(source), os.path.normpath(target), readonly, os.path.isdir(source), propagation)
+
+
+# --mount bind-propagation values (mount_namespaces(7)); shared ones are
+# refused: they would let the container's mounts reach the host's table.
+BIND_PROPAGATIONS = ("private", "rprivate", "slave", "rslave")
+_MOUNT_KEYS = {
+    "bind": {"source", "target", "readonly", "bind-propagation"},
+    "volume": {"source", "target", "readonly", "volume-nocopy"},
+    "tmpfs": {"target", "readonly", "tmpfs-size", "tmpfs-mode"},
+}
+_MOUNT_ALIASES = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}
+
+
+def _mount_bool(key: str, value: str | None, text: str) -> bool:
+    if value is None or value.lower() in ("1", "true"):
+        return True
+    if value.lower() in ("0", "false"):
+        return False
+    raise UsageError(f"invalid --mount {key} value {value!r} in {text!r}", "use true or false (or just the key)")
+
+
+def parse_mount(text: str) -> Volume | NamedVolume | Tmpfs:
+    """``--mount type=bind|volume|tmpfs,source=...,target=...[,readonly]``
+    (docker's comma-separated key=value form; type defaults to volume)."""
+    fields: dict[str, str | None] = {}
+    for item in text.split(","):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = _MOUNT_ALIASES.get(key.strip().lower(), key.strip().lower())
+        if key in fields:
+            raise UsageError(f"--mount {key} given twice in {text!r}", "give each key once")
+        fields[key] = value if eq else None
+    kind = fields.pop("type", None) or "volume"
+    fields.pop("consistency", None)  # docker accepts it and ignores it on Linux (a macOS file-sharing hint)
+    if kind not in _MOUNT_KEYS:
+        raise UsageError(f"unsupported --mount type {kind!r}", "use type=bind, type=volume or type=tmpfs")
+    unknown = sorted(set(fields) - _MOUNT_KEYS[kind])
+    if unknown:
+        raise UsageError(f"unknown --mount key {unknown[0]!r} for type={kind} in {text!r}",
+                         "keys: " + ", ".join(["type", *sorted(_MOUNT_KEYS[kind])]))
+    target = fields.get("target")
+    if not target:
+        raise UsageError(f"--mount {text!r} has no target", "add target=/path/in/container")
+    readonly = _mount_bool("readonly", fields["readonly"], text) if "readonly" in fields else False
+    source = fields.get("source")
+    if kind == "bind":
+        if not source:
+            raise UsageError(f"--mount type=bind {text!r} has no source", "add source=/absolute/host/path")
+        propagation = fields.get("bind-propagation") or ""
+        if propagation and propagation not in BIND_PROPAGATIONS:
+            hint = "use private, rprivate (the default), slave or rslave"
+            if propagation in ("shared", "rshared"):
+                hint = ("shared propagation would let the container's mounts reach the host's mount table; " + hint)
+            raise UsageError(f"unsupported bind-propagation {propagation!r}", hint)
+        return _bind(source, target, readonly, "" if propagation == "rprivate" else propagation)
+    if kind == "volume":
+        _check_container_path(target, "volume target")
+        nocopy = _mount_bool("volume-nocopy", fields["volume-nocopy"], text) if "volume-nocopy" in fields else False
+        if not source:
+            return NamedVolume(anonymous_name(), os.path.normpath(target), readonly, anonymous=True, nocopy=nocopy)
+        if source.startswith("/") or source.startswith(".") or "/" in source:
+            raise UsageError(f"volume source {source!r} is a path, not a volume name",
+                             f"for a host directory use --mount type=bind,source={_absolute_hint(source)},"
+                             f"target={target}")
+        check_volume_name(source)
+        return NamedVolume(source, os.path.normpath(target), readonly, nocopy=nocopy)
+    options = []
+    if "tmpfs-size" in fields:
+        from minicontainer.units import parse_size
+
+        options.append(f"size={parse_size(fields['tmpfs-size'] or '', 'tmpfs-size')}")
+    if "tmpfs-mode" in fields:
+        mode = fields["tmpfs-mode"] or ""
+        if not re.fullmatch(r"0?[0-7]{3,4}", mode):
+            raise UsageError(f"invalid tmpfs-mode {mode!r}", "an octal mode, e.g. 1777 or 700")
+        options.append(f"mode={mode}")
+    if readonly:
+        options.append("ro")
+    return parse_tmpfs(target + (":" + ",".join(options) if options else ""))
+
+
+def check_unique_targets(spec_mounts: Iterable[Any]) -> None:
+    """Docker: one mount per container path ("Duplicate mount point")."""
+    seen = set()
+    for m in spec_mounts:
+        if m.target in seen:
+            raise UsageError(f"duplicate mount point {m.target}", "give each -v/--mount/--tmpfs its own container path")
+        seen.add(m.target)
 
 
 # --tmpfs options that are mount flags (mount(2)): name -> (bits set, bits cleared)
@@ -219,6 +359,7 @@ class ContainerSpec:
     read_only: bool = False
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
+    named_volumes: tuple[NamedVolume, ...] = ()  # -v NAME:/path, -v /path, --mount type=volume, the image's Volumes
     devices: tuple[Any, ...] = ()  # --device: cgroups.devices.Device (the node; its rule is in resources)
     network: str = ""  # --network NAME: a bridge network (network/); "" for none or host
     ports: tuple[Any, ...] = ()  # -p: network.ports.PortMapping, in the order given
@@ -278,7 +419,28 @@ class ContainerSpec:
         security = self.security
         if config.user and security is not None and getattr(security, "user", None) is None:
             security = replace(security, user=config.user)
-        return replace(self, image_config=config, security=security)
+        return replace(self, image_config=config, security=security,
+                       named_volumes=self.named_volumes + self._image_volumes(config))
+
+    def _image_volumes(self, config) -> tuple[NamedVolume, ...]:
+        """The image's ``Volumes`` (Dockerfile VOLUME) no mount of the run
+        covers: an anonymous volume each, as docker makes (issue 16). A spec
+        read back for a restart has them already, so none is added twice."""
+        covered = {m.target for m in (*self.volumes, *self.tmpfs, *self.named_volumes)}
+        out = []
+        for path in getattr(config, "volumes", ()):
+            try:
+                _check_container_path(path, "image volume")
+            except UsageError as e:
+                from minicontainer.errors import ImageError
+
+                raise ImageError(f"the image's config names a bad volume: {e.message}",
+                                 "the image's Volumes must be absolute container paths", exit_code=125) from None
+            target = os.path.normpath(path)
+            if target not in covered:
+                covered.add(target)
+                out.append(NamedVolume(anonymous_name(), target, anonymous=True))
+        return tuple(out)
 
 
 def _published(publish: tuple[str, ...], publish_all: bool, network: str | None, network_name: str):
@@ -327,6 +489,7 @@ def build_spec(
     read_only: bool = False,
     volumes: Iterable[str] = (),
     tmpfs: Iterable[str] = (),
+    mount: Iterable[str] = (),
     devices: Iterable[Any] = (),
     resources: Any = None,
     security: Any = None,
@@ -377,6 +540,11 @@ def build_spec(
     for path in env_files:
         all_env.extend(read_env_file(path))
     all_env.extend(env)
+    # -v, --mount and --tmpfs, each sorted by kind (plan.py orders the mounts by path)
+    binds, named, tmpfs_mounts = [], [], [parse_tmpfs(t) for t in tmpfs]
+    for m in [parse_volume(v) for v in volumes] + [parse_mount(m) for m in mount]:
+        (binds if isinstance(m, Volume) else named if isinstance(m, NamedVolume) else tmpfs_mounts).append(m)
+    check_unique_targets([*binds, *named, *tmpfs_mounts])
     return ContainerSpec(
         image=image,
         command=command,
@@ -392,8 +560,9 @@ def build_spec(
         namespaces=frozenset(namespaces),
         use_chroot=use_chroot,
         read_only=read_only,
-        volumes=tuple(parse_volume(v) for v in volumes),
-        tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
+        volumes=tuple(binds),
+        tmpfs=tuple(tmpfs_mounts),
+        named_volumes=tuple(named),
         devices=_devices(devices),
         network=network_name,
         ports=published,

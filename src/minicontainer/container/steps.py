@@ -38,8 +38,10 @@ from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
     CLONE_NEWUTS,
     MS_BIND,
+    MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
+    MS_SLAVE,
     mount_flag_names,
 )
 
@@ -293,6 +295,76 @@ class EnableForwarding(Step):
 
     def shell(self) -> str:
         return "sysctl -w net.ipv4.ip_forward=1"
+# --- volumes (volumes.py): made before the fork, filled and mounted by the child --
+
+
+@dataclass(frozen=True)
+class EnsureVolume(Step):
+    """A named or anonymous volume, created now if it does not exist yet
+    (docker creates a volume on first use)."""
+
+    phase = BEFORE_FORK
+    name: str = ""
+    path: str = ""  # its directory in the store (volume.json, _data/)
+    anonymous: bool = False
+    container: str = ""  # id: a volume made for a container that never starts is removed with it
+
+    def what(self) -> str:
+        kind = "anonymous volume" if self.anonymous else "volume"
+        return f"use {kind} {self.name} at {self.path}, created now if it does not exist"
+
+    def why(self) -> str:
+        return ("a volume is a directory of the store that outlives the container; it is made whole under a "
+                "temporary name and renamed into place under the store's lock (flock(2), rename(2)), so a "
+                "concurrent volume rm or a second run never sees half of one")
+
+    def shell(self) -> str:
+        return f"mkdir -p -m 0755 {self.path}/_data"
+
+
+@dataclass(frozen=True)
+class FillVolume(Step):
+    """Docker's rule: a new volume gets the image's files at its mount point, once."""
+
+    name: str = ""
+    target: str = ""  # inside the container
+    path: str = ""  # the volume's directory in the store
+
+    def what(self) -> str:
+        return f"if volume {self.name} is new, copy the image's {self.target} into it"
+
+    def why(self) -> str:
+        return ("docker fills a new volume from the image (a database image's initial files); the image's "
+                "directory is reached through the new root without following a symlink, and copied with owners "
+                "and modes, links as links, under the volume's flock(2) so it happens once")
+
+    def shell(self) -> str:
+        return f"[ -e {self.path}/fresh ] && cp -a $ROOTFS{self.target}/. {self.path}/_data/ && rm {self.path}/fresh"
+
+
+@dataclass(frozen=True)
+class SetPropagation(Step):
+    """``--mount type=bind,bind-propagation=...`` (mount_namespaces(7))."""
+
+    target: str = ""
+    propagation: str = "rprivate"
+
+    @property
+    def flags(self) -> int:
+        kind = MS_SLAVE if self.propagation.endswith("slave") else MS_PRIVATE
+        return kind | (MS_REC if self.propagation.startswith("r") else 0)
+
+    def what(self) -> str:
+        return f"make {self.target} {self.propagation}"
+
+    def why(self) -> str:
+        if "slave" in self.propagation:
+            return ("bind-propagation=" + self.propagation + ": mounts made later on the host below the source "
+                    "appear in the container, none of the container's reach the host")
+        return "bind-propagation=" + self.propagation + ": no mount event crosses between host and container"
+
+    def shell(self) -> str:
+        return f"mount --make-{self.propagation} $ROOTFS{self.target}"
 
 
 # --- after the fork: the runtime ------------------------------------------
@@ -421,17 +493,30 @@ class LoopbackUp(Step):
 
 @dataclass(frozen=True)
 class MakeMountsPrivate(Step):
+    # a bind with bind-propagation=(r)slave: the host's events still come in, none go out
+    slave: bool = False
+
+    @property
+    def flags(self) -> int:
+        return (MS_SLAVE if self.slave else MS_PRIVATE) | MS_REC
+
     def what(self) -> str:
+        if self.slave:
+            return "make every mount a slave of the host's (recursively)"
         return "make every mount private (recursively)"
 
     def why(self) -> str:
+        if self.slave:
+            return ("mount_namespaces(7): a --mount asks for slave propagation, so the host's mount events still "
+                    "reach the container, and MS_SLAVE|MS_REC stops the container's from reaching the host; the run's "
+                    "other binds are made rprivate once mounted")
         return (
             "mount_namespaces(7): a new mount namespace copies the host's shared mounts, and "
             "mount events would still propagate both ways; MS_PRIVATE|MS_REC cuts that"
         )
 
     def shell(self) -> str:
-        return "mount --make-rprivate /"
+        return "mount --make-rslave /" if self.slave else "mount --make-rprivate /"
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,10 @@ class Recorder:
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None):
         self._rec("mount", self._show(source), shown or self._show(target), fstype, flags, data)
 
+    def fill_volume(self, root_fd, target, volume_dir):
+        self._rec("fill_volume", target, volume_dir)
+        return 0
+
     def mount_flags_of(self, path):
         return 0
 

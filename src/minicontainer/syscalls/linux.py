@@ -586,6 +586,14 @@ class Linux:
                 f.write(value)
         except OSError as e:
             raise _oserror("setting", e, path) from None
+    def fill_volume(self, root_fd: int, target: str, volume_dir: str) -> int:
+        """Copy the image's ``target`` (beneath ``root_fd``) into a new volume, once (volumes.fill)."""
+        from minicontainer import volumes
+
+        try:
+            return volumes.fill(root_fd, target, volume_dir)
+        except OSError as e:
+            raise _oserror(f"filling the volume at {volume_dir} from", e, target) from None
 
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None) -> None:
         """mount(2). ``shown`` is the path to name in errors (the container path,
