@@ -80,6 +80,7 @@ class Interpreter:
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
             S.LeaseAddress: self._lease_address,
+            S.WriteFile: self._write_file,
             S.EnsureBridge: self._ensure_bridge,
             S.CreateNetns: self._create_netns,
             S.AddVeth: self._add_veth,
@@ -152,6 +153,9 @@ class Interpreter:
         the network namespace we made closed (runtime.finish removes its lease and veth)."""
         self._restore_pidns()
         self._close_netns()
+        for fd in self.ns_fds.values():  # another container's namespaces, opened and not joined
+            self.sc.close(fd)
+        self.ns_fds = {}
 
     def _close_netns(self) -> None:
         if self._own_netns:
@@ -165,7 +169,11 @@ class Interpreter:
 
             self.networks = NetworkStore()
         self.lease = self.networks.lease(step.network, container=step.container, cname=step.name, veth=step.veth,
-                                         hosts=step.hosts)
+                                         hosts=step.hosts, ip=step.ip, aliases=step.aliases, hostname=step.hostname,
+                                         extra_hosts=step.extra_hosts, ifname=step.ifname)
+
+    def _write_file(self, step: S.WriteFile) -> None:
+        self.sc.write_file(step.path, step.content)
 
     def _ensure_bridge(self, step: S.EnsureBridge) -> None:
         self.sc.net_bridge(step.bridge, step.gateway, step.prefixlen)
@@ -525,12 +533,15 @@ class Interpreter:
             self.sc.close(fd)
 
     def _open_namespaces(self, step: S.OpenNamespaces) -> None:
-        self.ns_fds = self.sc.open_namespaces(step.pid, step.pid_start, step.types)
+        self.ns_fds.update(self.sc.open_namespaces(step.pid, step.pid_start, step.types))
 
     def _open_namespace_path(self, step: S.OpenNamespacePath) -> None:
         self.ns_fds[step.ns] = self.sc.open_ns_path(step.path)
 
     def _join_namespace(self, step: S.JoinNamespace) -> None:
+        if step.ns == "pid" and step.phase == S.BEFORE_FORK and not self._in_userns and self._own_pidns is None:
+            # As with UnsharePid: the runtime comes back to its own after the fork.
+            self._own_pidns = self.sc.open_ns("pid")
         fd = self.ns_fds.pop(step.ns)
         try:
             self.sc.setns(fd, NAMESPACE_FLAGS[step.ns])

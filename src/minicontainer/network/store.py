@@ -213,17 +213,19 @@ class NetworkStore:
         return [lease for lease in self.leases(name) if lease.alive()]
 
     def lease(self, name: str, *, container: str, cname: str, veth: str, hosts: str, ip: str = "",
-              aliases=(), hostname: str = "", extra_hosts=(), ifname: str = "eth0", holder: int = 0) -> Lease:
+              aliases=(), hostname: str = "", extra_hosts=(), ifname: str = "eth0", holder: int = 0,
+              only_once: bool = False) -> Lease:
         """Take the lowest free address of network ``name`` for ``container``
         (or ``ip``, refused if taken). ``holder``: the process whose life is
-        the lease's (default: ours, the container's runtime)."""
+        the lease's (default: ours, the container's runtime); ``only_once``:
+        refused if the container has a lease there already (`network connect`)."""
         with self.lock():
             net = self.require(name)
             d = self.root / name / "leases"
             for old in self.leases(name):
                 if not old.alive():  # its runtime was killed: the address is free again
                     (d / old.ip).unlink(missing_ok=True)
-            if any(lease.container == container for lease in self.leases(name)):
+            if only_once and any(lease.container == container for lease in self.leases(name)):
                 raise ContainerError(f"container {cname} is already on network {name}",
                                      f"disconnect it first: minicontainer network disconnect {name} {cname}")
             taken = {lease.ip for lease in self.leases(name)} | {net.gateway}
@@ -304,12 +306,12 @@ LOCALHOST = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"
 
 def hosts_lines(mine, peers, extra_hosts) -> list[str]:
     """An /etc/hosts (hosts(5)): docker's localhost lines and --add-host ones,
-    then the container itself (its hostname, name and aliases), then each
+    then the container itself (its name, hostname and aliases), then each
     peer (name and aliases) once per address."""
     lines = list(LOCALHOST)
     lines += [f"{ip}\t{host}" for host, ip in extra_hosts]
     for lease in mine:
-        lines.append(f"{lease.ip}\t" + " ".join(dict.fromkeys(filter(None, (lease.hostname, lease.name,
+        lines.append(f"{lease.ip}\t" + " ".join(dict.fromkeys(filter(None, (lease.name, lease.hostname,
                                                                           *lease.aliases)))))
     seen = set()
     for p in peers:
