@@ -1,4 +1,4 @@
-"""``minicontainer network ...``: create, ls, inspect, rm, prune. Thin:
+"""``minicontainer network ...``: create, ls, inspect, rm, prune, connect, disconnect. Thin:
 parse flags, call minicontainer.network, print. The bridge of a network is
 made when its first container starts and removed by ``rm``/``prune`` (so
 only those import pyroute2)."""
@@ -20,7 +20,7 @@ def _store():
 
 @click.group(cls=ExitOneGroup, short_help="Manage networks.")
 def network():
-    """Manage bridge networks: create, ls, inspect, rm, prune.
+    """Manage bridge networks: create, ls, inspect, rm, prune, connect, disconnect.
 
     A container joins one with `run --network NAME` (or `bridge`, the default
     network, made on first use): a veth pair from a host bridge to its eth0,
@@ -77,6 +77,29 @@ def inspect(names):
                                 "veth": lease.veth} for lease in store.leases(name) if lease.alive()]
         out.append(entry)
     click.echo(json.dumps(out, indent=2))
+
+
+@network.command("connect", short_help="Connect a running container to a network.")
+@click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
+@click.argument("name")
+@click.argument("container")
+def connect(explain, name, container):
+    """Give the running CONTAINER one more interface (eth1, ...) on network
+    NAME, with an address of it; the network's containers know it by name."""
+    from minicontainer.container.netconnect import connect as do
+
+    do(name, container, explain=explain)
+
+
+@network.command("disconnect", short_help="Disconnect a running container from a network.")
+@click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
+@click.argument("name")
+@click.argument("container")
+def disconnect(explain, name, container):
+    """Remove CONTAINER's interface on network NAME and release its address."""
+    from minicontainer.container.netconnect import disconnect as do
+
+    do(name, container, explain=explain)
 
 
 def _remove(store, name: str) -> None:

@@ -81,6 +81,8 @@ class Interpreter:
             S.Fork: self._fork,
             S.LeaseAddress: self._lease_address,
             S.WriteFile: self._write_file,
+            S.ReleaseLease: self._release_lease,
+            S.DeleteLink: self._delete_link,
             S.EnsureBridge: self._ensure_bridge,
             S.CreateNetns: self._create_netns,
             S.AddVeth: self._add_veth,
@@ -153,7 +155,11 @@ class Interpreter:
         the network namespace we made closed (runtime.finish removes its lease and veth)."""
         self._restore_pidns()
         self._close_netns()
-        for fd in self.ns_fds.values():  # another container's namespaces, opened and not joined
+        self.close_namespaces()
+
+    def close_namespaces(self) -> None:
+        """Close the namespaces opened and not joined (another container's)."""
+        for fd in self.ns_fds.values():
             self.sc.close(fd)
         self.ns_fds = {}
 
@@ -170,7 +176,18 @@ class Interpreter:
             self.networks = NetworkStore()
         self.lease = self.networks.lease(step.network, container=step.container, cname=step.name, veth=step.veth,
                                          hosts=step.hosts, ip=step.ip, aliases=step.aliases, hostname=step.hostname,
-                                         extra_hosts=step.extra_hosts, ifname=step.ifname)
+                                         extra_hosts=step.extra_hosts, ifname=step.ifname, holder=step.holder,
+                                         only_once=bool(step.holder))
+
+    def _release_lease(self, step: S.ReleaseLease) -> None:
+        if self.networks is None:
+            from minicontainer.network.store import NetworkStore
+
+            self.networks = NetworkStore()
+        self.networks.release(step.container, network=step.network)
+
+    def _delete_link(self, step: S.DeleteLink) -> None:
+        self.sc.net_delete_link(step.name)
 
     def _write_file(self, step: S.WriteFile) -> None:
         self.sc.write_file(step.path, step.content)

@@ -544,6 +544,33 @@ def build_exec_plan(
     return plan
 
 
+def build_connect_plan(att: NetworkAttachment, *, pid: int, pid_start: int, runtime_pid: int, ifname: str,
+                       default_route: bool, hostname: str = "") -> Plan:
+    """``network connect``: a running container gets one more interface
+    (pure). The same steps as a run's bridge network, on the namespace of
+    its PID 1 (pinned and checked) instead of a new one; the lease is held
+    by the container's runtime, so it goes when the container ends."""
+    net = att.network
+    plan = Plan()
+    plan.add(S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name,
+                            veth=att.veth, hosts=att.hosts, hostname=hostname, ifname=ifname, holder=runtime_pid))
+    plan.add(S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen))
+    plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=("net",), container=att.name))
+    plan.add(S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge))
+    route = default_route and not net.internal
+    plan.add(S.ConfigureEth(peer=att.peer, ifname=ifname, prefixlen=net.prefixlen, gateway=net.gateway if route else "",
+                            no_route="--internal" if net.internal else "it keeps the one it has"))
+    return plan
+
+
+def build_disconnect_plan(lease) -> Plan:
+    """``network disconnect``: the lease (a network.store.Lease) and its veth go (pure)."""
+    plan = Plan()
+    plan.add(S.ReleaseLease(network=lease.network, container=lease.container, ip=lease.ip))
+    plan.add(S.DeleteLink(name=lease.veth))
+    return plan
+
+
 CGROUP_DIR = "/sys/fs/cgroup"
 
 

@@ -144,6 +144,9 @@ class LeaseAddress(Step):
     hostname: str = ""  # its own line of its /etc/hosts
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP
     ifname: str = "eth0"  # `network connect`: eth1, eth2 ...
+    # `network connect`: the container's runtime, whose life is the lease's
+    # (0: ours); and then a second lease on the same network is refused.
+    holder: int = 0
 
     def what(self) -> str:
         which = f"the address {self.ip}" if self.ip else "a free address"
@@ -181,6 +184,41 @@ class WriteFile(Step):
 
     def shell(self) -> str:
         return f"printf %s {shlex.quote(self.content)} > {self.path}"
+
+
+@dataclass(frozen=True)
+class ReleaseLease(Step):
+    """``network disconnect``: the container's lease on one network goes;
+    its peers' /etc/hosts lose it and its own loses them."""
+
+    phase = BEFORE_FORK
+    network: str = ""
+    container: str = ""  # id
+    ip: str = ""
+
+    def what(self) -> str:
+        return f"release the address {self.ip} on network {self.network} and rewrite the /etc/hosts of its containers"
+
+    def why(self) -> str:
+        return "the lease file goes under the network's lock (flock(2)); the address is free for the next container"
+
+    def shell(self) -> str:
+        return f"flock $NETWORKS/.lock rm $NETWORKS/{self.network}/leases/{self.ip}"
+
+
+@dataclass(frozen=True)
+class DeleteLink(Step):
+    phase = BEFORE_FORK
+    name: str = ""  # the host end of a veth pair
+
+    def what(self) -> str:
+        return f"delete the veth pair {self.name} (its end inside the container goes with it)"
+
+    def why(self) -> str:
+        return "veth(4): deleting either end of a pair deletes both"
+
+    def shell(self) -> str:
+        return f"ip link del {self.name}"
 
 
 @dataclass(frozen=True)
@@ -243,9 +281,10 @@ class ConfigureEth(Step):
     ifname: str = "eth0"
     prefixlen: int = 16
     gateway: str = ""  # "" for an --internal network: no default route
+    no_route: str = "--internal"  # why there is no default route (`network connect`: it has one already)
 
     def what(self) -> str:
-        route = f", default route via {self.gateway}" if self.gateway else ", no default route (--internal)"
+        route = f", default route via {self.gateway}" if self.gateway else f", no default route ({self.no_route})"
         return f"in the container's namespace: rename {self.peer} to {self.ifname}, give it the leased address/{self.prefixlen}{route}"
 
     def why(self) -> str:
