@@ -280,7 +280,7 @@ class NetworkStore:
         everyone = [lease for n in self.names() for lease in self.leases(n)]
         touched = {lease.container: lease.hosts for lease in [*self.leases(name), *also]}
         for container, path in touched.items():
-            mine = [lease for lease in everyone if lease.container == container]
+            mine = sorted((lease for lease in everyone if lease.container == container), key=lambda x: x.ifname)
             if not mine:  # it left every network: only its --add-host lines stay
                 mine_extra = next((lease.extra_hosts for lease in also if lease.container == container), ())
                 write_hosts_file(path, hosts_lines([], [], mine_extra))
