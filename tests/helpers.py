@@ -245,3 +245,37 @@ def mc_on_a_pty(*args, stdin_too: bool = True):
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+@contextmanager
+def private_netns():
+    """A network namespace of the test's own (``unshare --net``), held by a
+    sleeping process; yields its path for ``nsenter --net=PATH``. Bridges,
+    veths and packets made in it never reach the machine's own interfaces,
+    and vanish with the holder."""
+    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"])
+    path = f"/proc/{holder.pid}/ns/net"
+    mine = os.readlink("/proc/self/ns/net")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until unshare has exec'd sleep in the new namespace
+            try:
+                if os.readlink(path) != mine:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        assert os.readlink(path) != mine
+        yield path
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def mc_in_netns(netns: str, *args, timeout=60, check=None) -> subprocess.CompletedProcess:
+    """``minicontainer ARGS`` run inside the network namespace ``netns``."""
+    proc = subprocess.run(["nsenter", f"--net={netns}", "--", PY, "-m", "minicontainer", *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}, stdout={proc.stdout!r}, stderr={proc.stderr!r}"
+    return proc
