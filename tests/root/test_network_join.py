@@ -140,13 +140,14 @@ def test_connect_and_disconnect_a_running_container(netns):
         mc("run", "-d", "--name", "other", "--network", "conn-b", "mini", "sleep", "60", check=0)
         try:
             assert "\tweb" not in mc("exec", "other", "cat", "/etc/hosts", check=0).stdout
-            explained = mc("network", "connect", "--explain", "conn-b", "web", check=0).stderr
+            explained = mc("network", "connect", "--explain", "--alias", "webalias", "conn-b", "web", check=0).stderr
             assert "open the namespaces of container web's PID 1" in explained and "rename" in explained
             out = mc("exec", "web", "/bin/sh", "-c", "ip -o -4 addr show eth1; ip route", check=0).stdout
             assert "inet 10.89.64.3/24" in out and "default via 10.89.63.1 dev eth0" in out  # its route stays
             # the peer on conn-b reaches web by name, through web's new interface
-            assert mc("exec", "other", "wget", "-q", "-O-", "http://web:8080/hostname", check=0).stdout
-            assert "10.89.64.3\tweb" in mc("exec", "other", "cat", "/etc/hosts", check=0).stdout
+            for name in ("web", "webalias"):
+                assert mc("exec", "other", "wget", "-q", "-O-", f"http://{name}:8080/hostname", check=0).stdout == "mini\n"
+            assert "10.89.64.3\tweb webalias" in mc("exec", "other", "cat", "/etc/hosts", check=0).stdout
             nets = inspect(netns, "web")["NetworkSettings"]["Networks"]
             assert {n: v["Interface"] for n, v in nets.items()} == {"conn-a": "eth0", "conn-b": "eth1"}
             one_line_error(mc("network", "connect", "conn-b", "web"), "already on network conn-b")
@@ -157,8 +158,9 @@ def test_connect_and_disconnect_a_running_container(netns):
             info = json.loads(mc("network", "inspect", "conn-b", check=0).stdout)[0]
             assert [c["name"] for c in info["containers"]] == ["other"]  # the lease is released
             one_line_error(mc("network", "disconnect", "conn-b", "web"), "not connected to network conn-b")
-            # connected again, then the container ends: the lease and veth go with it
-            mc("network", "connect", "conn-b", "web", check=0)
+            # connected again (a fixed address), then the container ends: the lease and veth go with it
+            mc("network", "connect", "--ip", "10.89.64.99", "conn-b", "web", check=0)
+            assert "inet 10.89.64.99/24" in mc("exec", "web", "ip", "-o", "-4", "addr", "show", "eth1", check=0).stdout
         finally:
             mc("rm", "-f", "web", "other")
         assert json.loads(mc("network", "inspect", "conn-b", check=0).stdout)[0]["containers"] == []

@@ -80,15 +80,17 @@ def inspect(names):
 
 
 @network.command("connect", short_help="Connect a running container to a network.")
+@click.option("--ip", metavar="IPV4", help="A fixed address (a user-defined network's).")
+@click.option("--alias", multiple=True, metavar="NAME", help="Another name of it on this network (repeatable).")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
 @click.argument("name")
 @click.argument("container")
-def connect(explain, name, container):
+def connect(ip, alias, explain, name, container):
     """Give the running CONTAINER one more interface (eth1, ...) on network
     NAME, with an address of it; the network's containers know it by name."""
     from minicontainer.container.netconnect import connect as do
 
-    do(name, container, explain=explain)
+    do(name, container, ip=ip, aliases=alias, explain=explain)
 
 
 @network.command("disconnect", short_help="Disconnect a running container from a network.")

@@ -55,7 +55,11 @@ def _carry_out(plan: P.Plan, explain: bool, out, networks) -> None:
         interp.close_namespaces()
 
 
-def connect(network: str, ref: str, *, explain: bool = False, out=None) -> None:
+def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explain: bool = False, out=None) -> None:
+    """``ip`` and ``aliases``: as run's --ip and --network-alias (checked the same way)."""
+    from minicontainer.container.spec import build_spec
+
+    names = build_spec("-", network=network, ip=ip, network_aliases=aliases)  # the checks of run's flags
     if os.geteuid() != 0:
         raise NotRootError("network connect needs root: it puts an interface on a host bridge", "run as root")
     store = StateStore()
@@ -75,6 +79,10 @@ def connect(network: str, ref: str, *, explain: bool = False, out=None) -> None:
         raise ContainerError(f"container {st.name} has no runtime to hold the address",
                              "its monitor is gone; restart the container")
     networks, net = _network(network)
+    if names.ip:
+        from minicontainer.network.store import check_fixed_ip
+
+        check_fixed_ip(net, names.ip)
     mine = networks.leases_of(st.id)
     if any(lease.network == net.name for lease in mine):
         raise ContainerError(f"container {st.name} is already on network {net.name}",
@@ -85,7 +93,8 @@ def connect(network: str, ref: str, *, explain: bool = False, out=None) -> None:
     att = P.NetworkAttachment(network=net, container=st.id, name=st.name, veth="veth" + st.id[:7] + net.id[:4],
                               peer="mcp" + st.id[:8] + net.id[:4], hosts=str(store.containers / st.id / "hosts"))
     plan = P.build_connect_plan(att, pid=st.pid, pid_start=st.pid_start, runtime_pid=st.runtime_pid, ifname=ifname,
-                                default_route=not mine, hostname=st.hostname)
+                                default_route=not mine, hostname=st.hostname, ip=names.ip,
+                                aliases=names.network_aliases)
     plan.legend = {"ID": st.id, "NETWORKS": str(networks.root)}
     try:
         _carry_out(plan, explain, out, networks)

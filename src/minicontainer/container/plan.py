@@ -545,7 +545,7 @@ def build_exec_plan(
 
 
 def build_connect_plan(att: NetworkAttachment, *, pid: int, pid_start: int, runtime_pid: int, ifname: str,
-                       default_route: bool, hostname: str = "") -> Plan:
+                       default_route: bool, hostname: str = "", ip: str = "", aliases: tuple[str, ...] = ()) -> Plan:
     """``network connect``: a running container gets one more interface
     (pure). The same steps as a run's bridge network, on the namespace of
     its PID 1 (pinned and checked) instead of a new one; the lease is held
@@ -553,7 +553,8 @@ def build_connect_plan(att: NetworkAttachment, *, pid: int, pid_start: int, runt
     net = att.network
     plan = Plan()
     plan.add(S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name,
-                            veth=att.veth, hosts=att.hosts, hostname=hostname, ifname=ifname, holder=runtime_pid))
+                            veth=att.veth, hosts=att.hosts, hostname=hostname, ifname=ifname, holder=runtime_pid,
+                            ip=ip, aliases=tuple(aliases)))
     plan.add(S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen))
     plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=("net",), container=att.name))
     plan.add(S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge))
