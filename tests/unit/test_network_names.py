@@ -152,3 +152,26 @@ def test_a_failure_before_the_fork_closes_another_containers_namespaces():
     assert sorted(interp.ns_fds) == ["ipc", "net"]
     interp.abandon()
     assert interp.ns_fds == {} and sc._fds == {}  # every fd it had opened is closed
+
+
+def test_which_etc_files_a_run_binds(tmp_path, monkeypatch):
+    from minicontainer.container.runtime import Runner
+
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path))
+
+    def etc(**kw):
+        return Runner(build_spec("mini", **kw))._etc_files("c1", None, ())
+
+    assert etc() is None  # --network none: the image's files, as before
+    assert etc(network="host") is None
+    own = etc(add_hosts=["db:10.1.1.1"])
+    assert own.hosts == str(tmp_path / "containers" / "c1" / "hosts") and own.resolv == ""
+    assert own.hosts_content == "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.1.1\tdb\n"
+    dns = etc(dns=["10.9.9.9"])
+    assert dns.hosts == "" and dns.resolv_content.startswith("nameserver 10.9.9.9\n")
+    # another container's network: its files, written by nobody here
+    shared = P.SharedNamespaces(name="db", id="d1", pid=5, pid_start=1, types=("net",))
+    (tmp_path / "containers" / "d1").mkdir(parents=True)
+    (tmp_path / "containers" / "d1" / "hosts").write_text("x\n")
+    joined = Runner(build_spec("mini", network="container:db"))._etc_files("c1", None, (shared,))
+    assert joined == P.EtcFiles(hosts=str(tmp_path / "containers" / "d1" / "hosts"), owner="db")

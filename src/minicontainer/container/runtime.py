@@ -418,7 +418,7 @@ class Runner:
                                      "choose another --ip, or leave it out to get a free one")
         # IFNAMSIZ (netdevice(7)): interface names have at most 15 characters.
         return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
-                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"))
+                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / HOSTS_FILE))
 
     def _shared(self) -> tuple:
         """``container:NAME``: each running container whose namespaces are
@@ -455,18 +455,20 @@ class Runner:
             hosts, resolv = _network_files(net_owner.id)
             return P.EtcFiles(hosts=hosts, resolv=resolv, owner=net_owner.name)
         host_net = "net" not in spec.namespaces
-        resolv = resolv_content(spec.dns, host_net=host_net) if (network is not None or spec.dns) else None
-        hosts_content = None
-        if network is None and spec.extra_hosts:
+        etc = {}
+        if network is not None:
+            etc["hosts"] = network.hosts  # written by LeaseAddress, and again as peers come and go
+        elif spec.extra_hosts:
+            # no network: localhost (with --network host, the host's file) and the --add-host lines
             from minicontainer.network.store import LOCALHOST
 
             base = _read_lines("/etc/hosts") if host_net else list(LOCALHOST)
-            hosts_content = "\n".join(base + [f"{ip}\t{name}" for name, ip in spec.extra_hosts]) + "\n"
-        if network is None and hosts_content is None and resolv is None:
-            return None
-        return P.EtcFiles(hosts=network.hosts if network is not None else (str(own / "hosts") if hosts_content else ""),
-                          hosts_content=hosts_content, resolv=str(own / "resolv.conf") if resolv is not None else "",
-                          resolv_content=resolv)
+            etc["hosts"] = str(own / HOSTS_FILE)
+            etc["hosts_content"] = "\n".join(base + [f"{ip}\t{name}" for name, ip in spec.extra_hosts]) + "\n"
+        if network is not None or spec.dns:  # (--network none keeps the image's, as before, unless --dns)
+            etc["resolv"] = str(own / RESOLV_FILE)
+            etc["resolv_content"] = resolv_content(spec.dns, host_net=host_net)
+        return P.EtcFiles(**etc) if etc else None
 
     def _cgroup_steps(self, cid: str) -> list:
         """The cgroup part of the plan: cgroups/ decides the files.
