@@ -59,6 +59,11 @@ def test_a_container_on_anothers_network_and_pid_namespace(netns):
             assert procs[0].split(None, 1) == ["1", "httpd -f -p 127.0.0.1:8080 -h /etc"]
             assert any("/bin/sh -c hostname" in p for p in procs[1:])
 
+            # the UTS namespace alone: pod's hostname, which this container does not set
+            out = mc("run", "--rm", "--uts", "container:pod", "mini", "/bin/sh", "-c", "hostname; echo $HOSTNAME; "
+                     "ls /sys/class/net", check=0).stdout.split()
+            assert out == ["podhost", "podhost", "lo"]
+
             # inspect shows the mode with the id, as docker does (the name could be reused)
             mc("run", "-d", "--name", "side2", "--network", "container:pod", "mini", "sleep", "60", check=0)
             pod_id = inspect(netns, "pod")["Id"]

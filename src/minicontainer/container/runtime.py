@@ -126,12 +126,16 @@ RESOLV_FILE = "resolv.conf"
 
 
 def _shared_hostname(shared, default: str) -> str:
-    """docker: a container on another's network namespace takes its hostname."""
-    sh = next(sh for sh in shared if "net" in sh.types)
-    try:
-        return StateStore().get(sh.id).hostname or default
-    except MiniError:
-        return default
+    """docker: a container on another's UTS namespace has its hostname (the
+    kernel's answer), and one on another's network namespace takes it too."""
+    for ns in ("uts", "net"):
+        sh = next((sh for sh in shared if ns in sh.types), None)
+        if sh is not None:
+            try:
+                return StateStore().get(sh.id).hostname or default
+            except MiniError:
+                return default
+    return default
 
 
 def _network_files(cid: str, depth: int = 0) -> tuple[str, str]:
@@ -351,8 +355,7 @@ class Runner:
                                 lower_stack=image.lower_stack)
         shared = self._shared()
         spec = self.spec  # with the ids of the containers it shares namespaces with
-        if "net" in {ns for sh in shared for ns in sh.types}:
-            hostname = _shared_hostname(shared, hostname)
+        hostname = _shared_hostname(shared, hostname)
         cgroup_steps = self._cgroup_steps(cid)
         network = self._network(cid, name, dry_run)
         etc = self._etc_files(cid, network, shared)
