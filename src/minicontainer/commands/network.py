@@ -74,7 +74,8 @@ def inspect(names):
         net = store.require(name)
         entry = asdict(net)
         entry["containers"] = [{"id": lease.container, "name": lease.name, "address": lease.ip,
-                                "veth": lease.veth} for lease in store.leases(name) if lease.alive()]
+                                "veth": lease.veth, "interface": lease.ifname, "aliases": list(lease.aliases)}
+                               for lease in store.leases(name) if lease.alive()]
         out.append(entry)
     click.echo(json.dumps(out, indent=2))
 

@@ -37,7 +37,7 @@ def _network(name: str):
     return networks, (networks.default() if name == DEFAULT_NETWORK else networks.require(name))
 
 
-def _carry_out(plan: P.Plan, explain: bool, out, networks) -> None:
+def _interpreter(plan: P.Plan, explain: bool, out, networks):
     from minicontainer.container.interpreter import Interpreter
     from minicontainer.syscalls.linux import Linux
 
@@ -48,7 +48,10 @@ def _carry_out(plan: P.Plan, explain: bool, out, networks) -> None:
 
     if explain:
         print("\n".join(plan.header()), file=out)
-    interp = Interpreter(Linux(), explain=show if explain else None, networks=networks)
+    return Interpreter(Linux(), explain=show if explain else None, networks=networks)
+
+
+def _carry_out(interp, plan: P.Plan) -> None:
     try:
         interp.run(plan.steps)
     finally:
@@ -96,15 +99,16 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
                                 default_route=not mine, hostname=st.hostname, ip=names.ip,
                                 aliases=names.network_aliases)
     plan.legend = {"ID": st.id, "NETWORKS": str(networks.root)}
+    interp = _interpreter(plan, explain, out, networks)
     try:
-        _carry_out(plan, explain, out, networks)
+        _carry_out(interp, plan)
     except BaseException:
-        # nothing half-made is left: the lease (if taken) and the veth (if made) go
+        if interp.lease is None:
+            raise  # refused before anything was made (the address is taken, it is on the network already)
+        # nothing half-made is left: our lease (the only one it has there) and the veth, if it was made, go
         networks.release(st.id, network=net.name)
         try:
-            from minicontainer.syscalls.linux import Linux
-
-            Linux().net_delete_link(att.veth)
+            interp.sc.net_delete_link(att.veth)
         except Exception:  # noqa: BLE001 - the first error is the one to report
             pass
         raise
@@ -122,4 +126,4 @@ def disconnect(network: str, ref: str, *, explain: bool = False, out=None) -> No
                              f"see its networks with: minicontainer inspect -f '{{{{json .NetworkSettings}}}}' {st.name}")
     plan = P.build_disconnect_plan(lease)
     plan.legend = {"ID": st.id, "NETWORKS": str(networks.root)}
-    _carry_out(plan, explain, out, networks)
+    _carry_out(_interpreter(plan, explain, out, networks), plan)
