@@ -118,7 +118,7 @@ def test_connect_plan_puts_a_veth_into_the_pinned_pid1s_namespace_and_keeps_its_
     store, att = _attachment(tmp_path)
     _lease(store, "front", "c" * 64)  # it is on front already: eth0 and its default route
     plan = P.build_connect_plan(att, pid=4321, pid_start=99, runtime_pid=1, ifname="eth1", default_route=False)
-    assert [type(s).__name__ for s in plan.steps] == ["LeaseAddress", "EnsureBridge", "OpenNamespaces", "AddVeth",
+    assert [type(s).__name__ for s in plan.steps] == ["OpenNamespaces", "LeaseAddress", "EnsureBridge", "AddVeth",
                                                      "ConfigureEth"]
     assert "no default route (it keeps the one it has)" in plan.render()
     sc = Recorder()

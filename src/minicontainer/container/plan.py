@@ -552,11 +552,12 @@ def build_connect_plan(att: NetworkAttachment, *, pid: int, pid_start: int, runt
     by the container's runtime, so it goes when the container ends."""
     net = att.network
     plan = Plan()
+    # first: a container that has exited meanwhile is refused before anything is taken
+    plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=("net",), container=att.name))
     plan.add(S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name,
                             veth=att.veth, hosts=att.hosts, hostname=hostname, ifname=ifname, holder=runtime_pid,
                             ip=ip, aliases=tuple(aliases)))
     plan.add(S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen))
-    plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=("net",), container=att.name))
     plan.add(S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge))
     route = default_route and not net.internal
     plan.add(S.ConfigureEth(peer=att.peer, ifname=ifname, prefixlen=net.prefixlen, gateway=net.gateway if route else "",
