@@ -277,7 +277,7 @@ class NetworkStore:
         /etc/hosts rewritten: localhost, itself, its peers on each of its
         networks, its --add-host lines. Rewritten in place (the file is
         bind-mounted: a new inode would not be seen)."""
-        everyone = [lease for n in self.names() for lease in self.leases(n)]
+        everyone = [lease for n in self.names() for lease in self.leases(n) if lease.alive()]  # not the stale
         touched = {lease.container: lease.hosts for lease in [*self.leases(name), *also]}
         for container, path in touched.items():
             mine = sorted((lease for lease in everyone if lease.container == container), key=lambda x: x.ifname)
