@@ -494,7 +494,9 @@ class Linux:
             raise _oserror("writing", e, path) from None
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, content.encode())
+            data = memoryview(content.encode())
+            while data:
+                data = data[os.write(fd, data):]
         finally:
             os.close(fd)
 
