@@ -277,3 +277,8 @@ def in_netns(netns: str, *argv, timeout=60, check=None, **kw) -> subprocess.Comp
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}, stdout={proc.stdout!r}, stderr={proc.stderr!r}"
     return proc
+
+
+def mc_in_netns(netns: str, *args, **kw) -> subprocess.CompletedProcess:
+    """``minicontainer ARGS`` run inside the network namespace ``netns``."""
+    return in_netns(netns, PY, "-m", "minicontainer", *args, **kw)

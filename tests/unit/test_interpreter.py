@@ -342,7 +342,17 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
     if t == "StartPortProxy":
         return ["spawn_proxy"]  # (closing the runtime's copies of the sockets is not recorded)
     if t == "JoinNamespace":
+        if step.ns == "pid" and step.phase == S.BEFORE_FORK and not interp._in_userns:
+            return ["open_ns", "setns"]  # our own PID namespace first, to come back to after the fork
         return ["setns"]
+    if t == "OpenNamespaces":
+        return ["open_namespaces"]
+    if t == "WriteFile":
+        return ["write_file"]
+    if t == "ReleaseLease":
+        return []  # files under the network store's lock
+    if t == "DeleteLink":
+        return ["net_delete_link"]
     if t == "MakeMountsPrivate":
         return ["mount"]
     if t == "MountRootfs":
@@ -420,7 +430,8 @@ def _attachment(tmp_path, *, ports=(), nftables=False):
                                       hosts=str(tmp_path / "hosts"), ports=tuple(ports), nftables=nftables)
 
 
-def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None, volume_root=""):
+def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None, volume_root="",
+          **more):
     cgroup = None
     cgroup_steps = []
     if limits is not None:
@@ -444,7 +455,7 @@ def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTF
     plan = P.build_plan(spec, hostname="box", rootfs=rootfs, cgroup_steps=cgroup_steps,
                         cgroup_view=cgroup.view() if cgroup is not None else None, security=security,
                         userns_steps=userns_steps, rootless=rootless, network=network, volume_root=volume_root,
-                        container_id="c1")
+                        container_id="c1", **more)
     return plan, cgroup
 
 
@@ -469,13 +480,19 @@ def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
 
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
-                                  "read-only", "bridge", "ports", "device", "volumes"])
+                                  "read-only", "bridge", "ports", "device", "volumes", "shared", "names",
+                                  "add-host"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
         "default": build_spec("mini", ["/bin/true"]),
         "bridge": build_spec("mini", ["/bin/true"], network="app"),
         "ports": build_spec("mini", ["/bin/true"], network="app", publish=["127.0.0.1:18080:80", "53/udp"]),
+        "shared": build_spec("mini", ["/bin/true"], network="container:db", pid="container:db", uts="container:db",
+                             ipc="container:ipcbox"),
+        "names": build_spec("mini", ["/bin/true"], network="app", ip="10.89.0.9", network_aliases=["www"],
+                            add_hosts=["extra:10.1.1.1"], dns=["10.9.9.9"]),
+        "add-host": build_spec("mini", ["/bin/true"], add_hosts=["extra:10.1.1.1"]),
         "limits": build_spec("mini", ["/bin/true"]),
         "limits-v1": build_spec("mini", ["/bin/true"]),
         "rootless": build_spec("mini", ["/bin/true"]),
@@ -491,14 +508,26 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     limits = {"memory": "32m", "pids_limit": 16} if case.startswith("limits") else \
         {"devices": [loop]} if case == "device" else None
     rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else ROOTFS
-    networks, network = (_attachment(tmp_path) if case == "bridge" else
+    networks, network = (_attachment(tmp_path) if case in ("bridge", "names") else
                          _attachment(tmp_path, ports=spec.published_ports(), nftables=True) if case == "ports" else
                          (None, None))
+    more = {}
+    if case == "shared":
+        more["shared"] = (P.SharedNamespaces(name="db", id="d" * 64, pid=777, pid_start=12, types=("pid", "net", "uts")),
+                          P.SharedNamespaces(name="ipcbox", id="e" * 64, pid=888, pid_start=13, types=("ipc",)))
+        more["etc"] = P.EtcFiles(hosts="/s/db/hosts", resolv="/s/db/resolv.conf", owner="db")
+    if case == "names":
+        more["etc"] = P.EtcFiles(hosts=network.hosts, resolv=str(tmp_path / "resolv.conf"),
+                                 resolv_content="nameserver 10.9.9.9\n")
+    if case == "add-host":
+        more["etc"] = P.EtcFiles(hosts=str(tmp_path / "own-hosts"), hosts_content="127.0.0.1\tlocalhost\n10.1.1.1\textra\n")
     plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
                          rootfs=rootfs, network=network,
-                         volume_root=str(tmp_path / "volumes") if case == "volumes" else "")
+                         volume_root=str(tmp_path / "volumes") if case == "volumes" else "", **more)
     printed = plan.render()
     for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
+        if case == "names" and fork_returns == 0:
+            networks.release("c1")  # --ip: the second side leases the same fixed address again
         interp, explained, groups, before_any = _side(plan, cgroup, fork_returns, monkeypatch, networks)
         assert before_any == []  # nothing happens before the first explained step
         mine = [(i, s) for i, s in enumerate(plan.steps, 1) if s.phase in phases]
@@ -555,6 +584,29 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert kinds.index("Fork") < kinds.index("StartPortProxy") < kinds.index("ReleaseChild")
         assert "127.0.0.1:18080 -> 80/tcp, 0.0.0.0:(a free port) -> 53/udp" in printed
         assert 'ip saddr 10.89.0.0/24 oifname != "mcbr-' in printed and "sysctl -w net.ipv4.ip_forward=1" in printed
+    if case == "shared":
+        kinds = [(type(s).__name__, getattr(s, "ns", ""), s.phase) for s in plan.steps]
+        # both containers' namespaces opened (pinned PID 1s) before anything else; the PID namespace joined
+        # by the runtime (its next child is born there) instead of a new one
+        assert kinds[:3] == [("OpenNamespaces", "", S.BEFORE_FORK), ("OpenNamespaces", "", S.BEFORE_FORK),
+                             ("JoinNamespace", "pid", S.BEFORE_FORK)]
+        assert not any(isinstance(s, (S.UnsharePid, S.LoopbackUp, S.SetHostname)) for s in plan.steps)
+        joins = [(s.ns, s.container) for s in plan.steps if isinstance(s, S.JoinNamespace) and s.phase == S.CHILD]
+        assert joins == [("ipc", "ipcbox"), ("uts", "db"), ("net", "db")]
+        assert next(s for s in plan.steps if isinstance(s, S.Unshare)).namespaces == ("mnt", "cgroup")
+        assert "open the namespaces of container db's PID 1 (777): pid, net, uts" in printed
+        assert "join container db's net namespace" in printed and "--network container:db" in printed
+        bound = {s.target: s.source for s in plan.steps if isinstance(s, S.Mount) and s.target.startswith("/etc/")}
+        assert bound == {"/etc/hosts": "/s/db/hosts", "/etc/resolv.conf": "/s/db/resolv.conf"}
+    if case == "names":
+        hosts = (tmp_path / "hosts").read_text()
+        assert "10.1.1.1\textra" in hosts and "10.89.0.9\tweb box www" in hosts
+        assert "lease the address 10.89.0.9 of network app (10.89.0.0/24) (also known as www)" in printed
+        assert [s.target for s in plan.steps if isinstance(s, S.WriteFile)] == ["/etc/resolv.conf"]
+    if case == "add-host":
+        assert [s.target for s in plan.steps if isinstance(s, S.WriteFile)] == ["/etc/hosts"]
+        assert any(isinstance(s, S.Mount) and s.target == "/etc/hosts" and s.source == str(tmp_path / "own-hosts")
+                   for s in plan.steps)
 
 
 def test_bridge_steps_use_the_leased_address_and_close_the_namespace_in_the_runtime(tmp_path):

@@ -42,8 +42,10 @@ def test_host_namespaces_are_dropped():
 
 @pytest.mark.parametrize("flag", ["pid", "uts", "ipc", "network", "cgroupns"])
 def test_bad_namespace_values(flag):
-    with pytest.raises(UsageError, match=f"--{flag}"):
-        build_spec("mini", **{flag: "container:x"})
+    # container:NAME is a value of the first four (a container's namespace), not of --cgroupns
+    for value in ("container:../x", "container:", "no/such") + (("container:x",) if flag == "cgroupns" else ()):
+        with pytest.raises(UsageError, match=f"--{flag}"):
+            build_spec("mini", **{flag: value})
 
 
 def test_env_parsing():

@@ -61,8 +61,9 @@ def container_info(store, st) -> dict:
         "ImageId": st.image_id,
         "Hostname": st.hostname,
         "Config": encode(spec) if spec is not None else None,
+        "HostConfig": _host_config(spec),
+        "NetworkSettings": _network_settings(st) | {"Ports": _ports(st)},
         "Mounts": _mounts(spec),
-        "NetworkSettings": {"Ports": _ports(st)},
         "Storage": _storage(st),
         "Cgroup": _cgroup(st),
         "Namespaces": dict(st.namespaces),
@@ -81,6 +82,39 @@ def _ports(st) -> dict:
         out.setdefault(f"{p['container_port']}/{p['proto']}", []).append(
             {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
     return out
+def _host_config(spec) -> dict:
+    """docker's NetworkMode, PidMode, IpcMode, UTSMode: none/host/a network
+    name, host, container:ID ("" for the default, a namespace of its own)."""
+    if spec is None:
+        return {}
+    shared = dict(spec.share_with)
+
+    def mode(ns: str, own: str = "") -> str:
+        if ns in shared:
+            return f"container:{shared[ns]}"
+        return "host" if ns not in spec.namespaces else own
+
+    return {"NetworkMode": mode("net", spec.network or "none"), "PidMode": mode("pid"), "IpcMode": mode("ipc"),
+            "UTSMode": mode("uts"), "ExtraHosts": [f"{name}:{ip}" for name, ip in spec.extra_hosts],
+            "Dns": list(spec.dns)}
+
+
+def _network_settings(st) -> dict:
+    """The container's addresses, one per network it is on now (its leases)."""
+    from minicontainer import paths
+
+    if st.status != "running" or not (paths.home() / "networks").is_dir():
+        return {"Networks": {}}
+    from minicontainer.network.store import NetworkStore
+
+    networks = NetworkStore()
+    out = {}
+    for lease in networks.leases_of(st.id):
+        net = networks.get(lease.network)
+        out[lease.network] = {"IPAddress": lease.ip, "IPPrefixLen": net.prefixlen if net else 0,
+                              "Gateway": net.gateway if net else "", "Aliases": list(lease.aliases),
+                              "Interface": lease.ifname, "HostVeth": lease.veth}
+    return {"Networks": out}
 
 
 def _mounts(spec) -> list[dict]:

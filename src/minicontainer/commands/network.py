@@ -1,4 +1,4 @@
-"""``minicontainer network ...``: create, ls, inspect, rm, prune. Thin:
+"""``minicontainer network ...``: create, ls, inspect, rm, prune, connect, disconnect. Thin:
 parse flags, call minicontainer.network, print. The bridge of a network is
 made when its first container starts and removed by ``rm``/``prune`` (so
 only those import pyroute2)."""
@@ -21,7 +21,7 @@ def _store():
 
 @click.group(cls=ExitOneGroup, short_help="Manage networks.")
 def network():
-    """Manage bridge networks: create, ls, inspect, rm, prune.
+    """Manage bridge networks: create, ls, inspect, rm, prune, connect, disconnect.
 
     A container joins one with `run --network NAME` (or `bridge`, the default
     network, made on first use): a veth pair from a host bridge to its eth0,
@@ -98,9 +98,35 @@ def inspect(names):
         net = store.require(name)
         entry = asdict(net)
         entry["containers"] = [{"id": lease.container, "name": lease.name, "address": lease.ip,
-                                "veth": lease.veth} for lease in store.leases(name) if lease.alive()]
+                                "veth": lease.veth, "interface": lease.ifname, "aliases": list(lease.aliases)}
+                               for lease in store.leases(name) if lease.alive()]
         out.append(entry)
     click.echo(json.dumps(out, indent=2))
+
+
+@network.command("connect", short_help="Connect a running container to a network.")
+@click.option("--ip", metavar="IPV4", help="A fixed address (a user-defined network's).")
+@click.option("--alias", multiple=True, metavar="NAME", help="Another name of it on this network (repeatable).")
+@click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
+@click.argument("name")
+@click.argument("container")
+def connect(ip, alias, explain, name, container):
+    """Give the running CONTAINER one more interface (eth1, ...) on network
+    NAME, with an address of it; the network's containers know it by name."""
+    from minicontainer.container.netconnect import connect as do
+
+    do(name, container, ip=ip, aliases=alias, explain=explain)
+
+
+@network.command("disconnect", short_help="Disconnect a running container from a network.")
+@click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
+@click.argument("name")
+@click.argument("container")
+def disconnect(explain, name, container):
+    """Remove CONTAINER's interface on network NAME and release its address."""
+    from minicontainer.container.netconnect import disconnect as do
+
+    do(name, container, explain=explain)
 
 
 def _remove(store, name: str) -> None:

@@ -84,6 +84,9 @@ class Interpreter:
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
             S.LeaseAddress: self._lease_address,
+            S.WriteFile: self._write_file,
+            S.ReleaseLease: self._release_lease,
+            S.DeleteLink: self._delete_link,
             S.EnsureBridge: self._ensure_bridge,
             S.CreateNetns: self._create_netns,
             S.AddVeth: self._add_veth,
@@ -168,11 +171,18 @@ class Interpreter:
             pid, start = self.proxy
             self.proxy = None
             self.sc.stop_process(pid, start)
+        self.close_namespaces()
 
     def _close_port_fds(self) -> None:
         fds, self.port_fds = self.port_fds, []
         for _, fd, _ in fds:
             self.sc.close(fd)
+
+    def close_namespaces(self) -> None:
+        """Close the namespaces opened and not joined (another container's)."""
+        for fd in self.ns_fds.values():
+            self.sc.close(fd)
+        self.ns_fds = {}
 
     def _close_netns(self) -> None:
         if self._own_netns:
@@ -186,7 +196,22 @@ class Interpreter:
 
             self.networks = NetworkStore()
         self.lease = self.networks.lease(step.network, container=step.container, cname=step.name, veth=step.veth,
-                                         hosts=step.hosts)
+                                         hosts=step.hosts, ip=step.ip, aliases=step.aliases, hostname=step.hostname,
+                                         extra_hosts=step.extra_hosts, ifname=step.ifname, holder=step.holder,
+                                         only_once=bool(step.holder))
+
+    def _release_lease(self, step: S.ReleaseLease) -> None:
+        if self.networks is None:
+            from minicontainer.network.store import NetworkStore
+
+            self.networks = NetworkStore()
+        self.networks.release(step.container, network=step.network)
+
+    def _delete_link(self, step: S.DeleteLink) -> None:
+        self.sc.net_delete_link(step.name)
+
+    def _write_file(self, step: S.WriteFile) -> None:
+        self.sc.write_file(step.path, step.content)
 
     def _ensure_bridge(self, step: S.EnsureBridge) -> None:
         self.sc.net_bridge(step.bridge, step.gateway, step.prefixlen)
@@ -591,12 +616,15 @@ class Interpreter:
             self.sc.close(fd)
 
     def _open_namespaces(self, step: S.OpenNamespaces) -> None:
-        self.ns_fds = self.sc.open_namespaces(step.pid, step.pid_start, step.types)
+        self.ns_fds.update(self.sc.open_namespaces(step.pid, step.pid_start, step.types))
 
     def _open_namespace_path(self, step: S.OpenNamespacePath) -> None:
         self.ns_fds[step.ns] = self.sc.open_ns_path(step.path)
 
     def _join_namespace(self, step: S.JoinNamespace) -> None:
+        if step.ns == "pid" and step.phase == S.BEFORE_FORK and not self._in_userns and self._own_pidns is None:
+            # As with UnsharePid: the runtime comes back to its own after the fork.
+            self._own_pidns = self.sc.open_ns("pid")
         fd = self.ns_fds.pop(step.ns)
         try:
             self.sc.setns(fd, NAMESPACE_FLAGS[step.ns])

@@ -94,12 +94,41 @@ class NetworkAttachment:
     nftables: bool = False  # does the host have nft(8)? (the runtime looks)
 
 
-def network_steps(att: NetworkAttachment) -> list[Step]:
+@dataclass(frozen=True)
+class SharedNamespaces:
+    """``--network/--pid/--ipc/--uts container:NAME`` (found by the runtime):
+    the running container whose namespaces of ``types`` are joined."""
+
+    name: str
+    id: str
+    pid: int  # its PID 1 on the host ...
+    pid_start: int  # ... and that process's start time: a reused pid is never joined
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EtcFiles:
+    """Files of the host bound on the container's /etc/hosts and
+    /etc/resolv.conf (decided by the runtime). A ``*_content`` is written by
+    the runtime first; None: someone else keeps the file (LeaseAddress, or
+    the container whose network namespace is joined: ``owner``)."""
+
+    hosts: str = ""
+    hosts_content: str | None = None
+    resolv: str = ""
+    resolv_content: str | None = None
+    owner: str = ""
+
+
+def network_steps(att: NetworkAttachment, spec=None, hostname: str = "") -> list[Step]:
     net = att.network
+    names = {}
+    if spec is not None:
+        names = dict(ip=spec.ip, aliases=spec.network_aliases, hostname=hostname, extra_hosts=spec.extra_hosts)
     out: list[Step] = [S.BindPorts(ports=att.ports)] if att.ports else []
     return out + [
         S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name, veth=att.veth,
-                       hosts=att.hosts),
+                       hosts=att.hosts, **names),
         S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen),
         *nat_steps(net, att.nftables),
         S.CreateNetns(),
@@ -141,6 +170,8 @@ def build_plan(
     network: NetworkAttachment | None = None,
     volume_root: str = "",
     container_id: str = "",
+    shared: tuple[SharedNamespaces, ...] = (),
+    etc: EtcFiles | None = None,
 ) -> Plan:
     """Turn a ContainerSpec into the ordered steps (pure: no syscalls).
 
@@ -158,16 +189,26 @@ def build_plan(
     runtime has unshared its PID namespace, clone(2) EINVAL).
     ``volume_root``: the volume store's directory, for the named and
     anonymous volumes; ``container_id`` the container they are made for.
+    ``shared``: other containers' namespaces to join (container:NAME);
+    ``etc``: the files bound on /etc/hosts and /etc/resolv.conf.
     """
     plan = Plan()
     for s in volume_steps(spec, volume_root, container=container_id):
         plan.add(s)
-    for s in (network_steps(network) if network is not None else ()):
+    for s in (network_steps(network, spec, hostname) if network is not None else ()):
+        plan.add(s)
+    for s in _etc_writes(etc):
         plan.add(s)
     # The runtime, before the fork.
     for s in userns_steps:
         plan.add(s)
-    if "pid" in spec.namespaces:
+    # ns -> the container whose namespace it is (opened before anything changes)
+    sharing = {ns: sh.name for sh in shared for ns in sh.types}
+    for sh in shared:
+        plan.add(S.OpenNamespaces(pid=sh.pid, pid_start=sh.pid_start, types=sh.types, container=sh.name))
+    if "pid" in sharing:
+        plan.add(S.JoinNamespace(ns="pid", phase=S.BEFORE_FORK, container=sharing["pid"]))
+    elif "pid" in spec.namespaces:
         plan.add(UnsharePid())
     joined = dict(spec.join_namespaces)
     for ns, path in spec.join_namespaces:
@@ -187,10 +228,12 @@ def build_plan(
     for ns in ("cgroup", "ipc", "uts", "net"):
         if ns in joined and not (ns == "net" and network is not None):
             plan.add(S.JoinNamespace(ns=ns, path=joined[ns]))
+        elif ns in sharing:
+            plan.add(S.JoinNamespace(ns=ns, container=sharing[ns]))
     unshared = ("mnt", "uts", "ipc", "cgroup") if network is not None else ("mnt", "uts", "ipc", "net", "cgroup")
-    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces and ns not in joined)
+    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces and ns not in joined and ns not in sharing)
     plan.add(Unshare(namespaces=child_ns))
-    if "net" in spec.namespaces:
+    if "net" in spec.namespaces and "net" not in sharing:  # the other container's lo is up already
         plan.add(S.LoopbackUp())
     plan.add(MakeMountsPrivate(slave=any("slave" in v.propagation for v in spec.volumes)))
     plan.add(
@@ -319,18 +362,8 @@ def build_plan(
     # /tmp or under /dev is not hidden by them (docker does the same).
     for s in user_mounts(spec, volume_root):
         plan.add(s)
-    if network is not None:
-        plan.add(
-            Mount(
-                target="/etc/hosts",
-                source=network.hosts,
-                flags=MS_BIND,
-                reason=f"names on network {network.network.name}: this container and its peers, kept current by "
-                "the runtime (docker bind-mounts its /etc/hosts the same way)",
-                create="file",
-                host_source=True,
-            )
-        )
+    for s in _etc_mounts(etc, network):
+        plan.add(s)
     for m in spec.mounts:
         for s in _bundle_mount(m):
             plan.add(s)
@@ -383,7 +416,7 @@ def build_plan(
         plan.add(s)
     if spec.read_only and not (rootfs.mode == "bind" and not rootfs.writable):  # (that one is read-only already)
         plan.add(RemountReadonly(target="", reason="--read-only: the root filesystem cannot be written"))
-    if "uts" in spec.namespaces:
+    if "uts" in spec.namespaces and "uts" not in sharing:  # a joined one keeps the other's hostname
         plan.add(SetHostname(hostname=hostname))
     plan.add(NewSession(tty=spec.tty))
     for s in (security.before_pivot if security else ()):
@@ -459,6 +492,45 @@ def user_mounts(spec, volume_root: str = "") -> list[Step]:
     return out
 
 
+def _etc_writes(etc: EtcFiles | None) -> list[Step]:
+    if etc is None:
+        return []
+    out: list[Step] = []
+    if etc.hosts and etc.hosts_content is not None:
+        out.append(S.WriteFile(path=etc.hosts, target="/etc/hosts", content=etc.hosts_content,
+                               reason="hosts(5): localhost and the --add-host lines; no network, so no peers"))
+    if etc.resolv and etc.resolv_content is not None:
+        out.append(S.WriteFile(path=etc.resolv, target="/etc/resolv.conf", content=etc.resolv_content,
+                               reason="resolv.conf(5): the --dns nameservers, else the host's (without its "
+                               "127.x ones, which are the host's own loopback, unreachable from the container), "
+                               "as docker does"))
+    return out
+
+
+def _etc_mounts(etc: EtcFiles | None, network: NetworkAttachment | None) -> list[Step]:
+    """/etc/hosts and /etc/resolv.conf bound from the host (docker bind-mounts them the same way)."""
+    hosts = etc.hosts if etc is not None else (network.hosts if network is not None else "")
+    out: list[Step] = []
+    if hosts:
+        if etc is not None and etc.owner:
+            why = (f"--network container:{etc.owner}: the names of that container, whose network namespace this "
+                   "one shares (docker shares the file the same way)")
+        elif network is not None:
+            why = (f"names on network {network.network.name}: this container and its peers, kept current by "
+                   "the runtime (docker bind-mounts its /etc/hosts the same way)")
+        else:
+            why = "--add-host: the names given, on top of localhost"
+        out.append(Mount(target="/etc/hosts", source=hosts, flags=MS_BIND, reason=why, create="file",
+                         host_source=True))
+    if etc is not None and etc.resolv:
+        why = "resolv.conf(5): where the container's resolver sends its queries"
+        if etc.owner:
+            why = f"--network container:{etc.owner}: that container's nameservers"
+        out.append(Mount(target="/etc/resolv.conf", source=etc.resolv, flags=MS_BIND, reason=why, create="file",
+                         host_source=True))
+    return out
+
+
 def _bundle_mount(m) -> list[Step]:
     """An OCI bundle's mount (spec.ExtraMount) as steps."""
     if m.fstype is not None:
@@ -524,6 +596,35 @@ def build_exec_plan(
             s = RearmParentDeath(outlive=True)
         plan.add(s)
     plan.add(Exec(argv=argv, env=env))
+    return plan
+
+
+def build_connect_plan(att: NetworkAttachment, *, pid: int, pid_start: int, runtime_pid: int, ifname: str,
+                       default_route: bool, hostname: str = "", ip: str = "", aliases: tuple[str, ...] = ()) -> Plan:
+    """``network connect``: a running container gets one more interface
+    (pure). The same steps as a run's bridge network, on the namespace of
+    its PID 1 (pinned and checked) instead of a new one; the lease is held
+    by the container's runtime, so it goes when the container ends."""
+    net = att.network
+    plan = Plan()
+    # first: a container that has exited meanwhile is refused before anything is taken
+    plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=("net",), container=att.name))
+    plan.add(S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name,
+                            veth=att.veth, hosts=att.hosts, hostname=hostname, ifname=ifname, holder=runtime_pid,
+                            ip=ip, aliases=tuple(aliases)))
+    plan.add(S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen))
+    plan.add(S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge))
+    route = default_route and not net.internal
+    plan.add(S.ConfigureEth(peer=att.peer, ifname=ifname, prefixlen=net.prefixlen, gateway=net.gateway if route else "",
+                            no_route="--internal" if net.internal else "it keeps the one it has"))
+    return plan
+
+
+def build_disconnect_plan(lease) -> Plan:
+    """``network disconnect``: the lease (a network.store.Lease) and its veth go (pure)."""
+    plan = Plan()
+    plan.add(S.ReleaseLease(network=lease.network, container=lease.container, ip=lease.ip))
+    plan.add(S.DeleteLink(name=lease.veth))
     return plan
 
 

@@ -124,6 +124,12 @@ def needs_mountpoints(spec, rootfs: str) -> bool:
     small layer of its own, then mounts the root read-only; so do we."""
     if spec.volumes or spec.tmpfs or spec.named_volumes:
         return True
+    # /etc/hosts and /etc/resolv.conf are bound in with a network, --dns,
+    # --add-host or another container's network (plan._etc_mounts)
+    binds_etc = spec.network or spec.dns or spec.extra_hosts or "net" in dict(spec.share_with)
+    if binds_etc and not all(os.path.isfile(os.path.join(rootfs, "etc", f)) and
+                             not os.path.islink(os.path.join(rootfs, "etc", f)) for f in ("hosts", "resolv.conf")):
+        return True
     return not all(os.path.isdir(os.path.join(rootfs, d)) and not os.path.islink(os.path.join(rootfs, d))
                    for d in ("tmp", "dev"))
 

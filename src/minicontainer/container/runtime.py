@@ -30,7 +30,7 @@ from pathlib import Path
 from minicontainer import paths
 from minicontainer.container import plan as P
 from minicontainer.container import steps as S
-from minicontainer.errors import ImageError, MiniError, NotRootError, UsageError, warn
+from minicontainer.errors import ContainerError, ImageError, MiniError, NotRootError, UsageError, warn
 from minicontainer.container.hostcheck import check_namespaces, check_shell, find_init, require_root
 from minicontainer.container.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
 from minicontainer.container.config import save_spec
@@ -41,6 +41,7 @@ from minicontainer.container.state import (
     StateStore,
     namespace_inodes,
     new_id,
+    pid_alive,
     proc_start_time,
 )
 
@@ -129,6 +130,8 @@ def stop_port_proxy(state: ContainerState) -> None:
 
         Linux().stop_process(state.proxy_pid, state.proxy_start)
     state.proxy_pid, state.proxy_start, state.ports = 0, 0, []
+
+
 def volumes_of(store: StateStore, state: ContainerState) -> list:
     """The volumes a container names (read before its state is removed)."""
     from minicontainer.volumes import volumes_of as read
@@ -147,6 +150,81 @@ def release_volumes(vols: list, cid: str, *, half_made: bool) -> None:
         release(vols, cid, half_made=half_made)
     except (MiniError, OSError) as e:
         warn(f"could not remove the container's volumes: {e}")
+
+
+_SHARE_FLAG = {"net": "network", "pid": "pid", "ipc": "ipc", "uts": "uts"}
+HOSTS_FILE = "hosts"  # in a container's state directory (network/store.py writes it)
+RESOLV_FILE = "resolv.conf"
+
+
+def _shared_hostname(shared, default: str) -> str:
+    """docker: a container on another's UTS namespace has its hostname (the
+    kernel's answer), and one on another's network namespace takes it too."""
+    for ns in ("uts", "net"):
+        sh = next((sh for sh in shared if ns in sh.types), None)
+        if sh is not None:
+            try:
+                return StateStore().get(sh.id).hostname or default
+            except MiniError:
+                return default
+    return default
+
+
+def _network_files(cid: str, depth: int = 0) -> tuple[str, str]:
+    """The /etc/hosts and /etc/resolv.conf of container ``cid``'s network
+    namespace: its own files, or those of the container whose namespace it
+    joined in turn ("" where there is none: --network none or host)."""
+    store = StateStore()
+    d = store.containers / cid
+    hosts, resolv = d / HOSTS_FILE, d / RESOLV_FILE
+    if depth < 8 and not hosts.exists() and not resolv.exists():
+        from minicontainer.container.config import load_spec
+
+        try:
+            owner = dict(load_spec(d).share_with).get("net")
+        except MiniError:
+            owner = None
+        if owner:
+            return _network_files(owner, depth + 1)
+    return (str(hosts) if hosts.exists() else "", str(resolv) if resolv.exists() else "")
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")  # docker's, when the host has no nameserver a container can reach
+
+
+def resolv_content(dns=(), *, host_net: bool = False, host_file: str = "/etc/resolv.conf") -> str:
+    """A container's resolv.conf(5), as docker writes it: the host's, with
+    --dns replacing its nameservers; in a network namespace of its own the
+    host's 127.x and ::1 nameservers go (the container's loopback is not the
+    host's), and if none is left, docker's defaults."""
+    import ipaddress
+
+    lines = _read_lines(host_file)
+    keep, servers = [], []
+    for line in lines:
+        fields = line.split()
+        if fields[:1] == ["nameserver"] and len(fields) > 1:
+            try:
+                if not host_net and ipaddress.ip_address(fields[1].split("%")[0]).is_loopback:
+                    continue
+            except ValueError:
+                continue
+            servers.append(fields[1])
+        elif fields and not line.lstrip().startswith(("#", ";")):
+            keep.append(line)
+    if dns:
+        servers = list(dns)
+    elif not servers and not host_net:
+        servers = list(DEFAULT_DNS)
+    return "".join(f"nameserver {ns}\n" for ns in servers) + "".join(line + "\n" for line in keep)
 
 
 def _interrupted(sig, frame):
@@ -311,8 +389,12 @@ class Runner:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
         rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
                                 lower_stack=image.lower_stack)
+        shared = self._shared()
+        spec = self.spec  # with the ids of the containers it shares namespaces with
+        hostname = _shared_hostname(shared, hostname)
         cgroup_steps = self._cgroup_steps(cid)
         network = self._network(cid, name, dry_run)
+        etc = self._etc_files(cid, network, shared)
         from minicontainer.security import security_steps
 
         plan = P.build_plan(
@@ -330,6 +412,8 @@ class Runner:
             network=network,
             volume_root=str(paths.home() / "volumes") if spec.named_volumes else "",
             container_id=cid,
+            shared=shared,
+            etc=etc,
         )
         plan.legend = {"ID": cid, "ROOTFS": rootfs.target}
         if network is not None:
@@ -368,6 +452,13 @@ class Runner:
             net = networks.default(save=not dry_run)
         else:
             net = networks.require(self.spec.network)
+        if self.spec.ip:  # refused before anything exists; LeaseAddress checks again under the lock
+            from minicontainer.network.store import check_fixed_ip
+
+            check_fixed_ip(net, self.spec.ip)
+            if any(lease.ip == self.spec.ip and lease.alive() for lease in networks.leases(net.name)):
+                raise ContainerError(f"address {self.spec.ip} is already in use on network {net.name}",
+                                     "choose another --ip, or leave it out to get a free one")
         import shutil
 
         ports = self.spec.published_ports()
@@ -377,8 +468,58 @@ class Runner:
             ports = ()
         # IFNAMSIZ (netdevice(7)): interface names have at most 15 characters.
         return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
-                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"),
+                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / HOSTS_FILE),
                                    ports=ports, nftables=shutil.which("nft") is not None)
+
+    def _shared(self) -> tuple:
+        """``container:NAME``: each running container whose namespaces are
+        joined, with its PID 1 (opened and checked by the plan's
+        OpenNamespaces step, before the fork). The spec keeps their ids."""
+        if not self.spec.share_with:
+            return ()
+        flags = ", ".join(f"--{_SHARE_FLAG[ns]} container:{ref}" for ns, ref in self.spec.share_with)
+        if self.userns:
+            raise NotRootError(f"{flags} needs root: a rootless container cannot join another container's "
+                               "namespaces (they belong to the host's user namespace)", "run as root")
+        store = StateStore()
+        found: dict[str, tuple] = {}
+        ids = []
+        for ns, ref in self.spec.share_with:
+            st = store.get(ref)
+            if st.status != "running" or not pid_alive(st.pid, st.pid_start):
+                raise ContainerError(f"cannot join container {ref} (--{_SHARE_FLAG[ns]} container:{ref}): it is not "
+                                     f"running ({st.status})", f"start it first: minicontainer start {ref}")
+            found.setdefault(st.id, (st, []))[1].append(ns)
+            ids.append((ns, st.id))
+        self.spec = replace(self.spec, share_with=tuple(ids))
+        return tuple(P.SharedNamespaces(name=st.name, id=st.id, pid=st.pid, pid_start=st.pid_start, types=tuple(types))
+                     for st, types in found.values())
+
+    def _etc_files(self, cid: str, network, shared):
+        """The files bound on /etc/hosts and /etc/resolv.conf, if any: those
+        of the container whose network namespace is joined (as docker), or
+        this container's own, in its state directory."""
+        spec = self.spec
+        own = StateStore().containers / cid
+        net_owner = next((sh for sh in shared if "net" in sh.types), None)
+        if net_owner is not None:
+            hosts, resolv = _network_files(net_owner.id)
+            return P.EtcFiles(hosts=hosts, resolv=resolv, owner=net_owner.name)
+        host_net = "net" not in spec.namespaces
+        etc = {}
+        if network is not None:
+            etc["hosts"] = network.hosts  # written by LeaseAddress, and again as peers come and go
+        elif spec.extra_hosts:
+            # no network: localhost (with --network host, the host's file) and the --add-host lines
+            from minicontainer.network.store import LOCALHOST
+
+            base = _read_lines("/etc/hosts") if host_net else list(LOCALHOST)
+            etc["hosts"] = str(own / HOSTS_FILE)
+            etc["hosts_content"] = "\n".join(base + [f"{ip}\t{name}" for name, ip in spec.extra_hosts]) + "\n"
+        if network is not None or spec.dns:  # (--network none keeps the image's, as before, unless --dns)
+            etc["resolv"] = str(own / RESOLV_FILE)
+            etc["resolv_content"] = resolv_content(spec.dns, host_net=host_net)
+        return P.EtcFiles(**etc) if etc else None
 
     def _cgroup_steps(self, cid: str) -> list:
         """The cgroup part of the plan: cgroups/ decides the files.

@@ -8,6 +8,7 @@ plan.py turns the spec into steps.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ ALL_NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
 # Flags that can switch one off, docker-style: --pid host, --network host ...
 OPTIONAL_NAMESPACES = {"pid": "pid", "network": "net", "uts": "uts", "ipc": "ipc", "cgroupns": "cgroup"}
 
+# --network, --pid, --ipc and --uts also take container:NAME: that container's
+# namespace is joined (docker's "container" mode; the pod idea).
+SHAREABLE = {"network": "net", "pid": "pid", "ipc": "ipc", "uts": "uts"}
+CONTAINER_PREFIX = "container:"
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_COMMAND = ("/bin/sh",)
 
@@ -40,6 +46,31 @@ def validate_hostname(name: str) -> str:
     if len(name) > 64 or not _HOSTNAME_RE.fullmatch(name):
         raise UsageError(f"invalid hostname {name!r}", "use letters, digits, '-' and '.', at most 64 characters")
     return name
+
+
+def parse_add_host(text: str) -> tuple[str, str]:
+    """``--add-host NAME:IP`` (or docker 25's ``NAME=IP``): one more /etc/hosts line."""
+    sep = "=" if "=" in text else ":"
+    name, found, ip = text.partition(sep)
+    if not found or not name or not ip:
+        raise UsageError(f"invalid --add-host {text!r}", "use NAME:IP, e.g. --add-host db.local:10.0.0.5")
+    validate_hostname(name)
+    if ip == "host-gateway":
+        # docker fills in the host's address from its daemon configuration;
+        # here the host has one address per network, and none for --network none
+        raise UsageError(f"--add-host {name}:host-gateway is not supported",
+                         "give the address itself: on a network, its gateway (minicontainer network inspect NAME)")
+    return name, _ip_address(ip, f"--add-host {text!r}")
+
+
+def _ip_address(text: str, what: str, *, v4_only: bool = False) -> str:
+    try:
+        addr = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise UsageError(f"invalid IP address {text!r} in {what}", "e.g. 10.89.0.5") from None
+    if v4_only and addr.version != 4:
+        raise UsageError(f"{what}: only IPv4 addresses are supported", "networks here are IPv4 only")
+    return str(addr)
 
 
 def parse_env(items: Iterable[str], host_env: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
@@ -370,6 +401,14 @@ class ContainerSpec:
     # ``namespaces`` (the container's own, not the host's), but not made new.
     join_namespaces: tuple[tuple[str, str], ...] = ()
     preserve_fds: int = 0  # minicontainer-runc --preserve-fds N: the engine's fds 3..3+N-1 reach the command
+    # --network/--pid/--ipc/--uts container:NAME, as (namespace, container):
+    # the container is the id once the runtime has found it (config.json,
+    # inspect's NetworkMode container:ID). Each is also in ``namespaces``.
+    share_with: tuple[tuple[str, str], ...] = ()
+    network_aliases: tuple[str, ...] = ()  # --network-alias: more names of it on its network
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP
+    dns: tuple[str, ...] = ()  # --dns: the nameservers of its /etc/resolv.conf ("": the host's)
+    ip: str = ""  # --ip: a fixed address on its (user-defined) network
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)
@@ -467,6 +506,36 @@ def _published(publish: tuple[str, ...], publish_all: bool, network: str | None,
     return parsed, network_name or "bridge"
 
 
+def _check_names(shared: dict, network: str, hostname, aliases, add_hosts, dns, ip) -> dict:
+    """--network-alias, --add-host, --dns, --ip: checked against the network
+    mode as docker does (its messages: "conflicting options ...")."""
+    if "net" in shared:
+        for flag, given in (("--hostname", hostname), ("--network-alias", aliases), ("--add-host", add_hosts),
+                            ("--dns", dns), ("--ip", ip)):
+            if given:
+                raise UsageError(f"conflicting options: {flag} and --network container:{shared['net']}",
+                                 "a container on another's network namespace uses that container's hostname, "
+                                 "/etc/hosts and /etc/resolv.conf; give the option to that one")
+    if "uts" in shared and hostname:
+        raise UsageError(f"conflicting options: --hostname and --uts container:{shared['uts']}",
+                         "the hostname is the one of the container whose UTS namespace is joined")
+    user_defined = network not in ("", "bridge")
+    if aliases and not user_defined:
+        raise UsageError("--network-alias needs a user-defined network",
+                         "create one (minicontainer network create NAME) and run with --network NAME")
+    if ip and not user_defined:
+        raise UsageError("--ip needs a user-defined network",
+                         "create one with a --subnet (minicontainer network create --subnet CIDR NAME) and use it")
+    for alias in aliases:
+        validate_hostname(alias)
+    return dict(
+        network_aliases=tuple(dict.fromkeys(aliases)),
+        extra_hosts=tuple(parse_add_host(h) for h in add_hosts),
+        dns=tuple(_ip_address(d, f"--dns {d!r}") for d in dns),
+        ip=_ip_address(ip, f"--ip {ip!r}", v4_only=True) if ip else "",
+    )
+
+
 def build_spec(
     image: str,
     command: Iterable[str] = (),
@@ -498,6 +567,10 @@ def build_spec(
     restart: str | None = None,
     publish: Iterable[str] = (),
     publish_all: bool = False,
+    network_aliases: Iterable[str] = (),
+    add_hosts: Iterable[str] = (),
+    dns: Iterable[str] = (),
+    ip: str | None = None,
 ) -> ContainerSpec:
     """Validate CLI values into a ContainerSpec (raises UsageError)."""
     if not image:
@@ -511,8 +584,15 @@ def build_spec(
         raise UsageError("the command is an empty string", "give a program to run, e.g. /bin/sh")
     namespaces = set(ALL_NAMESPACES)
     network_name = ""
+    share_with = []
     for flag, value in (("pid", pid), ("network", network), ("uts", uts), ("ipc", ipc), ("cgroupns", cgroupns)):
         if value is None:
+            continue
+        if flag in SHAREABLE and value.startswith(CONTAINER_PREFIX):
+            target = value[len(CONTAINER_PREFIX):]
+            check_name(target, "container name", f"use --{flag} container:NAME with the name or id of a running "
+                       "container", used_as=f"--{flag}")
+            share_with.append((SHAREABLE[flag], target))
             continue
         allowed = ("host", "none") if flag == "network" else ("host", "private")
         if flag == "network" and value not in allowed:
@@ -520,19 +600,23 @@ def build_spec(
 
             if not is_name(value):
                 raise UsageError(f"invalid --network value {value!r}",
-                                 "use none (the default), host, bridge, or the name of a network")
+                                 "use none (the default), host, bridge, container:NAME, or the name of a network")
             network_name = value
             continue
         if value not in allowed:
             hint = "'host' shares the host's network; 'none' (the default) gives a private one with only lo"
             if flag != "network":
                 hint = "'host' shares the host's namespace; 'private' (the default) gives a new one"
+                if flag in SHAREABLE:
+                    hint += "; container:NAME joins that container's"
             raise UsageError(f"invalid --{flag} value {value!r}", hint)
         if value == "host":
             namespaces.discard(OPTIONAL_NAMESPACES[flag])
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"working directory {workdir!r} is not absolute", "use -w /path")
     published, network_name = _published(tuple(publish), publish_all, network, network_name)
+    names = _check_names(dict(share_with), network_name, hostname, tuple(network_aliases), tuple(add_hosts),
+                         tuple(dns), ip)
     restart_policy, restart_max = parse_restart(restart or "no")
     if restart_policy != "no" and remove:
         raise UsageError("--restart and --rm contradict each other", "a container removed when it exits cannot restart")
@@ -567,6 +651,8 @@ def build_spec(
         network=network_name,
         ports=published,
         publish_all=publish_all and bool(network_name),
+        share_with=tuple(share_with),
+        **names,
         init=init,
         restart=restart_policy,
         restart_max=restart_max,

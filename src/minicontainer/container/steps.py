@@ -141,9 +141,20 @@ class LeaseAddress(Step):
     name: str = ""  # the container's name: the one its peers' /etc/hosts give it
     veth: str = ""
     hosts: str = ""  # its /etc/hosts file on the host
+    ip: str = ""  # --ip: this address, refused if taken ("" the lowest free one)
+    aliases: tuple[str, ...] = ()  # --network-alias: its peers know it by these names too
+    hostname: str = ""  # its own line of its /etc/hosts
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP
+    ifname: str = "eth0"  # `network connect`: eth1, eth2 ...
+    # `network connect`: the container's runtime, whose life is the lease's
+    # (0: ours); and then a second lease on the same network is refused.
+    holder: int = 0
 
     def what(self) -> str:
-        return f"lease a free address of network {self.network} ({self.subnet}) and write the /etc/hosts of its containers"
+        which = f"the address {self.ip}" if self.ip else "a free address"
+        names = f" (also known as {', '.join(self.aliases)})" if self.aliases else ""
+        return (f"lease {which} of network {self.network} ({self.subnet}){names} and write the /etc/hosts of its "
+                "containers")
 
     def why(self) -> str:
         return ("a lease file made with O_EXCL under the network's lock (flock(2)): concurrent runs never get the "
@@ -152,6 +163,64 @@ class LeaseAddress(Step):
 
     def shell(self) -> str:
         return f"flock $NETWORKS/.lock touch $NETWORKS/{self.network}/leases/$IP"
+
+
+@dataclass(frozen=True)
+class WriteFile(Step):
+    """A file of the container's state directory that is bound into it
+    (/etc/resolv.conf, an /etc/hosts without a network), written by the
+    runtime before the fork. Rewritten in place: a bind mount follows the inode."""
+
+    phase = BEFORE_FORK
+    path: str = ""  # on the host
+    target: str = ""  # where it appears in the container
+    content: str = ""
+    reason: str = ""
+
+    def what(self) -> str:
+        lines = self.content.count("\n")
+        return f"write the container's {self.target} ({lines} line{'s' if lines != 1 else ''}) to {self.path}"
+
+    def why(self) -> str:
+        return self.reason
+
+    def shell(self) -> str:
+        return f"printf %s {shlex.quote(self.content)} > {self.path}"
+
+
+@dataclass(frozen=True)
+class ReleaseLease(Step):
+    """``network disconnect``: the container's lease on one network goes;
+    its peers' /etc/hosts lose it and its own loses them."""
+
+    phase = BEFORE_FORK
+    network: str = ""
+    container: str = ""  # id
+    ip: str = ""
+
+    def what(self) -> str:
+        return f"release the address {self.ip} on network {self.network} and rewrite the /etc/hosts of its containers"
+
+    def why(self) -> str:
+        return "the lease file goes under the network's lock (flock(2)); the address is free for the next container"
+
+    def shell(self) -> str:
+        return f"flock $NETWORKS/.lock rm $NETWORKS/{self.network}/leases/{self.ip}"
+
+
+@dataclass(frozen=True)
+class DeleteLink(Step):
+    phase = BEFORE_FORK
+    name: str = ""  # the host end of a veth pair
+
+    def what(self) -> str:
+        return f"delete the veth pair {self.name} (its end inside the container goes with it)"
+
+    def why(self) -> str:
+        return "veth(4): deleting either end of a pair deletes both"
+
+    def shell(self) -> str:
+        return f"ip link del {self.name}"
 
 
 @dataclass(frozen=True)
@@ -214,9 +283,10 @@ class ConfigureEth(Step):
     ifname: str = "eth0"
     prefixlen: int = 16
     gateway: str = ""  # "" for an --internal network: no default route
+    no_route: str = "--internal"  # why there is no default route (`network connect`: it has one already)
 
     def what(self) -> str:
-        route = f", default route via {self.gateway}" if self.gateway else ", no default route (--internal)"
+        route = f", default route via {self.gateway}" if self.gateway else f", no default route ({self.no_route})"
         return f"in the container's namespace: rename {self.peer} to {self.ifname}, give it the leased address/{self.prefixlen}{route}"
 
     def why(self) -> str:
@@ -1087,13 +1157,18 @@ class OpenNamespaces(Step):
     pid: int = 0
     pid_start: int = 0
     types: tuple[str, ...] = ()
+    container: str = ""  # run --network/--pid/--ipc/--uts container:NAME: the other container ("" exec's own)
 
     def what(self) -> str:
-        return f"open the namespaces of the container's PID 1 ({self.pid}): " + ", ".join(self.types)
+        whose = f"container {self.container}'s" if self.container else "the container's"
+        return f"open the namespaces of {whose} PID 1 ({self.pid}): " + ", ".join(self.types)
 
     def why(self) -> str:
-        return ("each /proc/PID/ns/TYPE is a handle for setns(2); PID 1 is pinned with a pidfd and its start time "
-                "checked, so a reused pid is never joined (pidfd_open(2))")
+        out = ("each /proc/PID/ns/TYPE is a handle for setns(2); PID 1 is pinned with a pidfd and its start time "
+               "checked, so a reused pid is never joined (pidfd_open(2))")
+        if self.container:
+            out += "; opened before the fork, so a container that is not running is refused before anything runs"
+        return out
 
     def shell(self) -> str:
         return f"ls -l /proc/{self.pid}/ns/"
@@ -1124,13 +1199,18 @@ class JoinNamespace(Step):
     ns: str = "mnt"
     phase: str = CHILD
     path: str = ""  # an OCI bundle's namespace file; "" = the container's PID 1's (exec)
+    container: str = ""  # run ... container:NAME: that container's (opened by OpenNamespaces)
 
     def what(self) -> str:
         if self.path:
             return f"join the {self.ns} namespace {self.path}"
+        if self.container:
+            return f"join container {self.container}'s {self.ns} namespace"
         return f"join the container's {self.ns} namespace"
 
     def why(self) -> str:
+        if self.container:
+            return _NS_SHARE_WHY.get(self.ns, "setns(2)")
         return _NS_SETNS_WHY.get(self.ns, "setns(2)")
 
     def shell(self) -> str:
@@ -1138,7 +1218,20 @@ class JoinNamespace(Step):
                 "cgroup": "--cgroup", "user": "--user"}[self.ns]
         if self.path:
             return f"nsenter {long}={shlex.quote(self.path)}"
+        if self.container:
+            return f"nsenter --target $(minicontainer inspect -f '{{{{.State.Pid}}}}' {self.container}) {long}"
         return f"nsenter --target $PID1 {long}"
+
+
+# run --network/--pid/--ipc/--uts container:NAME (docker's container mode, the pod idea)
+_NS_SHARE_WHY = {
+    "pid": "setns(2) of a PID namespace sets where our next child is born: the fork below puts the container "
+           "among the other's processes (it is not PID 1 there), and the runtime comes back to its own",
+    "net": "network_namespaces(7): the same interfaces, addresses and ports as the other container; 127.0.0.1 "
+           "reaches its listeners",
+    "ipc": "ipc_namespaces(7): the other container's System V IPC objects and POSIX message queues",
+    "uts": "uts_namespaces(7): the other container's hostname, which this one does not set",
+}
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,11 @@ class Lease:
     hosts: str  # the container's /etc/hosts on the host
     pid: int  # the runtime holding the lease
     start: int  # its start time (proc(5) field 22): a reused pid is not it
+    # Names (issue 12), each with a default so older lease files still read:
+    aliases: tuple[str, ...] = ()  # --network-alias: more names of it on this network
+    hostname: str = ""  # its own hostname, on its own line of its /etc/hosts
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP, in its /etc/hosts
+    ifname: str = "eth0"  # its interface on this network (eth1 ... after `network connect`)
 
     def alive(self) -> bool:
         return self.pid > 0 and proc_start_time(self.pid) == self.start
@@ -207,22 +212,39 @@ class NetworkStore:
     def _live_leases(self, name: str) -> list[Lease]:
         return [lease for lease in self.leases(name) if lease.alive()]
 
-    def lease(self, name: str, *, container: str, cname: str, veth: str, hosts: str) -> Lease:
-        """Take the lowest free address of network ``name`` for ``container``."""
+    def lease(self, name: str, *, container: str, cname: str, veth: str, hosts: str, ip: str = "",
+              aliases=(), hostname: str = "", extra_hosts=(), ifname: str = "eth0", holder: int = 0,
+              only_once: bool = False) -> Lease:
+        """Take the lowest free address of network ``name`` for ``container``
+        (or ``ip``, refused if taken). ``holder``: the process whose life is
+        the lease's (default: ours, the container's runtime); ``only_once``:
+        refused if the container has a lease there already (`network connect`)."""
         with self.lock():
             net = self.require(name)
             d = self.root / name / "leases"
             for old in self.leases(name):
                 if not old.alive():  # its runtime was killed: the address is free again
                     (d / old.ip).unlink(missing_ok=True)
+            if only_once and any(lease.container == container for lease in self.leases(name)):
+                raise ContainerError(f"container {cname} is already on network {name}",
+                                     f"disconnect it first: minicontainer network disconnect {name} {cname}")
             taken = {lease.ip for lease in self.leases(name)} | {net.gateway}
-            for ip in ipaddress.ip_network(net.subnet).hosts():
-                if str(ip) in taken:
+            if ip:
+                check_fixed_ip(net, ip)
+                if ip in taken:
+                    raise ContainerError(f"address {ip} is already in use on network {name}",
+                                         "choose another --ip, or leave it out to get a free one")
+                candidates = [ipaddress.ip_address(ip)]
+            else:
+                candidates = ipaddress.ip_network(net.subnet).hosts()
+            for addr in candidates:
+                if str(addr) in taken:
                     continue
-                me = os.getpid()
-                lease = Lease(network=name, ip=str(ip), container=container, name=cname, veth=veth, hosts=hosts,
-                              pid=me, start=proc_start_time(me))
-                fd = os.open(d / str(ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                me = holder or os.getpid()
+                lease = Lease(network=name, ip=str(addr), container=container, name=cname, veth=veth, hosts=hosts,
+                              pid=me, start=proc_start_time(me), aliases=tuple(aliases), hostname=hostname,
+                              extra_hosts=tuple(tuple(h) for h in extra_hosts), ifname=ifname)
+                fd = os.open(d / str(addr), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 with os.fdopen(fd, "w") as f:
                     f.write(json.dumps(asdict(lease)))
                 self._write_hosts(name)
@@ -230,33 +252,82 @@ class NetworkStore:
         raise ContainerError(f"network {name} ({net.subnet}) has no free address", "remove containers from it, "
                              "or create a network with a larger --subnet")
 
-    def release(self, container: str) -> list[Lease]:
-        """Remove the leases of ``container`` on every network; their peers' hosts files lose it."""
+    def leases_of(self, container: str) -> list[Lease]:
+        """The container's leases on every network."""
+        return [lease for name in self.names() for lease in self.leases(name) if lease.container == container]
+
+    def release(self, container: str, network: str | None = None) -> list[Lease]:
+        """Remove the leases of ``container`` on every network (or on ``network``);
+        its peers' hosts files lose it, and its own loses them."""
         if not self.root.is_dir():
             return []
         gone = []
         with self.lock():
-            for name in self.names():
+            for name in self.names() if network is None else [network]:
                 mine = [lease for lease in self.leases(name) if lease.container == container]
                 for lease in mine:
                     (self.root / name / "leases" / lease.ip).unlink(missing_ok=True)
                     gone.append(lease)
                 if mine:
-                    self._write_hosts(name)
+                    self._write_hosts(name, also=mine)
         return gone
 
-    def _write_hosts(self, name: str) -> None:
-        """Every container on the network gets /etc/hosts: localhost, itself, its peers.
-        Rewritten in place (the file is bind-mounted: a new inode would not be seen)."""
-        live = self.leases(name)
-        for lease in live:
-            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-            lines.append(f"{lease.ip}\t{lease.name}")
-            lines += [f"{p.ip}\t{p.name}" for p in live if p.container != lease.container]
-            try:
-                fd = os.open(lease.hosts, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            except OSError:
-                continue  # its container is being removed
-            with os.fdopen(fd, "w") as f:
-                f.truncate()
-                f.write("\n".join(lines) + "\n")
+    def _write_hosts(self, name: str, also=()) -> None:
+        """Every container on network ``name`` (and those of ``also``) gets its
+        /etc/hosts rewritten: localhost, itself, its peers on each of its
+        networks, its --add-host lines. Rewritten in place (the file is
+        bind-mounted: a new inode would not be seen)."""
+        everyone = [lease for n in self.names() for lease in self.leases(n) if lease.alive()]  # not the stale
+        touched = {lease.container: lease.hosts for lease in [*self.leases(name), *also]}
+        for container, path in touched.items():
+            mine = sorted((lease for lease in everyone if lease.container == container), key=lambda x: x.ifname)
+            if not mine:  # it left every network: only its --add-host lines stay
+                mine_extra = next((lease.extra_hosts for lease in also if lease.container == container), ())
+                write_hosts_file(path, hosts_lines([], [], mine_extra))
+                continue
+            nets = {lease.network for lease in mine}
+            peers = [p for p in everyone if p.network in nets and p.container != container]
+            write_hosts_file(path, hosts_lines(mine, peers, mine[0].extra_hosts))
+
+
+def check_fixed_ip(net: Network, ip: str) -> None:
+    """``--ip``: an address of the subnet that is not its network, broadcast or gateway address."""
+    subnet = ipaddress.ip_network(net.subnet)
+    addr = ipaddress.ip_address(ip)
+    if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+        raise UsageError(f"--ip {ip} is not a host address of network {net.name} ({net.subnet})",
+                         "choose an address inside the subnet")
+    if ip == net.gateway:
+        raise UsageError(f"--ip {ip} is the gateway of network {net.name}", "choose another address")
+
+
+LOCALHOST = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
+
+
+def hosts_lines(mine, peers, extra_hosts) -> list[str]:
+    """An /etc/hosts (hosts(5)): docker's localhost lines and --add-host ones,
+    then the container itself (its name, hostname and aliases), then each
+    peer (name and aliases) once per address."""
+    lines = list(LOCALHOST)
+    lines += [f"{ip}\t{host}" for host, ip in extra_hosts]
+    for lease in mine:
+        lines.append(f"{lease.ip}\t" + " ".join(dict.fromkeys(filter(None, (lease.name, lease.hostname,
+                                                                          *lease.aliases)))))
+    seen = set()
+    for p in peers:
+        if (p.ip, p.network) not in seen:
+            seen.add((p.ip, p.network))
+            lines.append(f"{p.ip}\t" + " ".join(dict.fromkeys((p.name, *p.aliases))))
+    return lines
+
+
+def write_hosts_file(path: str, lines) -> None:
+    """Rewrite ``path`` in place, never through a symlink; a missing directory
+    (its container is being removed) is skipped."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.truncate()
+        f.write("\n".join(lines) + "\n")

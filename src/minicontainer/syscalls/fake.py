@@ -71,6 +71,9 @@ class Recorder:
     def net_configure(self, netns_fd, peer, ifname, address, prefixlen, gateway):
         self._rec("net_configure", netns_fd, peer, ifname, address, prefixlen, gateway)
 
+    def write_file(self, path, content):
+        self._rec("write_file", path, content)
+
     def net_delete_link(self, name):
         self._rec("net_delete_link", name)
         return True

@@ -485,6 +485,21 @@ class Linux:
 
         _in_thread(lambda: netlink.configure_inside(peer, ifname, address, prefixlen, gateway), netns_fd)
 
+    def write_file(self, path: str, content: str) -> None:
+        """Write a file of the container's state directory in place (a bind
+        mount of it follows the inode), never through a symlink (O_NOFOLLOW)."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _oserror("writing", e, path) from None
+        try:
+            os.ftruncate(fd, 0)
+            data = memoryview(content.encode())
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+
     def net_delete_link(self, name: str) -> bool:
         from minicontainer.network import netlink
 

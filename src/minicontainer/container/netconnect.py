@@ -1,0 +1,129 @@
+"""``network connect`` and ``network disconnect`` of a running container.
+
+Connect gives the container one more interface (eth1, eth2 ...) on a
+bridge network: the same steps as a run's network (plan.build_connect_plan),
+on the network namespace of its PID 1, opened through a pidfd and checked
+against the recorded start time, as ``exec`` does. The lease is held by the
+container's runtime (its monitor, or a foreground ``run``), so it is released
+with the others when the container ends (runtime.finish), and is stale if
+that runtime is killed. Disconnect releases the lease and deletes the veth.
+Both rewrite the /etc/hosts of the network's containers, and the
+container's own. Not remembered across a restart of the container.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from minicontainer.container import plan as P
+from minicontainer.container import steps as S
+from minicontainer.container.state import StateStore, pid_alive
+from minicontainer.errors import ContainerError, NotRootError
+
+
+def _running(store: StateStore, ref: str):
+    st = store.get(ref)
+    if st.status != "running" or not pid_alive(st.pid, st.pid_start):
+        raise ContainerError(f"container {ref} is not running ({st.status})",
+                             "network connect and disconnect work on a running container; start it first")
+    return st
+
+
+def _network(name: str):
+    from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+
+    networks = NetworkStore()
+    return networks, (networks.default() if name == DEFAULT_NETWORK else networks.require(name))
+
+
+def _interpreter(plan: P.Plan, explain: bool, out, networks):
+    from minicontainer.container.interpreter import Interpreter
+    from minicontainer.syscalls.linux import Linux
+
+    out = out if out is not None else sys.stderr
+
+    def show(i, step):
+        print("\n".join(S.render_step(i, step, plan.legend)), file=out)
+
+    if explain:
+        print("\n".join(plan.header()), file=out)
+    return Interpreter(Linux(), explain=show if explain else None, networks=networks)
+
+
+def _carry_out(interp, plan: P.Plan) -> None:
+    try:
+        interp.run(plan.steps)
+    finally:
+        interp.close_namespaces()
+
+
+def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explain: bool = False, out=None) -> None:
+    """``ip`` and ``aliases``: as run's --ip and --network-alias (checked the same way)."""
+    from minicontainer.container.spec import build_spec
+
+    names = build_spec("-", network=network, ip=ip, network_aliases=aliases)  # the checks of run's flags
+    if os.geteuid() != 0:
+        raise NotRootError("network connect needs root: it puts an interface on a host bridge", "run as root")
+    store = StateStore()
+    st = _running(store, ref)
+    from minicontainer.container.config import load_spec
+
+    spec = load_spec(store.containers / st.id)
+    shared = dict(spec.share_with).get("net")
+    if "net" not in spec.namespaces or shared:
+        mode = "host" if "net" not in spec.namespaces else f"container:{shared[:12]}"
+        raise ContainerError(f"container {st.name} uses the network namespace of {mode}",
+                             "connect the container whose namespace it shares, or one with a network of its own")
+    if not spec.network:
+        # as docker: its /etc/hosts is the image's, and nothing would keep it current
+        raise ContainerError(f"container {st.name} runs with --network none", "run it on a network (--network NAME)")
+    if not pid_alive(st.runtime_pid, st.runtime_start):
+        raise ContainerError(f"container {st.name} has no runtime to hold the address",
+                             "its monitor is gone; restart the container")
+    networks, net = _network(network)
+    if names.ip:
+        from minicontainer.network.store import check_fixed_ip
+
+        check_fixed_ip(net, names.ip)
+    mine = networks.leases_of(st.id)
+    if any(lease.network == net.name for lease in mine):
+        raise ContainerError(f"container {st.name} is already on network {net.name}",
+                             f"disconnect it first: minicontainer network disconnect {net.name} {st.name}")
+    used = {lease.ifname for lease in mine}
+    ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+    # IFNAMSIZ (netdevice(7)): at most 15 characters, unique per container and network
+    att = P.NetworkAttachment(network=net, container=st.id, name=st.name, veth="veth" + st.id[:7] + net.id[:4],
+                              peer="mcp" + st.id[:8] + net.id[:4], hosts=str(store.containers / st.id / "hosts"))
+    plan = P.build_connect_plan(att, pid=st.pid, pid_start=st.pid_start, runtime_pid=st.runtime_pid, ifname=ifname,
+                                default_route=not mine, hostname=st.hostname, ip=names.ip,
+                                aliases=names.network_aliases)
+    plan.legend = {"ID": st.id, "NETWORKS": str(networks.root)}
+    interp = _interpreter(plan, explain, out, networks)
+    try:
+        _carry_out(interp, plan)
+    except BaseException:
+        if interp.lease is None:
+            raise  # refused before anything was made (the address is taken, it is on the network already)
+        # nothing half-made is left: our lease (the only one it has there) and the veth, if it was made, go
+        networks.release(st.id, network=net.name)
+        try:
+            interp.sc.net_delete_link(att.veth)
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        raise
+
+
+def disconnect(network: str, ref: str, *, explain: bool = False, out=None) -> None:
+    if os.geteuid() != 0:
+        raise NotRootError("network disconnect needs root: it deletes an interface", "run as root")
+    store = StateStore()
+    st = store.get(ref)
+    networks, net = _network(network)
+    lease = next((lease for lease in networks.leases(net.name) if lease.container == st.id), None)
+    if lease is None or st.status != "running":
+        raise ContainerError(f"container {st.name} is not connected to network {net.name}",
+                             f"see its networks with: minicontainer inspect -f '{{{{json .NetworkSettings}}}}' {st.name}")
+    plan = P.build_disconnect_plan(lease)
+    plan.legend = {"ID": st.id, "NETWORKS": str(networks.root)}
+    _carry_out(_interpreter(plan, explain, out, networks), plan)
