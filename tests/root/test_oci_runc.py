@@ -244,3 +244,19 @@ def test_exec_with_a_terminal_waits_for_the_exit_code(bundle, tmp_path):
             os.close(fds[0])
     assert b"/dev/pts/" in seen
     runc("delete", "--force", "t1", check=0)
+
+
+def test_devices_from_config_json_and_mknod_with_the_allow_list(bundle, tmp_path):
+    """linux.devices makes /dev/fuse inside and allows it; CAP_MKNOD is kept (the
+    default spec has Docker's set), so root may make any node, but opening one
+    the allow-list lacks fails with EPERM (the device cgroup, not the capability)."""
+    configure(bundle, ["sh", "-c", "exec 3<>/dev/fuse && echo fuse-open; mknod /dev/kmsg2 c 1 11 && echo made; "
+                       "head -c 1 /dev/kmsg2 >/dev/null 2>/tmp/e; cat /tmp/e"],
+              devices=[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o20666}])
+    create(tmp_path, "--bundle", str(bundle), "d1")
+    runc("start", "d1", check=0)
+    assert wait_for(lambda: state("d1")["status"] == "stopped")
+    out = (tmp_path / "out").read_text()
+    assert out.splitlines()[:2] == ["fuse-open", "made"], out + (tmp_path / "err").read_text()
+    assert "Operation not permitted" in out
+    runc("delete", "d1", check=0)

@@ -39,9 +39,9 @@ def features() -> dict:
     }
 
 
-# Docker's default capabilities without CAP_MKNOD (no device cgroup here yet,
-# oci/config.py refuses it) and CAP_NET_RAW (podman's default drops it too).
-_DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
+# Docker's default capabilities without CAP_NET_RAW (podman's default drops it
+# too). CAP_MKNOD stays: the device allow-list decides which nodes open.
+_DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID",
                  "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 
 
