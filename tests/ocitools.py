@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The one installed beside the Python running the tests (scripts/setup's venv), not another on PATH.
+# The one installed beside the Python running the tests (scripts/setup's venv), not another on PATH;
+# MINICONTAINER_TEST_RUNC names another (a wrapper running a work tree's code: engines pass their own
+# environment, so PYTHONPATH does not reach the runtime). A `minicontainer` must sit beside it.
 _VENV_RUNC = Path(sys.executable).parent / "minicontainer-runc"
-RUNC = str(_VENV_RUNC) if _VENV_RUNC.exists() else (shutil.which("minicontainer-runc") or str(_VENV_RUNC))
+RUNC = os.environ.get("MINICONTAINER_TEST_RUNC") or (
+    str(_VENV_RUNC) if _VENV_RUNC.exists() else (shutil.which("minicontainer-runc") or str(_VENV_RUNC)))
 
 
 def apt_install(package: str, binary: str) -> str | None:
