@@ -260,3 +260,67 @@ def test_devices_from_config_json_and_mknod_with_the_allow_list(bundle, tmp_path
     assert out.splitlines()[:2] == ["fuse-open", "made"], out + (tmp_path / "err").read_text()
     assert "Operation not permitted" in out
     runc("delete", "d1", check=0)
+
+
+def _hook_dir(tmp_path: Path) -> Path:
+    """A hook script that appends '<kind> <its mount namespace> <the state JSON>' to hooks.log beside it."""
+    d = tmp_path / "hk"
+    d.mkdir()
+    (d / "hook.sh").write_text('#!/bin/sh\necho "$1 $(readlink /proc/self/ns/mnt) $(cat)" >> "$(dirname "$0")/hooks.log"\n'
+                               'test -z "$FAIL" || { echo "it went wrong"; exit 3; }\n'
+                               'test -z "$SLOW" || sleep 5\n')
+    (d / "hook.sh").chmod(0o755)
+    return d
+
+
+def _hooks(d: Path, **special) -> dict:
+    out = {}
+    for kind in ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"):
+        path = "/hooks/hook.sh" if kind == "startContainer" else str(d / "hook.sh")  # that one: inside
+        out[kind] = [{"path": path, "args": ["hook.sh", kind], "env": ["A=1"], **special.get(kind, {})}]
+    return out
+
+
+def test_hooks_run_at_their_moments_in_their_namespaces(bundle, tmp_path):
+    d = _hook_dir(tmp_path)
+    configure(bundle, ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["hooks"] = _hooks(d)
+    doc["mounts"].append({"destination": "/hooks", "type": "bind", "source": str(d), "options": ["rbind"]})
+    (bundle / "config.json").write_text(json.dumps(doc))
+    log = tmp_path / "debug.log"
+    create(tmp_path, "--bundle", str(bundle), "h1")
+    pid = state("h1")["pid"]
+    kinds = [line.split()[0] for line in (d / "hooks.log").read_text().splitlines()]
+    assert kinds == ["prestart", "createRuntime", "createContainer"]
+    runc("--log", str(log), "--debug", "start", "h1", check=0)
+    assert wait_for(lambda: state("h1")["status"] == "stopped")
+    runc("--log", str(log), "--debug", "delete", "h1", check=0)
+    host_mnt = os.readlink("/proc/self/ns/mnt")
+    lines = {line.split()[0]: line.split(" ", 2)[1:] for line in (d / "hooks.log").read_text().splitlines()}
+    assert sorted(lines) == sorted(["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                                    "poststop"])
+    for kind, (mnt, text) in lines.items():
+        s = json.loads(text)
+        assert (s["id"], s["bundle"]) == ("h1", str(bundle)), kind
+        assert (mnt == host_mnt) == (kind not in ("createContainer", "startContainer")), kind
+        want = {"startContainer": "created", "poststart": "running", "poststop": "stopped"}.get(kind, "creating")
+        assert s["status"] == want, kind
+        assert s["pid"] == pid, kind
+    assert "run the poststop hook in the runtime's namespaces" in log.read_text()
+
+
+@pytest.mark.parametrize("kind, special, words", [
+    ("createRuntime", {"env": ["FAIL=1"]}, "createRuntime hook {d}/hook.sh failed with exit code 3: it went wrong"),
+    ("createContainer", {"env": ["SLOW=1"], "timeout": 1}, "createContainer hook {d}/hook.sh ran past its timeout"),
+])
+def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, kind, special, words):
+    d = _hook_dir(tmp_path)
+    configure(bundle, ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["hooks"] = {kind: _hooks(d, **{kind: special})[kind]}
+    (bundle / "config.json").write_text(json.dumps(doc))
+    proc = create(tmp_path, "--bundle", str(bundle), "h2", check=1)
+    assert words.format(d=d) in proc.stderr
+    assert runc("state", "h2").returncode == 1
+    assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"

@@ -145,6 +145,10 @@ class Log:
             if not self._files:
                 print(self._line("debug", msg), file=sys.stderr)
 
+    def warning(self, msg: str) -> None:
+        self.write("warning", msg)
+        print(f"{PROG}: warning: {msg}", file=sys.stderr)
+
     def error(self, e) -> None:
         msg = e.message if hasattr(e, "message") else str(e)
         if getattr(e, "hint", None):
@@ -195,7 +199,7 @@ def dispatch(command: str, opts: dict, rest: list[str], log: Log) -> int:
             return 0
         return R.run(cid, bundle, detach=bool(opts.get("detach") or opts.get("d")), **kw)
     if command == "start":
-        R.start(_one_id(rest, command))
+        R.start(_one_id(rest, command), log)
     elif command == "state":
         print(R.state(_one_id(rest, command)))
     elif command == "kill":
@@ -203,7 +207,7 @@ def dispatch(command: str, opts: dict, rest: list[str], log: Log) -> int:
             raise ArgvError("kill needs a container id and at most one signal")
         R.kill(rest[0], rest[1] if len(rest) == 2 else "SIGTERM", bool(opts.get("all") or opts.get("a")))
     elif command == "delete":
-        R.delete(_one_id(rest, command), bool(opts.get("force") or opts.get("f")))
+        R.delete(_one_id(rest, command), bool(opts.get("force") or opts.get("f")), log)
     elif command == "list":
         fmt = opts.get("format", "table")
         if fmt not in ("table", "json"):

@@ -15,6 +15,7 @@ profile name we do not load, a console size) are a debug line, returned in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -112,9 +113,7 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
     for key in ("solaris", "windows", "vm", "zos"):
         if key in doc:
             raise refuse(key, "another platform's section; this is a Linux runtime")
-    if _obj(doc, "hooks", "hooks"):
-        raise refuse("hooks", "OCI hooks are not run by minicontainer yet",
-                     "remove the hooks (an engine adds them from its hooks directory)")
+    hooks = _hooks(_obj(doc, "hooks", "hooks"))
 
     root = _obj(doc, "root", "root")
     root_path = root.get("path")
@@ -136,6 +135,7 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         if doc.get(key):
             raise refuse(key, "is not supported", "remove it")
 
+    annotations = _obj(doc, "annotations", "annotations")
     process = _obj(doc, "process", "process")
     args, env, cwd, tty = _process(process, notes)
     mounts = _mounts(_list(doc, "mounts", "mounts"), namespaces, notes)
@@ -162,9 +162,45 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         resources=resources,
         security=security,
         devices=tuple(devices),
+        hooks=hooks,
+        # what each hook gets on stdin, but its pid and status (runtime-spec runtime.md "State")
+        hook_state=json.dumps({"ociVersion": version, "id": name, "bundle": bundle,
+                               "annotations": annotations}) if hooks else "",
     )
-    annotations = _obj(doc, "annotations", "annotations")
     return Bundle(spec=spec, root=root_dir, annotations=dict(annotations), version=version, notes=notes)
+
+
+# -- hooks --------------------------------------------------------------------
+
+
+def _hooks(doc: dict) -> tuple:
+    """config.md "POSIX-platform Hooks": each kind a list of {path, args, env, timeout}."""
+    from minicontainer.container.spec import HOOK_KINDS, Hook
+
+    out = []
+    for kind in doc:
+        if kind not in HOOK_KINDS:
+            raise refuse(f"hooks.{kind}", "is not a hook this runtime knows", f"use {', '.join(HOOK_KINDS)}")
+    for kind in HOOK_KINDS:
+        for i, h in enumerate(_list(doc, kind, f"hooks.{kind}")):
+            where = f"hooks.{kind}[{i}]"
+            if not isinstance(h, dict):
+                raise refuse(where, "must be an object")
+            path = h.get("path")
+            if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+                raise refuse(f"{where}.path", f"{path!r} is not an absolute path")
+            args = _list(h, "args", f"{where}.args")
+            env = _list(h, "env", f"{where}.env")
+            if not all(isinstance(a, str) and "\0" not in a for a in args):
+                raise refuse(f"{where}.args", "must be a list of strings")
+            if not all(isinstance(e, str) and "=" in e and "\0" not in e for e in env):
+                raise refuse(f"{where}.env", "must be a list of KEY=VALUE strings")
+            timeout = h.get("timeout")
+            if timeout is not None and not (isinstance(timeout, int) and not isinstance(timeout, bool)
+                                            and timeout > 0):
+                raise refuse(f"{where}.timeout", f"{timeout!r} is not a number of seconds greater than zero")
+            out.append(Hook(kind=kind, path=path, args=tuple(args), env=tuple(env), timeout=timeout))
+    return tuple(out)
 
 
 # -- process ------------------------------------------------------------------

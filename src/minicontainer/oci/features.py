@@ -20,11 +20,13 @@ def features() -> dict:
     from minicontainer.security.caps import CAP_NAMES
     from minicontainer.security.seccomp_profile import _ACTIONS, _OPS, _SCMP_ARCHES
 
+    from minicontainer.container.spec import HOOK_KINDS
+
     options = sorted(set(C._FLAG_OPTIONS) | C._DEFAULT_OPTIONS | {"bind", "rbind"})
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "hooks": [],
+        "hooks": list(HOOK_KINDS),
         "mountOptions": options,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],

@@ -137,13 +137,74 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it
 
-    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff)
+    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff, explain=log.debugging,
+                    out=StepLog(log))
     runner.detached = True  # PID 1 outlives this process (RearmParentDeath(outlive=True))
-    runner.run()
-    raise ContainerError(f"container {cid} ended before it was created", "run with --debug and read the log")
+    try:
+        runner.run()
+        raise ContainerError(f"container {cid} ended before it was created", "run with --debug and read the log")
+    except BaseException:
+        # runc's rule: a failed create leaves nothing (the runner keeps the
+        # state of a container that got as far as a process, as `run` does)
+        try:
+            delete(cid, force=True)
+        except (MiniError, OSError):
+            pass
+        raise
 
 
-def start(cid: str) -> None:
+class StepLog:
+    """--debug: the plan's steps, as --explain prints them, go to the log
+    as debug lines (a file object for Runner's ``out``; no fileno, so each
+    text comes through write)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.log.debug(line)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_hooks(spec, kind: str, status: str, pid: int, log) -> None:
+    """poststart, poststop: after `create` has exited, this process runs them
+    (in the runtime's namespaces), as a one-step plan through the same
+    interpreter. A failure is a warning (runtime-spec config.md)."""
+    hooks = spec.hooks_of(kind)
+    if not hooks:
+        return
+    from minicontainer.container import steps as S
+    from minicontainer.container.interpreter import Interpreter
+    from minicontainer.syscalls.linux import Linux
+
+    step = S.RunHooks(phase=S.PARENT, kind=kind, hooks=hooks, state=spec.hook_state, status=status, fatal=False)
+    out = StepLog(log)
+    interp = Interpreter(Linux(), warn=log.warning, pid=pid,
+                         explain=(lambda i, st: out.write("\n".join(S.render_step(i, st)))) if log.debugging else None)
+    interp.phases = (S.PARENT,)
+    interp.run([step])
+
+
+def _spec_with_hooks(store, st):
+    """The container's spec if it has hooks (a look at the text first: most
+    have none, and decoding a spec imports much of the library)."""
+    from minicontainer.container.config import CONFIG_FILE
+
+    try:
+        if '"minicontainer.container.spec:Hook"' not in (store.containers / st.id / CONFIG_FILE).read_text():
+            return None
+        from minicontainer.container.config import load_spec
+
+        return load_spec(store.containers / st.id)
+    except (OSError, ContainerError):
+        return None
+
+
+def start(cid: str, log=None) -> None:
     from minicontainer.container import control
 
     store = _store()
@@ -155,6 +216,9 @@ def start(cid: str) -> None:
     st = store._load(st.id)
     st.status, st.started = "running", time.time()
     store.save(st)
+    spec = _spec_with_hooks(store, st) if log is not None else None
+    if spec is not None:
+        run_hooks(spec, "poststart", "running", st.pid, log)
 
 
 def run(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, detach: bool, log) -> int:
@@ -284,7 +348,7 @@ def kill(cid: str, sig_text: str, all_processes: bool) -> None:
         raise ContainerError("container not running", None)
 
 
-def delete(cid: str, force: bool) -> None:
+def delete(cid: str, force: bool, log=None) -> None:
     from minicontainer.container import control
     from minicontainer.container.rootfs import remove_layer_dir
 
@@ -311,7 +375,10 @@ def delete(cid: str, force: bool) -> None:
             raise ContainerError(f"{merged} is mounted on the host; not removing it",
                                  f"unmount it (umount -R {merged}) and delete again")
         remove_layer_dir(st.layer_dir)
+    spec = _spec_with_hooks(store, st) if log is not None else None
     store.remove(st)
+    if spec is not None:
+        run_hooks(spec, "poststop", "stopped", st.pid, log)
 
 
 # -- pause, ps, events, update, exec -------------------------------------------------
