@@ -103,7 +103,6 @@ def test_seccomp_in_the_oci_shape(bundle):
     (lambda d: d["linux"]["namespaces"].append({"type": "user"}), ("user namespace",)),
     (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]), ("uidMappings",)),
     (lambda d: d["linux"].update(namespaces=[{"type": "pid"}]), ("mount namespace",)),
-    (lambda d: d.update(hooks={"prestart": [{"path": "/bin/true"}]}), ("hooks",)),
     (lambda d: d["process"]["capabilities"].update(effective=["CAP_KILL"]), ("capabilities.effective",)),
     (lambda d: d["process"]["capabilities"].update(bounding=["CAP_KILL"]), ("bounding set lacks",)),
     (lambda d: d["process"]["capabilities"].update(bounding=["CAP_NOPE"]), ("capabilities.bounding",)),
@@ -303,3 +302,28 @@ def test_privileged_device_rule_allows_everything(bundle):
     doc = default_spec()
     doc["linux"]["resources"]["devices"] = [{"allow": True, "access": "rwm"}]  # podman --privileged
     assert [str(r) for r in _convert(bundle, doc).spec.resources.devices] == ["a"]
+
+
+def test_hooks_and_their_state(bundle):
+    doc = default_spec()
+    doc["annotations"] = {"a": "b"}
+    doc["hooks"] = {"createRuntime": [{"path": "/bin/h", "args": ["h", "-x"], "env": ["A=1"], "timeout": 3}],
+                    "poststop": [{"path": "/bin/p"}]}
+    spec = _convert(bundle, doc).spec
+    h = spec.hooks_of("createRuntime")[0]
+    assert (h.path, h.args, h.env, h.timeout) == ("/bin/h", ("h", "-x"), ("A=1",), 3)
+    assert spec.hooks_of("poststop")[0].args == ()
+    assert json.loads(spec.hook_state) == {"ociVersion": "1.2.0", "id": "c1", "bundle": str(bundle),
+                                           "annotations": {"a": "b"}}
+
+
+@pytest.mark.parametrize("hooks, words", [
+    ({"preStart": []}, "hooks.preStart"),
+    ({"prestart": [{"path": "rel"}]}, "hooks.prestart[0].path"),
+    ({"poststart": [{"path": "/x", "timeout": 0}]}, "hooks.poststart[0].timeout"),
+    ({"poststart": [{"path": "/x", "env": ["NOEQUALS"]}]}, "hooks.poststart[0].env"),
+])
+def test_bad_hooks_are_refused(bundle, hooks, words):
+    doc = default_spec()
+    doc["hooks"] = hooks
+    _refused(bundle, doc, words)
