@@ -49,7 +49,9 @@ def live_containers() -> list[str]:
                                   text=True, timeout=30)
             if proc.returncode == 0 and '"stopped"' not in proc.stdout:
                 out.append(f"{root}: {cid} still {proc.stdout.split('status')[1][:14]!r}")
-            if any(Path(d, "minicontainer", cid).is_dir() for d in Path("/sys/fs/cgroup").iterdir()):
+            cg = json.loads(state.read_text()).get("cgroup") or ""  # "/a/b": an OCI cgroupsPath
+            rel = cg.strip("/") if cg.startswith("/") else f"{cg or 'minicontainer'}/{cid}"
+            if any(Path(d, rel).is_dir() for d in Path("/sys/fs/cgroup").iterdir()):
                 out.append(f"{root}: {cid}'s cgroup is left")
     return out
 

@@ -4,6 +4,7 @@ Debian's podman 4.3 and containerd 1.6)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -72,8 +73,18 @@ def test_podman_detached_exec_logs_stop_rm(podman):
     mc = subprocess.run([str(Path(RUNC).parent / "minicontainer"), "ps"], capture_output=True, text=True,
                         env=dict(os.environ, MINICONTAINER_ROOT=str(podman.dir / "mcroot")), timeout=30)
     assert cid in mc.stdout and "Up " in mc.stdout  # podman's id is the runtime's container id: our name
+    # linux.cgroupsPath is honoured: the container's cgroup is where podman said (cgroupfs: below each mount)
+    trace = (podman.dir / "trace.log").read_text()
+    path = re.search(r'"cgroupsPath":"([^"]+)"', trace[trace.index(f"config.json of {cid}"):]).group(1)
+    assert "libpod" in path
+    leaves = [d / path.strip("/") for d in Path("/sys/fs/cgroup").iterdir() if (d / "cgroup.procs").exists()
+              or (d / path.strip("/")).is_dir()]
+    assert any(leaf.is_dir() for leaf in leaves), path
+    pid = int(podman("inspect", "--format", "{{.State.Pid}}", "p1").stdout)
+    assert path in Path(f"/proc/{pid}/cgroup").read_text()
     podman("stop", "-t", "1", "p1")
     podman("rm", "p1")
+    assert not any(leaf.is_dir() for leaf in leaves)  # delete removed it
 
 
 def test_podman_flags_reach_the_container(podman, tmp_path):

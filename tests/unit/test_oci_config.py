@@ -327,3 +327,31 @@ def test_bad_hooks_are_refused(bundle, hooks, words):
     doc = default_spec()
     doc["hooks"] = hooks
     _refused(bundle, doc, words)
+
+
+@pytest.mark.parametrize("path, want", [
+    ("/libpod_parent/libpod-abc", "libpod_parent/libpod-abc"),  # podman with cgroupfs
+    ("/docker/abc", "docker/abc"),
+    ("lab/c1", "minicontainer/lab/c1"),  # relative: below minicontainer/
+])
+def test_cgroups_path_is_the_containers_cgroup(bundle, path, want):
+    from minicontainer.cgroups import manager_of
+    from minicontainer.cgroups.fakefs import FakeCgroupFs
+    from minicontainer.cgroups.v2 import V2Manager
+    from minicontainer.container.runtime import saved_cgroup
+
+    doc = default_spec()
+    doc["linux"]["cgroupsPath"] = path
+    r = _convert(bundle, doc).spec.resources
+    assert r.cgroup_path == want
+    m = V2Manager("a" * 64, r, mount="/sys/fs/cgroup", fs=FakeCgroupFs())
+    assert m.leaves() == [f"/sys/fs/cgroup/{want}"]
+    assert saved_cgroup(r) == "/" + want  # what the state keeps, read back by manager_of
+    assert manager_of("a" * 64, saved_cgroup(r)).relative_path == want
+
+
+@pytest.mark.parametrize("path", ["system.slice:docker:abc", "/a/../b", "/cgroup.procs", "/"])
+def test_a_bad_cgroups_path_is_refused(bundle, path):
+    doc = default_spec()
+    doc["linux"]["cgroupsPath"] = path  # ("/": the root cgroup itself)
+    _refused(bundle, doc, "linux.cgroupsPath")

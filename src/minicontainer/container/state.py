@@ -47,7 +47,7 @@ class ContainerState:
     exit_reason: str = ""  # e.g. the OOM report
     rootfs: str = ""  # the merged root on the host
     layer_dir: str = ""  # MINICONTAINER_HOME/containers/<id>
-    cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/)
+    cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/); "/a/b": the whole cgroup (OCI)
     remove: bool = False
     detached: bool = False  # a monitor (monitor.py) is the runtime, not a foreground `run`
     namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces

@@ -466,8 +466,7 @@ def _resources(linux: dict, notes: list[str], nodes: list = ()):
     from minicontainer.cgroups.resources import CPU_PERIOD_US, parse_resources
 
     res = _obj(linux, "resources", "linux.resources")
-    if linux.get("cgroupsPath"):
-        notes.append(f"linux.cgroupsPath {linux['cgroupsPath']!r}: the container's cgroup is minicontainer/<id>")
+    cgroups_path = _cgroups_path(linux.get("cgroupsPath"))
     device_rules = _device_rules(res, list(nodes))
     memory = _obj(res, "memory", "linux.resources.memory")
     cpu = _obj(res, "cpu", "linux.resources.cpu")
@@ -506,9 +505,28 @@ def _resources(linux: dict, notes: list[str], nodes: list = ()):
             cpuset_mems=cpu.get("mems") or None,
             pids_limit=(pids.get("limit") if pids.get("limit") not in (None, 0) else None),
             devices=device_rules,
+            cgroup_path=cgroups_path,
         )
     except UsageError as e:
         raise refuse("linux.resources", e.message, e.hint or "") from None
+
+
+def _cgroups_path(value) -> str | None:
+    """linux.cgroupsPath (config-linux.md "Cgroups Path"), cgroupfs only: an
+    absolute one is below each cgroup mount (podman: /libpod_parent/libpod-ID,
+    docker: /docker/ID, containerd: /NAMESPACE/ID); a relative one is below
+    minicontainer/ (the spec lets the runtime choose where)."""
+    from minicontainer.cgroups.base import DEFAULT_PARENT
+
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or ":" in value:
+        raise refuse("linux.cgroupsPath", f"{value!r} is not a cgroupfs path",
+                     "slice:prefix:name is systemd's form; configure the engine with the cgroupfs manager")
+    parts = [p for p in value.split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith("cgroup.") or "\0" in p for p in parts):
+        raise refuse("linux.cgroupsPath", f"{value!r} is not a path of plain names")
+    return "/".join(parts if value.startswith("/") else [DEFAULT_PARENT, *parts])
 
 
 def _set(value) -> bool:
