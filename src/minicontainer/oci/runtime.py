@@ -81,6 +81,51 @@ def _load_oci(store, state) -> dict:
 
 # -- create, start, run -------------------------------------------------------
 
+OOM_FILE = "oom"  # conmon's convention: podman and CRI-O read BUNDLE/oom once the container exited
+
+
+def watch_oom(st, bundle_dir: str) -> None:
+    """For a container with a memory limit, a small process (forked from
+    ``create``, so nothing is imported) that writes an empty BUNDLE/oom at
+    the container's first OOM kill and ends with the container's PID 1.
+
+    Why: podman takes State.OOMKilled from that file. conmon writes it
+    itself (conmon 2.1.6, src/cgroup.c write_oom_files), but relative to its
+    working directory, which podman 4.3 leaves at its caller's, not the
+    bundle: with runc too, podman reports false on this machine (measured).
+    The file is written when the kernel reports the kill (an eventfd on v1,
+    memory.events on v2), before PID 1 exits and podman looks."""
+    if not os.path.isfile(os.path.join(bundle_dir, "config.json")):
+        return
+    if os.fork() != 0:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)  # no engine pipe stays open because of us
+        os.closerange(3, 1 << 16)
+        os.setsid()
+        from minicontainer.syscalls.linux import Linux
+
+        m = _manager(st)
+        if m.version == "v1":
+            events, v1 = f"{m.mounts['memory']}/{m.relative_path}/memory.oom_control", True
+        else:
+            events, v1 = f"{m.leaves()[0]}/memory.events", False
+        sc = Linux()
+        while True:
+            exited = not sc.wait_memory_event(st.pid, events, v1=v1)
+            if m.exists() and m.oom_killed():
+                path = os.path.join(bundle_dir, OOM_FILE)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+                break
+            if exited:
+                break
+    except BaseException:  # noqa: BLE001 - a report only; the watcher must never reach the caller's code
+        pass
+    os._exit(0)
+
+
 
 def _prepare(cid: str, bundle_dir: str, preserve_fds: int, log):
     """The checks and the bundle, before anything exists: (store, bundle, spec, image)."""
@@ -133,6 +178,8 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
             os.close(chan.master_fd)
         if pid_file:
             write_pid_file(pid_file, state.pid)
+        if spec.resources is not None and spec.resources.memory:
+            watch_oom(state, bundle.bundle_dir)
         log.debug(f"created {cid}: pid {state.pid}")
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it
@@ -305,6 +352,75 @@ def state_of(store, st) -> dict:
 def state(cid: str) -> str:
     store = _store()
     return json.dumps(state_of(store, _get(store, cid)), indent=2)
+
+
+# -- state, list ----------------------------------------------------------------
+
+
+def oci_status(st) -> str:
+    """created | running | paused | stopped (runtime-spec runtime.md "State")."""
+    from minicontainer.container.state import pid_alive
+
+    if st.status in ("created", "running", "restarting") and pid_alive(st.pid, st.pid_start):
+        if st.status == "created":
+            return "created"
+        return "paused" if _frozen(st) else "running"
+    return "stopped"
+
+
+def _frozen(st) -> bool:
+    try:
+        from minicontainer.cgroups import manager_of
+
+        m = manager_of(st.id, st.cgroup or None)
+        return m.exists() and m.is_frozen()
+    except (MiniError, OSError):
+        return False
+
+
+def state_of(store, st) -> dict:
+    oci = _load_oci(store, st)
+    status = oci_status(st)
+    out = {"ociVersion": oci.get("ociVersion") or SPEC_VERSION, "id": st.name, "status": status,
+           "bundle": oci.get("bundle", ""), "annotations": oci.get("annotations") or {}}
+    if status != "stopped":
+        out["pid"] = st.pid
+    else:
+        out["pid"] = 0
+    # runc's extra keys, which some engines read
+    out["rootfs"] = st.rootfs
+    out["created"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.created)) + "Z"
+    return out
+
+
+def state(cid: str) -> str:
+    store = _store()
+    return json.dumps(state_of(store, _get(store, cid)), indent=2)
+
+
+OOM_FILE = "oom"  # conmon's convention: podman and CRI-O read BUNDLE/oom once the container exited
+
+
+def note_oom(store, st) -> None:
+    """A stopped container whose cgroup saw an OOM kill gets an empty
+    BUNDLE/oom file, which podman reads for State.OOMKilled. conmon writes
+    that file itself, but into its working directory (conmon 2.1.6, src/
+    cgroup.c write_oom_files), which podman 4.3 leaves at its caller's: with
+    runc too, podman reports false here (measured). The cgroup is read
+    before `delete` removes it; podman asks `state` first."""
+    bundle = _load_oci(store, st).get("bundle")
+    if not bundle or not os.path.isfile(os.path.join(bundle, "config.json")):
+        return
+    path = os.path.join(bundle, OOM_FILE)
+    if os.path.exists(path):
+        return
+    try:
+        m = _manager(st)
+        if not (m.exists() and m.oom_killed()):
+            return
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+    except (MiniError, OSError):
+        pass  # a report, never a reason for `state` to fail
 
 
 def list_containers(fmt: str, quiet: bool) -> str:

@@ -761,6 +761,43 @@ class Linux:
     def execve(self, path: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
         os.execve(path, argv, env)
 
+    def wait_memory_event(self, pid: int, events_file: str, *, v1: bool) -> bool:
+        """Block until the memory cgroup whose ``events_file`` is given has
+        news (True) or the process ``pid`` exits (False). v1: an eventfd
+        registered on memory.oom_control through cgroup.event_control
+        (cgroup-v1/memory.rst, "OOM Control"): it counts OOM events; v2:
+        poll(2) POLLPRI on memory.events, which the kernel wakes on every
+        change (cgroup-v2.rst: "a file modified event")."""
+        pidfd = os.pidfd_open(pid)
+        fds = [pidfd]
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if v1:
+                ctl = os.open(events_file, os.O_RDONLY | os.O_CLOEXEC)
+                efd = os.eventfd(0, os.EFD_CLOEXEC)
+                fds += [ctl, efd]
+                control = os.open(os.path.join(os.path.dirname(events_file), "cgroup.event_control"),
+                                  os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(control, f"{efd} {ctl}".encode())
+                finally:
+                    os.close(control)
+                poller.register(efd, select.POLLIN)
+            else:
+                efd = os.open(events_file, os.O_RDONLY | os.O_CLOEXEC)
+                fds.append(efd)
+                os.read(efd, 4096)  # read once: the next change wakes poll
+                poller.register(efd, select.POLLPRI)
+            while True:
+                for fd, _ in poller.poll():
+                    if fd == pidfd:
+                        return False
+                    return True
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def host_pid(self) -> int:
         """Our pid in the PID namespace of the procfs at /proc (before
         pivot_root: the host's), where getpid() says 1."""
