@@ -324,3 +324,15 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, kind, 
     assert words.format(d=d) in proc.stderr
     assert runc("state", "h2").returncode == 1
     assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"
+
+
+def test_a_stopped_container_says_exited_with_its_code_in_ps(bundle, tmp_path):
+    """After create, the engine reaps PID 1 (here: the host's init); create's
+    watcher reads the exit code from the zombie first, for `minicontainer ps`."""
+    configure(bundle, ["sh", "-c", "exit 7"])
+    create(tmp_path, "--bundle", str(bundle), "x1")
+    runc("start", "x1", check=0)
+    assert wait_for(lambda: state("x1")["status"] == "stopped")
+    assert wait_for(lambda: "Exited (7)" in mc("ps", "-a", check=0).stdout), mc("ps", "-a").stdout
+    assert "runtime was killed" not in mc("inspect", "x1", check=0).stdout
+    runc("delete", "x1", check=0)

@@ -54,6 +54,11 @@ class ContainerState:
     restart_count: int = 0  # how often the monitor started it again (--restart)
     stop_signal: str = ""  # the image's StopSignal, for stopping it ("" = SIGTERM)
 
+    def engine_owned(self) -> bool:
+        """Made by minicontainer-runc create: PID 1 is its own runtime (no
+        monitor) and the engine's subreaper reaps it."""
+        return self.detached and bool(self.pid) and self.runtime_pid == self.pid
+
     @property
     def short_id(self) -> str:
         return self.id[:12]
@@ -207,6 +212,13 @@ class StateStore:
         the container keeps running, found again through its cgroup)."""
         if state.status in ("running", "created", "restarting") and state.runtime_pid:
             if proc_start_time(state.runtime_pid) != state.runtime_start:
+                if state.engine_owned():
+                    # minicontainer-runc's: PID 1 ended, and the engine that
+                    # reaped it has its exit code (create's watcher records it
+                    # when it can; this is the state before that)
+                    state.status = "exited"
+                    state.exit_reason = state.exit_reason or "the engine reaped it; its exit code is the engine's to tell"
+                    return state
                 if state.detached and pid_alive(state.pid, state.pid_start):
                     state.exit_reason = "its monitor is gone; stop or rm -f still work through its cgroup"
                     return state
@@ -228,7 +240,7 @@ class StateStore:
             return out
         for d in self.containers.iterdir():
             st = self._load(d.name)
-            if st is not None and st.status in ("running", "created", "restarting") and \
+            if st is not None and st.status in ("running", "created", "restarting") and not st.engine_owned() and \
                     self._refresh(st).status == "exited":
                 out.append(st)
         return out

@@ -84,19 +84,23 @@ def _load_oci(store, state) -> dict:
 OOM_FILE = "oom"  # conmon's convention: podman and CRI-O read BUNDLE/oom once the container exited
 
 
-def watch_oom(st, bundle_dir: str) -> None:
-    """For a container with a memory limit, a small process (forked from
-    ``create``, so nothing is imported) that writes an empty BUNDLE/oom at
-    the container's first OOM kill and ends with the container's PID 1.
+def watch(store, st, bundle_dir: str, memory_limit: bool) -> None:
+    """A small process (forked from ``create``, so nothing is imported) that
+    waits for the container's PID 1 to exit, for two things the engine
+    alone would otherwise know:
 
-    Why: podman takes State.OOMKilled from that file. conmon writes it
-    itself (conmon 2.1.6, src/cgroup.c write_oom_files), but relative to its
-    working directory, which podman 4.3 leaves at its caller's, not the
-    bundle: with runc too, podman reports false on this machine (measured).
-    The file is written when the kernel reports the kill (an eventfd on v1,
-    memory.events on v2), before PID 1 exits and podman looks."""
-    if not os.path.isfile(os.path.join(bundle_dir, "config.json")):
-        return
+    - its exit code, read from the zombie (/proc/PID/stat field 52) in the
+      moment between its exit and the engine reaping it, for ``minicontainer
+      ps``'s "Exited (code)": the pidfd wakes us when it exits, the engine on
+      SIGCHLD, so we are usually first; when not, ps says "Exited (?)";
+    - with a memory limit, the first OOM kill: an empty BUNDLE/oom, which
+      podman reads for State.OOMKilled. conmon writes that file itself
+      (conmon 2.1.6, src/cgroup.c write_oom_files), but relative to its
+      working directory, which podman 4.3 leaves at its caller's, not the
+      bundle: with runc too, podman reports false on this machine
+      (measured). The file is written when the kernel reports the kill (an
+      eventfd on v1, memory.events on v2), before PID 1 exits and podman looks.
+    """
     if os.fork() != 0:
         return
     try:
@@ -105,26 +109,40 @@ def watch_oom(st, bundle_dir: str) -> None:
             os.dup2(null, fd)  # no engine pipe stays open because of us
         os.closerange(3, 1 << 16)
         os.setsid()
+        from minicontainer.procfs import zombie_exit_code
         from minicontainer.syscalls.linux import Linux
 
-        m = _manager(st)
-        if m.version == "v1":
-            events, v1 = f"{m.mounts['memory']}/{m.relative_path}/memory.oom_control", True
-        else:
-            events, v1 = f"{m.leaves()[0]}/memory.events", False
         sc = Linux()
+        events = v1 = None
+        m = _manager(st)
+        if memory_limit and os.path.isfile(os.path.join(bundle_dir, "config.json")):
+            if m.version == "v1":
+                events, v1 = f"{m.mounts['memory']}/{m.relative_path}/memory.oom_control", True
+            else:
+                events, v1 = f"{m.leaves()[0]}/memory.events", False
         while True:
-            exited = not sc.wait_memory_event(st.pid, events, v1=v1)
-            if m.exists() and m.oom_killed():
+            exited = not sc.wait_exit_or_memory_event(st.pid, events, v1=bool(v1))
+            code = zombie_exit_code(st.pid) if exited else None
+            if events is not None and m.exists() and m.oom_killed():
                 path = os.path.join(bundle_dir, OOM_FILE)
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
-                break
+                events = None  # once; now only the exit
             if exited:
+                _record_exit(store, st, code)
                 break
     except BaseException:  # noqa: BLE001 - a report only; the watcher must never reach the caller's code
         pass
     os._exit(0)
 
+
+def _record_exit(store, st, code: int | None) -> None:
+    cur = store._load(st.id)
+    if cur is None or cur.pid != st.pid or cur.status not in ("created", "running"):
+        return  # deleted, or stopped by someone who knew better
+    cur.status, cur.finished = "exited", time.time()
+    cur.exit_code = code
+    cur.exit_reason = "" if code is not None else "the engine reaped it; its exit code is the engine's to tell"
+    store.save(cur)
 
 
 def _prepare(cid: str, bundle_dir: str, preserve_fds: int, log):
@@ -178,8 +196,7 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
             os.close(chan.master_fd)
         if pid_file:
             write_pid_file(pid_file, state.pid)
-        if spec.resources is not None and spec.resources.memory:
-            watch_oom(state, bundle.bundle_dir)
+        watch(store, state, bundle.bundle_dir, memory_limit=bool(spec.resources is not None and spec.resources.memory))
         log.debug(f"created {cid}: pid {state.pid}")
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it

@@ -761,9 +761,10 @@ class Linux:
     def execve(self, path: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
         os.execve(path, argv, env)
 
-    def wait_memory_event(self, pid: int, events_file: str, *, v1: bool) -> bool:
+    def wait_exit_or_memory_event(self, pid: int, events_file: str | None, *, v1: bool) -> bool:
         """Block until the memory cgroup whose ``events_file`` is given has
-        news (True) or the process ``pid`` exits (False). v1: an eventfd
+        news (True) or the process ``pid`` exits (False; pidfd_open(2): the
+        pidfd is readable once it exited, before its parent reaps it). v1: an eventfd
         registered on memory.oom_control through cgroup.event_control
         (cgroup-v1/memory.rst, "OOM Control"): it counts OOM events; v2:
         poll(2) POLLPRI on memory.events, which the kernel wakes on every
@@ -773,7 +774,9 @@ class Linux:
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
-            if v1:
+            if events_file is None:
+                pass
+            elif v1:
                 ctl = os.open(events_file, os.O_RDONLY | os.O_CLOEXEC)
                 efd = os.eventfd(0, os.EFD_CLOEXEC)
                 fds += [ctl, efd]
