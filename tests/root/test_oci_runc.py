@@ -336,3 +336,15 @@ def test_a_stopped_container_says_exited_with_its_code_in_ps(bundle, tmp_path):
     assert wait_for(lambda: "Exited (7)" in mc("ps", "-a", check=0).stdout), mc("ps", "-a").stdout
     assert "runtime was killed" not in mc("inspect", "x1", check=0).stdout
     runc("delete", "x1", check=0)
+
+
+def test_events_streams_stats_and_oom_until_the_container_stops(bundle, tmp_path):
+    configure(bundle, ["sh", "-c", "sleep 1; a=$(head -c 300000000 /dev/zero | tr '\\0' x); sleep 1"],
+              resources={"memory": {"limit": 64 << 20}})
+    create(tmp_path, "--bundle", str(bundle), "e1")
+    runc("start", "e1", check=0)
+    proc = runc("events", "--interval", "300ms", "e1", check=0, timeout=60)  # returns once e1 stops
+    kinds = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
+    assert kinds.count("oom") == 1 and kinds.count("stats") >= 3, kinds
+    assert state("e1")["status"] == "stopped"
+    runc("delete", "e1", check=0)

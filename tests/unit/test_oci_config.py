@@ -355,3 +355,18 @@ def test_a_bad_cgroups_path_is_refused(bundle, path):
     doc = default_spec()
     doc["linux"]["cgroupsPath"] = path  # ("/": the root cgroup itself)
     _refused(bundle, doc, "linux.cgroupsPath")
+
+
+@pytest.mark.parametrize("text, seconds", [("5s", 5), ("100ms", 0.1), ("1m30s", 90), ("1.5h", 5400)])
+def test_events_interval_is_a_go_duration(text, seconds):
+    from minicontainer.oci.runtime import parse_interval
+
+    assert parse_interval(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5", "s", "0s", "5x", "-1s"])
+def test_a_bad_interval_is_refused(text):
+    from minicontainer.oci.runtime import parse_interval
+
+    with pytest.raises(UsageError):
+        parse_interval(text)

@@ -229,9 +229,11 @@ def dispatch(command: str, opts: dict, rest: list[str], log: Log) -> int:
             raise ArgvError("update needs --resources FILE (a LinuxResources JSON; - for stdin)")
         R.update(_one_id(rest, command), opts["resources"])
     elif command == "events":
-        if not opts.get("stats"):
-            raise ArgvError("events without --stats (a stream of events) is not supported yet; use --stats")
-        print(R.stats_event(_one_id(rest, command)))
+        cid = _one_id(rest, command)
+        if opts.get("stats"):
+            print(R.stats_event(cid))
+        else:
+            R.events(cid, R.parse_interval(opts.get("interval") or "5s"))
     elif command == "features":
         from minicontainer.oci.features import features
 

@@ -545,10 +545,10 @@ def ps(cid: str, fmt: str, ps_args: tuple[str, ...]) -> str:
     return "\n".join(ps_filtered(ps_args or ("-ef",), pids))
 
 
-def stats_event(cid: str) -> str:
+def stats_event(cid: str, st=None, manager=None) -> str:
     """``events --stats``: one snapshot, in the shape of runc's stats event."""
-    st = _get(_store(), cid)
-    s = _manager(st).stats()
+    st = st if st is not None else _get(_store(), cid)
+    s = (manager or _manager(st)).stats()
     data = {
         "cpu": {"usage": {"total": (s.get("cpu_usage_usec") or 0) * 1000},
                 "throttling": {"throttledTime": (s.get("cpu_throttled_usec") or 0) * 1000,
@@ -560,6 +560,52 @@ def stats_event(cid: str) -> str:
                                               {"op": "Write", "value": s.get("io_write_bytes") or 0}]},
     }
     return json.dumps({"type": "stats", "id": cid, "data": data})
+
+
+def parse_interval(text: str) -> float:
+    """runc's --interval is a Go duration: 5s, 100ms, 1m30s, 1.5h."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h)", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f"invalid --interval {text!r}", "give a duration such as 5s, 500ms or 1m")
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds <= 0:
+        raise UsageError(f"invalid --interval {text!r}: it must be more than zero", "e.g. 5s")
+    return seconds
+
+
+def events(cid: str, interval: float, out=None) -> None:
+    """``events ID`` (no --stats): runc's stream, one JSON object a line: a
+    stats event every ``interval``, an ``oom`` event when the OOM killer
+    takes a process of the container; it ends when the container stops."""
+    import sys
+
+    out = out or sys.stdout
+    store = _store()
+    st = _get(store, cid)
+    m = _manager(st)
+    if oci_status(st) == "stopped":
+        raise ContainerError(f"container {cid} is not running", None)
+    ooms = m.limit_events()["oom_kills"] if m.exists() else 0
+    next_stats = time.monotonic()
+    while True:
+        st = store._load(st.id) or st
+        stopped = oci_status(st) == "stopped"  # (an OOM kill of PID 1 itself is still reported, below)
+        try:
+            now_ooms = m.limit_events()["oom_kills"] if m.exists() else ooms
+            if now_ooms > ooms:
+                ooms = now_ooms
+                print(json.dumps({"type": "oom", "id": cid}), file=out, flush=True)
+            if stopped or not m.exists():
+                return
+            if time.monotonic() >= next_stats:
+                print(stats_event(cid, st, m), file=out, flush=True)
+                next_stats = time.monotonic() + interval
+        except (MiniError, OSError):
+            return  # the cgroup went away between the check and the read: the container is gone
+        time.sleep(min(interval, 0.2))
 
 
 def update(cid: str, resources_file: str) -> None:
