@@ -304,7 +304,7 @@ def run(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, de
     _, status = os.waitpid(child, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         return 1
-    start(cid)
+    start(cid, log)
     return 0
 
 
