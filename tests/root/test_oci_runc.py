@@ -53,6 +53,15 @@ def bundle(mc_home, tmp_path):
     return b
 
 
+@pytest.fixture
+def cleanup():
+    """Ids to `delete --force` after the test, pass or fail (before the host's leak check)."""
+    ids: list[str] = []
+    yield ids.append
+    for cid in ids:
+        runc("delete", "--force", cid)
+
+
 def configure(bundle: Path, args: list[str], terminal: bool = False, **linux) -> None:
     path = bundle / "config.json"
     doc = json.loads(path.read_text())
@@ -246,10 +255,11 @@ def test_exec_with_a_terminal_waits_for_the_exit_code(bundle, tmp_path):
     runc("delete", "--force", "t1", check=0)
 
 
-def test_devices_from_config_json_and_mknod_with_the_allow_list(bundle, tmp_path):
+def test_devices_from_config_json_and_mknod_with_the_allow_list(bundle, tmp_path, cleanup):
     """linux.devices makes /dev/fuse inside and allows it; CAP_MKNOD is kept (the
     default spec has Docker's set), so root may make any node, but opening one
     the allow-list lacks fails with EPERM (the device cgroup, not the capability)."""
+    cleanup("d1")
     configure(bundle, ["sh", "-c", "exec 3<>/dev/fuse && echo fuse-open; mknod /dev/kmsg2 c 1 11 && echo made; "
                        "head -c 1 /dev/kmsg2 >/dev/null 2>/tmp/e; cat /tmp/e"],
               devices=[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o20666}])
@@ -281,7 +291,8 @@ def _hooks(d: Path, **special) -> dict:
     return out
 
 
-def test_hooks_run_at_their_moments_in_their_namespaces(bundle, tmp_path):
+def test_hooks_run_at_their_moments_in_their_namespaces(bundle, tmp_path, cleanup):
+    cleanup("h1")
     d = _hook_dir(tmp_path)
     configure(bundle, ["true"])
     doc = json.loads((bundle / "config.json").read_text())
@@ -314,7 +325,8 @@ def test_hooks_run_at_their_moments_in_their_namespaces(bundle, tmp_path):
     ("createRuntime", {"env": ["FAIL=1"]}, "createRuntime hook {d}/hook.sh failed with exit code 3: it went wrong"),
     ("createContainer", {"env": ["SLOW=1"], "timeout": 1}, "createContainer hook {d}/hook.sh ran past its timeout"),
 ])
-def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, kind, special, words):
+def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, cleanup, kind, special, words):
+    cleanup("h2")
     d = _hook_dir(tmp_path)
     configure(bundle, ["true"])
     doc = json.loads((bundle / "config.json").read_text())
@@ -326,19 +338,43 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, kind, 
     assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"
 
 
-def test_a_stopped_container_says_exited_with_its_code_in_ps(bundle, tmp_path):
-    """After create, the engine reaps PID 1 (here: the host's init); create's
-    watcher reads the exit code from the zombie first, for `minicontainer ps`."""
+# An engine's monitor as the test plays it: a child subreaper that runs
+# `create` and reaps the container's PID 1 only when told (conmon reaps at
+# once, on SIGCHLD; here the moment is the test's).
+_SLOW_REAPER = """
+import os, subprocess, sys, time
+import prctl
+prctl.set_child_subreaper(True)
+subprocess.run(sys.argv[2:], check=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+os.waitpid(-1, 0)
+"""
+
+
+def test_a_stopped_container_says_exited_with_its_code_in_ps(bundle, tmp_path, cleanup):
+    """After create, the engine reaps PID 1; create's watcher reads the exit
+    code from the zombie first, for `minicontainer ps`."""
+    cleanup("x1")
     configure(bundle, ["sh", "-c", "exit 7"])
-    create(tmp_path, "--bundle", str(bundle), "x1")
-    runc("start", "x1", check=0)
-    assert wait_for(lambda: state("x1")["status"] == "stopped")
-    assert wait_for(lambda: "Exited (7)" in mc("ps", "-a", check=0).stdout), mc("ps", "-a").stdout
+    go = tmp_path / "reap"
+    with open(tmp_path / "out", "a") as out:
+        reaper = subprocess.Popen([PY, "-c", _SLOW_REAPER, str(go), PY, "-m", "minicontainer.oci.cli", "create",
+                                   "--bundle", str(bundle), "x1"], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        assert wait_for(lambda: runc("state", "x1").returncode == 0), (tmp_path / "out").read_text()
+        runc("start", "x1", check=0)
+        assert wait_for(lambda: "Exited (7)" in mc("ps", "-a", check=0).stdout), mc("ps", "-a").stdout
+    finally:
+        go.touch()
+        reaper.wait(timeout=30)
+    assert state("x1")["status"] == "stopped"
     assert "runtime was killed" not in mc("inspect", "x1", check=0).stdout
     runc("delete", "x1", check=0)
 
 
-def test_events_streams_stats_and_oom_until_the_container_stops(bundle, tmp_path):
+def test_events_streams_stats_and_oom_until_the_container_stops(bundle, tmp_path, cleanup):
+    cleanup("e1")
     configure(bundle, ["sh", "-c", "sleep 1; a=$(head -c 300000000 /dev/zero | tr '\\0' x); sleep 1"],
               resources={"memory": {"limit": 64 << 20}})
     create(tmp_path, "--bundle", str(bundle), "e1")
