@@ -3,6 +3,7 @@ Debian's podman 4.3 and containerd 1.6)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -236,3 +237,22 @@ def test_podman_shows_an_exec_failure(podman):
     """The exec fails after create has exited: the message goes to the container's stderr (podman's)."""
     proc = podman("run", "--rm", *ULIMITS, "localhost/mini", "nosuchcmd", check=None)
     assert proc.returncode == 127 and "nosuchcmd: executable file not found" in proc.stderr
+
+
+def test_podman_hooks_dir_hooks_run(podman, tmp_path):
+    """podman's --hooks-dir puts OCI hooks into config.json: prestart and
+    createContainer are ours to run (podman runs poststop itself)."""
+    (tmp_path / "hook.sh").write_text(f'#!/bin/sh\necho "$1 $(cat)" >> {tmp_path}/hooks.log\n')
+    (tmp_path / "hook.sh").chmod(0o755)
+    hooks = tmp_path / "hooks.d"
+    hooks.mkdir()
+    for stage in ("prestart", "createContainer"):
+        (hooks / f"{stage}.json").write_text(json.dumps({
+            "version": "1.0.0", "hook": {"path": str(tmp_path / "hook.sh"), "args": ["hook.sh", stage]},
+            "when": {"always": True}, "stages": [stage]}))
+    out = podman("--hooks-dir", str(hooks), "run", "--rm", "--network", "none", *ULIMITS, "localhost/mini",
+                 "echo", "hi").stdout
+    assert out == "hi\n"
+    ran = [line.split(" ", 1) for line in (tmp_path / "hooks.log").read_text().splitlines()]
+    assert [k for k, _ in ran] == ["prestart", "createContainer"]
+    assert all(json.loads(s)["status"] == "creating" and json.loads(s)["pid"] > 0 for _, s in ran)
