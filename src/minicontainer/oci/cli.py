@@ -125,6 +125,10 @@ class Log:
                 except OSError as e:
                     print(f"{PROG}: cannot open the log {p}: {e.strerror}", file=sys.stderr)
 
+    @property
+    def to_file(self) -> bool:
+        return bool(self._files)
+
     def _line(self, level: str, msg: str) -> str:
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
         if self.fmt == "json":

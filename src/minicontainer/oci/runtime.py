@@ -201,7 +201,9 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it
 
-    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff, explain=log.debugging,
+    # --debug: the plan's steps into the log file (never onto stderr: in the
+    # child, after its stdio is attached, that is the container's own)
+    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff, explain=log.debugging and log.to_file,
                     out=StepLog(log))
     runner.detached = True  # PID 1 outlives this process (RearmParentDeath(outlive=True))
     try:
@@ -248,7 +250,8 @@ def run_hooks(spec, kind: str, status: str, pid: int, log) -> None:
     step = S.RunHooks(phase=S.PARENT, kind=kind, hooks=hooks, state=spec.hook_state, status=status, fatal=False)
     out = StepLog(log)
     interp = Interpreter(Linux(), warn=log.warning, pid=pid,
-                         explain=(lambda i, st: out.write("\n".join(S.render_step(i, st)))) if log.debugging else None)
+                         explain=(lambda i, st: out.write("\n".join(S.render_step(i, st)))) if log.debugging and log.to_file
+                         else None)
     interp.phases = (S.PARENT,)
     interp.run([step])
 
