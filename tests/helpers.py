@@ -245,3 +245,35 @@ def mc_on_a_pty(*args, stdin_too: bool = True):
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+@contextmanager
+def private_netns():
+    """A network namespace of the test's own (``unshare --net``), held by a
+    sleeping process: yields (its /proc/PID/ns/net path, the holder's pid).
+    Whatever is made in it (bridges, veths, nft tables) vanishes with it."""
+    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"])
+    path = f"/proc/{holder.pid}/ns/net"
+    mine = os.readlink("/proc/self/ns/net")
+    try:
+        for _ in range(200):  # until unshare has exec'd sleep in the new namespace
+            try:
+                if os.readlink(path) != mine:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        assert os.readlink(path) != mine
+        yield path, holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def in_netns(netns: str, *argv, timeout=60, check=None, **kw) -> subprocess.CompletedProcess:
+    """``argv`` run inside the network namespace ``netns`` (nsenter --net)."""
+    proc = subprocess.run(["nsenter", f"--net={netns}", "--", *argv], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}, stdout={proc.stdout!r}, stderr={proc.stderr!r}"
+    return proc

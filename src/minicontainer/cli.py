@@ -47,12 +47,15 @@ COMMANDS = {
     "doctor": ("minicontainer.commands.doctor", "doctor", "Check what this host offers minicontainer."),
     "build": ("minicontainer.commands.build", "build", "Build an image from a Dockerfile."),
     "inspect": ("minicontainer.commands.inspect", "inspect", "Show a container's (or an image's) details."),
+    "ns": ("minicontainer.commands.ns", "ns", "Show a container's namespaces, ids, caps and mounts beside the host's."),
     "top": ("minicontainer.commands.top", "top", "Show the processes of a running container."),
     "update": ("minicontainer.commands.update", "update", "Change the limits of containers, live."),
     "cp": ("minicontainer.commands.cp", "cp", "Copy files between a container and the host."),
     "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
     "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
     "network": ("minicontainer.commands.network", "network", "Manage bridge networks: create, ls, inspect, rm, prune."),
+    "system": ("minicontainer.commands.system", "system", "Disk usage (system df) and cleaning up (system prune)."),
+    "port": ("minicontainer.commands.port", "port", "List a container's published ports."),
 }
 
 

@@ -84,6 +84,13 @@ class Layers:
     upper: str | None = None
     image: str | None = None
     xattr_prefix: str = TRUSTED_PREFIX
+    # a layered image: its layers under ``lower``, top first (lower-1, lower-2 ...)
+    below: tuple[str, ...] = ()
+
+    @property
+    def stack(self) -> tuple[str, ...]:
+        """The image's layers, top first (one for a flat image)."""
+        return (self.lower, *self.below)
 
 
 @dataclass(frozen=True)
@@ -106,28 +113,26 @@ def container_layers(layer_dir: str, image_rootfs: str | None) -> Layers:
     d = Path(layer_dir)
     if not d.is_dir():
         raise ContainerError(f"the container's layer directory {d} is missing", "remove the container")
-    if os.path.lexists(d / "lower-1"):
-        raise ContainerError(
-            "this container runs on a layered image (several lower layers): diff and export read one lower layer",
-            "save the image with 'minicontainer image save' instead, or run a flat image",
-        )
     lower = _lower_link(d)
+    below = []  # a layered image: lower-1, lower-2 ... under lower (rootfs.py)
+    while (link := _lower_link(d, f"lower-{len(below) + 1}")) is not None:
+        below.append(link)
     if (d / "upper").is_dir():
         if lower is None:
             raise ContainerError(f"the container's layer {d} has an upper/ but no lower link", "remove the container")
-        return Layers("overlay", lower=lower, upper=str(d / "upper"))
+        return Layers("overlay", lower=lower, upper=str(d / "upper"), below=tuple(below))
     if (d / "copy").is_dir():
         return Layers("copy", lower=str(d / "copy"), image=image_rootfs)
     if lower is not None:
-        return Layers("read-only", lower=lower)
+        return Layers("read-only", lower=lower, below=tuple(below))
     if image_rootfs is None:
         raise ContainerError(f"cannot tell where the root filesystem of {d} is", "remove the container")
     return Layers("read-only", lower=image_rootfs)
 
 
-def _lower_link(d: Path) -> str | None:
+def _lower_link(d: Path, name: str = "lower") -> str | None:
     try:
-        target = os.readlink(d / "lower")
+        target = os.readlink(d / name)
     except OSError:
         return None
     return os.path.join(d, target)  # absolute targets stay as they are
@@ -206,26 +211,26 @@ def _fd_path(fd: int) -> str:
         return f"fd {fd}"
 
 
-def _lower_of(up_fd: int, lower_fd: int | None, name: str, lower_root: int, prefix: str) -> tuple[int | None, bool]:
+def _lower_of(up_fd: int, lower: Stack | None, name: str, lower_root: Stack, prefix: str) -> tuple[Stack | None, bool]:
     """The lower directory that the upper directory ``up_fd`` (called
-    ``name``, in a directory merged with ``lower_fd``) merges with, and
+    ``name``, in a directory merged with ``lower``) merges with, and
     whether it is the one at the same path. (None, True): nothing below."""
     if _xattr(up_fd, prefix + "opaque") == b"y":
         return None, True
     redirect = _xattr(up_fd, prefix + "redirect")
     if redirect is None:
-        return _open_dir(lower_fd, name), True
+        return (lower.child(name) if lower is not None else None), True
     target = os.fsdecode(redirect)
     if target in (".", "..") or ".." in target.split("/"):
         return None, False  # never a way out of the lower layer
     if not target.startswith("/"):  # a new name in the same parent
-        return (_open_dir(lower_fd, target) if "/" not in target else None), False
+        return (lower.child(target) if lower is not None and "/" not in target else None), False
     # Absolute: from the root of the lower layer, even when the parent has
     # no lower directory (a lower dir moved into a new one). '..' was refused above.
     try:
-        return safepath.walk_dirs_nofollow(lower_root, safepath.split_inside(target)), False
+        return lower_root.walk(safepath.split_inside(target)), False
     except OSError as e:
-        raise wrap_oserror("opening a redirected directory", e, f"{_fd_path(lower_root)}{target}") from None
+        raise wrap_oserror("opening a redirected directory", e, f"{_fd_path(lower_root.top)}{target}") from None
 
 
 def _refuse_metacopy(dir_fd: int, name: str, path: str, prefix: str) -> None:
@@ -239,6 +244,116 @@ def _refuse_metacopy(dir_fd: int, name: str, path: str, prefix: str) -> None:
 def _depth_check(path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise ContainerError(f"{path} is nested deeper than {MAX_DEPTH} directories", "refusing to walk further")
+
+
+# -- the image side: one directory, or a layered image's stack of them --------------
+
+
+class Stack:
+    """One directory of the image as the overlay shows it: the directories
+    at that path in each image layer, top first, merged by overlayfs's
+    rules (a name in a higher layer hides the lower ones, a whiteout hides
+    them and is itself no entry, a directory merges with the directories
+    below it unless it is opaque or a non-directory comes first). A flat
+    image is a stack of one. It owns its fds (``close``).
+
+    The image layers are the store's (unpacked with the load's checks), never
+    written by a container; the same fd-relative, no-follow reads as for the
+    upper layer are used all the same."""
+
+    def __init__(self, fds: list[int], prefix: str):
+        self.fds = fds
+        self.prefix = prefix
+
+    @property
+    def top(self) -> int:
+        return self.fds[0]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def names(self) -> set[str]:
+        """The visible names (whiteouts and what they hide left out)."""
+        seen: set[str] = set()
+        hidden: set[str] = set()
+        for fd in self.fds:
+            for name in _listdir(fd):
+                if name in seen or name in hidden:
+                    continue
+                st = _lstat(fd, name)
+                if st is None:
+                    continue
+                (hidden if is_whiteout(st) else seen).add(name)
+        return seen
+
+    def find(self, name: str) -> tuple[int, os.stat_result] | None:
+        """The layer directory holding the visible ``name`` and its lstat; None if there is none."""
+        for fd in self.fds:
+            st = _lstat(fd, name)
+            if st is None:
+                continue
+            return None if is_whiteout(st) else (fd, st)
+        return None
+
+    def child(self, name: str) -> Stack | None:
+        """The merged subdirectory ``name``, or None (no directory there)."""
+        fds: list[int] = []
+        try:
+            for fd in self.fds:
+                st = _lstat(fd, name)
+                if st is None:
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    break  # a file (or a whiteout) hides the layers below
+                c = _open_dir(fd, name)
+                if c is None:
+                    break
+                fds.append(c)
+                if _xattr(c, self.prefix + "opaque") == b"y":
+                    break  # made again in this layer: nothing below shows
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return Stack(fds, self.prefix) if fds else None
+
+    def walk(self, parts: list[str]) -> Stack | None:
+        """The merged directory at ``parts`` from here (for a redirect)."""
+        here: Stack | None = self
+        opened: list[Stack] = []
+        try:
+            for part in parts:
+                here = here.child(part)
+                if here is None:
+                    return None
+                opened.append(here)
+            return opened.pop() if opened else Stack([os.dup(fd) for fd in self.fds], self.prefix)
+        finally:
+            for st in opened:
+                st.close()
+
+
+def _open_stack(paths: tuple[str, ...], prefix: str) -> Stack:
+    fds: list[int] = []
+    try:
+        for p in paths:
+            fds.append(_open_root(p, "lower"))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return Stack(fds, prefix)
+
+
+def _names(stack: Stack | None) -> set[str]:
+    return stack.names() if stack is not None else set()
+
+
+def _find(stack: Stack | None, name: str) -> tuple[int | None, os.stat_result | None]:
+    hit = stack.find(name) if stack is not None else None
+    return hit if hit is not None else (None, None)
 
 
 # -- the merged view ---------------------------------------------------------------
@@ -279,8 +394,8 @@ def walk_merged(layers: Layers) -> Iterator[Entry]:
     """Every entry of the merged tree (the root itself excepted), parents
     before children, names sorted. Whiteouts are not entries."""
     with ExitStack() as stack:
-        low = _open_root(layers.lower, "lower")
-        stack.callback(os.close, low)
+        low = _open_stack(layers.stack, layers.xattr_prefix)
+        stack.callback(low.close)
         up = None
         if layers.upper is not None:
             up = _open_root(layers.upper, "upper")
@@ -288,13 +403,18 @@ def walk_merged(layers: Layers) -> Iterator[Entry]:
         yield from _merge("", up, low, low, layers.xattr_prefix, 0)
 
 
-def _merge(rel: str, up: int | None, low: int | None, low_root: int, prefix: str, depth: int) -> Iterator[Entry]:
+def _merge(rel: str, up: int | None, low: Stack | None, low_root: Stack, prefix: str,
+           depth: int) -> Iterator[Entry]:
     _depth_check(rel, depth)
     up_names = set(_listdir(up))
-    for name in sorted(up_names | set(_listdir(low))):
+    for name in sorted(up_names | _names(low)):
         path = f"{rel}/{name}"
-        src, layer = (up, "upper") if name in up_names else (low, "lower")
-        st = _lstat(src, name)
+        if name in up_names:
+            src, layer = up, "upper"
+            st = _lstat(src, name)
+        else:
+            layer = "lower"
+            src, st = _find(low, name)
         if st is None or is_whiteout(st):
             continue  # deleted (or removed while we read)
         if not stat.S_ISDIR(st.st_mode):
@@ -302,22 +422,27 @@ def _merge(rel: str, up: int | None, low: int | None, low_root: int, prefix: str
                 _refuse_metacopy(src, name, path, prefix)
             yield Entry(path, st, layer, src, name)
             continue
+        if layer == "lower":
+            child_stack = low.child(name)
+            if child_stack is None:
+                continue
+            try:
+                yield Entry(path, os.fstat(child_stack.top), layer, src, name)
+                yield from _merge(path, None, child_stack, low_root, prefix, depth + 1)
+            finally:
+                child_stack.close()
+            continue
         child = _open_dir(src, name)
         if child is None:
             continue  # replaced by something else since the lstat
         try:
-            child_low = None
-            if layer == "upper":
-                child_low, _ = _lower_of(child, low, name, low_root, prefix)
+            child_low, _ = _lower_of(child, low, name, low_root, prefix)
             try:
                 yield Entry(path, os.fstat(child), layer, src, name)
-                if layer == "upper":
-                    yield from _merge(path, child, child_low, low_root, prefix, depth + 1)
-                else:
-                    yield from _merge(path, None, child, low_root, prefix, depth + 1)
+                yield from _merge(path, child, child_low, low_root, prefix, depth + 1)
             finally:
                 if child_low is not None:
-                    os.close(child_low)
+                    child_low.close()
         finally:
             os.close(child)
 
@@ -332,8 +457,8 @@ def diff(layers: Layers) -> list[Change]:
     deleted directory is one ``D`` (not its contents). Sorted by path, a
     directory before its contents."""
     with ExitStack() as stack:
-        low = _open_root(layers.lower, "lower")
-        stack.callback(os.close, low)
+        low = _open_stack(layers.stack, layers.xattr_prefix)
+        stack.callback(low.close)
         differ = _Differ(low, layers.xattr_prefix)
         if layers.kind == "overlay":
             up = _open_root(layers.upper, "upper")
@@ -346,8 +471,8 @@ def diff(layers: Layers) -> list[Change]:
                     "this container runs on a private copy of its image, and the image is gone",
                     "'minicontainer export' still works",
                 )
-            image = _open_root(layers.image, "image")
-            stack.callback(os.close, image)
+            image = _open_stack((layers.image,), layers.xattr_prefix)
+            stack.callback(image.close)
             differ.dir("", None, low, False, image, 0)
         # read-only: nothing can have changed
     return sorted(differ.out, key=lambda c: c.path.split("/"))
@@ -365,14 +490,16 @@ def _same_file(a: os.stat_result, b: os.stat_result, a_link: str | None, b_link:
 
 class _Differ:
     """Walks the merged tree next to the image's, directory by directory,
-    and collects the changes in ``out``."""
+    and collects the changes in ``out``. The lower and image sides are
+    :class:`Stack` s (a layered image's layers merged)."""
 
-    def __init__(self, low_root: int, prefix: str):
+    def __init__(self, low_root: Stack, prefix: str):
         self.low_root = low_root
         self.prefix = prefix
         self.out: list[Change] = []
 
-    def dir(self, rel: str, up: int | None, low: int | None, low_is_image: bool, image: int | None, depth: int) -> bool:
+    def dir(self, rel: str, up: int | None, low: Stack | None, low_is_image: bool, image: Stack | None,
+            depth: int) -> bool:
         """Record the changes below one directory; True if there are any.
 
         ``up``: the container's writes here (each one is a change); ``low``:
@@ -385,21 +512,23 @@ class _Differ:
         _depth_check(rel, depth)
         changed = False
         up_names = set(_listdir(up))
-        low_names = set(_listdir(low))
-        image_names = low_names if low_is_image else set(_listdir(image))
+        low_names = _names(low)
+        image_names = low_names if low_is_image else _names(image)
         visible = set()
         for name in sorted(up_names | low_names):
             from_upper = name in up_names
             if not from_upper and low_is_image:
                 visible.add(name)  # the image's own entry, seen through the overlay
                 continue
-            src = up if from_upper else low
-            st = _lstat(src, name)
+            if from_upper:
+                src, st = up, _lstat(up, name)
+            else:
+                src, st = _find(low, name)
             if st is None or is_whiteout(st):
                 continue
             visible.add(name)
             path = f"{rel}/{name}"
-            image_st = _lstat(image, name) if name in image_names else None
+            image_fd, image_st = _find(image, name) if name in image_names else (None, None)
             kind = "A" if image_st is None else "C"
             if stat.S_ISDIR(st.st_mode):
                 if self.subdir(path, src, name, from_upper, low, low_is_image, image, image_st, depth):
@@ -411,7 +540,8 @@ class _Differ:
             if from_upper:
                 if stat.S_ISREG(st.st_mode):
                     _refuse_metacopy(src, name, path, self.prefix)
-            elif image_st is not None and _same_file(st, image_st, _link(src, name, st), _link(image, name, image_st)):
+            elif image_st is not None and _same_file(st, image_st, _link(src, name, st),
+                                                     _link(image_fd, name, image_st)):
                 continue  # from a lower directory other than the image's, but the same
             self.out.append(Change(kind, path))
             changed = True
@@ -423,23 +553,28 @@ class _Differ:
     def subdir(self, path, src, name, from_upper, low, low_is_image, image, image_st, depth) -> bool:
         """Recurse into one directory of the merged tree; records the
         directory itself when something below it changed. True if it did."""
-        child = _open_dir(src, name)
-        if child is None:
-            return False
-        fds = [child]
+        opened: list[Stack] = []
+        child_fd = None
         try:
             child_image = None
-            if image_st is not None and stat.S_ISDIR(image_st.st_mode):
-                child_image = _open_dir(image, name)
+            if image_st is not None and stat.S_ISDIR(image_st.st_mode) and image is not None:
+                child_image = image.child(name)
                 if child_image is not None:
-                    fds.append(child_image)
+                    opened.append(child_image)
             if from_upper:
-                child_up = child
-                child_low, same_path = _lower_of(child, low, name, self.low_root, self.prefix)
+                child_fd = _open_dir(src, name)
+                if child_fd is None:
+                    return False
+                child_up = child_fd
+                child_low, same_path = _lower_of(child_fd, low, name, self.low_root, self.prefix)
                 if child_low is not None:
-                    fds.append(child_low)
+                    opened.append(child_low)
             else:
-                child_up, child_low, same_path = None, child, True
+                child_up, same_path = None, True
+                child_low = low.child(name) if low is not None else None
+                if child_low is None:
+                    return False
+                opened.append(child_low)
             # Below here the lower is the image's own directory only if it
             # was at this level too and no redirect moved it.
             low_is_image_below = low_is_image and same_path and child_low is not None and child_image is not None
@@ -450,8 +585,10 @@ class _Differ:
                 return True
             return False
         finally:
-            for fd in fds:
-                os.close(fd)
+            for st in opened:
+                st.close()
+            if child_fd is not None:
+                os.close(child_fd)
 
 
 def _link(dir_fd: int | None, name: str, st: os.stat_result) -> str | None:
@@ -666,7 +803,7 @@ def check_output_outside(output: str, layers: Layers, layer_dir: str | None) -> 
     """Refuse to write the export into the tree being exported (the walk
     would read the archive as it grows) or into the image."""
     where = os.path.realpath(os.path.dirname(os.path.abspath(output)))
-    for d in (layer_dir, layers.lower, layers.upper, layers.image):
+    for d in (layer_dir, *layers.stack, layers.upper, layers.image):
         if d is None:
             continue
         real = os.path.realpath(d)

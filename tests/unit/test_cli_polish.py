@@ -90,3 +90,60 @@ def test_completion_offers_commands_container_and_image_names(mc_dirs):
     assert complete("minicontainer rm we", env) == ["webserver"]
     assert complete("minicontainer run mi", env) == ["mini"]
     assert "--memory" in complete("minicontainer run --mem", env)
+
+
+# Every flag of run, with a value where it takes one: --dry-run changes
+# nothing, so none of them may need root (limits and bridge networks, which
+# a rootless run refuses, are shown as root would run them).
+DRY_RUN_FLAGS = [
+    ["-m", "64m"], ["--memory-swap", "128m", "-m", "64m"], ["--cpus", "0.5"], ["--pids-limit", "10"],
+    ["--cpuset-cpus", "0"], ["--network", "bridge"], ["--network", "none"], ["--network", "host"],
+    ["-v", "/tmp:/x:ro"], ["--tmpfs", "/scratch"], ["--read-only"], ["--privileged"],
+    ["--cap-add", "NET_ADMIN"], ["--cap-drop", "ALL"], ["--device", "/dev/null"], ["--init"], ["-d"], ["-t"],
+    ["--restart", "always", "-d"], ["--ulimit", "nofile=10:10"], ["-e", "A=1"], ["-w", "/tmp"], ["-u", "nobody"],
+    ["--hostname", "h"], ["--security-opt", "no-new-privileges=false"], ["--pid", "host"], ["--rm"],
+]
+
+
+@pytest.mark.parametrize("flags", DRY_RUN_FLAGS, ids=lambda f: " ".join(f))
+def test_dry_run_works_without_root_for_every_flag(flags, monkeypatch, capsys, mc_dirs):
+    from minicontainer.cli import main
+    from minicontainer.container import userns
+
+    monkeypatch.setattr(userns, "host_uid", lambda proc="/proc": 1000)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--dry-run", *flags, "mini", "true"])
+    err = capsys.readouterr().err
+    assert e.value.code == 0, err
+    assert err.rstrip().endswith(" true") and "minicontainer: error" not in err
+    as_root = "you are not root: this is the plan of a run as root" in err
+    assert as_root == (flags[0] in ("-m", "--memory-swap", "--cpus", "--pids-limit", "--cpuset-cpus")
+                       or flags in (["--network", "bridge"], ["--pid", "host"]))
+    assert not mc_dirs[1].exists()  # no state dir: nothing was created
+
+
+def test_an_image_name_that_exists_gets_a_hint_naming_force(monkeypatch, capsys, mc_dirs, tmp_path):
+    import io
+    import tarfile
+
+    from minicontainer.cli import main
+
+    tar = tmp_path / "t.tar"
+    with tarfile.open(tar, "w") as tf:
+        data = b"hello\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(SystemExit) as e:
+        main(["image", "import", str(tar), "t1"])
+    assert e.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["image", "import", str(tar), "t1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1
+    assert err == ("minicontainer: error: image t1 already exists (hint: add --force to replace it, "
+                   "or remove it first with 'minicontainer image rm t1')\n")
+    with pytest.raises(SystemExit) as e:
+        main(["image", "import", "--force", str(tar), "t1"])
+    assert e.value.code == 0

@@ -336,6 +336,14 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["net_veth"]
     if t == "ConfigureEth":
         return ["net_configure"]
+    if t == "BindPorts":
+        return ["bind_port"] * len(step.ports)
+    if t == "SetupNat":
+        return ["nft"]
+    if t == "EnableForwarding":
+        return ["host_sysctl"]
+    if t == "StartPortProxy":
+        return ["spawn_proxy"]  # (closing the runtime's copies of the sockets is not recorded)
     if t == "JoinNamespace":
         return ["setns"]
     if t == "MakeMountsPrivate":
@@ -406,13 +414,13 @@ class RecordingCgroup:
         self.manager.execute(write, pid=pid)
 
 
-def _attachment(tmp_path):
+def _attachment(tmp_path, *, ports=(), nftables=False):
     from minicontainer.network.store import NetworkStore
 
     store = NetworkStore(tmp_path / "networks")
     net = store.define("app", subnet="10.89.0.0/24")
     return store, P.NetworkAttachment(network=net, container="c1", name="web", veth="vethc1", peer="mcpeerc1",
-                                      hosts=str(tmp_path / "hosts"))
+                                      hosts=str(tmp_path / "hosts"), ports=tuple(ports), nftables=nftables)
 
 
 def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None):
@@ -463,12 +471,13 @@ def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
 
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
-                                  "read-only", "bridge", "device", "hooks"])
+                                  "read-only", "bridge", "ports", "device", "hooks"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
         "default": build_spec("mini", ["/bin/true"]),
         "bridge": build_spec("mini", ["/bin/true"], network="app"),
+        "ports": build_spec("mini", ["/bin/true"], network="app", publish=["127.0.0.1:18080:80", "53/udp"]),
         "limits": build_spec("mini", ["/bin/true"]),
         "limits-v1": build_spec("mini", ["/bin/true"]),
         "rootless": build_spec("mini", ["/bin/true"]),
@@ -484,7 +493,9 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     limits = {"memory": "32m", "pids_limit": 16} if case.startswith("limits") else \
         {"devices": [loop]} if case == "device" else None
     rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else ROOTFS
-    networks, network = _attachment(tmp_path) if case == "bridge" else (None, None)
+    networks, network = (_attachment(tmp_path) if case == "bridge" else
+                         _attachment(tmp_path, ports=spec.published_ports(), nftables=True) if case == "ports" else
+                         (None, None))
     plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
                          rootfs=rootfs, network=network)
     printed = plan.render()
@@ -537,11 +548,20 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     if case == "bridge":
         # the namespace is made and configured before the PID namespace (no thread can start after it)
         kinds = [type(s).__name__ for s in plan.steps]
-        assert kinds[:6] == ["LeaseAddress", "EnsureBridge", "CreateNetns", "AddVeth", "ConfigureEth", "UnsharePid"]
+        assert kinds[:7] == ["LeaseAddress", "EnsureBridge", "Note", "CreateNetns", "AddVeth", "ConfigureEth",
+                             "UnsharePid"]
+        assert "no nftables on this host: network app gets no outbound NAT" in printed
         assert kinds.index("JoinNamespace") < kinds.index("Unshare")
         assert "net" not in next(s for s in plan.steps if isinstance(s, S.Unshare)).namespaces
         assert "ip link add vethc1 type veth peer name mcpeerc1" in printed
         assert "10.89.0.3\tweb" in (tmp_path / "hosts").read_text()  # the second side's lease, in its own hosts
+    if case == "ports":
+        # the ports are bound before anything else exists; NAT once the bridge is there; the proxy after the fork
+        kinds = [type(s).__name__ for s in plan.steps]
+        assert kinds[:5] == ["BindPorts", "LeaseAddress", "EnsureBridge", "SetupNat", "EnableForwarding"]
+        assert kinds.index("Fork") < kinds.index("StartPortProxy") < kinds.index("ReleaseChild")
+        assert "127.0.0.1:18080 -> 80/tcp, 0.0.0.0:(a free port) -> 53/udp" in printed
+        assert 'ip saddr 10.89.0.0/24 oifname != "mcbr-' in printed and "sysctl -w net.ipv4.ip_forward=1" in printed
 
 
 def test_bridge_steps_use_the_leased_address_and_close_the_namespace_in_the_runtime(tmp_path):

@@ -20,8 +20,9 @@ from minicontainer.errors import UsageError
 @click.option("--build-arg", multiple=True, metavar="K=V", help="Set a build-time variable (an ARG).")
 @click.option("--target", default=None, metavar="STAGE", help="Build up to this stage (FROM ... AS STAGE).")
 @click.option("--no-cache", is_flag=True, help="Run every step again instead of using the layer cache.")
-@click.option("--progress", type=click.Choice(["plain", "tty", "auto"]), default="auto",
-              help="Output style (both print one line per step, CACHED when the cache is used).")
+@click.option("--progress", type=click.Choice(["plain", "tty", "auto"]), default="auto", show_default=True,
+              help="plain: BuildKit's lines (#3 [3/5] RUN ..., #3 CACHED, #3 DONE 1.2s); tty: a status line "
+                   "redrawn in place above finished steps; auto: tty on a terminal.")
 @click.option("-m", "--memory", default=None, help="Memory limit of each RUN step (e.g. 256m).")
 @click.option("--pids-limit", default=None, help="Process limit of each RUN step.")
 def build(context, tag, dockerfile, build_arg, target, no_cache, progress, memory, pids_limit):
@@ -56,5 +57,5 @@ def build(context, tag, dockerfile, build_arg, target, no_cache, progress, memor
 
         resources = parse_resources(**{k: v for k, v in (("memory", memory), ("pids_limit", pids_limit)) if v})
     builder = Builder(ImageStore(), context, text, filename=os.path.basename(path), build_args=args,
-                      target=target, no_cache=no_cache, resources=resources)
+                      target=target, no_cache=no_cache, resources=resources, progress=progress)
     builder.build(tag)

@@ -28,6 +28,23 @@ def prune(force):
     Example:
       minicontainer container prune -f
     """
+    if not force:
+        click.confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?",
+                      abort=True)
+    click.echo("Deleted Containers:")
+    freed = [0]
+    try:
+        prune_containers(click.echo, freed)
+    finally:
+        click.echo(f"\nTotal reclaimed space: {format_size(freed[0])}")
+    return 0
+
+
+def prune_containers(removed, freed: list[int]) -> None:
+    """Remove every exited container, calling ``removed(id)`` for each and
+    adding the bytes freed to ``freed[0]`` as it goes (so a caller can print
+    the total even when some failed: the failures are raised together at
+    the end, after the others were removed)."""
     from pathlib import Path
 
     from minicontainer.commands._each import for_each
@@ -35,23 +52,14 @@ def prune(force):
     from minicontainer.container.state import StateStore
     from minicontainer.images.store import disk_usage
 
-    if not force:
-        click.confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?",
-                      abort=True)
     store = StateStore()
     doomed = [st for st in store.list() if st.status == "exited"]
-    freed = 0
 
     def one(cid: str) -> None:
-        nonlocal freed
         st = store.get(cid)
         size = disk_usage(Path(st.layer_dir)) if st.layer_dir and Path(st.layer_dir).is_dir() else 0
         remove_container(store, st, force=False)
-        freed += size
+        freed[0] += size
+        removed(cid)
 
-    click.echo("Deleted Containers:")
-    try:
-        for_each([st.id for st in doomed], one)
-    finally:
-        click.echo(f"\nTotal reclaimed space: {format_size(freed)}")
-    return 0
+    for_each([st.id for st in doomed], one, echo=False)

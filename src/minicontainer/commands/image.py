@@ -17,6 +17,7 @@ import time
 import click
 
 from minicontainer.commands._each import ExitOneGroup
+from minicontainer.commands._format import format_option, print_listing
 from minicontainer.commands.completion import complete_images
 from minicontainer.errors import MiniError
 from minicontainer.units import format_size
@@ -68,6 +69,80 @@ class _Progress:
         if self.enabled and self._last:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+class _DebootstrapProgress:
+    """debootstrap's log as one redrawn bar on a terminal (given as the
+    importer's ``output``: it writes whole lines).
+
+    debootstrap says what it does to each package, phase after phase:
+    ``I: Retrieving adduser 3.134``, ``I: Extracting adduser...``,
+    ``I: Unpacking adduser...``, ``I: Configuring adduser...``. It never says
+    how many packages there are, so the bar counts the ones it retrieved and
+    measures the later phases against that number. Warnings and errors
+    (``W:``/``E:``) and anything that is no ``I:`` line are kept, printed
+    above the bar."""
+
+    PHASES = ("Retrieving", "Extracting", "Unpacking", "Configuring")
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.phase = -1
+        self.counts = [0] * len(self.PHASES)
+        self.current = "starting"
+        self._drawn = False
+
+    def write(self, line: str) -> None:
+        text = line.rstrip("\n")
+        if not text.startswith("I: "):
+            if text.strip():
+                self._clear()
+                self.stream.write(text + "\n")
+            self._draw()
+            return
+        words = text[3:].split()
+        # "Unpacking required packages..." starts a phase; "Unpacking apt..." is a package
+        if words and words[0] in self.PHASES and len(words) > 1 and not text.endswith("packages..."):
+            i = self.PHASES.index(words[0])
+            if i == 0 and words[1] in ("InRelease", "Release", "Release.gpg", "Packages"):
+                self.current = text[3:]  # the index files, not packages
+            else:
+                self.phase = max(self.phase, i)
+                self.counts[i] += 1
+                self.current = f"{words[0].lower()} {words[1].rstrip('.')}"
+        else:
+            self.current = text[3:].rstrip(".")
+        self._draw()
+
+    def fraction(self) -> float | None:
+        """How far, 0..1, once the packages are known (after retrieving)."""
+        total = self.counts[0]
+        if self.phase < 1 or not total:
+            return None
+        return min(1.0, (self.phase + min(self.counts[self.phase] / total, 1.0)) / len(self.PHASES))
+
+    def text(self) -> str:
+        frac = self.fraction()
+        if frac is None:
+            return f"{self.current}  ({self.counts[0]} packages so far)"
+        bar = "#" * int(frac * 30)
+        return f"[{bar:<30}] {frac:4.0%}  {self.current}"
+
+    def _draw(self) -> None:
+        self.stream.write(f"\r{self.text()[:120]}\033[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\033[K")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._clear()
+        self.stream.flush()
 
 
 def _notices(outcome) -> None:
@@ -148,7 +223,13 @@ def debootstrap_cmd(suite, name, variant, mirror, force):
     """Run debootstrap(8) for SUITE (e.g. bookworm) into the store as NAME."""
     from minicontainer.images import importer
 
-    img = importer.debootstrap(_store(), suite, name, variant=variant, mirror=mirror, force=force, output=sys.stderr)
+    # a bar on a terminal; debootstrap's own lines in a pipe or a CI log
+    output = _DebootstrapProgress(sys.stderr) if sys.stderr.isatty() else sys.stderr
+    try:
+        img = importer.debootstrap(_store(), suite, name, variant=variant, mirror=mirror, force=force, output=output)
+    finally:
+        if output is not sys.stderr:
+            output.close()
     click.echo(f"{img.name} {img.short_id}")
 
 
@@ -246,21 +327,35 @@ def _row(img) -> dict:
     }
 
 
+def _fields(img) -> dict:
+    """An image as ``ls`` shows it, keyed by docker's template names."""
+    from minicontainer.container.logs import rfc3339
+
+    r = _row(img)
+    repo, _, tag = img.name.rpartition(":") if ":" in img.name.rsplit("/", 1)[-1] else (img.name, "", "")
+    return {"Name": img.name, "Repository": repo, "Tag": tag or "latest", "ID": img.short_id, "FullID": img.id,
+            "Size": format_size(int(r["size"] or 0)), "CreatedSince": _ago(r["created"]),
+            "CreatedAt": rfc3339(r["created"]) if r["created"] else "", "Source": r["source"]}
+
+
+IMAGE_COLUMNS = (("NAME", "Name"), ("ID", "ID"), ("SIZE", "Size"), ("CREATED", "CreatedSince"), ("SOURCE", "Source"))
+
+
 @image.command("ls", short_help="List images.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output format.")
-def ls_cmd(fmt):
-    """List images: NAME, ID, SIZE, CREATED, SOURCE."""
+@format_option("{{.Name}} {{.Size}}")
+@click.option("-q", "--quiet", is_flag=True, help="Only print ids.")
+def ls_cmd(fmt, quiet):
+    """List images: NAME, ID, SIZE, CREATED, SOURCE.
+
+    \b
+    Template fields: .Name .Repository .Tag .ID .FullID .Size .CreatedSince .CreatedAt .Source
+    """
     images = _store().list()
-    if fmt == "json":
-        click.echo(json.dumps([_row(i) for i in images], indent=2))
+    if quiet:
+        for img in images:
+            click.echo(img.short_id)
         return
-    rows = [("NAME", "ID", "SIZE", "CREATED", "SOURCE")]
-    for img in images:
-        r = _row(img)
-        rows.append((r["name"], img.short_id, format_size(int(r["size"] or 0)), _ago(r["created"]), r["source"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_listing(fmt, images, fields=_fields, columns=IMAGE_COLUMNS, as_json=_row)
 
 
 @image.command("inspect", short_help="Show an image's details as JSON.")

@@ -18,7 +18,8 @@ import json
 import click
 
 from minicontainer.commands._each import for_each
-from minicontainer.errors import ContainerError, MiniError, UsageError
+from minicontainer.commands._format import format_option
+from minicontainer.errors import ContainerError, MiniError
 
 
 def container_info(store, st) -> dict:
@@ -61,6 +62,7 @@ def container_info(store, st) -> dict:
         "Hostname": st.hostname,
         "Config": encode(spec) if spec is not None else None,
         "Mounts": _mounts(spec),
+        "NetworkSettings": {"Ports": _ports(st)},
         "Storage": _storage(st),
         "Cgroup": _cgroup(st),
         "Namespaces": dict(st.namespaces),
@@ -68,6 +70,17 @@ def container_info(store, st) -> dict:
         "StateDir": str(state_dir),
         "LogPath": str(state_dir / LOG_FILE) if st.detached else "",
     }
+
+
+def _ports(st) -> dict:
+    """docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18080"}]}, while it runs."""
+    from minicontainer.commands.port import published
+
+    out: dict = {}
+    for p in published(st):
+        out.setdefault(f"{p['container_port']}/{p['proto']}", []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
+    return out
 
 
 def _mounts(spec) -> list[dict]:
@@ -123,9 +136,11 @@ def lookup(store, ref: str) -> dict:
 
 @click.command(short_help="Show a container's (or an image's) details.")
 @click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--format", "fmt", default="json",
-              help="json (the default), or a template such as '{{.State.Pid}}' or '{{json .Config}}'.")
-def inspect(names, fmt):
+@format_option("{{.State.Pid}}", table=False, short="-f")
+@click.option("--namespaces", is_flag=True,
+              help="Of a running container: what 'minicontainer ns' shows (namespaces beside the host's, "
+                   "uid/gid maps, cgroup and limits, capabilities, seccomp, mounts).")
+def inspect(names, fmt, namespaces):
     """Print the state, the spec it was made with, mounts, layers, cgroup and
     namespaces of each container NAME (a name, id or unique id prefix);
     a NAME that is no container is looked up among the images.
@@ -136,21 +151,23 @@ def inspect(names, fmt):
       minicontainer inspect --format '{{.State.Status}} {{.State.Pid}}' web
       minicontainer inspect --format '{{json .Config.resources}}' web
       minicontainer inspect mini
+      minicontainer inspect --namespaces --format '{{json .capabilities.effective}}' web
     """
-    from minicontainer.commands.ps import render_template
+    from minicontainer.commands._format import render_template
     from minicontainer.container.state import StateStore
 
-    if fmt != "json" and "{{" not in fmt:
-        raise UsageError(f"invalid --format {fmt!r}", "use json, or a template such as '{{.State.Status}}'")
     store = StateStore()
+    find = lookup
+    if namespaces:
+        from minicontainer.commands.ns import namespace_view as find
     if fmt == "json":
         # Like docker: one JSON list of every name that was found, and an
         # error line for each one that was not.
         found: list[dict] = []
         try:
-            for_each(names, lambda ref: found.append(lookup(store, ref)), echo=False)
+            for_each(names, lambda ref: found.append(find(store, ref)), echo=False)
         finally:
             click.echo(json.dumps(found, indent=2))
         return 0
-    for_each(names, lambda ref: click.echo(render_template(fmt, lookup(store, ref))), echo=False)
+    for_each(names, lambda ref: click.echo(render_template(fmt, find(store, ref))), echo=False)
     return 0

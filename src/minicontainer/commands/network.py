@@ -10,6 +10,7 @@ import json
 import click
 
 from minicontainer.commands._each import ExitOneGroup, for_each
+from minicontainer.commands._format import format_option, print_listing
 
 
 def _store():
@@ -43,24 +44,47 @@ def create(subnet, gateway, internal, driver, name):
     if name in RESERVED:
         raise UsageError(f"network name {name} is reserved", "choose another name")
     net = _store().define(name, subnet=subnet, gateway=gateway, internal=internal)
+    import shutil
+
+    if shutil.which("nft") is None:  # the rules are made by the first container's run (network/nat.py)
+        from minicontainer.errors import warn
+
+        warn(f"no nft(8) on this host: network {name} gets no " + ("isolation rules (its containers still get no "
+             "default route)" if internal else "outbound NAT (its containers reach each other and the host only)")
+             + "; install nftables for them")
     click.echo(net.id)
+
+
+NETWORK_COLUMNS = (("NETWORK ID", "ID"), ("NAME", "Name"), ("SUBNET", "Subnet"), ("BRIDGE", "Bridge"),
+                   ("CONTAINERS", "Containers"))
 
 
 @network.command("ls", short_help="List networks.")
 @click.option("--quiet", "-q", is_flag=True, help="Only names.")
-def ls(quiet):
+@format_option("{{.Name}} {{.Subnet}}")
+def ls(quiet, fmt):
+    """List networks: NETWORK ID, NAME, SUBNET, BRIDGE, CONTAINERS (how many use it now).
+
+    \b
+    Template fields: .ID .FullID .Name .Driver .Subnet .Gateway .Bridge .Internal .Containers
+    """
+    from dataclasses import asdict
+
     store = _store()
-    if not quiet:
-        click.echo(f"{'NETWORK ID':<14}{'NAME':<20}{'SUBNET':<20}{'BRIDGE':<17}CONTAINERS")
-    for name in store.names():
-        net = store.get(name)
-        if net is None:
-            continue
-        if quiet:
+    nets = [net for net in map(store.get, store.names()) if net is not None]
+    if quiet:
+        for net in nets:
             click.echo(net.name)
-            continue
-        users = sum(1 for lease in store.leases(name) if lease.alive())
-        click.echo(f"{net.id[:12]:<14}{net.name:<20}{net.subnet:<20}{net.bridge:<17}{users}")
+        return
+    users = {net.name: sum(1 for lease in store.leases(net.name) if lease.alive()) for net in nets}
+
+    def fields(net) -> dict:
+        return {"ID": net.id[:12], "FullID": net.id, "Name": net.name, "Driver": "bridge", "Subnet": net.subnet,
+                "Gateway": net.gateway, "Bridge": net.bridge, "Internal": "true" if net.internal else "false",
+                "Containers": str(users[net.name])}
+
+    print_listing(fmt, nets, fields=fields, columns=NETWORK_COLUMNS,
+                  as_json=lambda net: asdict(net) | {"containers": users[net.name]})
 
 
 @network.command("inspect", short_help="Show networks as JSON.")
@@ -80,10 +104,22 @@ def inspect(names):
 
 
 def _remove(store, name: str) -> None:
+    """The network's files, its bridge and its nftables table (outbound NAT or
+    --internal's isolation, network/nat.py), in the namespace we are in."""
+    import shutil
+
     net = store.remove(name)
+    from minicontainer.network import nat
     from minicontainer.syscalls.linux import Linux
 
     Linux().net_delete_link(net.bridge)
+    if shutil.which("nft") is not None:
+        from minicontainer.errors import MiniError, warn
+
+        try:
+            Linux().nft(nat.remove_commands(net.bridge))
+        except MiniError as e:  # the network is gone already; say what is left
+            warn(f"network {name} is removed, but its nftables table {nat.table_name(net.bridge)} may be left: {e}")
 
 
 @network.command("rm", short_help="Remove networks (refused while a container uses one).")
@@ -96,13 +132,18 @@ def rm(names):
 @network.command("prune", short_help="Remove every network no container uses.")
 @click.option("--force", "-f", is_flag=True, help="Accepted for docker compatibility (never asks).")
 def prune(force):
+    prune_networks(_store(), click.echo)
+
+
+def prune_networks(store, removed) -> None:
+    """Remove every network no container uses (``bridge``, the default,
+    stays), calling ``removed(name)`` after each."""
     from minicontainer.network.store import DEFAULT_NETWORK
 
-    store = _store()
     for name in store.names():
         if name == DEFAULT_NETWORK:  # docker's prune keeps the default network too
             continue
         if any(lease.alive() for lease in store.leases(name)):
             continue
         _remove(store, name)
-        click.echo(name)
+        removed(name)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import re
 import shlex
 import time
 
 import click
 
+from minicontainer.commands._format import format_option, print_listing, render_template
 from minicontainer.errors import UsageError
+
+__all__ = ["ps", "render_template", "status_text"]  # render_template: the shared one, kept importable here
 from minicontainer.units import ago, human_duration
 
 
@@ -59,35 +60,17 @@ def _row(st, no_trunc: bool) -> dict[str, str]:
     cmd = shlex.join(st.command)
     if not no_trunc and len(cmd) > 22:
         cmd = cmd[:21] + "…"
+    from minicontainer.commands.port import published
+    from minicontainer.network.ports import ps_column
+
     return {"ID": st.id if no_trunc else st.short_id, "Image": st.image, "Command": f'"{cmd}"',
-            "CreatedAt": ago(st.created), "Status": status_text(st), "Names": st.name, "State": st.status}
-
-
-def render_template(template: str, values: dict) -> str:
-    """docker's ``--format '{{.Name}}\\t{{.Status}}'``: each ``{{.Field}}``
-    replaced by its value, ``{{.State.Pid}}`` reaching into nested values
-    and ``{{json .Config}}`` printing one as JSON (no other Go template
-    syntax). A value that is not a string is written as JSON (true, 42)."""
-
-    def field(m):
-        as_json, path = m.group(1), m.group(2)
-        value = values
-        for key in filter(None, path.split(".")):
-            if not isinstance(value, dict) or key not in value:
-                known = ", ".join("." + k for k in value) if isinstance(value, dict) else "none"
-                raise UsageError(f"--format: unknown field {path}", f"known here: {known}")
-            value = value[key]
-        if isinstance(value, str) and not as_json:
-            return value
-        return json.dumps(value, sort_keys=True)
-
-    return re.sub(r"{{\s*(json\s+)?(\.(?:\w+(?:\.\w+)*)?)\s*}}", field,
-                  template.replace("\\t", "\t").replace("\\n", "\n"))
+            "CreatedAt": ago(st.created), "Status": status_text(st), "Ports": ps_column(published(st)),
+            "Names": st.name, "State": st.status}
 
 
 @click.command(short_help="List containers.")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show exited containers too.")
-@click.option("--format", "fmt", default="table", help="table, json, or a template like '{{.Names}} {{.Status}}'.")
+@format_option("{{.Names}} {{.Status}}")
 @click.option("-q", "--quiet", is_flag=True, help="Only print ids.")
 @click.option("--no-trunc", is_flag=True, help="Do not shorten ids and commands.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE", help="status=, name= or id= (repeatable).")
@@ -101,8 +84,6 @@ def ps(show_all, fmt, quiet, no_trunc, filters):
     """
     from minicontainer.container.state import StateStore
 
-    if fmt not in ("table", "json") and "{{" not in fmt:
-        raise UsageError(f"invalid --format {fmt!r}", "use table, json, or a template such as '{{.Names}} {{.Status}}'")
     wanted = _filters(filters)
     states = [s for s in StateStore().list()
               if (show_all or s.status == "running" or "status" in wanted) and _matches(s, wanted)]
@@ -110,20 +91,12 @@ def ps(show_all, fmt, quiet, no_trunc, filters):
         for s in states:
             click.echo(s.id if no_trunc else s.short_id)
         return 0
-    if fmt == "json":
-        from dataclasses import asdict
+    from dataclasses import asdict
 
-        click.echo(json.dumps([asdict(s) | {"status_text": status_text(s)} for s in states], indent=2))
-        return 0
-    if fmt != "table":
-        for s in states:
-            click.echo(render_template(fmt, _row(s, no_trunc)))
-        return 0
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
-    for s in states:
-        r = _row(s, no_trunc)
-        rows.append((r["ID"], r["Image"], r["Command"], r["CreatedAt"], r["Status"], r["Names"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_listing(fmt, states, fields=lambda s: _row(s, no_trunc),
+                  columns=COLUMNS, as_json=lambda s: asdict(s) | {"status_text": status_text(s)})
     return 0
+
+
+COLUMNS = (("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"), ("CREATED", "CreatedAt"),
+           ("STATUS", "Status"), ("PORTS", "Ports"), ("NAMES", "Names"))

@@ -69,6 +69,9 @@ CONTAINER_OPTIONS = [
     click.option("--pid", metavar="host", help="'host' to share the host's PID namespace."),
     click.option("--network", "--net", "network", metavar="none|host|bridge|NAME",
                  help="none (default): only lo; host: the host's; bridge or a `network create` name: a veth on it."),
+    click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/udp]",
+                 help="Publish a container's port on the host (a proxy forwards to it); joins bridge by default."),
+    click.option("-P", "--publish-all", is_flag=True, help="Publish every port the image exposes, on free host ports."),
     click.option("--uts", metavar="host", help="'host' to share the host's hostname."),
     click.option("--ipc", metavar="host", help="'host' to share the host's IPC namespace."),
     click.option("--cgroupns", metavar="host|private", help="'host' to see the host's cgroup tree."),
@@ -142,6 +145,8 @@ def spec_from_options(image, command, opts: dict):
         devices=devices,
         init=opts["init"],
         restart=opts["restart"],
+        publish=opts.get("publish") or (),
+        publish_all=opts.get("publish_all", False),
         resources=_resources(opts, devices),
         security=_security(opts),
     )

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import click
 
 from minicontainer import units
+from minicontainer.commands._format import format_option
 from minicontainer.commands.completion import complete_containers
 from minicontainer.errors import MiniError
 
@@ -150,11 +151,89 @@ def row(s: Sample, host_memory: int | None) -> tuple[str, ...]:
     )
 
 
-def format_table(samples: list[Sample], host_memory: int | None) -> str:
-    """The table, columns padded like ``ps``; the header alone when nothing runs."""
-    rows = [HEADER] + [row(s, host_memory) for s in samples]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+def format_table(samples: list[Sample], host_memory: int | None, charts: dict[str, tuple[str, str]] | None = None) -> str:
+    """The table, columns padded like ``ps``; the header alone when nothing runs.
+    With ``charts`` (id -> the CPU and memory sparklines, on a terminal) two
+    more columns show the last minute."""
+    from minicontainer.commands._format import table_text
+
+    if charts is None:
+        return table_text([HEADER] + [row(s, host_memory) for s in samples])
+    return table_text([HEADER + CHART_HEADER] + [row(s, host_memory) + charts.get(s.id, ("", "")) for s in samples])
+
+
+def fields(s: Sample, host_memory: int | None) -> dict:
+    """A sample as the table shows it, keyed by docker stats' template names
+    (``--format '{{.Name}} {{.CPUPerc}} {{.MemUsage}}'``)."""
+    r = row(s, host_memory)
+    return {"Container": r[0], "ID": s.id, "Name": s.name, "CPUPerc": _pct(s.cpu_percent), "CPU": r[2],
+            "MemUsage": r[3], "MemPerc": r[4], "MemPeak": r[5], "Throttled": r[6], "BlockIO": r[7], "PIDs": r[8]}
+
+
+# --- sparklines: the last minute of CPU and memory, on a terminal ---------
+
+BARS = "▁▂▃▄▅▆▇█"  # U+2581..U+2588: eight heights of a character cell
+CHART_SPAN = 60.0  # seconds shown
+CHART_WIDTH = 20  # characters: one per CHART_SPAN / CHART_WIDTH = 3 seconds
+CHART_HEADER = ("CPU (1 MIN)", "MEM (1 MIN)")
+
+
+def sparkline(points, now: float, top: float, *, width: int = CHART_WIDTH, span: float = CHART_SPAN) -> str:
+    """``points`` ((monotonic time, value) pairs) of the last ``span`` seconds
+    as ``width`` bar characters, oldest left: each character is the highest
+    value of its slice of time, scaled so that ``top`` (the limit) is a full
+    cell; a slice without a reading is a space (before the container was
+    watched), and a value above ``top`` is drawn full."""
+    if top <= 0:
+        return " " * width
+    slot = span / width
+    cells: list[float | None] = [None] * width
+    for t, v in points:
+        if v is None or not (now - span < t <= now):
+            continue
+        i = min(width - 1, int((t - (now - span)) / slot))
+        cells[i] = v if cells[i] is None else max(cells[i], v)
+    out = []
+    for v in cells:
+        if v is None:
+            out.append(" ")
+        else:
+            level = int(min(max(v / top, 0.0), 1.0) * (len(BARS) - 1) + 0.5)
+            out.append(BARS[level])
+    return "".join(out)
+
+
+class History:
+    """The readings of each container in the last minute, for the sparklines."""
+
+    def __init__(self, span: float = CHART_SPAN):
+        self.span = span
+        self.points: dict[str, list[tuple[float, float | None, int | None]]] = {}
+
+    def add(self, now: float, samples: list[Sample]) -> None:
+        for s in samples:
+            pts = self.points.setdefault(s.id, [])
+            pts.append((now, s.cpu_percent, s.memory_usage))
+            while pts and pts[0][0] <= now - self.span:
+                pts.pop(0)
+        alive = {s.id for s in samples}
+        for cid in list(self.points):
+            if cid not in alive:
+                del self.points[cid]  # exited: its chart goes with its row
+
+    def charts(self, now: float, samples: list[Sample], host_memory: int | None) -> dict[str, tuple[str, str]]:
+        """id -> (CPU, memory) sparklines. CPU is scaled to --cpus (else one
+        CPU, or the most it used if that is more), memory to -m (else to the
+        most it used in the minute: the host's memory would flatten it)."""
+        out = {}
+        for s in samples:
+            pts = self.points.get(s.id, [])
+            cpu_top = s.cpus * 100 if s.cpus else max([100.0] + [c for _, c, _ in pts if c is not None])
+            mems = [m for _, _, m in pts if m is not None]
+            mem_top = s.memory_limit if s.memory_limit is not None else (max(mems) if mems else 0)
+            out[s.id] = (sparkline([(t, c) for t, c, _ in pts], now, cpu_top),
+                         sparkline([(t, m) for t, _, m in pts], now, mem_top))
+        return out
 
 
 def to_json(samples: list[Sample]) -> str:
@@ -265,11 +344,12 @@ def _read_all(targets: list[_Target]) -> dict[str, Reading]:
 @click.command(short_help="Show live resource usage of containers.")
 @click.argument("containers", nargs=-1, shell_complete=complete_containers)
 @click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              help="Output format (json implies --no-stream).")
+@format_option("{{.Name}} {{.CPUPerc}} {{.MemUsage}}", extra=" (implies --no-stream)")
 def stats(containers, no_stream, fmt):
     """Show CPU, memory, pids and block I/O of running containers (all of them
-    without CONTAINER), refreshed every second until Ctrl-C.
+    without CONTAINER), refreshed every second until Ctrl-C. On a terminal
+    two sparklines chart each container's CPU (against --cpus) and memory
+    (against -m) over the last minute.
 
     \b
     CPU %      CPU time used / wall time; 100% = one CPU (limit: --cpus)
@@ -277,7 +357,9 @@ def stats(containers, no_stream, fmt):
     MEM PEAK   the most it used so far
     THROTTLED  total time the --cpus quota held it back
     PIDS       processes and threads / --pids-limit
+    Template fields: .Container .ID .Name .CPUPerc .CPU .MemUsage .MemPerc .MemPeak .Throttled .BlockIO .PIDs
     """
+    from minicontainer.commands._format import is_template, render_template
     from minicontainer.container.state import StateStore
 
     store = StateStore()
@@ -289,6 +371,12 @@ def stats(containers, no_stream, fmt):
         known[t.st.id] = t
     host_memory = _read_host_memory()
     targets = _targets(store, containers, known)
+
+    def text(samples: list[Sample], charts=None) -> str:
+        if is_template(fmt):
+            return "\n".join(render_template(fmt, fields(s, host_memory)) for s in samples)
+        return format_table(samples, host_memory, charts)
+
     try:
         before = _read_all(targets)
         time.sleep(FIRST_GAP)
@@ -298,12 +386,20 @@ def stats(containers, no_stream, fmt):
             click.echo(to_json(samples))
             return 0
         if no_stream:
-            click.echo(format_table(samples, host_memory))
+            if samples or not is_template(fmt):
+                click.echo(text(samples))
             return 0
+        # A terminal gets a redrawn screen with the sparklines; a pipe gets
+        # plain tables one after the other (a log reads them in order).
         tty = sys.stdout.isatty()
+        history = History() if tty and not is_template(fmt) else None
         while True:
-            text = format_table(samples, host_memory)
-            click.echo((CLEAR_SCREEN + text) if tty else text + "\n")
+            if history is not None:
+                now = time.monotonic()
+                history.add(now, samples)
+                click.echo(CLEAR_SCREEN + text(samples, history.charts(now, samples, host_memory)))
+            else:
+                click.echo((CLEAR_SCREEN + text(samples)) if tty else text(samples) + "\n")
             if containers and not samples:
                 return 0  # every named container has exited
             time.sleep(INTERVAL)

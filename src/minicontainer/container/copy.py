@@ -71,7 +71,7 @@ def with_root(st, op, *, writing: bool):
 
     layers = container_layers(st.layer_dir, None)
     if layers.kind == "overlay":
-        return _in_private_mount(st.layer_dir, op)
+        return _in_private_mount(st.layer_dir, op, len(layers.below))
     if writing and layers.kind == "read-only":
         raise ContainerError(f"container {st.name} has a read-only root filesystem (--read-only)",
                              "copy into one of its volumes while it runs, or into another container")
@@ -112,7 +112,7 @@ def _open_dir(path: str) -> int:
         raise wrap_oserror("opening", e, path) from None
 
 
-def _in_private_mount(layer_dir: str, op):
+def _in_private_mount(layer_dir: str, op, below: int = 0):
     """An exited container's overlay, mounted only in a child's own mount
     namespace (mount_namespaces(7)): nothing appears on the host, and the
     mount goes when the child exits, whatever happens to us."""
@@ -129,7 +129,9 @@ def _in_private_mount(layer_dir: str, op):
             sc.mount(None, "/", None, MS_REC | MS_PRIVATE)  # so the overlay does not propagate to the host
             here = os.open(".", safepath.O_PATH | os.O_CLOEXEC)  # the caller's relative host paths
             sc.chdir(layer_dir)  # the options name lower/upper/work relative to it, as the run does
-            sc.mount("overlay", "merged", "overlay", 0, "lowerdir=lower,upperdir=upper,workdir=work")
+            # a layered image: lower-1, lower-2 ... under lower, as the run stacked them
+            lowers = ":".join(["lower"] + [f"lower-{i}" for i in range(1, below + 1)])
+            sc.mount("overlay", "merged", "overlay", 0, f"lowerdir={lowers},upperdir=upper,workdir=work")
             fd = _open_dir("merged")
             os.fchdir(here)
             answer = {"ok": op(fd)}

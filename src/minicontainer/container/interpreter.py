@@ -30,7 +30,7 @@ import stat
 
 from minicontainer.container import steps as S
 from minicontainer.container import userns
-from minicontainer.errors import CommandError, ContainerError, MiniError, SecurityError, SyscallError
+from minicontainer.errors import CommandError, ContainerError, MiniError, SecurityError, SyscallError, warn
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
@@ -64,6 +64,9 @@ class Interpreter:
         self.networks = networks  # a network.store.NetworkStore (made on first use)
         self.lease = None  # the address LeaseAddress got
         self._own_netns = False
+        self.port_fds: list[tuple[object, int, int]] = []  # BindPorts: (mapping, fd, host port), until the proxy has them
+        self.published: list[dict] = []  # what is published, for the state (ps, port, inspect)
+        self.proxy: tuple[int, int] | None = None  # StartPortProxy: (pid, start time)
         self.on_created = on_created  # `create`: called when the child is set up and waits for `start`
         self.explain = explain
         self.chan = channels
@@ -88,6 +91,10 @@ class Interpreter:
             S.CreateNetns: self._create_netns,
             S.AddVeth: self._add_veth,
             S.ConfigureEth: self._configure_eth,
+            S.BindPorts: self._bind_ports,
+            S.SetupNat: self._setup_nat,
+            S.EnableForwarding: self._enable_forwarding,
+            S.StartPortProxy: self._start_port_proxy,
             S.CgroupStep: self._cgroup,
             S.ReleaseChild: self._release_child,
             S.AwaitExec: self._await_exec,
@@ -160,6 +167,16 @@ class Interpreter:
         the network namespace we made closed (runtime.finish removes its lease and veth)."""
         self._restore_pidns()
         self._close_netns()
+        self._close_port_fds()
+        if self.proxy is not None:
+            pid, start = self.proxy
+            self.proxy = None
+            self.sc.stop_process(pid, start)
+
+    def _close_port_fds(self) -> None:
+        fds, self.port_fds = self.port_fds, []
+        for _, fd, _ in fds:
+            self.sc.close(fd)
 
     def _close_netns(self) -> None:
         if self._own_netns:
@@ -188,6 +205,22 @@ class Interpreter:
     def _configure_eth(self, step: S.ConfigureEth) -> None:
         self.sc.net_configure(self.ns_fds["net"], step.peer, step.ifname, self.lease.ip, step.prefixlen,
                               step.gateway or None)
+
+    def _bind_ports(self, step: S.BindPorts) -> None:
+        for m in step.ports:
+            fd, port = self.sc.bind_port(m.proto, m.host_ip, m.host_port)
+            self.port_fds.append((m, fd, port))
+
+    def _setup_nat(self, step: S.SetupNat) -> None:
+        try:
+            self.sc.nft(step.commands)
+        except MiniError as e:
+            if step.internal:
+                raise  # isolation asked for and not there: fail closed
+            warn(f"network {step.network} gets no outbound NAT: {e}")
+
+    def _enable_forwarding(self, step: S.EnableForwarding) -> None:
+        self.sc.host_sysctl("net/ipv4/ip_forward", "1")
 
     # -- before the fork ----------------------------------------------------
     def _user_namespace(self, step: S.UserNamespace) -> None:
@@ -231,6 +264,14 @@ class Interpreter:
                 self.sc.close(fd)
 
     # -- the runtime, after the fork -------------------------------------------
+    def _start_port_proxy(self, step: S.StartPortProxy) -> None:
+        ports = [{"fd": fd, "proto": m.proto, "listen": [m.host_ip, port], "target": [self.lease.ip, m.container_port]}
+                 for m, fd, port in self.port_fds]
+        self.proxy = self.sc.spawn_proxy({"ports": ports}, [fd for _, fd, _ in self.port_fds])
+        self.published = [{"container_port": m.container_port, "proto": m.proto, "host_ip": m.host_ip,
+                           "host_port": port} for m, _, port in self.port_fds]
+        self._close_port_fds()  # the proxy has them now
+
     def _cgroup(self, step: S.CgroupStep) -> None:
         self.cgroup.execute(step.write, pid=self.child_pid)
         if step.write.action == "check":

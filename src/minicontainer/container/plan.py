@@ -89,18 +89,39 @@ class NetworkAttachment:
     veth: str  # the host end
     peer: str  # the container's end, until it is renamed eth0
     hosts: str  # the container's /etc/hosts on the host
+    ports: tuple = ()  # -p/-P: network.ports.PortMapping to publish
+    nftables: bool = False  # does the host have nft(8)? (the runtime looks)
 
 
 def network_steps(att: NetworkAttachment) -> list[Step]:
     net = att.network
-    return [
+    out: list[Step] = [S.BindPorts(ports=att.ports)] if att.ports else []
+    return out + [
         S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name, veth=att.veth,
                        hosts=att.hosts),
         S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen),
+        *nat_steps(net, att.nftables),
         S.CreateNetns(),
         S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge),
         S.ConfigureEth(peer=att.peer, prefixlen=net.prefixlen, gateway="" if net.internal else net.gateway),
     ]
+
+
+def nat_steps(net, nftables: bool) -> list[Step]:
+    """Outbound NAT (or --internal's isolation) for the network, and forwarding (network/nat.py)."""
+    from minicontainer.network import nat
+
+    if not nftables:
+        return [S.Note(phase=S.BEFORE_FORK, text=f"no nftables on this host: network {net.name} gets no "
+                       + ("isolation rules (--internal: its containers still have no default route)" if net.internal
+                          else "outbound NAT"),
+                       reason="nft(8) is not installed: the containers of the network reach each other and the host, "
+                       "but nothing beyond it; install nftables (apt-get install nftables) for docker's outbound NAT")]
+    out: list[Step] = [S.SetupNat(network=net.name, bridge=net.bridge, subnet=net.subnet, internal=net.internal,
+                                  commands=tuple(nat.setup_commands(net.bridge, net.subnet, net.internal)))]
+    if not net.internal:
+        out.append(S.EnableForwarding())
+    return out
 
 
 def build_plan(
@@ -148,6 +169,8 @@ def build_plan(
     # The runtime, after the fork: the child waits until it is in its cgroup.
     for s in cgroup_steps:
         plan.add(s)
+    if network is not None and network.ports:
+        plan.add(S.StartPortProxy(ports=network.ports))
     # OCI hooks (config.json) that run in the runtime's namespaces while the
     # child waits with its mounts made: the child is released twice.
     runtime_hooks = [k for k in ("prestart", "createRuntime") if spec.hooks_of(k)]

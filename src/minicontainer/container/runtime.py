@@ -57,6 +57,7 @@ def sweep_dead_runtimes(store: StateStore) -> None:
     host without a usable cgroup filesystem ran it without a cgroup, so
     there is nothing to kill there, and its layer and state go anyway."""
     for st in store.dead_runtimes():
+        stop_port_proxy(st)
         try:
             release_network(st.id)
         except (MiniError, OSError):
@@ -127,6 +128,15 @@ def release_network(container_id: str) -> None:
         Linux().net_delete_link(lease.veth)
 
 
+def stop_port_proxy(state: ContainerState) -> None:
+    """The container's published ports close with it: its proxy is stopped."""
+    if state.proxy_pid:
+        from minicontainer.syscalls.linux import Linux
+
+        Linux().stop_process(state.proxy_pid, state.proxy_start)
+    state.proxy_pid, state.proxy_start, state.ports = 0, 0, []
+
+
 def _interrupted(sig, frame):
     raise MiniError(f"interrupted by {signal.Signals(sig).name} while setting up; cleaned up", None,
                     exit_code=128 + sig)
@@ -140,6 +150,7 @@ def finish(store: StateStore, state: ContainerState, cgroup, *, remove: bool) ->
     state.status = "exited"
     state.finished = time.time()
     error = None
+    stop_port_proxy(state)
     try:
         release_network(state.id)
     except (MiniError, OSError) as e:
@@ -338,9 +349,17 @@ class Runner:
             net = networks.default(save=not dry_run)
         else:
             net = networks.require(self.spec.network)
+        import shutil
+
+        ports = self.spec.published_ports()
+        if ports and net.internal:
+            # docker publishes nothing of a container on an internal network: it is cut off from outside
+            warn(f"published ports are discarded on the internal network {net.name} (it reaches nothing outside)")
+            ports = ()
         # IFNAMSIZ (netdevice(7)): interface names have at most 15 characters.
         return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
-                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"))
+                                   peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / "hosts"),
+                                   ports=ports, nftables=shutil.which("nft") is not None)
 
     def _cgroup_steps(self, cid: str) -> list:
         """The cgroup part of the plan: cgroups/ decides the files.
@@ -402,23 +421,34 @@ class Runner:
 
     # -- running ----------------------------------------------------------
     def dry_run(self) -> int:
-        as_root = self._plan_as_root()
+        refused = self._plan_as_root()
         plan, state, image, _ = self.make_plan(dry_run=True)
         print(f"# container {state.short_id} ({state.name}), image {image.name}: the plan, not carried out", file=self.out)
-        if as_root:
-            print("# you are not root: this is the plan of a run as root (a rootless run gets no cgroup, "
-                  "so it would refuse the limits)", file=self.out)
+        if refused:
+            print(f"# you are not root: this is the plan of a run as root (a rootless run would refuse "
+                  f"{' and '.join(refused)})", file=self.out)
         print(plan.render(), file=self.out)
         return 0
 
-    def _plan_as_root(self) -> bool:
-        """--dry-run changes nothing, so it needs no root: with limits asked for,
-        which a rootless run refuses, it shows what root would do instead."""
+    def _plan_as_root(self) -> list[str]:
+        """--dry-run changes nothing, so it needs no root for any flag: when
+        one is asked for that a rootless run refuses (limits need a cgroup,
+        --network a host bridge, --pid host the host's /proc), it shows what
+        root would do instead, and returns what rootless would refuse.
+        An explicit --userns keeps its refusals: they hold for root too."""
+        if not self.unprivileged or self._userns_asked:
+            return []
         resources = self.spec.resources
-        if not self.unprivileged or self._userns_asked or resources is None or resources.is_empty():
-            return False
-        self.unprivileged = self.userns = False
-        return True
+        refused = []
+        if resources is not None and not resources.is_empty():
+            refused.append("the limits (no cgroup)")
+        if self.spec.network:
+            refused.append(f"--network {self.spec.network} (no host bridge)")
+        if "pid" not in self.spec.namespaces:
+            refused.append("--pid host (no privilege over the host's /proc)")
+        if refused:
+            self.unprivileged = self.userns = False
+        return refused
 
     def _checks(self) -> tuple:
         """Everything that can refuse before anything exists: privilege, the
@@ -482,7 +512,14 @@ class Runner:
                 store.write_note(state, layer)
             from minicontainer.container.process import Container, Hooks
 
+            def record_ports():
+                interp = container.interpreter if container is not None else None
+                if interp is not None and interp.proxy is not None:
+                    state.ports = list(interp.published)
+                    state.proxy_pid, state.proxy_start = interp.proxy
+
             def on_created(pid):
+                record_ports()
                 state.pid = pid
                 state.pid_start = proc_start_time(pid)
                 state.namespaces = namespace_inodes(pid)
@@ -496,6 +533,7 @@ class Runner:
             def on_started(pid):
                 nonlocal started
                 started = True
+                record_ports()
                 state.pid = pid
                 state.pid_start = state.pid_start or proc_start_time(pid)
                 state.namespaces = state.namespaces or namespace_inodes(pid)

@@ -236,6 +236,8 @@ class ContainerSpec:
     tmpfs: tuple[Tmpfs, ...] = ()
     devices: tuple[Any, ...] = ()  # --device: cgroups.devices.Device (the node; its rule is in resources)
     network: str = ""  # --network NAME: a bridge network (network/); "" for none or host
+    ports: tuple[Any, ...] = ()  # -p: network.ports.PortMapping, in the order given
+    publish_all: bool = False  # -P: the image's ExposedPorts too (published_ports)
     mounts: tuple[ExtraMount, ...] = ()  # an OCI bundle's other mounts (oci/config.py)
     sysctls: tuple[tuple[str, str], ...] = ()  # an OCI bundle's linux.sysctl, namespaced keys only
     # An OCI bundle's namespaces to join, (type, path): each is also in
@@ -282,6 +284,15 @@ class ContainerSpec:
         env.update(self.env)
         return env
 
+    def published_ports(self) -> tuple[Any, ...]:
+        """-p, then with -P every port the image exposes that no -p publishes (docker's rule)."""
+        if not self.ports and not self.publish_all:
+            return ()
+        from minicontainer.network import ports
+
+        exposed = ports.exposed(self.image_config.exposed_ports) if self.publish_all and self.image_config else ()
+        return ports.merge(self.ports, exposed)
+
     def with_image(self, config) -> ContainerSpec:
         """This spec on an image with ``config``: its User applies unless -u was given."""
         from dataclasses import replace
@@ -290,6 +301,30 @@ class ContainerSpec:
         if config.user and security is not None and getattr(security, "user", None) is None:
             security = replace(security, user=config.user)
         return replace(self, image_config=config, security=security)
+
+
+def _published(publish: tuple[str, ...], publish_all: bool, network: str | None, network_name: str):
+    """-p/-P: the parsed ports and the network they need. As docker: with
+    --network host or none they are discarded with a warning (host: the
+    container's ports are the host's already; none: there is nothing to
+    forward to); with another container's network they conflict. docker's
+    default network is ``bridge``; here it is ``none``, so -p without
+    --network joins ``bridge``, as the same command does with docker."""
+    if not publish and not publish_all:
+        return (), network_name
+    from minicontainer.errors import warn
+    from minicontainer.network import ports
+
+    parsed = tuple(ports.parse_publish(p) for p in publish)
+    ports.check_unique(parsed)
+    if network is not None and network.startswith("container:"):
+        raise UsageError("conflicting options: port publishing and the container type network mode",
+                         "publish the ports on the container whose network this one joins")
+    if network in ("host", "none"):
+        warn(f"published ports are discarded when using the {network} network"
+             + (" (the container's ports are the host's)" if network == "host" else " (it has no address to forward to)"))
+        return (), network_name
+    return parsed, network_name or "bridge"
 
 
 def build_spec(
@@ -320,6 +355,8 @@ def build_spec(
     host_env: dict[str, str] | None = None,
     init: bool = False,
     restart: str | None = None,
+    publish: Iterable[str] = (),
+    publish_all: bool = False,
 ) -> ContainerSpec:
     """Validate CLI values into a ContainerSpec (raises UsageError)."""
     if not image:
@@ -354,6 +391,7 @@ def build_spec(
             namespaces.discard(OPTIONAL_NAMESPACES[flag])
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"working directory {workdir!r} is not absolute", "use -w /path")
+    published, network_name = _published(tuple(publish), publish_all, network, network_name)
     restart_policy, restart_max = parse_restart(restart or "no")
     if restart_policy != "no" and remove:
         raise UsageError("--restart and --rm contradict each other", "a container removed when it exits cannot restart")
@@ -380,6 +418,8 @@ def build_spec(
         tmpfs=tuple(parse_tmpfs(t) for t in tmpfs),
         devices=_devices(devices),
         network=network_name,
+        ports=published,
+        publish_all=publish_all and bool(network_name),
         init=init,
         restart=restart_policy,
         restart_max=restart_max,

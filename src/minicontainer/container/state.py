@@ -53,6 +53,10 @@ class ContainerState:
     namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces
     restart_count: int = 0  # how often the monitor started it again (--restart)
     stop_signal: str = ""  # the image's StopSignal, for stopping it ("" = SIGTERM)
+    # -p/-P while it runs: {"container_port", "proto", "host_ip", "host_port"} each (ps, port, inspect)
+    ports: list = field(default_factory=list)
+    proxy_pid: int = 0  # the port proxy (network/proxy.py), stopped when the container ends
+    proxy_start: int = 0
 
     def engine_owned(self) -> bool:
         """Made by minicontainer-runc create: PID 1 is its own runtime (no

@@ -227,7 +227,99 @@ class ConfigureEth(Step):
         return out + (f" && ip -n $ID route add default via {self.gateway}" if self.gateway else "")
 
 
+@dataclass(frozen=True)
+class BindPorts(Step):
+    """-p/-P: the listening sockets, bound before anything else of the
+    container exists, so a port already taken refuses the run at once.
+    ``ports`` are network.ports.PortMapping; StartPortProxy hands the
+    sockets to the proxy."""
+
+    phase = BEFORE_FORK
+    ports: tuple = ()
+
+    def what(self) -> str:
+        return "bind the published ports on the host: " + ", ".join(m.describe() for m in self.ports)
+
+    def why(self) -> str:
+        return ("socket(7), bind(2), listen(2) in the runtime, before the container starts: a port another "
+                "program holds is a clear error now (EADDRINUSE), not a proxy failing later; port 0 is one the "
+                "kernel chooses (ip(7))")
+
+    def shell(self) -> str:
+        return "; ".join(f"ss -l{'t' if m.proto == 'tcp' else 'u'}n 'sport = :{m.host_port}'"
+                         for m in self.ports if m.host_port)
+
+
+@dataclass(frozen=True)
+class SetupNat(Step):
+    """A network's nftables table (network/nat.py): masquerade out, or
+    --internal's isolation; applied again by each run (one transaction)."""
+
+    phase = BEFORE_FORK
+    network: str = ""
+    bridge: str = ""
+    subnet: str = ""
+    internal: bool = False
+    commands: tuple[str, ...] = ()  # nft commands, one transaction
+
+    def what(self) -> str:
+        if self.internal:
+            return f"nftables: drop what would leave or enter network {self.network} (--internal) through the host"
+        return f"nftables: masquerade what {self.network}'s containers ({self.subnet}) send out of the host"
+
+    def why(self) -> str:
+        if self.internal:
+            return ("an --internal network reaches only itself: no default route in its containers, and these "
+                    "forward rules keep it so (docker's isolation rules); a table of its own, removed by `network rm`")
+        return ("outbound NAT, docker's MASQUERADE rule: packets leave with the host's address and conntrack maps "
+                "the answers back (nft(8)); a table of its own per network, removed by `network rm`")
+
+    def shell(self) -> str:
+        from minicontainer.network.nat import shell
+
+        return shell(list(self.commands))
+
+
+@dataclass(frozen=True)
+class EnableForwarding(Step):
+    phase = BEFORE_FORK
+
+    def what(self) -> str:
+        return "turn on IPv4 forwarding (net.ipv4.ip_forward=1) in the namespace the bridge is in"
+
+    def why(self) -> str:
+        return ("routing between the bridge and the host's other interfaces is off by default; docker turns it on "
+                "too. It is a setting of this network namespace (network_namespaces(7)), not of every one")
+
+    def shell(self) -> str:
+        return "sysctl -w net.ipv4.ip_forward=1"
+
+
 # --- after the fork: the runtime ------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartPortProxy(Step):
+    """The published ports' proxy (network/proxy.py), a process of its own
+    that gets the sockets BindPorts made and forwards to the container's
+    leased address. Stopped when the container ends (runtime.finish), and
+    by the kernel if the runtime dies first (PR_SET_PDEATHSIG, prctl(2))."""
+
+    phase = PARENT
+    ports: tuple = ()
+
+    def what(self) -> str:
+        return "start the port proxy: " + ", ".join(f"{m.host_ip}:{m.host_port or '$PORT'} -> $IP:{m.key}"
+                                                     for m in self.ports)
+
+    def why(self) -> str:
+        return ("docker's userland proxy (docker-proxy): each connection (tcp) or datagram (udp) to the host port is "
+                "copied to the container's address on its network, so no firewall rule is needed; it is this "
+                "container's, and stops with it")
+
+    def shell(self) -> str:
+        return "; ".join(f"socat {m.proto.upper()}-LISTEN:{m.host_port or '$PORT'},bind={m.host_ip},fork "
+                         f"{m.proto.upper()}:$IP:{m.container_port} &" for m in self.ports)
 
 
 @dataclass(frozen=True)

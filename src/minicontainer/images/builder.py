@@ -74,7 +74,7 @@ class Stage:
 class Builder:
     def __init__(self, store: ImageStore, context: str, dockerfile: str, *, filename: str = "Dockerfile",
                  build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
-                 resources=None, out: TextIO | None = None):
+                 resources=None, out: TextIO | None = None, progress: str = "plain"):
         self.store = store
         self.context = os.path.abspath(context)
         self.filename = filename
@@ -84,6 +84,9 @@ class Builder:
         self.no_cache = no_cache
         self.resources = resources
         self.out = out if out is not None else sys.stdout
+        from minicontainer.images.buildprogress import make_progress
+
+        self.progress = make_progress(progress, self.out)  # --progress plain|tty|auto
         self.ignore = _ignore_rules(self.context)
         self.stages: list[Stage] = []
         self._step = 0
@@ -91,6 +94,12 @@ class Builder:
     # -- the build --------------------------------------------------------------------------
     def build(self, tag: str) -> Image:
         todo = self._instructions_to_run()
+        try:
+            return self._build(tag, todo)
+        finally:
+            self.progress.close()
+
+    def _build(self, tag: str, todo: list[Instruction]) -> Image:
         total = len(todo)
         with self.store.lease() as hold:
             self._hold = hold
@@ -98,7 +107,7 @@ class Builder:
             stage = None
             for ins in todo:
                 self._step += 1
-                self.say(f"#{self._step} [{self._step}/{total}] {ins.text}")
+                self.progress.start(self._step, total, ins.text)
                 try:
                     if ins.keyword == "FROM":
                         stage = self._from(ins, global_args)
@@ -113,6 +122,7 @@ class Builder:
                     raise
                 except MiniError as e:  # an image that is missing, a RUN that cannot start ...
                     raise DockerfileError(f"{self.filename}:{ins.line}: {ins.keyword}: {e.message}", e.hint) from None
+                self.progress.step_end(self._step)
             return self._commit(stage, tag)
 
     def _instructions_to_run(self) -> list[Instruction]:
@@ -127,9 +137,6 @@ class Builder:
                 end = self.instructions.index(following[0]) if following else len(self.instructions)
                 return out + self.instructions[i + 1:end]
         raise DockerfileError(f"{self.filename}: no stage named {self.target!r}", "name one with FROM IMAGE AS NAME")
-
-    def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
 
     # -- FROM ----------------------------------------------------------------------------------
     def _from(self, ins: Instruction, global_args: dict[str, str]) -> Stage:
@@ -275,12 +282,13 @@ class Builder:
         work = self.store.new_work()
         try:
             started = time.monotonic()
+            self.progress.running(self._step)
             code = Runner(spec, image=image,
                           before_remove=lambda layer: os.rename(Path(layer) / "upper", work / "upper")).run()
             if code != 0:
                 raise DockerfileError(f"{self.filename}:{ins.line}: {ins.text} failed with exit code {code}",
                                       "nothing was built; fix the command and build again")
-            self.say(f"#{self._step} DONE {time.monotonic() - started:.1f}s")
+            self.progress.done(self._step, time.monotonic() - started)
             return self._pack(work / "upper", work)
         finally:
             from minicontainer.images.store import remove_tree
@@ -384,7 +392,7 @@ class Builder:
             if not diff_id or not self.store.has_layer(diff_id):
                 return False
             self._hold([diff_id])
-        self.say(f"#{self._step} CACHED")
+        self.progress.cached(self._step)
         self._extend(stage, key, diff_id, ins)
         return True
 
@@ -424,7 +432,7 @@ class Builder:
         image_id = hashlib.sha256(config).hexdigest()
         image = self.store.create_layered(tag, image_id, config, [NewLayer(d, None) for d in stage.layers],
                                           {"source": f"build:{self.context}"}, force=True)
-        self.say(f"#{self._step + 1} writing image sha256:{image_id} named {tag}")
+        self.progress.wrote(self._step + 1, image_id, tag)
         return image
 
 

@@ -169,7 +169,9 @@ def _build_from_tar(store, raw, source, name, limits, progress, force):
 
 def _check_free_name(store: ImageStore, name: str, force: bool) -> None:
     if store.exists(name) and not force:
-        raise ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
+        from minicontainer.images.store import exists_error
+
+        raise exists_error(name)
 
 
 # -- the "seen this file before" cache ------------------------------------------

@@ -383,7 +383,7 @@ class ImageStore:
         doomed: list[Path] = []
         with self.lock(name) if fixed else contextlib.nullcontext():
             if fixed and self.exists(name) and not force:
-                raise _exists_error(name)
+                raise exists_error(name)
             work, image_id = self._populate(populate, source)
             try:
                 with self.lock():
@@ -456,7 +456,7 @@ class ImageStore:
         try:
             with self.lock(name):
                 if self.exists(name) and not force:
-                    raise _exists_error(name)
+                    raise exists_error(name)
                 work = self.new_work()
                 doomed.append(work)
                 (work / "config.json").write_bytes(config)
@@ -489,7 +489,7 @@ class ImageStore:
         it pointed to before goes if nothing else uses it."""
         old = self._ref_id(name)
         if old is not None and not force:
-            raise _exists_error(name)
+            raise exists_error(name)
         self._write_ref(name, image_id)
         if old and old != image_id:
             self._drop_if_unused(old, name, doomed)
@@ -630,8 +630,11 @@ def _layer_size(work: Path) -> int:
         return 0
 
 
-def _exists_error(name: str) -> ImageError:
-    return ImageError(f"image {name} already exists", f"remove it first with 'minicontainer image rm {name}'")
+def exists_error(name: str) -> ImageError:
+    """The refusal of a name that is taken; the commands that reach it (import,
+    import-dir, debootstrap) all have --force, so the hint names it."""
+    return ImageError(f"image {name} already exists",
+                      f"add --force to replace it, or remove it first with 'minicontainer image rm {name}'")
 
 
 def containers_using(image: Image, state_root: Path | None = None) -> list[str]:

@@ -75,6 +75,23 @@ class Recorder:
         self._rec("net_delete_link", name)
         return True
 
+    def bind_port(self, proto, host_ip, port):
+        self._rec("bind_port", proto, host_ip, port)
+        return self._fd(f"socket:{host_ip}:{port}/{proto}"), port or 32768
+
+    def spawn_proxy(self, config, fds):
+        self._rec("spawn_proxy", config, tuple(fds))
+        return 4343, 1
+
+    def stop_process(self, pid, start):
+        self._rec("stop_process", pid, start)
+
+    def nft(self, commands):
+        self._rec("nft", tuple(commands))
+
+    def host_sysctl(self, key, value):
+        self._rec("host_sysctl", key, value)
+
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None):
         self._rec("mount", self._show(source), shown or self._show(target), fstype, flags, data)
 

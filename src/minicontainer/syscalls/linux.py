@@ -492,6 +492,103 @@ class Linux:
 
         return netlink.delete_link(name)
 
+    # -- published ports and outbound NAT (network/ports.py, proxy.py, nat.py) ----
+    def bind_port(self, proto: str, host_ip: str, port: int) -> tuple[int, int]:
+        """A listening socket on host_ip:port (socket(7), bind(2), listen(2));
+        returns its fd and the port (the kernel's choice for port 0, ip(7)).
+        SO_REUSEADDR only for tcp: it lets a port in TIME_WAIT be bound again
+        (as docker-proxy, Go's default), never one that is listened on; for
+        udp it would let two sockets share the port."""
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
+        try:
+            if proto == "tcp":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host_ip, port))
+            if proto == "tcp":
+                sock.listen(128)
+            chosen = sock.getsockname()[1]
+        except OSError as e:
+            sock.close()
+            where = f"{host_ip}:{port}/{proto}"
+            if e.errno == errno.EADDRINUSE:
+                raise ContainerError(f"host port {where} is already in use",
+                                     f"choose another host port with -p, or find what holds it with: "
+                                     f"ss -l{'t' if proto == 'tcp' else 'u'}np 'sport = :{port}'") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ContainerError(f"cannot publish on {host_ip}: it is not an address of this host",
+                                     "give one of the host's addresses, or none for all of them") from None
+            raise _oserror("binding the published port", e, where) from None
+        return sock.detach(), chosen
+
+    def spawn_proxy(self, config: dict, fds) -> tuple[int, int]:
+        """The port proxy (network/proxy.py) with the listening sockets ``fds``;
+        (pid, start time). Its own session (the terminal's ^C is for the
+        container, not for it); it gets SIGTERM if we die first
+        (PR_SET_PDEATHSIG, set between fork and exec, and checked against a
+        parent that died before that)."""
+        import json
+        import subprocess
+
+        parent = os.getpid()
+
+        def lifeline():
+            _prctl.set_pdeathsig(signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(0)
+
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "minicontainer.network.proxy", json.dumps(config)],
+                                    pass_fds=tuple(fds), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=lifeline)
+        except OSError as e:
+            raise _oserror("starting the port proxy", e, sys.executable) from None
+        return proc.pid, proc_start_time(proc.pid)
+
+    def stop_process(self, pid: int, start: int) -> None:
+        """SIGTERM to ``pid`` if it is still the process that started at
+        ``start``, and wait until it is gone (reaped, if it is our child)."""
+        import time
+
+        if pid <= 1 or not start or proc_start_time(pid) != start:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            pass  # not ours (a sweep of a dead runtime's proxy): wait for it to go
+        for _ in range(200):
+            if proc_start_time(pid) != start:
+                return
+            time.sleep(0.01)
+
+    def nft(self, commands) -> None:
+        """nft(8) -f -: the commands as one transaction (all or nothing)."""
+        import subprocess
+
+        try:
+            proc = subprocess.run(["nft", "-f", "-"], input="\n".join(commands) + "\n", capture_output=True,
+                                  text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ContainerError(f"nft could not be run: {e}", "check that nftables is installed") from None
+        if proc.returncode != 0:
+            first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]
+            raise ContainerError(f"nft refused the network's rules: {first}",
+                                 "the kernel may lack nf_tables (modprobe nf_tables nft_masq)")
+
+    def host_sysctl(self, key: str, value: str) -> None:
+        """Write /proc/sys/KEY of the runtime's own namespaces (sysctl(8))."""
+        path = "/proc/sys/" + key
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise _oserror("setting", e, path) from None
+
     def mount(self, source, target, fstype, flags=0, data=None, *, shown=None) -> None:
         """mount(2). ``shown`` is the path to name in errors (the container path,
         when ``target`` is a /proc/self/fd/N magic link)."""
