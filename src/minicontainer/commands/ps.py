@@ -23,7 +23,7 @@ def status_text(st, now: float | None = None) -> str:
 
         return f"Up {human_duration(max(0.0, now - st.started))}" + (" (Paused)" if paused(st) else "")
     if st.status == "restarting":
-        code = st.exit_code if st.exit_code is not None else "?"  # (an engine reaped it and kept the code)
+        code = st.exit_code if st.exit_code is not None else 0
         return f"Restarting ({code}) {ago(st.finished, now)}"
     if st.status == "exited":
         code = st.exit_code if st.exit_code is not None else "?"  # (an engine reaped it and kept the code)
