@@ -115,11 +115,14 @@ def watch(store, st, bundle_dir: str, memory_limit: bool) -> None:
         sc = Linux()
         events = v1 = None
         m = _manager(st)
-        if memory_limit and os.path.isfile(os.path.join(bundle_dir, "config.json")):
-            if m.version == "v1":
-                events, v1 = f"{m.mounts['memory']}/{m.relative_path}/memory.oom_control", True
-            else:
-                events, v1 = f"{m.leaves()[0]}/memory.events", False
+        try:
+            if memory_limit and os.path.isfile(os.path.join(bundle_dir, "config.json")):
+                if m.version == "v1":
+                    events, v1 = f"{m.mounts['memory']}/{m.relative_path}/memory.oom_control", True
+                else:
+                    events, v1 = f"{m.leaves()[0]}/memory.events", False
+        except (KeyError, IndexError, MiniError):
+            events = None  # no memory controller to watch: the exit code still is
         while True:
             exited = not sc.wait_exit_or_memory_event(st.pid, events, v1=bool(v1))
             code = zombie_exit_code(st.pid) if exited else None
