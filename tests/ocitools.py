@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The one installed beside the Python running the tests (scripts/setup's venv), not another on PATH.
+# The one installed beside the Python running the tests (scripts/setup's venv), not another on PATH;
+# MINICONTAINER_TEST_RUNC names another (a wrapper running a work tree's code: engines pass their own
+# environment, so PYTHONPATH does not reach the runtime). A `minicontainer` must sit beside it.
 _VENV_RUNC = Path(sys.executable).parent / "minicontainer-runc"
-RUNC = str(_VENV_RUNC) if _VENV_RUNC.exists() else (shutil.which("minicontainer-runc") or str(_VENV_RUNC))
+RUNC = os.environ.get("MINICONTAINER_TEST_RUNC") or (
+    str(_VENV_RUNC) if _VENV_RUNC.exists() else (shutil.which("minicontainer-runc") or str(_VENV_RUNC)))
 
 
 def apt_install(package: str, binary: str) -> str | None:
@@ -46,7 +49,9 @@ def live_containers() -> list[str]:
                                   text=True, timeout=30)
             if proc.returncode == 0 and '"stopped"' not in proc.stdout:
                 out.append(f"{root}: {cid} still {proc.stdout.split('status')[1][:14]!r}")
-            if any(Path(d, "minicontainer", cid).is_dir() for d in Path("/sys/fs/cgroup").iterdir()):
+            cg = json.loads(state.read_text()).get("cgroup") or ""  # "/a/b": an OCI cgroupsPath
+            rel = cg.strip("/") if cg.startswith("/") else f"{cg or 'minicontainer'}/{cid}"
+            if any(Path(d, rel).is_dir() for d in Path("/sys/fs/cgroup").iterdir()):
                 out.append(f"{root}: {cid}'s cgroup is left")
     return out
 

@@ -3,7 +3,9 @@ Debian's podman 4.3 and containerd 1.6)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -72,8 +74,17 @@ def test_podman_detached_exec_logs_stop_rm(podman):
     mc = subprocess.run([str(Path(RUNC).parent / "minicontainer"), "ps"], capture_output=True, text=True,
                         env=dict(os.environ, MINICONTAINER_ROOT=str(podman.dir / "mcroot")), timeout=30)
     assert cid in mc.stdout and "Up " in mc.stdout  # podman's id is the runtime's container id: our name
+    # linux.cgroupsPath is honoured: the container's cgroup is where podman said (cgroupfs: below each mount)
+    trace = (podman.dir / "trace.log").read_text()
+    path = re.search(r'cgroupsPath\\?":\\?"([^"\\]+)', trace[trace.index(f"config.json of {cid}"):]).group(1)
+    assert "libpod" in path  # (the log's text format quotes the line: \" inside)
+    leaves = [d / path.strip("/") for d in Path("/sys/fs/cgroup").iterdir()]
+    assert any(leaf.is_dir() for leaf in leaves), path
+    pid = int(podman("inspect", "--format", "{{.State.Pid}}", "p1").stdout)
+    assert path in Path(f"/proc/{pid}/cgroup").read_text()
     podman("stop", "-t", "1", "p1")
     podman("rm", "p1")
+    assert not any(leaf.is_dir() for leaf in leaves)  # delete removed it
 
 
 def test_podman_flags_reach_the_container(podman, tmp_path):
@@ -93,12 +104,23 @@ def test_podman_memory_limit_kills_a_hog(podman):
     proc = podman("run", "--name", "oom", "-m", "64m", *ULIMITS, "localhost/mini", "sh", "-c",
                   "a=$(head -c 300000000 /dev/zero | tr '\\0' x); echo survived", check=None)
     assert proc.returncode == 137 and "survived" not in proc.stdout
+    assert podman("inspect", "oom", "--format", "{{.State.OOMKilled}}").stdout.strip() == "true"
     podman("rm", "oom")
 
 
 def test_podman_refusal_is_one_clear_line(podman):
-    proc = podman("run", "--rm", *ULIMITS, "--cap-add", "mknod", "localhost/mini", "true", check=None)
-    assert proc.returncode != 0 and "CAP_MKNOD" in proc.stderr
+    # the host's PID namespace: a container without its own is not supported here
+    proc = podman("run", "--rm", *ULIMITS, "--pid", "host", "localhost/mini", "true", check=None)
+    assert proc.returncode != 0 and "has no pid namespace" in proc.stderr
+
+
+def test_podman_device_and_mknod(podman):
+    """--device makes the node and allows it; with CAP_MKNOD root makes any
+    node, but one the device allow-list lacks does not open (EPERM)."""
+    out = podman("run", "--rm", *ULIMITS, "--cap-add", "mknod", "--device", "/dev/fuse", "localhost/mini", "sh", "-c",
+                 "exec 3<>/dev/fuse && echo fuse-open; mknod /dev/k c 1 11 && echo made; head -c1 /dev/k",
+                 check=None)
+    assert out.stdout.splitlines() == ["fuse-open", "made"] and "Operation not permitted" in out.stderr
 
 
 @pytest.fixture(scope="module")
@@ -132,22 +154,24 @@ def containerd(tmp_path_factory):
 
 
 def test_ctr_run_rm_prints_hello(containerd, rootfs):
-    # containerd's default capabilities include CAP_MKNOD, refused without a device cgroup
-    out = containerd("run", "--rm", *containerd.runc, "--cap-drop", "CAP_MKNOD", "--rootfs", str(rootfs), "c1",
+    # containerd's default capabilities (CAP_MKNOD too: the device allow-list decides what opens)
+    out = containerd("run", "--rm", *containerd.runc, "--rootfs", str(rootfs), "c1",
                      "echo", "hello").stdout
     assert out == "hello\n"
 
 
 def test_ctr_memory_limit(containerd, rootfs):
-    proc = containerd("run", "--rm", *containerd.runc, "--cap-drop", "CAP_MKNOD", "--memory-limit", str(64 << 20),
+    proc = containerd("run", "--rm", *containerd.runc, "--memory-limit", str(64 << 20),
                       "--rootfs", str(rootfs), "c2", "sh", "-c",
                       "a=$(head -c 300000000 /dev/zero | tr '\\0' x); echo survived", check=None)
     assert proc.returncode == 137 and "survived" not in proc.stdout
 
 
 def test_ctr_reports_a_refusal(containerd, rootfs):
-    proc = containerd("run", "--rm", *containerd.runc, "--rootfs", str(rootfs), "c3", "true", check=None)
-    assert proc.returncode != 0 and "CAP_MKNOD" in proc.stderr
+    # joining another PID namespace (here the host's) is refused by name; the shim reads it from --log
+    proc = containerd("run", "--rm", *containerd.runc, "--with-ns", "pid:/proc/1/ns/pid", "--rootfs", str(rootfs),
+                      "c3", "true", check=None)
+    assert proc.returncode != 0 and "joining an existing pid namespace" in proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +208,8 @@ def docker(rootfs_tar, tmp_path_factory):
     daemon.wait(timeout=60)
 
 
-# docker's default capabilities include CAP_MKNOD, refused without a device cgroup
-DOCKER = ("--runtime", "mini", "--cap-drop", "mknod")
+# docker's own default capabilities (CAP_MKNOD too: the device allow-list decides what opens)
+DOCKER = ("--runtime", "mini")
 
 
 def test_docker_run_rm_prints_hello(docker):
@@ -213,3 +237,22 @@ def test_podman_shows_an_exec_failure(podman):
     """The exec fails after create has exited: the message goes to the container's stderr (podman's)."""
     proc = podman("run", "--rm", *ULIMITS, "localhost/mini", "nosuchcmd", check=None)
     assert proc.returncode == 127 and "nosuchcmd: executable file not found" in proc.stderr
+
+
+def test_podman_hooks_dir_hooks_run(podman, tmp_path):
+    """podman's --hooks-dir puts OCI hooks into config.json: prestart and
+    createContainer are ours to run (podman runs poststop itself)."""
+    (tmp_path / "hook.sh").write_text(f'#!/bin/sh\necho "$1 $(cat)" >> {tmp_path}/hooks.log\n')
+    (tmp_path / "hook.sh").chmod(0o755)
+    hooks = tmp_path / "hooks.d"
+    hooks.mkdir()
+    for stage in ("prestart", "createContainer"):
+        (hooks / f"{stage}.json").write_text(json.dumps({
+            "version": "1.0.0", "hook": {"path": str(tmp_path / "hook.sh"), "args": ["hook.sh", stage]},
+            "when": {"always": True}, "stages": [stage]}))
+    out = podman("--hooks-dir", str(hooks), "run", "--rm", "--network", "none", *ULIMITS, "localhost/mini",
+                 "echo", "hi").stdout
+    assert out == "hi\n"
+    ran = [line.split(" ", 1) for line in (tmp_path / "hooks.log").read_text().splitlines()]
+    assert [k for k, _ in ran] == ["prestart", "createContainer"]
+    assert all(json.loads(s)["status"] == "creating" and json.loads(s)["pid"] > 0 for _, s in ran)

@@ -53,6 +53,15 @@ def bundle(mc_home, tmp_path):
     return b
 
 
+@pytest.fixture
+def cleanup():
+    """Ids to `delete --force` after the test, pass or fail (before the host's leak check)."""
+    ids: list[str] = []
+    yield ids.append
+    for cid in ids:
+        runc("delete", "--force", cid)
+
+
 def configure(bundle: Path, args: list[str], terminal: bool = False, **linux) -> None:
     path = bundle / "config.json"
     doc = json.loads(path.read_text())
@@ -244,3 +253,134 @@ def test_exec_with_a_terminal_waits_for_the_exit_code(bundle, tmp_path):
             os.close(fds[0])
     assert b"/dev/pts/" in seen
     runc("delete", "--force", "t1", check=0)
+
+
+def test_devices_from_config_json_and_mknod_with_the_allow_list(bundle, tmp_path, cleanup):
+    """linux.devices makes /dev/fuse inside and allows it; CAP_MKNOD is kept (the
+    default spec has Docker's set), so root may make any node, but opening one
+    the allow-list lacks fails with EPERM (the device cgroup, not the capability)."""
+    cleanup("d1")
+    configure(bundle, ["sh", "-c", "exec 3<>/dev/fuse && echo fuse-open; mknod /dev/kmsg2 c 1 11 && echo made; "
+                       "head -c 1 /dev/kmsg2 >/dev/null 2>/tmp/e; cat /tmp/e"],
+              devices=[{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o20666}])
+    create(tmp_path, "--bundle", str(bundle), "d1")
+    runc("start", "d1", check=0)
+    assert wait_for(lambda: state("d1")["status"] == "stopped")
+    out = (tmp_path / "out").read_text()
+    assert out.splitlines()[:2] == ["fuse-open", "made"], out + (tmp_path / "err").read_text()
+    assert "Operation not permitted" in out
+    runc("delete", "d1", check=0)
+
+
+def _hook_dir(tmp_path: Path) -> Path:
+    """A hook script that appends '<kind> <its mount namespace> <the state JSON>' to hooks.log beside it."""
+    d = tmp_path / "hk"
+    d.mkdir()
+    (d / "hook.sh").write_text('#!/bin/sh\necho "$1 $(readlink /proc/self/ns/mnt) $(cat)" >> "$(dirname "$0")/hooks.log"\n'
+                               'test -z "$FAIL" || { echo "it went wrong"; exit 3; }\n'
+                               'test -z "$SLOW" || sleep 5\n')
+    (d / "hook.sh").chmod(0o755)
+    return d
+
+
+def _hooks(d: Path, **special) -> dict:
+    out = {}
+    for kind in ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"):
+        path = "/hooks/hook.sh" if kind == "startContainer" else str(d / "hook.sh")  # that one: inside
+        out[kind] = [{"path": path, "args": ["hook.sh", kind], "env": ["A=1"], **special.get(kind, {})}]
+    return out
+
+
+def test_hooks_run_at_their_moments_in_their_namespaces(bundle, tmp_path, cleanup):
+    cleanup("h1")
+    d = _hook_dir(tmp_path)
+    configure(bundle, ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["hooks"] = _hooks(d)
+    doc["mounts"].append({"destination": "/hooks", "type": "bind", "source": str(d), "options": ["rbind"]})
+    (bundle / "config.json").write_text(json.dumps(doc))
+    log = tmp_path / "debug.log"
+    create(tmp_path, "--bundle", str(bundle), "h1")
+    pid = state("h1")["pid"]
+    kinds = [line.split()[0] for line in (d / "hooks.log").read_text().splitlines()]
+    assert kinds == ["prestart", "createRuntime", "createContainer"]
+    runc("--log", str(log), "--debug", "start", "h1", check=0)
+    assert wait_for(lambda: state("h1")["status"] == "stopped")
+    runc("--log", str(log), "--debug", "delete", "h1", check=0)
+    host_mnt = os.readlink("/proc/self/ns/mnt")
+    lines = {line.split()[0]: line.split(" ", 2)[1:] for line in (d / "hooks.log").read_text().splitlines()}
+    assert sorted(lines) == sorted(["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                                    "poststop"])
+    for kind, (mnt, text) in lines.items():
+        s = json.loads(text)
+        assert (s["id"], s["bundle"]) == ("h1", str(bundle)), kind
+        assert (mnt == host_mnt) == (kind not in ("createContainer", "startContainer")), kind
+        want = {"startContainer": "created", "poststart": "running", "poststop": "stopped"}.get(kind, "creating")
+        assert s["status"] == want, kind
+        assert s["pid"] == pid, kind
+    assert "run the poststop hook in the runtime's namespaces" in log.read_text()
+
+
+@pytest.mark.parametrize("kind, special, words", [
+    ("createRuntime", {"env": ["FAIL=1"]}, "createRuntime hook {d}/hook.sh failed with exit code 3: it went wrong"),
+    ("createContainer", {"env": ["SLOW=1"], "timeout": 1}, "createContainer hook {d}/hook.sh ran past its timeout"),
+])
+def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, cleanup, kind, special, words):
+    cleanup("h2")
+    d = _hook_dir(tmp_path)
+    configure(bundle, ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["hooks"] = {kind: _hooks(d, **{kind: special})[kind]}
+    (bundle / "config.json").write_text(json.dumps(doc))
+    proc = create(tmp_path, "--bundle", str(bundle), "h2", check=1)
+    assert words.format(d=d) in proc.stderr
+    assert runc("state", "h2").returncode == 1
+    assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"
+
+
+# An engine's monitor as the test plays it: a child subreaper that runs
+# `create` and reaps the container's PID 1 only when told (conmon reaps at
+# once, on SIGCHLD; here the moment is the test's).
+_SLOW_REAPER = """
+import os, subprocess, sys, time
+import prctl
+prctl.set_child_subreaper(True)
+subprocess.run(sys.argv[2:], check=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+os.waitpid(-1, 0)
+"""
+
+
+def test_a_stopped_container_says_exited_with_its_code_in_ps(bundle, tmp_path, cleanup):
+    """After create, the engine reaps PID 1; create's watcher reads the exit
+    code from the zombie first, for `minicontainer ps`."""
+    cleanup("x1")
+    configure(bundle, ["sh", "-c", "exit 7"])
+    go = tmp_path / "reap"
+    with open(tmp_path / "out", "a") as out:
+        reaper = subprocess.Popen([PY, "-c", _SLOW_REAPER, str(go), PY, "-m", "minicontainer.oci.cli", "create",
+                                   "--bundle", str(bundle), "x1"], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        assert wait_for(lambda: runc("state", "x1").returncode == 0), (tmp_path / "out").read_text()
+        runc("start", "x1", check=0)
+        assert wait_for(lambda: "Exited (7)" in mc("ps", "-a", check=0).stdout), mc("ps", "-a").stdout
+    finally:
+        go.touch()
+        reaper.wait(timeout=30)
+    assert state("x1")["status"] == "stopped"
+    assert "runtime was killed" not in mc("inspect", "x1", check=0).stdout
+    runc("delete", "x1", check=0)
+
+
+def test_events_streams_stats_and_oom_until_the_container_stops(bundle, tmp_path, cleanup):
+    cleanup("e1")
+    configure(bundle, ["sh", "-c", "sleep 1; a=$(head -c 300000000 /dev/zero | tr '\\0' x); sleep 1"],
+              resources={"memory": {"limit": 64 << 20}})
+    create(tmp_path, "--bundle", str(bundle), "e1")
+    runc("start", "e1", check=0)
+    proc = runc("events", "--interval", "300ms", "e1", check=0, timeout=60)  # returns once e1 stops
+    kinds = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
+    assert kinds.count("oom") == 1 and kinds.count("stats") >= 3, kinds
+    assert state("e1")["status"] == "stopped"
+    runc("delete", "e1", check=0)

@@ -8,6 +8,7 @@ the calls that step stands for, in the plan's order, with nothing in between.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -26,7 +27,7 @@ from minicontainer.errors import CommandError, SyscallError
 from minicontainer.container.interpreter import Interpreter, execvpe
 from minicontainer.security import parse_security, security_steps
 from minicontainer.security.users import ExecUser
-from minicontainer.container.spec import build_spec
+from minicontainer.container.spec import HOOK_KINDS, Hook, build_spec
 from minicontainer.syscalls.fake import FakeChannels, Recorder
 from minicontainer.syscalls.flags import (
     CLONE_NEWNET,
@@ -313,6 +314,14 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["read"]
     if t == "AwaitRelease":
         return ["set_pdeathsig", "read"]
+    if t == "ReportMounted":
+        return ["write"]
+    if t == "AwaitMounted":
+        return ["read"]
+    if t == "ReadHostPid":
+        return ["host_pid"]
+    if t == "RunHooks":
+        return ["run_hook"] * len(step.hooks)
     if t == "Unshare":
         return ["unshare"]
     if t == "LoopbackUp":
@@ -481,7 +490,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
                                   "read-only", "bridge", "ports", "device", "volumes", "shared", "names",
-                                  "add-host"])
+                                  "add-host", "hooks"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
@@ -502,6 +511,9 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         "volumes": build_spec("mini", ["/bin/true"], volumes=["data:/data:ro", "/anon"],
                               mount=[f"type=bind,source={tmp_path},target=/src,bind-propagation=rslave",
                                      "type=tmpfs,target=/scratch,tmpfs-size=1m", "type=volume,src=data2,dst=/d2"]),
+        "hooks": dataclasses.replace(build_spec("mini", ["/bin/true"]), hook_state='{"id": "c1"}', hooks=tuple(
+            Hook(kind=k, path=f"/h/{k}", args=(k, "x"), env=("A=1",), timeout=5) for k in HOOK_KINDS) + (
+            Hook(kind="createRuntime", path="/h/second"),)),
         "read-only": build_spec("mini", ["/bin/true"], read_only=True, volumes=[f"{tmp_path}:/data:ro"],
                                 tmpfs=["/run:rw,noexec,nosuid,size=65536k"]),
     }[case]
@@ -556,6 +568,19 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert "devices.deny" in printed and "echo 'c 1:3 rwm' > " in printed
     if case == "device":
         assert "create the block device /dev/disk0 (7:0)" in printed and attach[0].value.endswith("b 7:0 r")
+    if case == "hooks":
+        kinds = [(type(s).__name__, s.phase, getattr(s, "kind", "")) for s in plan.steps]
+        at = kinds.index(("RunHooks", S.PARENT, "prestart"))
+        assert kinds[at - 2:at + 6] == [
+            ("ReportMounted", S.CHILD, ""), ("AwaitMounted", S.PARENT, ""), ("RunHooks", S.PARENT, "prestart"),
+            ("RunHooks", S.PARENT, "createRuntime"), ("ReleaseChild", S.PARENT, ""), ("AwaitExec", S.PARENT, ""),
+            ("AwaitRelease", S.CHILD, ""), ("RunHooks", S.CHILD, "createContainer")]
+        assert kinds.index(("RunHooks", S.CHILD, "createContainer")) < kinds.index(("PivotRoot", S.CHILD, ""))
+        assert kinds[-3:] == [("RunHooks", S.INSIDE, "startContainer"), ("Exec", S.INSIDE, ""),
+                              ("RunHooks", S.PARENT, "poststart")]
+        assert "poststop" not in printed  # `delete` runs those
+        assert "run the createRuntime hooks in the runtime's namespaces: /h/createRuntime, /h/second" in printed
+        assert "echo \"$STATE\" | env -i A=1 /h/prestart x" in printed
     if case == "privileged":
         assert "no seccomp filter (--privileged)" in printed and "mask " not in printed
     if case == "rootless":
@@ -649,3 +674,25 @@ def test_execvpe_with_a_slash_does_not_search():
     with pytest.raises(CommandError) as exc:
         execvpe(sc, [b"./x"], {}, b"/bin")
     assert exc.value.exit_code == 127 and sc.tried == [b"./x"]
+
+
+def test_a_failing_hook_fails_its_step_or_warns():
+    """The first hook that fails stops the rest; createRuntime's failure is an
+    error naming the hook and its last line of output, poststart's a warning."""
+    from minicontainer.errors import ContainerError
+
+    hooks = (Hook(kind="createRuntime", path="/h/a"), Hook(kind="createRuntime", path="/h/b"))
+    sc = Recorder()
+    sc.hook_results = {"/h/a": (3, b"first\nlast words\n")}
+    interp = Interpreter(sc, pid=77)
+    step = S.RunHooks(kind="createRuntime", hooks=hooks, state='{"id": "c1"}', status="creating")
+    with pytest.raises(ContainerError) as e:
+        interp.apply(step)
+    assert e.value.message == "createRuntime hook /h/a failed with exit code 3: last words"
+    assert [c[1] for c in sc.calls] == ["/h/a"]
+    assert sc.calls[0][4] == b'{"id": "c1", "status": "creating", "pid": 77}'
+    warned = []
+    sc.hook_results = {"/h/a": (None, b"")}
+    Interpreter(sc, warn=warned.append).apply(S.RunHooks(kind="poststart", hooks=(Hook("poststart", "/h/a", timeout=2),),
+                                                        fatal=False))
+    assert warned == ["poststart hook /h/a ran past its timeout of 2s"]

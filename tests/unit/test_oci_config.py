@@ -45,7 +45,7 @@ def test_default_spec_converts(bundle):
     assert spec.hostname == "minicontainer"
     assert spec.namespaces == frozenset({"pid", "net", "ipc", "uts", "mnt", "cgroup"})
     sec = spec.security
-    assert sec.cap_drop == ("ALL",) and "CAP_KILL" in sec.cap_add and "CAP_MKNOD" not in sec.cap_add
+    assert sec.cap_drop == ("ALL",) and "CAP_KILL" in sec.cap_add and "CAP_MKNOD" in sec.cap_add
     assert sec.seccomp == "unconfined"  # no linux.seccomp: no filter, as runc
     assert sec.no_new_privs and sec.user == "0:0"
     assert [(u.name, u.soft, u.hard) for u in sec.ulimits] == [("nofile", 1024, 1024)]
@@ -103,9 +103,6 @@ def test_seccomp_in_the_oci_shape(bundle):
     (lambda d: d["linux"]["namespaces"].append({"type": "user"}), ("user namespace",)),
     (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]), ("uidMappings",)),
     (lambda d: d["linux"].update(namespaces=[{"type": "pid"}]), ("mount namespace",)),
-    (lambda d: d.update(hooks={"prestart": [{"path": "/bin/true"}]}), ("hooks",)),
-    (lambda d: d["process"]["capabilities"]["bounding"].append("CAP_MKNOD") or
-     [d["process"]["capabilities"][s].append("CAP_MKNOD") for s in ("effective", "permitted")], ("CAP_MKNOD",)),
     (lambda d: d["process"]["capabilities"].update(effective=["CAP_KILL"]), ("capabilities.effective",)),
     (lambda d: d["process"]["capabilities"].update(bounding=["CAP_KILL"]), ("bounding set lacks",)),
     (lambda d: d["process"]["capabilities"].update(bounding=["CAP_NOPE"]), ("capabilities.bounding",)),
@@ -113,8 +110,19 @@ def test_seccomp_in_the_oci_shape(bundle):
     (lambda d: d["linux"]["resources"].update(unified={"memory.high": "1"}), ("unified",)),
     (lambda d: d["linux"]["resources"].update(memory={"limit": 1000}), ("linux.resources",)),
     (lambda d: d["linux"].update(sysctl={"kernel.panic": "1"}), ("kernel.panic", "not namespaced")),
-    (lambda d: d["linux"].update(devices=[{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]),
-     ("linux.devices",)),
+    (lambda d: d["linux"].update(devices=[{"path": "/etc/sda", "type": "b", "major": 8, "minor": 0}]),
+     ("linux.devices[0].path",)),
+    (lambda d: d["linux"].update(devices=[{"path": "/dev/f", "type": "p", "major": 0, "minor": 0}]),
+     ("FIFOs",)),
+    (lambda d: d["linux"].update(devices=[{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0, "uid": 5}]),
+     ("another user",)),
+    (lambda d: d["linux"]["resources"].update(devices=[{"allow": True, "type": "c", "access": "rwm"},
+                                                       {"allow": False, "type": "c", "major": 1, "minor": 3}]),
+     ("linux.resources.devices[1]", "narrows")),
+    (lambda d: d["linux"]["resources"].update(devices=[{"allow": True, "access": "r"}]),
+     ("linux.resources.devices[0]", "every device")),
+    (lambda d: d["linux"]["resources"].update(devices=[{"allow": True, "type": "c", "access": "rwx"}]),
+     ("linux.resources.devices[0].access",)),
     (lambda d: d["mounts"].append({"destination": "/x", "type": "bind", "source": "/dev", "options": ["rbind"]}),
      ("/dev",)),
     (lambda d: d["mounts"].append({"destination": "/x", "type": "tmpfs", "source": "t", "options": ["rro"]}),
@@ -261,3 +269,104 @@ def test_empty_sections_engines_send_are_not_refusals(bundle):
     assert _convert(bundle, doc).spec.resources.is_empty()
     doc["linux"]["resources"]["blockIO"] = {"weight": 100}
     _refused(bundle, doc, "blockIO")
+
+
+def test_devices_and_their_rules(bundle):
+    """linux.devices are made inside and allowed (runc's rule); linux.resources.devices
+    are applied in order onto the allow-list, whose defaults are always there."""
+    from minicontainer.cgroups.devices import DeviceRule, rules_for
+
+    doc = default_spec()
+    doc["linux"]["devices"] = [
+        {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},  # one of ours: nothing extra
+        {"path": "/dev/loop7", "type": "b", "major": 7, "minor": 7, "fileMode": 0o60640},
+        {"path": "/dev/snd/x", "type": "u", "major": 116, "minor": 2},
+    ]
+    doc["linux"]["resources"]["devices"] = [
+        {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rw"},  # forgotten by the deny
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 4, "minor": -1, "access": "r"},
+        {"allow": True, "type": "b", "major": 8, "minor": 0, "access": "rwm"},
+        {"allow": False, "type": "b", "major": 8, "minor": 0, "access": "rwm"},  # exactly the allow above
+        {"allow": False, "type": "c", "major": 1, "minor": 3, "access": "rwm"},  # a default: stays (as runc)
+    ]
+    spec = _convert(bundle, doc).spec
+    assert [(d.path, d.kind, d.major, d.minor, d.mode) for d in spec.devices] == [
+        ("/dev/loop7", "b", 7, 7, 0o640), ("/dev/snd/x", "c", 116, 2, 0o666)]
+    assert spec.resources.devices == (DeviceRule("c", 4, None, "r"), DeviceRule("b", 7, 7, "rwm"),
+                                      DeviceRule("c", 116, 2, "rwm"))
+    assert DeviceRule("c", 1, 3, "rwm") in rules_for(spec.resources.devices)
+
+
+def test_privileged_device_rule_allows_everything(bundle):
+    doc = default_spec()
+    doc["linux"]["resources"]["devices"] = [{"allow": True, "access": "rwm"}]  # podman --privileged
+    assert [str(r) for r in _convert(bundle, doc).spec.resources.devices] == ["a"]
+
+
+def test_hooks_and_their_state(bundle):
+    doc = default_spec()
+    doc["annotations"] = {"a": "b"}
+    doc["hooks"] = {"createRuntime": [{"path": "/bin/h", "args": ["h", "-x"], "env": ["A=1"], "timeout": 3}],
+                    "poststop": [{"path": "/bin/p"}]}
+    spec = _convert(bundle, doc).spec
+    h = spec.hooks_of("createRuntime")[0]
+    assert (h.path, h.args, h.env, h.timeout) == ("/bin/h", ("h", "-x"), ("A=1",), 3)
+    assert spec.hooks_of("poststop")[0].args == ()
+    assert json.loads(spec.hook_state) == {"ociVersion": "1.2.0", "id": "c1", "bundle": str(bundle),
+                                           "annotations": {"a": "b"}}
+
+
+@pytest.mark.parametrize("hooks, words", [
+    ({"preStart": []}, "hooks.preStart"),
+    ({"prestart": [{"path": "rel"}]}, "hooks.prestart[0].path"),
+    ({"poststart": [{"path": "/x", "timeout": 0}]}, "hooks.poststart[0].timeout"),
+    ({"poststart": [{"path": "/x", "env": ["NOEQUALS"]}]}, "hooks.poststart[0].env"),
+])
+def test_bad_hooks_are_refused(bundle, hooks, words):
+    doc = default_spec()
+    doc["hooks"] = hooks
+    _refused(bundle, doc, words)
+
+
+@pytest.mark.parametrize("path, want", [
+    ("/libpod_parent/libpod-abc", "libpod_parent/libpod-abc"),  # podman with cgroupfs
+    ("/docker/abc", "docker/abc"),
+    ("lab/c1", "minicontainer/lab/c1"),  # relative: below minicontainer/
+])
+def test_cgroups_path_is_the_containers_cgroup(bundle, path, want):
+    from minicontainer.cgroups import manager_of
+    from minicontainer.cgroups.fakefs import FakeCgroupFs
+    from minicontainer.cgroups.v2 import V2Manager
+    from minicontainer.container.runtime import saved_cgroup
+
+    doc = default_spec()
+    doc["linux"]["cgroupsPath"] = path
+    r = _convert(bundle, doc).spec.resources
+    assert r.cgroup_path == want
+    m = V2Manager("a" * 64, r, mount="/sys/fs/cgroup", fs=FakeCgroupFs())
+    assert m.leaves() == [f"/sys/fs/cgroup/{want}"]
+    assert saved_cgroup(r) == "/" + want  # what the state keeps, read back by manager_of
+    assert manager_of("a" * 64, saved_cgroup(r)).relative_path == want
+
+
+@pytest.mark.parametrize("path", ["system.slice:docker:abc", "/a/../b", "/cgroup.procs", "/"])
+def test_a_bad_cgroups_path_is_refused(bundle, path):
+    doc = default_spec()
+    doc["linux"]["cgroupsPath"] = path  # ("/": the root cgroup itself)
+    _refused(bundle, doc, "linux.cgroupsPath")
+
+
+@pytest.mark.parametrize("text, seconds", [("5s", 5), ("100ms", 0.1), ("1m30s", 90), ("1.5h", 5400)])
+def test_events_interval_is_a_go_duration(text, seconds):
+    from minicontainer.oci.runtime import parse_interval
+
+    assert parse_interval(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5", "s", "0s", "5x", "-1s"])
+def test_a_bad_interval_is_refused(text):
+    from minicontainer.oci.runtime import parse_interval
+
+    with pytest.raises(UsageError):
+        parse_interval(text)

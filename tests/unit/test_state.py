@@ -60,3 +60,20 @@ def test_dead_runtime_means_exited(tmp_path):
 def test_proc_start_time_handles_odd_names_and_missing():
     assert proc_start_time(os.getpid()) > 0
     assert proc_start_time(2**22 + 12345) == 0
+
+
+def test_zombie_exit_code_is_read_before_the_reap():
+    import os
+    import time
+
+    from minicontainer.procfs import zombie_exit_code
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    deadline = time.monotonic() + 5
+    while zombie_exit_code(pid) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert zombie_exit_code(pid) == 3
+    os.waitpid(pid, 0)
+    assert zombie_exit_code(pid) is None

@@ -69,8 +69,12 @@ def manager_of(container_id: str, cgroup_parent: str | None = None) -> CgroupMan
     """The manager of a container that already exists (for stats, pause, rm).
 
     Only the cgroup's place matters here (``--cgroup-parent``, saved in the
-    container's state): the limits are read back from the files.
+    container's state): the limits are read back from the files. A saved
+    place starting with ``/`` is the container's whole cgroup (an OCI
+    bundle's cgroupsPath; a --cgroup-parent is kept without one).
     """
+    if cgroup_parent and cgroup_parent.startswith("/"):
+        return manager_for(container_id, Resources(cgroup_path=cgroup_parent.strip("/")))
     return manager_for(container_id, Resources(cgroup_parent=cgroup_parent or None))
 
 

@@ -195,7 +195,10 @@ class CgroupManager(ABC):
     # -- where ---------------------------------------------------------------
     @property
     def relative_path(self) -> str:
-        """``minicontainer/<id>`` or ``<cgroup_parent>/<id>``, below each mount."""
+        """``minicontainer/<id>`` or ``<cgroup_parent>/<id>``, below each mount
+        (or an OCI bundle's whole cgroupsPath)."""
+        if self.resources.cgroup_path:
+            return self.resources.cgroup_path
         parent = self.resources.cgroup_parent or DEFAULT_PARENT
         return f"{parent}/{self.container_id}"
 
@@ -540,8 +543,8 @@ class CgroupManager(ABC):
                 delay = min(delay * 2, 0.05)
 
     def _remove_shared_parent(self) -> None:
-        if self.resources.cgroup_parent is not None:
-            return  # the user's parent is theirs to keep
+        if self.resources.cgroup_parent is not None or self.resources.cgroup_path:
+            return  # the user's (the engine's) parent is theirs to keep
         for leaf in self.leaves():
             parent = leaf.rsplit("/", 1)[0]
             try:

@@ -64,6 +64,9 @@ class Resources:
     device_read_bps: tuple[DeviceRate, ...] = ()
     device_write_bps: tuple[DeviceRate, ...] = ()
     cgroup_parent: str | None = None  # relative to the cgroup mount
+    # The container's own cgroup, whole (an OCI bundle's linux.cgroupsPath),
+    # relative to the mount: instead of <cgroup_parent>/<id>.
+    cgroup_path: str | None = None
     # The device allow-list (devices.py): rules of --device besides the
     # defaults, and --privileged's "every device" (no list at all).
     devices: tuple[DeviceRule, ...] = ()
@@ -76,7 +79,7 @@ class Resources:
         return all(
             getattr(self, f.name) in (None, ())
             for f in fields(self)
-            if f.name not in ("cgroup_parent", "devices", "all_devices")
+            if f.name not in ("cgroup_parent", "cgroup_path", "devices", "all_devices")
         )
 
     @property
@@ -128,16 +131,16 @@ def host_mems() -> frozenset[int]:
 _PARENT_PART = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.@:-]{0,254}")  # fullmatch: '$' matches before a final newline
 
 
-def _parse_cgroup_parent(text: str) -> str:
+def _parse_cgroup_parent(text: str, flag: str = "--cgroup-parent") -> str:
     hint = "use a relative path of plain names, e.g. mygroup or lab/limits"
     s = text.strip() if isinstance(text, str) else ""
     parts = s.strip("/").split("/")
     if not s.strip("/") or len(parts) > 16:
-        raise UsageError(f"invalid --cgroup-parent value {text!r}", hint)
+        raise UsageError(f"invalid {flag} value {text!r}", hint)
     for part in parts:
         # "cgroup.*" names are the kernel's own interface files.
         if not _PARENT_PART.fullmatch(part) or part.startswith("cgroup."):
-            raise UsageError(f"invalid --cgroup-parent value {text!r}", hint)
+            raise UsageError(f"invalid {flag} value {text!r}", hint)
     return "/".join(parts)
 
 
@@ -201,6 +204,7 @@ def parse_resources(
     device_read_bps: Iterable[str] = (),
     device_write_bps: Iterable[str] = (),
     cgroup_parent: str | None = None,
+    cgroup_path: str | None = None,
     devices: Iterable[str | Device | DeviceRule] = (),
     all_devices: bool = False,
     *,
@@ -320,6 +324,7 @@ def parse_resources(
         device_read_bps=read_bps,
         device_write_bps=write_bps,
         cgroup_parent=parent,
+        cgroup_path=_parse_cgroup_parent(cgroup_path, "cgroupsPath") if cgroup_path is not None else None,
         devices=_device_rules(devices, stat),
         all_devices=bool(all_devices),
     )

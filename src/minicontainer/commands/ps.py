@@ -26,7 +26,7 @@ def status_text(st, now: float | None = None) -> str:
         code = st.exit_code if st.exit_code is not None else 0
         return f"Restarting ({code}) {ago(st.finished, now)}"
     if st.status == "exited":
-        code = st.exit_code if st.exit_code is not None else 0
+        code = st.exit_code if st.exit_code is not None else "?"  # (an engine reaped it and kept the code)
         return f"Exited ({code}) {ago(st.finished, now)}" if st.finished else f"Exited ({code})"
     return st.status.capitalize()
 

@@ -62,11 +62,10 @@ def remove_container(store, st, force: bool, *, volumes: bool = False) -> None:
 
 def remove_cgroup(st) -> None:
     """A runtime killed by SIGKILL could not remove the container's cgroup; do it now."""
-    from minicontainer.cgroups import manager_for
-    from minicontainer.cgroups.resources import Resources
+    from minicontainer.cgroups import manager_of
 
     try:
-        manager_for(st.id, Resources(cgroup_parent=st.cgroup or None)).destroy()
+        manager_of(st.id, st.cgroup or None).destroy()
     except MiniError as e:
         warn(str(e))
 

@@ -23,13 +23,14 @@ is imported at the top of this module or of syscalls/linux.py.
 from __future__ import annotations
 
 import errno
+import json  # the hooks' state JSON, also after pivot_root (startContainer)
 import os
 import signal
 import stat
 
 from minicontainer.container import steps as S
 from minicontainer.container import userns
-from minicontainer.errors import CommandError, MiniError, SecurityError, SyscallError, warn
+from minicontainer.errors import CommandError, ContainerError, MiniError, SecurityError, SyscallError, warn
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
@@ -55,9 +56,11 @@ class Interpreter:
     which carries out the writes the plan's CgroupSteps hold."""
 
     def __init__(self, sc, *, explain=None, channels=None, cgroup=None, on_created=None, networks=None,
-                 volumes=None):
+                 volumes=None, warn=None, pid=0):
         self.sc = sc
         self.volumes = volumes  # a volumes.VolumeStore (made on first use)
+        self.warn = warn  # a failed poststart/poststop hook: one line (default: on stderr)
+        self.host_pid = pid  # the container's pid as the host sees it, for hooks (ReadHostPid in the child)
         self.networks = networks  # a network.store.NetworkStore (made on first use)
         self.lease = None  # the address LeaseAddress got
         self._own_netns = False
@@ -102,6 +105,10 @@ class Interpreter:
             S.ReleaseChild: self._release_child,
             S.AwaitExec: self._await_exec,
             S.AwaitRelease: self._await_release,
+            S.AwaitMounted: self._await_mounted,
+            S.ReportMounted: self._report_mounted,
+            S.ReadHostPid: self._read_host_pid,
+            S.RunHooks: self._run_hooks,
             S.Unshare: self._unshare,
             S.LoopbackUp: self._loopback_up,
             S.MakeMountsPrivate: self._make_private,
@@ -321,7 +328,35 @@ class Interpreter:
 
     def _release_child(self, step: S.ReleaseChild) -> None:
         self.sc.write(self.chan.sync_w, b"1")
-        self.chan.close_sync()
+        if not step.keep_open:
+            self.chan.close_sync()
+
+    def _await_mounted(self, step: S.AwaitMounted) -> None:
+        data = self.chan.await_mounted(self.sc)
+        if data:
+            raise self.chan.decode_error(data)
+
+    def _run_hooks(self, step: S.RunHooks) -> None:
+        """Each hook in order; the first that fails (exit code, timeout)
+        stops the rest, and for a fatal kind fails the step."""
+        state = json.loads(step.state or "{}")
+        state["status"] = step.status
+        state["pid"] = self.child_pid or self.host_pid
+        data = json.dumps(state).encode()
+        for hook in step.hooks:
+            code, output = self.sc.run_hook(hook.path, list(hook.args) or [hook.path], list(hook.env), data,
+                                            hook.timeout)
+            if code == 0:
+                continue
+            said = output.decode(errors="replace").strip().splitlines()
+            what = (f"{step.kind} hook {hook.path} ran past its timeout of {hook.timeout}s" if code is None
+                    else f"{step.kind} hook {hook.path} failed with exit code {code}")
+            what += f": {said[-1]}" if said else ""
+            if step.fatal:
+                raise ContainerError(what, "the hook comes from the bundle's config.json (hooks); see its output "
+                                     "above, or run the hook by hand with the state JSON on stdin")
+            (self.warn or _warn)(what)
+            return
 
     def _await_exec(self, step: S.AwaitExec) -> None:
         data = self.chan.read_errors(self.sc, on_created=self.on_created)
@@ -336,7 +371,14 @@ class Interpreter:
         self.sc.set_pdeathsig(signal.SIGKILL)
         if self.sc.read(self.chan.sync_r, 1) != b"1":
             self.chan.runtime_gone()
-        self.chan.close_sync()
+        if not step.keep_open:
+            self.chan.close_sync()
+
+    def _report_mounted(self, step: S.ReportMounted) -> None:
+        self.chan.report_mounted(self.sc)
+
+    def _read_host_pid(self, step: S.ReadHostPid) -> None:
+        self.host_pid = self.sc.host_pid()
 
     def _unshare(self, step: S.Unshare) -> None:
         if step.flags:
@@ -640,6 +682,10 @@ class Interpreter:
         env = {k.encode(): v.encode() for k, v in step.env}
         argv = [a.encode() for a in step.argv]
         execvpe(self.sc, argv, env, env.get(b"PATH", b"/usr/bin:/bin"))
+
+
+def _warn(text: str) -> None:
+    os.write(2, f"minicontainer: warning: {text}\n".encode(errors="replace"))
 
 
 def execvpe(sc, argv: list[bytes], env: dict[bytes, bytes], path: bytes) -> None:

@@ -219,10 +219,19 @@ def build_plan(
         plan.add(s)
     if network is not None and network.ports:
         plan.add(S.StartPortProxy(ports=network.ports))
-    plan.add(ReleaseChild())
-    plan.add(AwaitExec())
+    # OCI hooks (config.json) that run in the runtime's namespaces while the
+    # child waits with its mounts made: the child is released twice.
+    runtime_hooks = [k for k in ("prestart", "createRuntime") if spec.hooks_of(k)]
+    if runtime_hooks:
+        plan.add(ReleaseChild(keep_open=True, reason="the child makes its namespaces and mounts, then waits "
+                              "again for the runtime's hooks"))
+    else:
+        plan.add(ReleaseChild())
+        plan.add(AwaitExec())
     # The child: namespaces, its root and its mounts, before pivot_root.
-    plan.add(AwaitRelease())
+    plan.add(AwaitRelease(keep_open=bool(runtime_hooks)))
+    if spec.hooks_of("createContainer") or spec.hooks_of("startContainer"):
+        plan.add(S.ReadHostPid())
     if network is not None:
         plan.add(S.JoinNamespace(ns="net"))
     for ns in ("cgroup", "ipc", "uts", "net"):
@@ -419,6 +428,16 @@ def build_plan(
     if "uts" in spec.namespaces and "uts" not in sharing:  # a joined one keeps the other's hostname
         plan.add(SetHostname(hostname=hostname))
     plan.add(NewSession(tty=spec.tty))
+    if runtime_hooks:
+        plan.add(S.ReportMounted())
+        plan.add(S.AwaitMounted())
+        for kind in runtime_hooks:
+            plan.add(_hooks(spec, kind, S.PARENT, "creating"))
+        plan.add(ReleaseChild())
+        plan.add(AwaitExec())
+        plan.add(AwaitRelease(again=True))
+    if spec.hooks_of("createContainer"):
+        plan.add(_hooks(spec, "createContainer", S.CHILD, "creating"))
     for s in (security.before_pivot if security else ()):
         plan.add(s)
     if spec.use_chroot:
@@ -436,9 +455,13 @@ def build_plan(
         plan.add(s)
     if wait_for_start:
         plan.add(AwaitStart())
+    if spec.hooks_of("startContainer"):
+        plan.add(_hooks(spec, "startContainer", S.INSIDE, "created"))
     env = spec.environment(hostname)
     argv = spec.argv() if init is None else (INIT_PATH, "--", *spec.argv())
     plan.add(Exec(argv=argv, env=tuple(env.items())))
+    if spec.hooks_of("poststart") and not wait_for_start:  # (after `create`, `start` runs them)
+        plan.add(_hooks(spec, "poststart", S.PARENT, "running"))
     return plan
 
 
@@ -529,6 +552,11 @@ def _etc_mounts(etc: EtcFiles | None, network: NetworkAttachment | None) -> list
         out.append(Mount(target="/etc/resolv.conf", source=etc.resolv, flags=MS_BIND, reason=why, create="file",
                          host_source=True))
     return out
+
+
+def _hooks(spec, kind: str, phase: str, status: str) -> Step:
+    return S.RunHooks(phase=phase, kind=kind, hooks=spec.hooks_of(kind), state=spec.hook_state, status=status,
+                      fatal=kind not in ("poststart", "poststop"))
 
 
 def _bundle_mount(m) -> list[Step]:

@@ -79,6 +79,7 @@ def _decode_error(data: bytes) -> MiniError:
 
 
 CREATED = b"\x01"  # on the error pipe: `create` is done, the process waits for `start`
+MOUNTED = b"\x02"  # on the error pipe: the mounts are made, the child waits for the runtime's hooks
 
 
 class RuntimeProbe:
@@ -239,6 +240,20 @@ class Channels:
         if self.console_child is not None:
             self.console_child.close()
             self.console_child = None
+
+    def report_mounted(self, sc) -> None:
+        sc.write(self.err_w, MOUNTED)
+
+    def await_mounted(self, sc) -> bytes:
+        """The MOUNTED marker (b"" back), or the child's error (all of it)."""
+        while True:
+            try:
+                first = sc.read(self.err_r, 1)
+            except InterruptedError:
+                continue
+            if first == MOUNTED:
+                return b""
+            return first + self.read_errors(sc) if first else b"125\0the container's process ended while it was set up\0"
 
     def read_errors(self, sc, on_created=None) -> bytes:
         chunks = []

@@ -78,6 +78,14 @@ def sweep_dead_runtimes(store: StateStore) -> None:
                 pass
 
 
+def saved_cgroup(resources) -> str:
+    """The cgroup's place as the state keeps it (cgroups.manager_of reads it):
+    a --cgroup-parent, or "/" + an OCI bundle's whole cgroupsPath."""
+    if getattr(resources, "cgroup_path", None):
+        return "/" + resources.cgroup_path
+    return getattr(resources, "cgroup_parent", None) or ""
+
+
 def _is_tty(fd: int) -> bool:
     try:
         return os.isatty(fd)
@@ -433,7 +441,7 @@ class Runner:
             rootfs=rootfs.target,
             layer_dir=str(layer),
             remove=spec.remove,
-            cgroup=(getattr(spec.resources, "cgroup_parent", None) or ""),
+            cgroup=saved_cgroup(spec.resources),
             stop_signal=image.config.stop_signal if image.config is not None else "",
         )
         return plan, state, image, rootfs

@@ -373,6 +373,21 @@ def _devices(values: Iterable[Any]) -> tuple[Any, ...]:
     return parse_devices(values)
 
 
+# The OCI hook points (runtime-spec config.md "POSIX-platform Hooks"), in the order they run.
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One OCI hook: a program run with the container's state JSON on its stdin."""
+
+    kind: str  # one of HOOK_KINDS
+    path: str  # absolute; in the runtime's namespaces, but for startContainer the container's
+    args: tuple[str, ...] = ()  # argv, argv[0] included (the path when empty)
+    env: tuple[str, ...] = ()  # KEY=VALUE: all the environment it gets
+    timeout: int | None = None  # seconds; killed (and failed) after
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     image: str
@@ -409,6 +424,10 @@ class ContainerSpec:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP
     dns: tuple[str, ...] = ()  # --dns: the nameservers of its /etc/resolv.conf ("": the host's)
     ip: str = ""  # --ip: a fixed address on its (user-defined) network
+    # An OCI bundle's hooks, and the state JSON they get without its pid and
+    # status (ociVersion, id, bundle, annotations): filled in when each runs.
+    hooks: tuple[Hook, ...] = ()
+    hook_state: str = ""
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)
@@ -420,6 +439,9 @@ class ContainerSpec:
     # once it knows the image (with_image); None: a flat image, no config.
     image_config: Any = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def hooks_of(self, kind: str) -> tuple[Hook, ...]:
+        return tuple(h for h in self.hooks if h.kind == kind)
 
     def argv(self) -> tuple[str, ...]:
         """docker run's rule: the entrypoint (--entrypoint's, else the

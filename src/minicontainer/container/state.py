@@ -47,7 +47,7 @@ class ContainerState:
     exit_reason: str = ""  # e.g. the OOM report
     rootfs: str = ""  # the merged root on the host
     layer_dir: str = ""  # MINICONTAINER_HOME/containers/<id>
-    cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/)
+    cgroup: str = ""  # --cgroup-parent, if one was given ("" = minicontainer/); "/a/b": the whole cgroup (OCI)
     remove: bool = False
     detached: bool = False  # a monitor (monitor.py) is the runtime, not a foreground `run`
     namespaces: dict = field(default_factory=dict)  # type -> inode number of PID 1's namespaces
@@ -57,6 +57,11 @@ class ContainerState:
     ports: list = field(default_factory=list)
     proxy_pid: int = 0  # the port proxy (network/proxy.py), stopped when the container ends
     proxy_start: int = 0
+
+    def engine_owned(self) -> bool:
+        """Made by minicontainer-runc create: PID 1 is its own runtime (no
+        monitor) and the engine's subreaper reaps it."""
+        return self.detached and bool(self.pid) and self.runtime_pid == self.pid
 
     @property
     def short_id(self) -> str:
@@ -211,6 +216,13 @@ class StateStore:
         the container keeps running, found again through its cgroup)."""
         if state.status in ("running", "created", "restarting") and state.runtime_pid:
             if proc_start_time(state.runtime_pid) != state.runtime_start:
+                if state.engine_owned():
+                    # minicontainer-runc's: PID 1 ended, and the engine that
+                    # reaped it has its exit code (create's watcher records it
+                    # when it can; this is the state before that)
+                    state.status = "exited"
+                    state.exit_reason = state.exit_reason or "the engine reaped it; its exit code is the engine's to tell"
+                    return state
                 if state.detached and pid_alive(state.pid, state.pid_start):
                     state.exit_reason = "its monitor is gone; stop or rm -f still work through its cgroup"
                     return state
@@ -232,7 +244,7 @@ class StateStore:
             return out
         for d in self.containers.iterdir():
             st = self._load(d.name)
-            if st is not None and st.status in ("running", "created", "restarting") and \
+            if st is not None and st.status in ("running", "created", "restarting") and not st.engine_owned() and \
                     self._refresh(st).status == "exited":
                 out.append(st)
         return out

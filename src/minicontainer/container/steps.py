@@ -493,12 +493,68 @@ class CgroupStep(Step):
 @dataclass(frozen=True)
 class ReleaseChild(Step):
     phase = PARENT
+    keep_open: bool = False  # the child waits on the pipe once more (for the runtime's hooks)
+    reason: str = ""
 
     def what(self) -> str:
         return "release the child: write one byte to the sync pipe it waits on"
 
     def why(self) -> str:
-        return "everything the runtime does for the child (its cgroup) is done; pipe(7)"
+        return self.reason or "everything the runtime does for the child (its cgroup) is done; pipe(7)"
+
+
+@dataclass(frozen=True)
+class AwaitMounted(Step):
+    """The runtime waits until the child has its mounts (the OCI hooks that
+    run in the runtime's namespaces, before pivot_root)."""
+
+    phase = PARENT
+
+    def what(self) -> str:
+        return "wait until the child reports its mounts are made (a marker on its error pipe, or its error)"
+
+    def why(self) -> str:
+        return ("runtime-spec: prestart and createRuntime hooks run after the container's namespaces and mounts "
+                "exist, before pivot_root, while the container waits")
+
+
+@dataclass(frozen=True)
+class RunHooks(Step):
+    """OCI hooks of one kind, in order: each program gets the state JSON on
+    stdin, only its own env, and is killed after its timeout."""
+
+    phase: str = PARENT  # prestart/createRuntime/poststart/poststop: the runtime; the others: the container
+    kind: str = ""
+    hooks: tuple = ()  # spec.Hook
+    state: str = ""  # the state JSON without pid and status
+    status: str = "creating"  # the status the hooks are told
+    fatal: bool = True  # poststart, poststop: a failure is only a warning (runtime-spec config.md)
+
+    def what(self) -> str:
+        where = "in the runtime's namespaces" if self.phase in RUNTIME_PHASES else "in the container's namespaces"
+        paths = ", ".join(h.path for h in self.hooks)
+        return f"run the {self.kind} hook{'s' if len(self.hooks) != 1 else ''} {where}: {paths}"
+
+    def why(self) -> str:
+        why = {
+            "prestart": "the engine's preparations that need the container's pid and mounts (deprecated "
+                        "name of createRuntime)",
+            "createRuntime": "the engine's preparations, with the container's namespaces made but its root not yet "
+                             "changed",
+            "createContainer": "in the container's mount namespace, before pivot_root: the hook still resolves in the "
+                               "runtime's filesystem and can mount into the root",
+            "startContainer": "inside the container, with its own root and privileges, just before the command",
+            "poststart": "the command runs; a failure is a warning",
+            "poststop": "the container is deleted; a failure is a warning",
+        }.get(self.kind, "")
+        return f"runtime-spec config.md, hooks: {why}; state JSON on stdin ({self.status})"
+
+    def shell(self) -> str:
+        parts = []
+        for h in self.hooks:
+            env = "".join(f" {shlex.quote(e)}" for e in h.env)
+            parts.append(f'echo "$STATE" | env -i{env} {shlex.join((h.path, *h.args[1:]))}')
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -517,12 +573,40 @@ class AwaitExec(Step):
 
 @dataclass(frozen=True)
 class AwaitRelease(Step):
+    again: bool = False  # the second wait: for the runtime's hooks, after ReportMounted
+    keep_open: bool = False  # a second wait follows
+
     def what(self) -> str:
+        if self.again:
+            return "wait on the sync pipe again, until the runtime's hooks are done"
         return "die with the runtime (parent-death signal SIGKILL), then wait on the sync pipe"
 
     def why(self) -> str:
+        if self.again:
+            return "the runtime's hooks may still change the mounts; a failed hook closes the pipe (the child exits)"
         return ("prctl(2) PR_SET_PDEATHSIG: the container cannot outlive the runtime (reliability case F37); "
                 "it runs nothing of its own before the runtime has put it in its cgroup")
+
+
+@dataclass(frozen=True)
+class ReadHostPid(Step):
+    def what(self) -> str:
+        return "read our pid as the host sees it: readlink /proc/self, while /proc is still the host's"
+
+    def why(self) -> str:
+        return "the hooks' state JSON carries the container's pid in the runtime's namespace; getpid() says 1 here"
+
+    def shell(self) -> str:
+        return "readlink /proc/self"
+
+
+@dataclass(frozen=True)
+class ReportMounted(Step):
+    def what(self) -> str:
+        return "tell the runtime the mounts are made (a marker on the error pipe)"
+
+    def why(self) -> str:
+        return "its prestart and createRuntime hooks run now, while the child waits (runtime-spec runtime.md)"
 
 
 @dataclass(frozen=True)

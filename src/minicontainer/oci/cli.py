@@ -125,6 +125,10 @@ class Log:
                 except OSError as e:
                     print(f"{PROG}: cannot open the log {p}: {e.strerror}", file=sys.stderr)
 
+    @property
+    def to_file(self) -> bool:
+        return bool(self._files)
+
     def _line(self, level: str, msg: str) -> str:
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
         if self.fmt == "json":
@@ -144,6 +148,10 @@ class Log:
             self.write("debug", msg)
             if not self._files:
                 print(self._line("debug", msg), file=sys.stderr)
+
+    def warning(self, msg: str) -> None:
+        self.write("warning", msg)
+        print(f"{PROG}: warning: {msg}", file=sys.stderr)
 
     def error(self, e) -> None:
         msg = e.message if hasattr(e, "message") else str(e)
@@ -195,7 +203,7 @@ def dispatch(command: str, opts: dict, rest: list[str], log: Log) -> int:
             return 0
         return R.run(cid, bundle, detach=bool(opts.get("detach") or opts.get("d")), **kw)
     if command == "start":
-        R.start(_one_id(rest, command))
+        R.start(_one_id(rest, command), log)
     elif command == "state":
         print(R.state(_one_id(rest, command)))
     elif command == "kill":
@@ -203,7 +211,7 @@ def dispatch(command: str, opts: dict, rest: list[str], log: Log) -> int:
             raise ArgvError("kill needs a container id and at most one signal")
         R.kill(rest[0], rest[1] if len(rest) == 2 else "SIGTERM", bool(opts.get("all") or opts.get("a")))
     elif command == "delete":
-        R.delete(_one_id(rest, command), bool(opts.get("force") or opts.get("f")))
+        R.delete(_one_id(rest, command), bool(opts.get("force") or opts.get("f")), log)
     elif command == "list":
         fmt = opts.get("format", "table")
         if fmt not in ("table", "json"):
@@ -225,9 +233,11 @@ def dispatch(command: str, opts: dict, rest: list[str], log: Log) -> int:
             raise ArgvError("update needs --resources FILE (a LinuxResources JSON; - for stdin)")
         R.update(_one_id(rest, command), opts["resources"])
     elif command == "events":
-        if not opts.get("stats"):
-            raise ArgvError("events without --stats (a stream of events) is not supported yet; use --stats")
-        print(R.stats_event(_one_id(rest, command)))
+        cid = _one_id(rest, command)
+        if opts.get("stats"):
+            print(R.stats_event(cid))
+        else:
+            R.events(cid, R.parse_interval(opts.get("interval") or "5s"))
     elif command == "features":
         from minicontainer.oci.features import features
 

@@ -15,8 +15,10 @@ profile name we do not load, a console size) are a debug line, returned in
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,9 +113,7 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
     for key in ("solaris", "windows", "vm", "zos"):
         if key in doc:
             raise refuse(key, "another platform's section; this is a Linux runtime")
-    if _obj(doc, "hooks", "hooks"):
-        raise refuse("hooks", "OCI hooks are not run by minicontainer yet",
-                     "remove the hooks (an engine adds them from its hooks directory)")
+    hooks = _hooks(_obj(doc, "hooks", "hooks"))
 
     root = _obj(doc, "root", "root")
     root_path = root.get("path")
@@ -135,13 +135,15 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         if doc.get(key):
             raise refuse(key, "is not supported", "remove it")
 
+    annotations = _obj(doc, "annotations", "annotations")
     process = _obj(doc, "process", "process")
     args, env, cwd, tty = _process(process, notes)
     mounts = _mounts(_list(doc, "mounts", "mounts"), namespaces, notes)
     security = _security(process, linux, notes, bundle)
-    resources = _resources(linux, notes)
+    devices = _devices(linux)
+    resources = _resources(linux, notes, devices)
     sysctls = _sysctls(linux, namespaces)
-    _linux_rest(linux, notes, security)
+    _linux_rest(linux, notes)
     spec = ContainerSpec(
         image=root_dir,
         command=tuple(args),
@@ -159,9 +161,46 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         join_namespaces=tuple(joins),
         resources=resources,
         security=security,
+        devices=tuple(devices),
+        hooks=hooks,
+        # what each hook gets on stdin, but its pid and status (runtime-spec runtime.md "State")
+        hook_state=json.dumps({"ociVersion": version, "id": name, "bundle": bundle,
+                               "annotations": annotations}) if hooks else "",
     )
-    annotations = _obj(doc, "annotations", "annotations")
     return Bundle(spec=spec, root=root_dir, annotations=dict(annotations), version=version, notes=notes)
+
+
+# -- hooks --------------------------------------------------------------------
+
+
+def _hooks(doc: dict) -> tuple:
+    """config.md "POSIX-platform Hooks": each kind a list of {path, args, env, timeout}."""
+    from minicontainer.container.spec import HOOK_KINDS, Hook
+
+    out = []
+    for kind in doc:
+        if kind not in HOOK_KINDS:
+            raise refuse(f"hooks.{kind}", "is not a hook this runtime knows", f"use {', '.join(HOOK_KINDS)}")
+    for kind in HOOK_KINDS:
+        for i, h in enumerate(_list(doc, kind, f"hooks.{kind}")):
+            where = f"hooks.{kind}[{i}]"
+            if not isinstance(h, dict):
+                raise refuse(where, "must be an object")
+            path = h.get("path")
+            if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+                raise refuse(f"{where}.path", f"{path!r} is not an absolute path")
+            args = _list(h, "args", f"{where}.args")
+            env = _list(h, "env", f"{where}.env")
+            if not all(isinstance(a, str) and "\0" not in a for a in args):
+                raise refuse(f"{where}.args", "must be a list of strings")
+            if not all(isinstance(e, str) and "=" in e and "\0" not in e for e in env):
+                raise refuse(f"{where}.env", "must be a list of KEY=VALUE strings")
+            timeout = h.get("timeout")
+            if timeout is not None and not (isinstance(timeout, int) and not isinstance(timeout, bool)
+                                            and timeout > 0):
+                raise refuse(f"{where}.timeout", f"{timeout!r} is not a number of seconds greater than zero")
+            out.append(Hook(kind=kind, path=path, args=tuple(args), env=tuple(env), timeout=timeout))
+    return tuple(out)
 
 
 # -- process ------------------------------------------------------------------
@@ -399,7 +438,8 @@ def _mounts(entries: list, namespaces: set[str], notes: list[str]):
                 raise refuse(where, f"bind source {source!r} is not an absolute path")
             if source == "/dev" or source.startswith("/dev/") and not source.startswith("/dev/shm"):
                 raise refuse(where, f"binding the host's {source} is not supported",
-                             "minicontainer has no device cgroup yet, so host devices stay out")
+                             "list the device in linux.devices: its node is made inside and allowed in the "
+                             "device cgroup")
             if not os.path.exists(source):
                 raise refuse(where, f"bind source {source} does not exist")
             out.append(ExtraMount(target=target, source=source, flags=flags, recursive=recursive,
@@ -422,17 +462,12 @@ def _mounts(entries: list, namespaces: set[str], notes: list[str]):
 # -- resources ----------------------------------------------------------------
 
 
-def _resources(linux: dict, notes: list[str]):
+def _resources(linux: dict, notes: list[str], nodes: list = ()):
     from minicontainer.cgroups.resources import CPU_PERIOD_US, parse_resources
 
     res = _obj(linux, "resources", "linux.resources")
-    if linux.get("cgroupsPath"):
-        notes.append(f"linux.cgroupsPath {linux['cgroupsPath']!r}: the container's cgroup is minicontainer/<id>")
-    devices = _list(res, "devices", "linux.resources.devices")
-    if devices:
-        # No device cgroup here yet: without CAP_MKNOD (checked with the
-        # capabilities) the container has only the standard device nodes.
-        notes.append("linux.resources.devices: enforced by the absence of device nodes and of CAP_MKNOD")
+    cgroups_path = _cgroups_path(linux.get("cgroupsPath"))
+    device_rules = _device_rules(res, list(nodes))
     memory = _obj(res, "memory", "linux.resources.memory")
     cpu = _obj(res, "cpu", "linux.resources.cpu")
     pids = _obj(res, "pids", "linux.resources.pids")
@@ -469,9 +504,29 @@ def _resources(linux: dict, notes: list[str]):
             cpuset_cpus=cpu.get("cpus") or None,
             cpuset_mems=cpu.get("mems") or None,
             pids_limit=(pids.get("limit") if pids.get("limit") not in (None, 0) else None),
+            devices=device_rules,
+            cgroup_path=cgroups_path,
         )
     except UsageError as e:
         raise refuse("linux.resources", e.message, e.hint or "") from None
+
+
+def _cgroups_path(value) -> str | None:
+    """linux.cgroupsPath (config-linux.md "Cgroups Path"), cgroupfs only: an
+    absolute one is below each cgroup mount (podman: /libpod_parent/libpod-ID,
+    docker: /docker/ID, containerd: /NAMESPACE/ID); a relative one is below
+    minicontainer/ (the spec lets the runtime choose where)."""
+    from minicontainer.cgroups.base import DEFAULT_PARENT
+
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or ":" in value:
+        raise refuse("linux.cgroupsPath", f"{value!r} is not a cgroupfs path",
+                     "slice:prefix:name is systemd's form; configure the engine with the cgroupfs manager")
+    parts = [p for p in value.split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith("cgroup.") or "\0" in p for p in parts):
+        raise refuse("linux.cgroupsPath", f"{value!r} is not a path of plain names")
+    return "/".join(parts if value.startswith("/") else [DEFAULT_PARENT, *parts])
 
 
 def _set(value) -> bool:
@@ -502,16 +557,8 @@ def _sysctls(linux: dict, namespaces: set[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _linux_rest(linux: dict, notes: list[str], security) -> None:
+def _linux_rest(linux: dict, notes: list[str]) -> None:
     """The linux fields that only need a check."""
-    for i, dev in enumerate(_list(linux, "devices", "linux.devices")):
-        entry = (dev.get("path"), dev.get("major"), dev.get("minor")) if isinstance(dev, dict) else None
-        if entry not in _STANDARD_DEVICES:
-            raise refuse(f"linux.devices[{i}]", f"device {entry} is not one minicontainer creates",
-                         "only the standard devices (/dev/null, zero, full, random, urandom, tty) are supported")
-    if "CAP_MKNOD" in security.cap_add:
-        raise refuse("process.capabilities", "CAP_MKNOD without a device cgroup would let the container make "
-                     "device nodes for the host's disks", "drop CAP_MKNOD (podman's default; docker --cap-drop mknod)")
     prop = linux.get("rootfsPropagation")
     if prop and prop not in ("private", "rprivate"):
         raise refuse("linux.rootfsPropagation", f"{prop!r} is not supported", "use rprivate (the default here)")
@@ -520,3 +567,104 @@ def _linux_rest(linux: dict, notes: list[str], security) -> None:
             raise refuse(f"linux.{key}", "is not supported")
     if linux.get("mountLabel"):
         notes.append("linux.mountLabel: no SELinux labels are applied")
+
+
+# -- devices ------------------------------------------------------------------
+
+_NODE_TYPES = {"c": "c", "u": "c", "b": "b"}  # config-linux.md "Devices": u is an unbuffered character device
+
+
+def _devices(linux: dict) -> list:
+    """linux.devices: the nodes to make inside (the --device machinery:
+    plan.py's MakeDevice). As runc does, each also gets an ``rwm`` rule in
+    the device allow-list (oci_device_rules adds it)."""
+    from minicontainer.cgroups.devices import Device
+
+    out = {}
+    for i, dev in enumerate(_list(linux, "devices", "linux.devices")):
+        where = f"linux.devices[{i}]"
+        if not isinstance(dev, dict):
+            raise refuse(where, "must be an object")
+        path, kind = dev.get("path"), dev.get("type")
+        if not isinstance(path, str) or not path.startswith("/dev/") or ".." in path.split("/") or "\0" in path:
+            raise refuse(f"{where}.path", f"{path!r} is not an absolute path under /dev without '..'")
+        path = os.path.normpath(path)
+        if kind == "p":
+            raise refuse(f"{where}.type", "FIFOs are not supported as devices", "make the FIFO in the image")
+        if kind not in _NODE_TYPES:
+            raise refuse(f"{where}.type", f"{kind!r} is not c, u or b")
+        major, minor = dev.get("major"), dev.get("minor")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (major, minor)):
+            raise refuse(where, "major and minor must be numbers >= 0")
+        if (path, major, minor) in _STANDARD_DEVICES and _NODE_TYPES[kind] == "c":
+            continue  # our plan makes this one anyway
+        if dev.get("uid") not in (None, 0) or dev.get("gid") not in (None, 0):
+            raise refuse(where, "a device node owned by another user than root is not supported",
+                         "leave uid and gid out (0); the node's mode decides who opens it")
+        mode = dev.get("fileMode", 0o666)
+        if not isinstance(mode, int) or mode < 0:
+            raise refuse(f"{where}.fileMode", f"{mode!r} is not a mode")
+        if path in out:
+            raise refuse(where, f"{path} is listed twice")
+        out[path] = Device(host=path, path=path, kind=_NODE_TYPES[kind], major=major, minor=minor, access="rwm",
+                           mode=stat.S_IMODE(mode))
+    return list(out.values())
+
+
+def _device_rules(res: dict, nodes: list) -> tuple:
+    """linux.resources.devices (config-linux.md "Allowed Device List"), in
+    order, onto our allow-list (cgroups/devices.py), whose start is "deny
+    everything" and whose end is the standard devices (runc appends the same
+    defaults after the bundle's rules, so a bundle cannot take them away).
+
+    A deny of everything empties the list; a deny of exactly an earlier
+    allow removes it. A deny that would cut a hole into a wider allow (deny
+    c 1:3 after allow c *:* rwm) has no allow-list form: refused, since
+    ignoring it would leave the device open."""
+    from minicontainer.cgroups.devices import DeviceRule, valid_access
+
+    rules: list = []
+    for i, d in enumerate(_list(res, "devices", "linux.resources.devices")):
+        where = f"linux.resources.devices[{i}]"
+        if not isinstance(d, dict):
+            raise refuse(where, "must be an object")
+        allow = d.get("allow")
+        if not isinstance(allow, bool):
+            raise refuse(f"{where}.allow", "must be true or false")
+        kind = d.get("type") or "a"
+        if kind not in ("a", "c", "b"):
+            raise refuse(f"{where}.type", f"{kind!r} is not a, c or b")
+        numbers = []
+        for key in ("major", "minor"):
+            n = d.get(key)
+            if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= -1):
+                raise refuse(f"{where}.{key}", f"{n!r} is not a device number")
+            numbers.append(None if n in (None, -1) else n)
+        access = d.get("access") or "rwm"
+        if not valid_access(access):
+            raise refuse(f"{where}.access", f"{access!r} is not a combination of r, w and m")
+        access = "".join(c for c in "rwm" if c in access)
+        if kind == "a" and (numbers != [None, None] or access != "rwm"):
+            # devices.allow "a" means every device and every access (v1's devices.rst)
+            raise refuse(where, "a rule for every type of device must be for every device and access 'rwm'")
+        rule = DeviceRule(kind, numbers[0], numbers[1], access, f"config.json {where}")
+        if allow:
+            rules.append(rule)
+        elif kind == "a":
+            rules.clear()
+        else:
+            rules = [r for r in rules if r != rule]
+            for r in rules:
+                if _overlap(r, rule):
+                    raise refuse(where, f"deny '{rule}' narrows the earlier allow '{r}', which a device allow-list "
+                                 "cannot express", "list only the devices to allow, after one deny of everything")
+    rules += [n.rule for n in nodes]
+    return tuple(dict.fromkeys(rules))
+
+
+def _overlap(a, b) -> bool:
+    def same(x, y):
+        return x is None or y is None or x == y
+
+    return ((a.kind == "a" or b.kind == "a" or a.kind == b.kind) and same(a.major, b.major)
+            and same(a.minor, b.minor) and bool(set(a.access) & set(b.access)))

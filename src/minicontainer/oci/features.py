@@ -20,11 +20,13 @@ def features() -> dict:
     from minicontainer.security.caps import CAP_NAMES
     from minicontainer.security.seccomp_profile import _ACTIONS, _OPS, _SCMP_ARCHES
 
+    from minicontainer.container.spec import HOOK_KINDS
+
     options = sorted(set(C._FLAG_OPTIONS) | C._DEFAULT_OPTIONS | {"bind", "rbind"})
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "hooks": [],
+        "hooks": list(HOOK_KINDS),
         "mountOptions": options,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
@@ -39,9 +41,9 @@ def features() -> dict:
     }
 
 
-# Docker's default capabilities without CAP_MKNOD (no device cgroup here yet,
-# oci/config.py refuses it) and CAP_NET_RAW (podman's default drops it too).
-_DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
+# Docker's default capabilities without CAP_NET_RAW (podman's default drops it
+# too). CAP_MKNOD stays: the device allow-list decides which nodes open.
+_DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID",
                  "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 
 

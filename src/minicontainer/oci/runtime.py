@@ -81,6 +81,72 @@ def _load_oci(store, state) -> dict:
 
 # -- create, start, run -------------------------------------------------------
 
+OOM_FILE = "oom"  # conmon's convention: podman and CRI-O read BUNDLE/oom once the container exited
+
+
+def watch(store, st, bundle_dir: str, memory_limit: bool) -> None:
+    """A small process (forked from ``create``, so nothing is imported) that
+    waits for the container's PID 1 to exit, for two things the engine
+    alone would otherwise know:
+
+    - its exit code, read from the zombie (/proc/PID/stat field 52) in the
+      moment between its exit and the engine reaping it, for ``minicontainer
+      ps``'s "Exited (code)": the pidfd wakes us when it exits, the engine on
+      SIGCHLD, so we are usually first; when not, ps says "Exited (?)";
+    - with a memory limit, the first OOM kill: an empty BUNDLE/oom, which
+      podman reads for State.OOMKilled. conmon writes that file itself
+      (conmon 2.1.6, src/cgroup.c write_oom_files), but relative to its
+      working directory, which podman 4.3 leaves at its caller's, not the
+      bundle: with runc too, podman reports false on this machine
+      (measured). The file is written when the kernel reports the kill (an
+      eventfd on v1, memory.events on v2), before PID 1 exits and podman looks.
+    """
+    if os.fork() != 0:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)  # no engine pipe stays open because of us
+        os.closerange(3, 1 << 16)
+        os.setsid()
+        from minicontainer.procfs import zombie_exit_code
+        from minicontainer.syscalls.linux import Linux
+
+        sc = Linux()
+        events = v1 = None
+        m = _manager(st)
+        try:
+            if memory_limit and os.path.isfile(os.path.join(bundle_dir, "config.json")):
+                if m.version == "v1":
+                    events, v1 = f"{m.mounts['memory']}/{m.relative_path}/memory.oom_control", True
+                else:
+                    events, v1 = f"{m.leaves()[0]}/memory.events", False
+        except (KeyError, IndexError, MiniError):
+            events = None  # no memory controller to watch: the exit code still is
+        while True:
+            exited = not sc.wait_exit_or_memory_event(st.pid, events, v1=bool(v1))
+            code = zombie_exit_code(st.pid) if exited else None
+            if events is not None and m.exists() and m.oom_killed():
+                path = os.path.join(bundle_dir, OOM_FILE)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+                events = None  # once; now only the exit
+            if exited:
+                _record_exit(store, st, code)
+                break
+    except BaseException:  # noqa: BLE001 - a report only; the watcher must never reach the caller's code
+        pass
+    os._exit(0)
+
+
+def _record_exit(store, st, code: int | None) -> None:
+    cur = store._load(st.id)
+    if cur is None or cur.pid != st.pid or cur.status not in ("created", "running"):
+        return  # deleted, or stopped by someone who knew better
+    cur.status, cur.finished = "exited", time.time()
+    cur.exit_code = code
+    cur.exit_reason = "" if code is not None else "the engine reaped it; its exit code is the engine's to tell"
+    store.save(cur)
+
 
 def _prepare(cid: str, bundle_dir: str, preserve_fds: int, log):
     """The checks and the bundle, before anything exists: (store, bundle, spec, image)."""
@@ -133,17 +199,82 @@ def create(cid: str, bundle_dir: str, *, pid_file: str | None, console_socket: s
             os.close(chan.master_fd)
         if pid_file:
             write_pid_file(pid_file, state.pid)
+        watch(store, state, bundle.bundle_dir, memory_limit=bool(spec.resources is not None and spec.resources.memory))
         log.debug(f"created {cid}: pid {state.pid}")
         log.close()
         os._exit(0)  # no cleanup: the container lives on, the engine's subreaper adopts it
 
-    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff)
+    # --debug: the plan's steps into the log file (never onto stderr: in the
+    # child, after its stdio is attached, that is the container's own)
+    runner = Runner(spec, wait_for_start=True, image=image, handoff=handoff, explain=log.debugging and log.to_file,
+                    out=StepLog(log))
     runner.detached = True  # PID 1 outlives this process (RearmParentDeath(outlive=True))
-    runner.run()
-    raise ContainerError(f"container {cid} ended before it was created", "run with --debug and read the log")
+    try:
+        runner.run()
+        raise ContainerError(f"container {cid} ended before it was created", "run with --debug and read the log")
+    except BaseException:
+        # runc's rule: a failed create leaves nothing (the runner keeps the
+        # state of a container that got as far as a process, as `run` does)
+        try:
+            delete(cid, force=True)
+        except (MiniError, OSError):
+            pass
+        raise
 
 
-def start(cid: str) -> None:
+class StepLog:
+    """--debug: the plan's steps, as --explain prints them, go to the log
+    as debug lines (a file object for Runner's ``out``; no fileno, so each
+    text comes through write)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.log.debug(line)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_hooks(spec, kind: str, status: str, pid: int, log) -> None:
+    """poststart, poststop: after `create` has exited, this process runs them
+    (in the runtime's namespaces), as a one-step plan through the same
+    interpreter. A failure is a warning (runtime-spec config.md)."""
+    hooks = spec.hooks_of(kind)
+    if not hooks:
+        return
+    from minicontainer.container import steps as S
+    from minicontainer.container.interpreter import Interpreter
+    from minicontainer.syscalls.linux import Linux
+
+    step = S.RunHooks(phase=S.PARENT, kind=kind, hooks=hooks, state=spec.hook_state, status=status, fatal=False)
+    out = StepLog(log)
+    interp = Interpreter(Linux(), warn=log.warning, pid=pid,
+                         explain=(lambda i, st: out.write("\n".join(S.render_step(i, st)))) if log.debugging and log.to_file
+                         else None)
+    interp.phases = (S.PARENT,)
+    interp.run([step])
+
+
+def _spec_with_hooks(store, st):
+    """The container's spec if it has hooks (a look at the text first: most
+    have none, and decoding a spec imports much of the library)."""
+    from minicontainer.container.config import CONFIG_FILE
+
+    try:
+        if '"minicontainer.container.spec:Hook"' not in (store.containers / st.id / CONFIG_FILE).read_text():
+            return None
+        from minicontainer.container.config import load_spec
+
+        return load_spec(store.containers / st.id)
+    except (OSError, ContainerError):
+        return None
+
+
+def start(cid: str, log=None) -> None:
     from minicontainer.container import control
 
     store = _store()
@@ -155,6 +286,9 @@ def start(cid: str) -> None:
     st = store._load(st.id)
     st.status, st.started = "running", time.time()
     store.save(st)
+    spec = _spec_with_hooks(store, st) if log is not None else None
+    if spec is not None:
+        run_hooks(spec, "poststart", "running", st.pid, log)
 
 
 def run(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, detach: bool, log) -> int:
@@ -176,7 +310,7 @@ def run(cid: str, bundle_dir: str, *, pid_file, console_socket, preserve_fds, de
     _, status = os.waitpid(child, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         return 1
-    start(cid)
+    start(cid, log)
     return 0
 
 
@@ -243,6 +377,75 @@ def state(cid: str) -> str:
     return json.dumps(state_of(store, _get(store, cid)), indent=2)
 
 
+# -- state, list ----------------------------------------------------------------
+
+
+def oci_status(st) -> str:
+    """created | running | paused | stopped (runtime-spec runtime.md "State")."""
+    from minicontainer.container.state import pid_alive
+
+    if st.status in ("created", "running", "restarting") and pid_alive(st.pid, st.pid_start):
+        if st.status == "created":
+            return "created"
+        return "paused" if _frozen(st) else "running"
+    return "stopped"
+
+
+def _frozen(st) -> bool:
+    try:
+        from minicontainer.cgroups import manager_of
+
+        m = manager_of(st.id, st.cgroup or None)
+        return m.exists() and m.is_frozen()
+    except (MiniError, OSError):
+        return False
+
+
+def state_of(store, st) -> dict:
+    oci = _load_oci(store, st)
+    status = oci_status(st)
+    out = {"ociVersion": oci.get("ociVersion") or SPEC_VERSION, "id": st.name, "status": status,
+           "bundle": oci.get("bundle", ""), "annotations": oci.get("annotations") or {}}
+    if status != "stopped":
+        out["pid"] = st.pid
+    else:
+        out["pid"] = 0
+    # runc's extra keys, which some engines read
+    out["rootfs"] = st.rootfs
+    out["created"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.created)) + "Z"
+    return out
+
+
+def state(cid: str) -> str:
+    store = _store()
+    return json.dumps(state_of(store, _get(store, cid)), indent=2)
+
+
+OOM_FILE = "oom"  # conmon's convention: podman and CRI-O read BUNDLE/oom once the container exited
+
+
+def note_oom(store, st) -> None:
+    """A stopped container whose cgroup saw an OOM kill gets an empty
+    BUNDLE/oom file, which podman reads for State.OOMKilled. conmon writes
+    that file itself, but into its working directory (conmon 2.1.6, src/
+    cgroup.c write_oom_files), which podman 4.3 leaves at its caller's: with
+    runc too, podman reports false here (measured). The cgroup is read
+    before `delete` removes it; podman asks `state` first."""
+    bundle = _load_oci(store, st).get("bundle")
+    if not bundle or not os.path.isfile(os.path.join(bundle, "config.json")):
+        return
+    path = os.path.join(bundle, OOM_FILE)
+    if os.path.exists(path):
+        return
+    try:
+        m = _manager(st)
+        if not (m.exists() and m.oom_killed()):
+            return
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+    except (MiniError, OSError):
+        pass  # a report, never a reason for `state` to fail
+
+
 def list_containers(fmt: str, quiet: bool) -> str:
     store = _store()
     rows = [state_of(store, st) for st in reversed(store.list())]
@@ -284,7 +487,7 @@ def kill(cid: str, sig_text: str, all_processes: bool) -> None:
         raise ContainerError("container not running", None)
 
 
-def delete(cid: str, force: bool) -> None:
+def delete(cid: str, force: bool, log=None) -> None:
     from minicontainer.container import control
     from minicontainer.container.rootfs import remove_layer_dir
 
@@ -311,7 +514,10 @@ def delete(cid: str, force: bool) -> None:
             raise ContainerError(f"{merged} is mounted on the host; not removing it",
                                  f"unmount it (umount -R {merged}) and delete again")
         remove_layer_dir(st.layer_dir)
+    spec = _spec_with_hooks(store, st) if log is not None else None
     store.remove(st)
+    if spec is not None:
+        run_hooks(spec, "poststop", "stopped", st.pid, log)
 
 
 # -- pause, ps, events, update, exec -------------------------------------------------
@@ -345,10 +551,10 @@ def ps(cid: str, fmt: str, ps_args: tuple[str, ...]) -> str:
     return "\n".join(ps_filtered(ps_args or ("-ef",), pids))
 
 
-def stats_event(cid: str) -> str:
+def stats_event(cid: str, st=None, manager=None) -> str:
     """``events --stats``: one snapshot, in the shape of runc's stats event."""
-    st = _get(_store(), cid)
-    s = _manager(st).stats()
+    st = st if st is not None else _get(_store(), cid)
+    s = (manager or _manager(st)).stats()
     data = {
         "cpu": {"usage": {"total": (s.get("cpu_usage_usec") or 0) * 1000},
                 "throttling": {"throttledTime": (s.get("cpu_throttled_usec") or 0) * 1000,
@@ -360,6 +566,52 @@ def stats_event(cid: str) -> str:
                                               {"op": "Write", "value": s.get("io_write_bytes") or 0}]},
     }
     return json.dumps({"type": "stats", "id": cid, "data": data})
+
+
+def parse_interval(text: str) -> float:
+    """runc's --interval is a Go duration: 5s, 100ms, 1m30s, 1.5h."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h)", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f"invalid --interval {text!r}", "give a duration such as 5s, 500ms or 1m")
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds <= 0:
+        raise UsageError(f"invalid --interval {text!r}: it must be more than zero", "e.g. 5s")
+    return seconds
+
+
+def events(cid: str, interval: float, out=None) -> None:
+    """``events ID`` (no --stats): runc's stream, one JSON object a line: a
+    stats event every ``interval``, an ``oom`` event when the OOM killer
+    takes a process of the container; it ends when the container stops."""
+    import sys
+
+    out = out or sys.stdout
+    store = _store()
+    st = _get(store, cid)
+    m = _manager(st)
+    if oci_status(st) == "stopped":
+        raise ContainerError(f"container {cid} is not running", None)
+    ooms = m.limit_events()["oom_kills"] if m.exists() else 0
+    next_stats = time.monotonic()
+    while True:
+        st = store._load(st.id) or st
+        stopped = oci_status(st) == "stopped"  # (an OOM kill of PID 1 itself is still reported, below)
+        try:
+            now_ooms = m.limit_events()["oom_kills"] if m.exists() else ooms
+            if now_ooms > ooms:
+                ooms = now_ooms
+                print(json.dumps({"type": "oom", "id": cid}), file=out, flush=True)
+            if stopped or not m.exists():
+                return
+            if time.monotonic() >= next_stats:
+                print(stats_event(cid, st, m), file=out, flush=True)
+                next_stats = time.monotonic() + interval
+        except (MiniError, OSError):
+            return  # the cgroup went away between the check and the read: the container is gone
+        time.sleep(min(interval, 0.2))
 
 
 def update(cid: str, resources_file: str) -> None:

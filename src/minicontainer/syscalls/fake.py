@@ -270,6 +270,16 @@ class Recorder:
         self._rec("execve", path, argv, env)
         raise FileNotFoundError(2, "fake: not executed")
 
+    hook_results: dict = {}  # a hook's path -> (exit code or None for a timeout, output); default (0, b"")
+
+    def run_hook(self, path, argv, env, stdin, timeout):
+        self._rec("run_hook", path, tuple(argv), tuple(env), stdin, timeout)
+        return self.hook_results.get(path, (0, b""))
+
+    def host_pid(self):
+        self._rec("host_pid")
+        return 4242
+
 
 
 class _Stat:
@@ -323,6 +333,13 @@ class FakeChannels:
 
     def read_errors(self, sc, on_created=None):
         return sc.read(self.err_r, 65536)
+
+    def report_mounted(self, sc):
+        sc.write(self.err_w, b"mounted")
+
+    def await_mounted(self, sc):
+        sc.read(self.err_r, 1)
+        return b""
 
     def decode_error(self, data):
         raise AssertionError("fake: no error expected")

@@ -32,11 +32,13 @@ import os
 import platform
 import re
 import resource  # setrlimit and the close_range fallback run after pivot_root
+import select
 import signal
 import socket
 import struct
 import sys
 import threading
+import time
 
 import prctl as _prctl  # python-prctl
 
@@ -878,3 +880,106 @@ class Linux:
 
     def execve(self, path: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
         os.execve(path, argv, env)
+
+    def wait_exit_or_memory_event(self, pid: int, events_file: str | None, *, v1: bool) -> bool:
+        """Block until the memory cgroup whose ``events_file`` is given has
+        news (True) or the process ``pid`` exits (False; pidfd_open(2): the
+        pidfd is readable once it exited, before its parent reaps it). v1: an eventfd
+        registered on memory.oom_control through cgroup.event_control
+        (cgroup-v1/memory.rst, "OOM Control"): it counts OOM events; v2:
+        poll(2) POLLPRI on memory.events, which the kernel wakes on every
+        change (cgroup-v2.rst: "a file modified event")."""
+        pidfd = os.pidfd_open(pid)
+        fds = [pidfd]
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if events_file is None:
+                pass
+            elif v1:
+                ctl = os.open(events_file, os.O_RDONLY | os.O_CLOEXEC)
+                efd = os.eventfd(0, os.EFD_CLOEXEC)
+                fds += [ctl, efd]
+                control = os.open(os.path.join(os.path.dirname(events_file), "cgroup.event_control"),
+                                  os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(control, f"{efd} {ctl}".encode())
+                finally:
+                    os.close(control)
+                poller.register(efd, select.POLLIN)
+            else:
+                efd = os.open(events_file, os.O_RDONLY | os.O_CLOEXEC)
+                fds.append(efd)
+                os.read(efd, 4096)  # read once: the next change wakes poll
+                poller.register(efd, select.POLLPRI)
+            while True:
+                for fd, _ in poller.poll():
+                    if fd == pidfd:
+                        return False
+                    return True
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def host_pid(self) -> int:
+        """Our pid in the PID namespace of the procfs at /proc (before
+        pivot_root: the host's), where getpid() says 1."""
+        return int(os.readlink("/proc/self"))
+
+    def run_hook(self, path: str, argv: list[str], env: list[str], stdin: bytes,
+                 timeout: float | None) -> tuple[int | None, bytes]:
+        """An OCI hook: fork, execve ``path`` with only ``env``, ``stdin`` on
+        its stdin, stdout and stderr collected (the last 4 KiB). (exit code,
+        output); None instead of the code when it ran past ``timeout`` and
+        was killed. Only system calls: it also runs after pivot_root."""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the hook
+            try:
+                os.dup2(in_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(out_w, 2)
+                os.closerange(3, 1 << 16)  # none of the runtime's pipes may outlive it in the hook
+                os.execve(path, argv or [path], dict(e.split("=", 1) for e in env if "=" in e))
+            except OSError as e:
+                os.write(2, f"exec {path}: {os.strerror(e.errno or 0)}".encode())
+            os._exit(127)
+        os.close(in_r)
+        os.close(out_w)
+        try:
+            try:
+                os.write(in_w, stdin)  # the state is small: the pipe's buffer holds it
+            except BrokenPipeError:
+                pass
+            os.close(in_w)
+            deadline = None if not timeout else time.monotonic() + timeout
+            poller = select.poll()
+            poller.register(out_r, select.POLLIN | select.POLLHUP)
+            output = b""
+            while True:
+                if deadline is None:
+                    poller.poll()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        return None, output
+                    if not poller.poll(left * 1000):
+                        continue
+                data = os.read(out_r, 65536)
+                if not data:
+                    break
+                output = (output + data)[-4096:]
+            while True:  # stdout closed: wait for its end, still within the timeout
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return os.waitstatus_to_exitcode(status), output
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return None, output
+                time.sleep(0.01)
+        finally:
+            os.close(out_r)
