@@ -53,6 +53,7 @@ COMMANDS = {
     "rename": ("minicontainer.commands.rename", "rename", "Rename a container."),
     "container": ("minicontainer.commands.container", "container", "Manage containers (container prune)."),
     "network": ("minicontainer.commands.network", "network", "Manage bridge networks: create, ls, inspect, rm, prune."),
+    "demo": ("minicontainer.commands.demo", "demo", "Run a narrated demo of what the kernel does."),
 }
 
 
