@@ -81,6 +81,8 @@ class Demo:
     intro: str
     steps: Callable[["Context"], list[Step]]
     cleanup: Callable[["Context"], list[str]] = field(default=lambda ctx: [])
+    # Files the demo writes into $T before its steps (a C program to compile...), shown as written.
+    files: dict[str, str] = field(default_factory=dict)
     needs: tuple[tuple[str, str], ...] = ()  # (host program, how to get it)
     containers: tuple[str, ...] = ()  # names the demo creates: must not exist yet
     root: bool = True
@@ -278,6 +280,10 @@ def run_demo(demo: Demo, *, step: bool = False, out_dir: str | None = None,
     echo("")
     echo(f"T={tmp}    # a scratch directory for this demo, removed at the end")
     try:
+        for rel, text in demo.files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+            echo(f"(the demo wrote $T/{rel}, {len(text.splitlines())} lines; a step shows it)")
         steps = demo.steps(ctx)
         for i, s in enumerate(steps, 1):
             echo("")
