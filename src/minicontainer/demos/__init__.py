@@ -182,7 +182,7 @@ def preflight(demo: Demo) -> None:
                             f"remove it first: minicontainer rm -f {name}", exit_code=1)
 
 
-def _shim_dir() -> str:
+def shim_dir() -> str:
     """A directory holding a ``minicontainer`` that runs this installation,
     to put first on PATH: the commands read as typed and run this code."""
     d = tempfile.mkdtemp(prefix="mc-demo-bin-")
@@ -269,7 +269,7 @@ def run_demo(demo: Demo, *, step: bool = False, out_dir: str | None = None,
     preflight(demo)
     tmp = tempfile.mkdtemp(prefix=f"mc-demo-{demo.name}-")
     os.chmod(tmp, 0o755)  # a container's non-root user reads what is shared from here
-    shim = _shim_dir()
+    shim = shim_dir()
     ctx = Context(tmp=tmp, out=os.path.abspath(out_dir or os.getcwd()))
     env = dict(os.environ, T=tmp, PATH=shim + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"))
     ctx.env = env
