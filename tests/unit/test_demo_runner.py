@@ -168,3 +168,10 @@ def test_the_command_lists_the_demos_and_refuses_an_unknown_one():
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [
         "minicontainer: error: no demo called 'nope' (hint: list them with 'minicontainer demo --list')"]
+
+
+def test_demo_names_complete():
+    from minicontainer.commands.demo import _complete
+
+    assert _complete(None, None, "c") == ["chroot", "cpu", "cgroup-v1-v2"]
+    assert _complete(None, None, "") == list(demos.DEMOS)

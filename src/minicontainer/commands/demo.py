@@ -10,8 +10,14 @@ from __future__ import annotations
 import click
 
 
+def _complete(ctx, param, incomplete: str) -> list[str]:
+    from minicontainer.demos import DEMOS  # a dict: no demo module is imported
+
+    return [n for n in DEMOS if n.startswith(incomplete)]
+
+
 @click.command(short_help="Run a narrated demo of what the kernel does.")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_complete)
 @click.option("--list", "list_", is_flag=True, help="List the demos.")
 @click.option("--step", is_flag=True, help="Wait for Enter before each step.")
 @click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True),
