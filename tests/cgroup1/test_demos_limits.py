@@ -7,20 +7,13 @@ from __future__ import annotations
 import pytest
 
 from cgtools import scale
-from helpers import mc
+from helpers import run_demo
 
 pytestmark = [pytest.mark.cgroup1, pytest.mark.usefixtures("clean_host")]
 
 
-def _run_demo(name, out_dir, timeout=240):
-    proc = mc("demo", name, "--out", str(out_dir), timeout=scale(timeout))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    assert proc.stdout.rstrip().endswith(f"demo {name}: every step showed what it claims."), proc.stdout[-2000:]
-    return proc.stdout
-
-
 def test_memory_demo(clean_host):
-    out = _run_demo("memory", clean_host)
+    out = run_demo("memory", clean_host, timeout=scale(240))
     assert "killed by the OOM killer: memory limit 80 MiB" in out
     oom, enough = ((clean_host / f).read_text() for f in ("memory-oom.html", "memory-enough.html"))
     assert "<svg" in oom and "<svg" in enough
@@ -28,17 +21,17 @@ def test_memory_demo(clean_host):
 
 
 def test_cpu_demo(clean_host):
-    out = _run_demo("cpu", clean_host)
+    out = run_demo("cpu", clean_host, timeout=scale(240))
     assert "limit 5% (--cpus 0.05)" in out
     assert "<svg" in (clean_host / "cpu.html").read_text()
 
 
 def test_forkbomb_demo(clean_host):
-    out = _run_demo("forkbomb", clean_host)
+    out = run_demo("forkbomb", clean_host, timeout=scale(240))
     assert "pids limit 20 reached" in out and "20 / 20" in out
     assert "syntax error" not in out
 
 
 def test_cgroup_v1_v2_demo(clean_host):
-    out = _run_demo("cgroup-v1-v2", clean_host)
+    out = run_demo("cgroup-v1-v2", clean_host, timeout=scale(240))
     assert "echo '83886080' > memory.limit_in_bytes   (other cgroup version: memory.max)" in out

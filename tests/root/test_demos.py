@@ -8,41 +8,31 @@ import shutil
 
 import pytest
 
-from helpers import mc
+from helpers import mc, run_demo
 
 pytestmark = pytest.mark.root
 
 
-def _run_demo(name, tmp_path, timeout=180):
-    proc = mc("demo", name, "--out", str(tmp_path), timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    assert proc.stdout.rstrip().endswith(f"demo {name}: every step showed what it claims."), proc.stdout[-2000:]
-    assert "NOT SHOWN" not in proc.stdout
-    scratch = next(line.split()[0][2:] for line in proc.stdout.splitlines() if line.startswith("T="))
-    assert not shutil.os.path.exists(scratch), "the scratch directory was left"
-    return proc.stdout
-
-
 def test_chroot_demo(tmp_path):
-    out = _run_demo("chroot", tmp_path)
+    out = run_demo("chroot", tmp_path)
     assert "/ holds: /bin /lib /lib64" in out  # only what was copied
     assert "a file on the host only" in out  # read from the host through /proc/PID/root
 
 
 def test_namespaces_demo(tmp_path):
-    out = _run_demo("namespaces", tmp_path)
+    out = run_demo("namespaces", tmp_path)
     assert "my pid: 1" in out and "container: demo" in out and "container: lo" in out
 
 
 def test_escape_demo(tmp_path):
     if shutil.which("gcc") is None:
         pytest.skip("gcc is missing (apt-get install gcc libc6-dev)")
-    out = _run_demo("escape", tmp_path)
+    out = run_demo("escape", tmp_path)
     assert "ESCAPED: the host's files are visible" in out and "INSIDE: still the container's root" in out
 
 
 def test_overlay_demo(tmp_path):
-    out = _run_demo("overlay", tmp_path)
+    out = run_demo("overlay", tmp_path)
     assert "c ./etc/hostname" in out  # the whiteout
     assert mc("ps", "-a", "--format", "{{.Names}}").stdout.split() == []  # its two containers were removed
 
@@ -50,7 +40,7 @@ def test_overlay_demo(tmp_path):
 def test_nnp_demo(tmp_path):
     if shutil.which("gcc") is None or shutil.which("capsh") is None:
         pytest.skip("gcc or capsh is missing (apt-get install gcc libc6-dev libcap2-bin)")
-    out = _run_demo("nnp", tmp_path)
+    out = run_demo("nnp", tmp_path)
     assert "uid=1000 euid=1000 CapEff=0000000000000000 NoNewPrivs=1" in out
     assert "uid=1000 euid=0" in out and "cap_sys_admin" not in out
 
