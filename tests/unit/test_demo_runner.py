@@ -32,7 +32,7 @@ def _run(demo, **kw):
 def test_each_step_is_narrated_in_order_and_its_command_runs_as_typed(tmp_path):
     demo = _demo([
         Step("shows one", "echo first; echo to-stderr >&2", "notice one", contains("first", "to-stderr")),
-        Step("shows two", "echo $T > " + str(tmp_path / "t"), "notice two"),
+        Step("shows two", "echo $T > " + str(tmp_path / "t"), "notice two", exits(0)),
     ])
     ok, lines = _run(demo)
     assert ok
@@ -51,7 +51,7 @@ def test_a_step_that_does_not_show_its_claim_stops_the_demo_and_cleanup_still_ru
     marker = tmp_path / "cleaned"
     demo = _demo([
         Step("claims", "echo nothing", "notice", contains("something")),
-        Step("never runs", f"touch {tmp_path / 'second'}", "notice"),
+        Step("never runs", f"touch {tmp_path / 'second'}", "notice", exits(0)),
     ], cleanup=[f"touch {marker}"])
     ok, lines = _run(demo)
     assert not ok
@@ -63,7 +63,7 @@ def test_a_step_that_does_not_show_its_claim_stops_the_demo_and_cleanup_still_ru
 
 def test_cleanup_runs_when_the_demo_is_interrupted(tmp_path):
     marker = tmp_path / "cleaned"
-    demo = _demo([Step("one", "true", "n")], cleanup=[f"touch {marker}"])
+    demo = _demo([Step("one", "true", "n", exits(0))], cleanup=[f"touch {marker}"])
 
     def interrupt():
         raise KeyboardInterrupt
@@ -75,7 +75,7 @@ def test_cleanup_runs_when_the_demo_is_interrupted(tmp_path):
 
 def test_step_mode_waits_for_enter_before_each_step():
     calls = []
-    demo = _demo([Step("one", "true", "n"), Step("two", "true", "n")])
+    demo = _demo([Step("one", "true", "n", exits(0)), Step("two", "true", "n", exits(0))])
     ok, lines = _run(demo, step=True, wait=lambda: calls.append(1))
     assert ok and len(calls) == 2
     assert lines.count("(press Enter to run it)") == 2
@@ -107,10 +107,10 @@ def test_a_demo_needing_root_or_a_missing_program_is_refused_before_anything_run
     from minicontainer.errors import MiniError
 
     marker = tmp_path / "ran"
-    demo = _demo([Step("x", f"touch {marker}", "n")], needs=(("no-such-program-here", "install it"),))
+    demo = _demo([Step("x", f"touch {marker}", "n", exits(0))], needs=(("no-such-program-here", "install it"),))
     with pytest.raises(MiniError, match="needs no-such-program-here"):
         demos.run_demo(demo, echo=lambda line: None)
-    rooted = _demo([Step("x", f"touch {marker}", "n")])
+    rooted = _demo([Step("x", f"touch {marker}", "n", exits(0))])
     rooted.root = True
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(MiniError, match="needs root"):

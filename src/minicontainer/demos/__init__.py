@@ -70,7 +70,7 @@ class Step:
     shows: str  # what the step shows, one sentence
     command: str  # the shell command, as typed; $T is the demo's scratch directory
     notice: str  # what to look for in the output
-    check: Check = field(default=lambda out: None)
+    check: Check  # required: a step that claims something checks it
     timeout: float = 60.0
 
 

@@ -30,9 +30,9 @@ def steps(ctx):
             timeout=60,
         ),
         Step(
-            shows="a bomb running for 3 s in the background, seen from the host while it runs",
-            command=f"minicontainer run --rm --name demo-forkbomb --pids-limit 20 mini bash -c '{BOMB}; sleep 3' "
-                    ">/dev/null 2>&1 & sleep 1.5; minicontainer stats --no-stream demo-forkbomb; wait",
+            shows="a bomb running for 5 s in the background, seen from the host while it runs",
+            command=f"minicontainer run --rm --name demo-forkbomb --pids-limit 20 mini bash -c '{BOMB}; sleep 5' "
+                    ">/dev/null 2>&1 & sleep 2.5; minicontainer stats --no-stream demo-forkbomb; wait",
             notice="PIDS 20 / 20: the bomb is pinned at its limit, and the host answers (stats ran in well under a "
                    "second); when the container's shell exits, everything left in its cgroup is killed",
             check=_at_limit,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from minicontainer.demos import Demo, Step, all_of, contains, exits, lacks
+from minicontainer.demos import Demo, Step, all_of, contains, lacks
 
 # The seed's exercise: `yes` makes an endless stream of "y\n", tr turns it
 # into one line with no newline, head cuts it at 1000 MiB, and grep must
