@@ -360,3 +360,13 @@ def test_the_built_image_config_names_its_shell_and_run_uses_it(mc_dirs):
     assert spec.argv() == tuple(cmd)
     assert build_spec("mini", ["true"]).with_image(parse_config(image.config())).argv() == ("true",)
     assert f"root:/root:{cmd[0]}" in (image.rootfs / "etc/passwd").read_text()
+
+
+def test_image_save_keeps_minis_default_shell(mc_dirs):
+    from minicontainer.images.archive import image_config_doc
+
+    store = ImageStore()
+    image = mini.ensure_mini(store)
+    doc = image_config_doc(store, image)
+    assert doc["config"]["Cmd"] == image.config()["config"]["Cmd"]
+    assert doc["config"]["Env"][0].startswith("PATH=")  # the made-up parts of a flat image's config stay

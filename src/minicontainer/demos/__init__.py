@@ -71,7 +71,9 @@ class Step:
     command: str  # the shell command, as typed; $T is the demo's scratch directory
     notice: str  # what to look for in the output
     check: Check  # required: a step that claims something checks it
-    timeout: float = 60.0
+    # A safety net, not a goal: generous, since a busy or emulated machine
+    # (the cgroup v2 VM without KVM) runs everything many times slower.
+    timeout: float = 300.0
 
 
 @dataclass
@@ -309,7 +311,7 @@ def run_demo(demo: Demo, *, step: bool = False, out_dir: str | None = None,
         echo("cleanup:" if cleanup else "cleanup: the scratch directory")
         for command in cleanup:
             echo(f"# {command}")
-            run_command(command, env, 60, echo)
+            run_command(command, env, 300, echo)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(shim, ignore_errors=True)
     echo("")

@@ -25,7 +25,6 @@ def steps(ctx):
             notice="nothing on screen, and exit status 0: the limit does not kill, it only makes the loop wait "
                    "(the shell stops it after 3 s)",
             check=contains("exit status 0"),
-            timeout=60,
         ),
         Step(
             shows="the measured CPU beside the limit",
@@ -33,7 +32,6 @@ def steps(ctx):
             notice="the average stays at about 5% of one CPU, the limit; 'throttled' is the time the scheduler held "
                    "the cgroup back, in about 30 periods of 100 ms",
             check=lambda out: contains("limit 5% (--cpus 0.05)", "throttled", "charts:")(out) or _near_limit(out),
-            timeout=30,
         ),
     ]
 

@@ -39,7 +39,6 @@ def steps(ctx):
                     "echo 'a file on the host only' > $T/host-only && echo built",
             notice="it is static, so it runs in any image; $T/host-only is the file it looks for",
             check=contains("built"),
-            timeout=120,
         ),
         Step(
             shows="run it as root in a container made with --chroot",

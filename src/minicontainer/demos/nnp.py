@@ -46,7 +46,6 @@ def steps(ctx):
                     "chmod 4755 $T/bin/showid && ls -l $T/bin/showid",
             notice="-rwsr-xr-x root: the s is the setuid bit; executing it should make anyone euid 0",
             check=contains("-rwsr-xr-x"),
-            timeout=120,
         ),
         Step(
             shows="run it as user 1000 in a default container (no_new_privs is on)",
