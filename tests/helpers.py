@@ -282,3 +282,14 @@ def in_netns(netns: str, *argv, timeout=60, check=None, **kw) -> subprocess.Comp
 def mc_in_netns(netns: str, *args, **kw) -> subprocess.CompletedProcess:
     """``minicontainer ARGS`` run inside the network namespace ``netns``."""
     return in_netns(netns, PY, "-m", "minicontainer", *args, **kw)
+def run_demo(name: str, out_dir, timeout: float = 240) -> str:
+    """``minicontainer demo NAME --out OUT_DIR`` as a user would run it, not
+    interactively; asserts that every step showed what it claims and that its
+    scratch directory is gone; returns what it printed."""
+    proc = mc("demo", name, "--out", str(out_dir), timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert proc.stdout.rstrip().endswith(f"demo {name}: every step showed what it claims."), proc.stdout[-2000:]
+    assert "NOT SHOWN" not in proc.stdout
+    scratch = next(line.split()[0][2:] for line in proc.stdout.splitlines() if line.startswith("T="))
+    assert not os.path.exists(scratch), f"the demo's scratch directory {scratch} was left"
+    return proc.stdout

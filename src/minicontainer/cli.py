@@ -57,6 +57,7 @@ COMMANDS = {
     "volume": ("minicontainer.commands.volume", "volume", "Manage volumes: create, ls, inspect, rm, prune."),
     "system": ("minicontainer.commands.system", "system", "Disk usage (system df) and cleaning up (system prune)."),
     "port": ("minicontainer.commands.port", "port", "List a container's published ports."),
+    "demo": ("minicontainer.commands.demo", "demo", "Run a narrated demo of what the kernel does."),
 }
 
 

@@ -139,7 +139,8 @@ def _check_skeleton(rootfs: Path, description: str) -> None:
     for d in ("proc", "sys", "dev", "tmp"):
         assert os.listdir(rootfs / d) == []
     assert stat.S_IMODE(os.stat(rootfs / "tmp").st_mode) == 0o1777
-    for path, text in mini.etc_files(description).items():
+    shell = "/bin/bash" if os.path.lexists(rootfs / "bin/bash") else "/bin/sh"  # mini's default shell
+    for path, text in mini.etc_files(description, shell).items():
         assert (rootfs / path).read_text() == text
     for p in _all_entries(rootfs):
         st = os.lstat(p)
@@ -327,3 +328,45 @@ def test_busybox_mini_gets_the_hosts_bash_with_its_libraries(tmp_path):
 
 def test_no_host_bash_means_busybox_alone(tmp_path):
     assert mini.plan_host_bash(tool_dirs=(str(tmp_path),)).tools == ()
+
+
+# -- the default shell: bash when mini has it (issue 14) ---------------------------------------
+
+
+def test_the_plan_shell_is_bash_only_when_bash_is_copied():
+    assert mini.MiniPlan(kind="busybox", description="", applets=("bin/sh",), tools=("/usr/bin/bash",)).shell == "/bin/bash"
+    assert mini.MiniPlan(kind="busybox", description="", applets=("bin/sh", "bin/bash")).shell == "/bin/bash"
+    assert mini.MiniPlan(kind="busybox", description="", applets=("bin/sh",)).shell == "/bin/sh"
+    assert mini.MiniPlan(kind="host", description="", tools=("/bin/sh", "/bin/ls")).shell == "/bin/sh"
+
+
+def test_etc_files_give_the_login_shell():
+    passwd = mini.etc_files("x", "/bin/bash")["etc/passwd"].splitlines()
+    shells = {line.split(":")[0]: line.split(":")[6] for line in passwd}
+    assert shells == {"root": "/bin/bash", "user": "/bin/bash", "nobody": "/bin/false"}
+    assert "root:x:0:0:root:/root:/bin/sh" in mini.etc_files("x")["etc/passwd"]
+
+
+def test_the_built_image_config_names_its_shell_and_run_uses_it(mc_dirs):
+    from minicontainer.container.spec import build_spec
+    from minicontainer.images.config import parse_config
+
+    image = mini.ensure_mini(ImageStore())
+    cmd = image.config()["config"]["Cmd"]
+    has_bash = os.path.lexists(image.rootfs / "bin/bash")
+    assert cmd == (["/bin/bash"] if has_bash else ["/bin/sh"])
+    # run's rule: no command given -> the image's Cmd; a command given wins
+    spec = build_spec("mini").with_image(parse_config(image.config()))
+    assert spec.argv() == tuple(cmd)
+    assert build_spec("mini", ["true"]).with_image(parse_config(image.config())).argv() == ("true",)
+    assert f"root:/root:{cmd[0]}" in (image.rootfs / "etc/passwd").read_text()
+
+
+def test_image_save_keeps_minis_default_shell(mc_dirs):
+    from minicontainer.images.archive import image_config_doc
+
+    store = ImageStore()
+    image = mini.ensure_mini(store)
+    doc = image_config_doc(store, image)
+    assert doc["config"]["Cmd"] == image.config()["config"]["Cmd"]
+    assert doc["config"]["Env"][0].startswith("PATH=")  # the made-up parts of a flat image's config stay

@@ -38,9 +38,12 @@ class ResolvedImage:
 
 
 def _resolved(ref: str, image) -> ResolvedImage:
-    if not image.layered:
-        return ResolvedImage(ref, image.id, str(image.rootfs))
     from minicontainer.images.config import parse_config
+
+    if not image.layered:
+        # A flat image may still have a config (mini's Cmd, in its meta.json).
+        doc = image.config()
+        return ResolvedImage(ref, image.id, str(image.rootfs), config=parse_config(doc) if doc else None)
 
     top, *below = (str(d) for d in image.stack)
     return ResolvedImage(ref, image.id, top, lower_stack=tuple(below), config=parse_config(image.config()))
@@ -58,11 +61,11 @@ def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
     if not looks_like_path and (store.exists(ref) or ref == "mini" or not os.path.exists(ref)):
         if not store.exists(ref) and ref == "mini":
             if not build:
-                return ResolvedImage(ref, "(not built yet)", str(store.images_dir / "<id>" / "rootfs"), exists=False)
+                return ResolvedImage(ref, "(not built yet)", str(store.images_dir / "<id>" / "rootfs"), exists=False,
+                                     config=_planned_mini_config())
             from minicontainer.images.mini import ensure_mini
 
-            image = ensure_mini(store)
-            return ResolvedImage(ref, image.id, str(image.rootfs))
+            return _resolved(ref, ensure_mini(store))
         return _resolved(ref, store.get(ref))
     path = os.path.abspath(ref)
     if os.path.isdir(path):
@@ -70,6 +73,18 @@ def resolve_image(ref: str, *, build: bool = True) -> ResolvedImage:
     if os.path.isfile(path):
         return _import_tarball(store, path, build)
     raise ImageError(f"no such image directory or tarball: {ref}", "give an existing directory or file", exit_code=125)
+
+
+def _planned_mini_config():
+    """--dry-run before mini is built: the config the build would give it
+    (its default shell), so the plan shows the command a real run execs."""
+    from minicontainer.images.config import parse_config
+    from minicontainer.images.mini import mini_config, plan_mini
+
+    try:
+        return parse_config(mini_config(plan_mini()))
+    except ImageError:
+        return None  # the real run will say why mini cannot be built
 
 
 def _import_tarball(store, path: str, build: bool) -> ResolvedImage:

@@ -452,7 +452,8 @@ def image_config_doc(store: ImageStore, image: Image) -> dict:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(image.meta.get("created") or 0))
     return {
         "architecture": _arch(), "os": "linux", "created": created,
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"],
+                   **(image.config().get("config") or {})},  # what a flat image was made with (mini's Cmd)
         "rootfs": {"type": "layers", "diff_ids": []},
         "history": [{"created": created, "created_by": f"minicontainer: {image.meta.get('source', 'import')}"}],
     }

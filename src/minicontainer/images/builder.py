@@ -162,6 +162,7 @@ class Builder:
                     self._hold(stage.layers)
             if not image.layered:
                 stage.layers = [self._flat_layer(image)]
+                stage.config = dict(image.config().get("config") or {})  # FROM mini: its Cmd
                 stage.history = [{"created_by": f"minicontainer: {image.meta.get('source', 'import')}"}]
             stage.key = _digest("from", image.id)
         self.stages.append(stage)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from minicontainer.errors import ImageError, wrap_oserror
 from minicontainer.images.elf import ElfFormatError, LibraryResolver, is_elf, read_elf, walk_path
-from minicontainer.images.store import Image, ImageStore
+from minicontainer.images.store import Image, ImageStore, Populated
 from minicontainer.safepath import DIR_NOFOLLOW, O_PATH, open_beneath, open_dir_strict
 
 NAME = "mini"
@@ -80,6 +80,14 @@ class MiniPlan:
     interp: str | None = None  # the dynamic loader (PT_INTERP)
     libraries: tuple[str, ...] = ()  # host paths, as ld.so finds them
     missing_tools: tuple[str, ...] = ()  # HOST_TOOLS the host does not have
+
+    @property
+    def shell(self) -> str:
+        """The image's default command: bash when it is copied in (the seed
+        types ``bash`` everywhere, and its fork bomb needs it), else /bin/sh."""
+        if "bin/bash" in self.applets or any(os.path.basename(t) == "bash" for t in self.tools):
+            return "/bin/bash"
+        return "/bin/sh"
 
     @property
     def host_files(self) -> tuple[str, ...]:
@@ -381,14 +389,14 @@ class _Tree:
         return f"{self.rootfs}/{path.strip('/')}"
 
 
-def etc_files(description: str) -> dict[str, str]:
-    """The small text files of /etc (pure)."""
+def etc_files(description: str, shell: str = "/bin/sh") -> dict[str, str]:
+    """The small text files of /etc (pure); ``shell`` is root's and user's login shell."""
     pretty = f"minicontainer mini ({description})".replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return {
         # passwd(5): name:password:UID:GID:GECOS:home:shell. "x" = no password here.
         "etc/passwd": (
-            "root:x:0:0:root:/root:/bin/sh\n"
-            "user:x:1000:1000:user:/home/user:/bin/sh\n"
+            f"root:x:0:0:root:/root:{shell}\n"
+            f"user:x:1000:1000:user:/home/user:{shell}\n"
             "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
         ),
         "etc/group": "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
@@ -448,7 +456,7 @@ def write_mini(rootfs: Path, plan: MiniPlan) -> str:
                 tree.install_host_path(host_path, done)
         for d, mode in SKELETON_DIRS:
             tree.mkdir(d, mode)
-        for path, text in etc_files(plan.description).items():
+        for path, text in etc_files(plan.description, plan.shell).items():
             tree.write(path, text.encode())
         if os.geteuid() == 0:  # unprivileged builds (unit tests) keep their own uid
             tree.chown("home/user", 1000, 1000)
@@ -469,6 +477,11 @@ def populate_mini(rootfs: Path, *, busybox: str | None = AUTO, prefer_busybox: b
 # -- the image in the store ----------------------------------------------------
 
 
+def mini_config(plan: MiniPlan) -> dict:
+    """mini's image config (OCI image spec, config.md): its default command."""
+    return {"config": {"Cmd": [plan.shell]}}
+
+
 def build_mini(store: ImageStore, *, force: bool = False) -> Image:
     """Build image ``mini`` in ``store``; with ``force``, replace an existing one.
 
@@ -479,9 +492,12 @@ def build_mini(store: ImageStore, *, force: bool = False) -> Image:
         raise ImageError(f"image {NAME} already exists", "rebuild it with 'minicontainer image build-mini --force'")
     plan = plan_mini()
 
-    def populate(rootfs: Path) -> None:
+    def populate(rootfs: Path) -> Populated:
         write_mini(rootfs, plan)
-        return None  # no content digest: the store picks a random id
+        # No content digest: the store picks a random id. The config is what
+        # a layered image keeps in config.json; a flat image keeps it in its
+        # meta.json (ImageStore's Image.config), and run honours its Cmd.
+        return Populated(None, meta={"config": mini_config(plan)})
 
     return store.create(NAME, populate, source=f"built-in: {plan.description}", force=force)
 
@@ -508,6 +524,6 @@ def ensure_mini(store: ImageStore) -> Image:
 
 
 __all__ = [
-    "AUTO", "MiniPlan", "build_mini", "ensure_mini", "etc_files", "find_static_busybox", "plan_mini",
+    "AUTO", "MiniPlan", "build_mini", "ensure_mini", "etc_files", "find_static_busybox", "mini_config", "plan_mini",
     "populate_mini", "write_mini",
 ]

@@ -87,9 +87,12 @@ class Image:
         return self.lowers or (self.rootfs,)
 
     def config(self) -> dict:
-        """The image config (OCI image spec, config.md); {} for a flat image."""
+        """The image config (OCI image spec, config.md). A flat image has
+        none ({}), unless it was made with one (mini's default command is
+        in its meta.json: a flat image has no config.json)."""
         if not self.layered:
-            return {}
+            cfg = self.meta.get("config")
+            return cfg if isinstance(cfg, dict) else {}
         try:
             return json.loads((self.rootfs.parent / "config.json").read_bytes())
         except (OSError, ValueError):
