@@ -377,53 +377,6 @@ def state(cid: str) -> str:
     return json.dumps(state_of(store, _get(store, cid)), indent=2)
 
 
-# -- state, list ----------------------------------------------------------------
-
-
-def oci_status(st) -> str:
-    """created | running | paused | stopped (runtime-spec runtime.md "State")."""
-    from minicontainer.container.state import pid_alive
-
-    if st.status in ("created", "running", "restarting") and pid_alive(st.pid, st.pid_start):
-        if st.status == "created":
-            return "created"
-        return "paused" if _frozen(st) else "running"
-    return "stopped"
-
-
-def _frozen(st) -> bool:
-    try:
-        from minicontainer.cgroups import manager_of
-
-        m = manager_of(st.id, st.cgroup or None)
-        return m.exists() and m.is_frozen()
-    except (MiniError, OSError):
-        return False
-
-
-def state_of(store, st) -> dict:
-    oci = _load_oci(store, st)
-    status = oci_status(st)
-    out = {"ociVersion": oci.get("ociVersion") or SPEC_VERSION, "id": st.name, "status": status,
-           "bundle": oci.get("bundle", ""), "annotations": oci.get("annotations") or {}}
-    if status != "stopped":
-        out["pid"] = st.pid
-    else:
-        out["pid"] = 0
-    # runc's extra keys, which some engines read
-    out["rootfs"] = st.rootfs
-    out["created"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.created)) + "Z"
-    return out
-
-
-def state(cid: str) -> str:
-    store = _store()
-    return json.dumps(state_of(store, _get(store, cid)), indent=2)
-
-
-OOM_FILE = "oom"  # conmon's convention: podman and CRI-O read BUNDLE/oom once the container exited
-
-
 def note_oom(store, st) -> None:
     """A stopped container whose cgroup saw an OOM kill gets an empty
     BUNDLE/oom file, which podman reads for State.OOMKilled. conmon writes
