@@ -86,6 +86,22 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def dir_lock(root: Path):
+    """An exclusive flock(2) on ``root/.lock`` (the directory made private
+    first), held for the block: one writer at a time in a store of
+    networks, leases or volumes, across processes."""
+    import fcntl
+
+    ensure_private_dir(root)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 # -- errors on a store ---------------------------------------------------------------------------
 #
 # A user who reaches someone else's store (root's, through MINICONTAINER_HOME,

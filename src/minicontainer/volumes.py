@@ -27,7 +27,6 @@ end of a removed container reads which volumes it had).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -73,15 +72,8 @@ class VolumeStore:
         self.root = Path(root) if root is not None else paths.home() / "volumes"
         self._containers = containers  # the state store's containers/ (default: the current one)
 
-    @contextlib.contextmanager
     def lock(self):
-        paths.ensure_private_dir(self.root)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return paths.dir_lock(self.root)
 
     # -- reading -------------------------------------------------------------------
     @paths.on_store

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PY
+from helpers import in_netns, mc_in_netns, private_netns
 from minicontainer.network.store import NetworkStore
 
 pytestmark = pytest.mark.root
@@ -24,34 +24,13 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def netns():
-    """A private network namespace, held by a sleeping process; its path."""
-    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"])
-    path = f"/proc/{holder.pid}/ns/net"
-    mine = os.readlink("/proc/self/ns/net")
-    for _ in range(200):  # until unshare has exec'd sleep in the new namespace
-        try:
-            if os.readlink(path) != mine:
-                break
-        except OSError:
-            pass
-        subprocess.run(["sleep", "0.01"])
-    assert os.readlink(path) != mine
-    yield path
-    holder.kill()
-    holder.wait()
+    """A private network namespace (helpers.private_netns); its path."""
+    with private_netns() as (path, _):
+        yield path
 
 
-def inside(netns, *argv, timeout=60, check=None):
-    proc = subprocess.run(["nsenter", f"--net={netns}", "--", *argv], capture_output=True, text=True,
-                          timeout=timeout)
-    if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}, stdout={proc.stdout!r}, stderr={proc.stderr!r}"
-    return proc
-
-
-def nmc(netns, *args, **kw):
-    """``minicontainer ARGS`` inside the test's network namespace."""
-    return inside(netns, PY, "-m", "minicontainer", *args, **kw)
+inside = in_netns
+nmc = mc_in_netns  # ``minicontainer ARGS`` inside the test's network namespace
 
 
 def test_network_none_has_lo_up_and_nothing_else(netns):

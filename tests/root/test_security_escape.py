@@ -28,32 +28,9 @@ from pathlib import Path
 import pytest
 
 from helpers import mc
+from minicontainer.demos.escape import ESCAPE_C  # the program `demo escape` compiles: one copy of it
 
 pytestmark = pytest.mark.root
-
-ESCAPE_C = r"""
-/* The chroot escape: mkdir x; chroot x; cd ../../..; chroot .
-   argv[1] is a path that exists only on the host. */
-#include <errno.h>
-#include <stdio.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    struct stat st;
-    if (argc != 2) { fprintf(stderr, "usage: escape HOST-FILE\n"); return 2; }
-    if (mkdir("/escape-x", 0755) != 0 && errno != EEXIST) { perror("mkdir"); return 2; }
-    /* the root moves into /escape-x; the current directory does not */
-    if (chroot("/escape-x") != 0) { perror("chroot /escape-x"); return 2; }
-    /* the cwd is now above the root: ".." is never clamped on the way up */
-    for (int i = 0; i < 256; i++) {
-        if (chdir("..") != 0) { perror("chdir .."); return 2; }
-    }
-    if (chroot(".") != 0) { perror("chroot ."); return 2; }
-    puts(stat(argv[1], &st) == 0 ? "ESCAPED: the host's files are visible" : "INSIDE: still the container's root");
-    return 0;
-}
-"""
 
 
 @pytest.fixture(scope="module")

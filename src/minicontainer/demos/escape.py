@@ -6,7 +6,7 @@ from minicontainer.demos import Demo, Step, all_of, contains
 
 # mkdir x; chroot x; cd ../../..; chroot . -- in C, since busybox's and
 # coreutils' chroot both chdir into the new root, which is the one thing the
-# escape must not do. (tests/root/test_security_escape.py runs the same.)
+# escape must not do. (tests/root/test_security_escape.py compiles this one too.)
 ESCAPE_C = r"""/* The chroot escape: mkdir x; chroot x; cd ../../..; chroot .
    argv[1] is a path that exists only on the host. */
 #include <errno.h>

@@ -16,7 +16,6 @@ or a reboot) is stale and is reclaimed by the next lease on that network.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -107,15 +106,8 @@ class NetworkStore:
     def __init__(self, root: Path | None = None):
         self.root = root if root is not None else paths.home() / "networks"
 
-    @contextlib.contextmanager
     def lock(self):
-        paths.ensure_private_dir(self.root)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return paths.dir_lock(self.root)
 
     # -- networks ------------------------------------------------------------------
     def names(self) -> list[str]:
