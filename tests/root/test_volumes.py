@@ -67,7 +67,7 @@ def test_data_written_by_one_container_is_read_by_the_next(vol, mc_home):
     out = mc("run", "--rm", "--mount", f"type=volume,src={v},target=/data", "mini", "cat", "/data/f", check=0)
     assert out.stdout == "kept\n"
     assert (_volume_dir(mc_home, v) / "_data" / "f").read_text() == "kept\n"
-    ls = [json.loads(line) for line in mc("volume", "ls", "--format", "json", check=0).stdout.splitlines()]
+    ls = json.loads(mc("volume", "ls", "--format", "json", check=0).stdout)
     mine = next(e for e in ls if e["Name"] == v)
     assert mine["Mountpoint"] == str(_volume_dir(mc_home, v) / "_data") and not mine["Anonymous"]
     assert mc("volume", "rm", v, check=0).stdout == f"{v}\n"

@@ -92,6 +92,18 @@ def test_completion_offers_commands_container_and_image_names(mc_dirs):
     assert "--memory" in complete("minicontainer run --mem", env)
 
 
+def test_completion_offers_network_names(mc_dirs):
+    from minicontainer.network.store import NetworkStore
+
+    home, root = mc_dirs
+    env = {"MINICONTAINER_HOME": str(home), "MINICONTAINER_ROOT": str(root)}
+    NetworkStore(home / "networks").define("app-net", subnet="10.89.0.0/24")
+    assert complete("minicontainer network rm ap", env) == ["app-net"]
+    assert complete("minicontainer network connect ap", env) == ["app-net"]
+    assert complete("minicontainer run --network b", env) == ["bridge"]
+    assert complete("minicontainer run --network a", env) == ["app-net"]
+
+
 # Every flag of run, with a value where it takes one: --dry-run changes
 # nothing, so none of them may need root (limits and bridge networks, which
 # a rootless run refuses, are shown as root would run them).

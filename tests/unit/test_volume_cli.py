@@ -36,7 +36,7 @@ def test_create_ls_inspect_rm(run, mc_dirs):
     assert run("ls", "-q").output.split() == sorted(["web-data", made])
     table = run("ls").output.splitlines()
     assert table[0].split()[:3] == ["DRIVER", "VOLUME", "NAME"] and any("web-data" in line for line in table)
-    rows = [json.loads(line) for line in run("ls", "--format", "json").output.splitlines()]
+    rows = json.loads(run("ls", "--format", "json").output)
     web = next(r for r in rows if r["Name"] == "web-data")
     assert web["Mountpoint"] == f"{mc_dirs[0]}/volumes/web-data/_data" and web["UsedBy"] == []
     assert not web["Anonymous"] and web["Driver"] == "local"
@@ -58,9 +58,12 @@ def test_in_use_filters_and_errors(run, mc_dirs):
     assert run("rm", "-f", "nosuch").exit_code == 0
     r = run("rm", "nosuch")
     assert r.exit_code == 1 and "no such volume" in str(r.exception)
-    for bad in (["create", "a/b"], ["create", "busy"], ["ls", "--format", "table"], ["ls", "-f", "dangling=maybe"],
+    for bad in (["create", "a/b"], ["create", "busy"], ["ls", "-f", "dangling=maybe"],
                 ["inspect", "nosuch"]):
         assert run(*bad).exit_code == 1, bad
+    r = run("ls", "--format", "yaml")  # a flag error, as every listing's (125 from the CLI)
+    assert r.exit_code == 2 and "Invalid value for '--format': 'yaml'" in r.output
+    assert run("ls", "--format", "{{.Name}}={{.UsedBy}}").output.split() == ["busy=db", "idle=-"]
 
 
 def test_prune_keeps_named_ones_unless_all(run, mc_dirs):

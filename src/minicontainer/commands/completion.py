@@ -44,6 +44,18 @@ def complete_images(ctx, param, incomplete: str) -> list[str]:
     return _matching(names + ["mini"], incomplete)
 
 
+def complete_networks(ctx, param, incomplete: str) -> list[str]:
+    """Network names (``bridge``, ``none`` and ``host`` for ``run --network`` too)."""
+    try:
+        from minicontainer.network.store import NetworkStore
+
+        names = NetworkStore().names()
+    except Exception:  # noqa: BLE001 - as above
+        names = []
+    extra = ["bridge", "none", "host"] if param is not None and param.name == "network" else []
+    return _matching(names + extra, incomplete)
+
+
 @click.command(short_help="Print a shell's tab-completion script.")
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell):

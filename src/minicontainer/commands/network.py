@@ -10,6 +10,7 @@ import json
 import click
 
 from minicontainer.commands._each import ExitOneGroup, for_each
+from minicontainer.commands.completion import complete_containers, complete_networks
 from minicontainer.commands._format import format_option, print_listing
 
 
@@ -88,7 +89,7 @@ def ls(quiet, fmt):
 
 
 @network.command("inspect", short_help="Show networks as JSON.")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_networks)
 def inspect(names):
     from dataclasses import asdict
 
@@ -108,8 +109,8 @@ def inspect(names):
 @click.option("--ip", metavar="IPV4", help="A fixed address (a user-defined network's).")
 @click.option("--alias", multiple=True, metavar="NAME", help="Another name of it on this network (repeatable).")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
-@click.argument("name")
-@click.argument("container")
+@click.argument("name", shell_complete=complete_networks)
+@click.argument("container", shell_complete=complete_containers)
 def connect(ip, alias, explain, name, container):
     """Give the running CONTAINER one more interface (eth1, ...) on network
     NAME, with an address of it; the network's containers know it by name."""
@@ -120,8 +121,8 @@ def connect(ip, alias, explain, name, container):
 
 @network.command("disconnect", short_help="Disconnect a running container from a network.")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
-@click.argument("name")
-@click.argument("container")
+@click.argument("name", shell_complete=complete_networks)
+@click.argument("container", shell_complete=complete_containers)
 def disconnect(explain, name, container):
     """Remove CONTAINER's interface on network NAME and release its address."""
     from minicontainer.container.netconnect import disconnect as do
@@ -149,7 +150,7 @@ def _remove(store, name: str) -> None:
 
 
 @network.command("rm", short_help="Remove networks (refused while a container uses one).")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_networks)
 def rm(names):
     store = _store()
     for_each(names, lambda name: _remove(store, name))

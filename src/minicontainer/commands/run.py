@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from minicontainer.commands.completion import complete_images
+from minicontainer.commands.completion import complete_images, complete_networks
 from minicontainer.errors import UsageError, warn
 
 
@@ -71,6 +71,7 @@ CONTAINER_OPTIONS = [
     click.option("-P", "--publish-all", is_flag=True, help="Publish every port the image exposes, on free host ports."),
     click.option("--pid", metavar="host|container:NAME", help="Share the host's or a running container's PID namespace."),
     click.option("--network", "--net", "network", metavar="none|host|bridge|NAME|container:NAME",
+                 shell_complete=complete_networks,
                  help="none (default): only lo; host: the host's; bridge or a `network create` name: a veth on it; "
                  "container:NAME: that running container's."),
     click.option("--uts", metavar="host|container:NAME", help="Share the host's or a running container's hostname."),

@@ -10,6 +10,7 @@ import json
 import click
 
 from minicontainer.commands._each import ExitOneGroup, for_each
+from minicontainer.commands._format import format_option, print_listing
 
 
 def _store():
@@ -86,7 +87,7 @@ def _wanted(name: str, users: dict, filters: dict) -> bool:
 
 @volume.command("ls", short_help="List volumes.")
 @click.option("--quiet", "-q", is_flag=True, help="Only names.")
-@click.option("--format", "fmt", metavar="json", help="json: one JSON object per volume and line.")
+@format_option("{{.Name}} {{.UsedBy}}")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="dangling=true (no container uses it) or name=TEXT (repeatable).")
 def ls(quiet, fmt, filters):
@@ -95,32 +96,28 @@ def ls(quiet, fmt, filters):
     \b
     Example:
       minicontainer volume ls -q --filter dangling=true
+      minicontainer volume ls --format '{{.Name}} {{.Mountpoint}}'
     """
-    from minicontainer.errors import UsageError
     from minicontainer.units import ago
 
-    if fmt not in (None, "json"):
-        raise UsageError(f"unsupported --format {fmt!r}", "use --format json")
     wanted = _filters(filters)
     store = _store()
     users = store.users() if not quiet or wanted else {}
     names = [n for n in store.names() if _wanted(n, users, wanted)]
-    width = max([len("VOLUME NAME"), *map(len, names)]) + 2
-    if not quiet and fmt is None:
-        click.echo(f"{'DRIVER':<8}{'VOLUME NAME':<{width}}{'CREATED':<24}CONTAINERS")
-    for name in names:
-        if quiet:
+    if quiet:
+        for name in names:
             click.echo(name)
-            continue
-        entry = _entry(store, name, users)
-        if entry is None:
-            continue  # removed meanwhile
-        if fmt == "json":
-            click.echo(json.dumps(entry))
-        else:
-            info = store.get(name)
-            created = ago(info.created) if info is not None else ""
-            click.echo(f"{'local':<8}{name:<{width}}{created:<24}{', '.join(entry['UsedBy']) or '-'}")
+        return
+    entries = [e for e in (_entry(store, n, users) for n in names) if e is not None]  # (one removed meanwhile)
+
+    def fields(e: dict) -> dict:
+        info = store.get(e["Name"])
+        return {**e, "Mountpoint": str(e["Mountpoint"]), "UsedBy": ", ".join(e["UsedBy"]) or "-",
+                "Created": ago(info.created) if info is not None else ""}
+
+    print_listing(fmt, entries, fields=fields, as_json=lambda e: {**e, "Mountpoint": str(e["Mountpoint"])},
+                  columns=(("DRIVER", "Driver"), ("VOLUME NAME", "Name"), ("CREATED", "Created"),
+                           ("CONTAINERS", "UsedBy")))
 
 
 @volume.command("inspect", short_help="Show volumes as JSON.")
