@@ -33,6 +33,7 @@ from minicontainer.errors import CommandError, MiniError, SecurityError, Syscall
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
+    CLONE_NEWUSER,
     NAMESPACE_FLAGS,
     MNT_DETACH,
     MOUNT_ATTR_RDONLY,
@@ -75,8 +76,16 @@ class Interpreter:
         self._in_userns = False
         self._own_pidns: int | None = None
         self.ns_fds: dict[str, int] = {}  # exec: the container's namespaces, opened before joining
+        self.host_fds: dict[str, int] = {}  # --userns as root: host paths opened before the user namespace
         self._handlers = {
             S.UserNamespace: self._user_namespace,
+            S.BecomeSubreaper: self._become_subreaper,
+            S.OpenHostPaths: self._open_host_paths,
+            S.UnshareUser: self._unshare_user,
+            S.BecomeRoot: self._become_root,
+            S.WriteIdMaps: self._write_id_maps,
+            S.ForkInit: self._fork_init,
+            S.AdoptInit: self._adopt_init,
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
             S.LeaseAddress: self._lease_address,
@@ -222,6 +231,76 @@ class Interpreter:
             finally:
                 self.sc.close(fd)
 
+    def _become_subreaper(self, step: S.BecomeSubreaper) -> None:
+        self.sc.set_child_subreaper()
+
+    # -- --userns as root: the child makes the user namespace, the runtime maps it --
+    def _open_host_paths(self, step: S.OpenHostPaths) -> None:
+        for path in step.paths:
+            if path not in self.host_fds:
+                self.host_fds[path] = self.sc.open_path(path)
+
+    def _unshare_user(self, step: S.UnshareUser) -> None:
+        self.sc.unshare(CLONE_NEWUSER)
+        self.sc.write(self.chan.ctl_child, b"U")
+        if self.sc.read(self.chan.ctl_child, 1) != b"M":
+            self.chan.runtime_gone()  # the runtime failed (and says why) or died
+        self._in_userns = True
+
+    def _become_root(self, step: S.BecomeRoot) -> None:
+        self.sc.setgroups([])
+        self.sc.setresgid(0)
+        self.sc.setresuid(0)
+
+    def _write_id_maps(self, step: S.WriteIdMaps) -> None:
+        if self.sc.read(self.chan.ctl, 1) != b"U":
+            raise self._child_error()
+        proc = f"/proc/{self.child_pid}"
+        self.sc.write_file(f"{proc}/uid_map", "".join(r.line() + "\n" for r in step.mapping.uids))
+        self.sc.write_file(f"{proc}/gid_map", "".join(r.line() + "\n" for r in step.mapping.gids))
+        self.sc.write(self.chan.ctl, b"M")
+
+    def _fork_init(self, step: S.ForkInit) -> None:
+        self.sc.unshare(CLONE_NEWPID)
+        parent_r, parent_w = self.sc.pipe()  # EOF once the first child is gone
+        pid = self.sc.fork()
+        if pid != 0:  # the first child: tell the runtime who PID 1 is, and go
+            try:
+                self.sc.write(self.chan.ctl_child, str(pid).encode())
+            finally:
+                os._exit(0)
+        self.sc.close(parent_w)
+        self.chan.close_ctl()  # the first child's end: EOF for the runtime must mean that child is gone
+        self.sc.read(parent_r, 1)
+        self.sc.close(parent_r)
+        # The parent-death signal fires when the parent exits, so it is armed
+        # once the first child is gone and the runtime has adopted us.
+        self.parent_pid = 0  # getppid() is 0 from a new PID namespace
+        self.sc.set_pdeathsig(signal.SIGKILL)
+        if not self.chan.runtime_alive():
+            self.chan.runtime_gone()
+
+    def _adopt_init(self, step: S.AdoptInit) -> None:
+        data = b""
+        while True:  # until EOF: the first child writes the pid and exits
+            chunk = self.sc.read(self.chan.ctl, 32)
+            if not chunk:
+                break
+            data += chunk
+        first = self.child_pid
+        code = self.sc.waitpid(first)
+        if not data.isdigit() or code != 0:
+            raise self._child_error()
+        self.child_pid = int(data)
+        self.chan.close_ctl()
+
+    def _child_error(self) -> MiniError:
+        data = self.chan.read_errors(self.sc)
+        if data:
+            return self.chan.decode_error(data)
+        return MiniError("the container's first process exited while its user namespace was being set up",
+                         "run again with --explain to see the step")
+
     # -- the runtime, after the fork -------------------------------------------
     def _cgroup(self, step: S.CgroupStep) -> None:
         self.cgroup.execute(step.write, pid=self.child_pid)
@@ -258,6 +337,9 @@ class Interpreter:
         self.sc.mount(None, "/", None, MS_REC | MS_PRIVATE)
 
     def _mount_rootfs(self, step: S.MountRootfs) -> None:
+        if step.opened:
+            self._mount_rootfs_opened(step)
+            return
         if step.mode == "overlay":
             self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
             self.sc.mount("overlay", step.target, "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options)
@@ -266,6 +348,20 @@ class Interpreter:
             self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)
         self.root_fd = self.sc.open_dir(step.target)
 
+    def _mount_rootfs_opened(self, step: S.MountRootfs) -> None:
+        """The same mount from inside the user namespace: the layer directory
+        (the range's root owns it) is our working directory, reached through
+        its fd, and each lower layer is named by its fd."""
+        layer, *lowers = (self.host_fds[p] for p in step.host_paths)
+        self.sc.fchdir(layer)
+        if step.mode == "overlay":
+            options = step.overlay_options_with([self.sc.fd_path(fd) for fd in lowers])
+            self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY, options,
+                          shown=step.target)
+        else:
+            self.sc.mount(self.sc.fd_path(lowers[0]), "merged", None, MS_BIND | MS_REC, shown=step.target)
+        self.root_fd = self.sc.open_dir("merged")  # a lookup from the layer: it crosses into the new mount
+
     def _target(self, path: str, create: str) -> int:
         """An fd for a mountpoint inside the root, made if asked, never through a symlink."""
         if create == "file":  # its directories too (podman binds /run/.containerenv into images without /run)
@@ -273,7 +369,9 @@ class Interpreter:
         return self.sc.open_beneath(self.root_fd, path, directory=True, create_dirs=(create == "dir"))
 
     def _mount(self, step: S.Mount) -> None:
-        if step.host_source and step.flags & MS_BIND:
+        if step.host_source and step.flags & MS_BIND and step.source in self.host_fds:
+            self._mount_on(step, self.sc.fd_path(self.host_fds[step.source]))  # opened before the user namespace
+        elif step.host_source and step.flags & MS_BIND:
             # The source is a host path chosen by the user (-v); open it
             # first so what we bind is what was checked.
             src_fd = self.sc.open_path(step.source)
@@ -445,6 +543,9 @@ class Interpreter:
         if self.root_fd is not None:
             self.sc.close(self.root_fd)
             self.root_fd = None
+        for fd in self.host_fds.values():  # no fd of a host path stays open inside (CVE-2024-21626)
+            self.sc.close(fd)
+        self.host_fds = {}
 
     # -- inside the new root: system calls only -----------------------------------
     def _set_workdir(self, step: S.SetWorkdir) -> None:

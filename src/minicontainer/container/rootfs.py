@@ -134,18 +134,39 @@ def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
     overlayfs, a private copy of the image."""
     paths.ensure_private_dir(layer.parent)
     layer.mkdir(mode=0o700)
+    make_shifted(rootfs)
     os.mkdir(layer / "merged", 0o755)
+    made = ["merged"]
     if rootfs.mode == "overlay":
         os.symlink(rootfs.lower, layer / "lower")
         for i, below in enumerate(rootfs.lower_stack, 1):
             os.symlink(below, layer / f"lower-{i}")
         if not rootfs.writable:
             os.mkdir(layer / "empty", 0o755)
+            made.append("empty")
         else:
             os.mkdir(layer / "upper", 0o755)
             os.mkdir(layer / "work", 0o700)
+            made += ["upper", "work"]
     elif rootfs.writable and rootfs.lower != image_rootfs:  # equal: an OCI bundle's root, used in place
         _copy_fallback(image_rootfs, rootfs.lower)
+    if rootfs.remap is not None:
+        # The container's root (uid 300000, say) mounts the overlay from inside
+        # its user namespace: the directories it mounts from must be its own,
+        # and upper's owner is the owner of / inside.
+        uid, gid = rootfs.remap.uids[0].outside, rootfs.remap.gids[0].outside
+        for name in [".", *made]:
+            os.lchown(layer / name, uid, gid)
+
+
+def make_shifted(rootfs) -> None:
+    """--userns as root: the copies of the image in the container's range
+    that are not there yet (idshift.py; a cached one is made once)."""
+    if rootfs.shifts:
+        from minicontainer.container import idshift
+
+        for source, dest in rootfs.shifts:
+            idshift.ensure(source, dest, rootfs.remap)
 
 
 def _copy_fallback(source: str, copy: str) -> None:

@@ -33,6 +33,7 @@ class Recorder:
         self.submount_table = dict(submounts or {})
         self._fds: dict[int, str] = {}
         self._next_fd = 100
+        self.replies: dict[str, list[bytes]] = {}  # what read() of a named fd gives, in order (then EOF)
 
     def _rec(self, name: str, *args) -> None:
         self.calls.append((name, *args))
@@ -114,7 +115,12 @@ class Recorder:
     def read(self, fd, n):
         name = self._fds.get(fd, fd)
         self._rec("read", name)
+        if self.replies.get(name):
+            return self.replies[name].pop(0)
         return b"1" if name == "sync" else b""
+
+    def write_file(self, path, data):
+        self._rec("write_file", path, data)
 
     def write(self, fd, data):
         self._rec("write", self._fds.get(fd, fd), data)
@@ -208,6 +214,9 @@ class Recorder:
     def set_pdeathsig(self, sig):
         self._rec("set_pdeathsig", sig)
 
+    def set_child_subreaper(self):
+        self._rec("set_child_subreaper")
+
     def set_dumpable(self, flag):
         self._rec("set_dumpable", flag)
 
@@ -268,6 +277,8 @@ class FakeChannels:
 
     def __init__(self, sc: Recorder):
         self.sc = sc
+        sc.replies.setdefault("ctl-runtime", [b"U", b"4244"])
+        sc.replies.setdefault("ctl-child", [b"M"])
 
     def in_child(self, keep=()):
         self.sc.calls.append(("close_inherited_fds",))
@@ -276,6 +287,12 @@ class FakeChannels:
         pass
 
     def close_sync(self):
+        pass
+
+    # --userns as root: the child says "U" (unshared), the runtime "M" (mapped), the child PID 1's pid
+    ctl, ctl_child = "ctl-runtime", "ctl-child"
+
+    def close_ctl(self):
         pass
 
     def attach_stdio(self, root_fd, tty):

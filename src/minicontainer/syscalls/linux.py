@@ -397,6 +397,17 @@ class Linux:
     def write(self, fd: int, data: bytes) -> None:
         os.write(fd, data)
 
+    def write_file(self, path: str, data: str) -> None:
+        """One write(2) of ``data`` (a uid_map takes the whole map from a single write, user_namespaces(7))."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, data.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise _oserror("writing", e, path) from None
+
     def getppid(self) -> int:
         return os.getppid()
 
