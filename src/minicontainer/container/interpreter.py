@@ -262,19 +262,19 @@ class Interpreter:
 
     def _fork_init(self, step: S.ForkInit) -> None:
         self.sc.unshare(CLONE_NEWPID)
-        parent_r, parent_w = self.sc.pipe()  # EOF once the first child is gone
         pid = self.sc.fork()
         if pid != 0:  # the first child: tell the runtime who PID 1 is, and go
             try:
-                self.sc.write(self.chan.ctl_child, str(pid).encode())
+                self.sc.write(self.chan.ctl_child, f"{pid}\n".encode())
             finally:
                 os._exit(0)
-        self.sc.close(parent_w)
-        self.chan.close_ctl()  # the first child's end: EOF for the runtime must mean that child is gone
-        self.sc.read(parent_r, 1)
-        self.sc.close(parent_r)
-        # The parent-death signal fires when the parent exits, so it is armed
-        # once the first child is gone and the runtime has adopted us.
+        # PID 1. The parent-death signal fires when the parent exits, so it is
+        # armed once the runtime says it has reaped the first child: by then
+        # we are re-parented to it (an EOF of our pipe would come earlier,
+        # while that child's exit is still under way, exit(2)).
+        if self.sc.read(self.chan.ctl_child, 1) != b"A":
+            self.chan.runtime_gone()
+        self.chan.close_ctl()
         self.parent_pid = 0  # getppid() is 0 from a new PID namespace
         self.sc.set_pdeathsig(signal.SIGKILL)
         if not self.chan.runtime_alive():
@@ -282,16 +282,16 @@ class Interpreter:
 
     def _adopt_init(self, step: S.AdoptInit) -> None:
         data = b""
-        while True:  # until EOF: the first child writes the pid and exits
+        while not data.endswith(b"\n"):  # the first child writes PID 1's pid and exits
             chunk = self.sc.read(self.chan.ctl, 32)
             if not chunk:
                 break
             data += chunk
-        first = self.child_pid
-        code = self.sc.waitpid(first)
-        if not data.isdigit() or code != 0:
+        code = self.sc.waitpid(self.child_pid)
+        if not data.strip().isdigit() or code != 0:
             raise self._child_error()
         self.child_pid = int(data)
+        self.sc.write(self.chan.ctl, b"A")  # PID 1 is ours now: it may arm its parent-death signal
         self.chan.close_ctl()
 
     def _child_error(self) -> MiniError:

@@ -806,7 +806,7 @@ class ForkInit(Step):
     def why(self) -> str:
         return ("pid_namespaces(7): a proc(5) for a PID namespace can only be mounted by its owner, so it is made "
                 "inside the user namespace, and only the next child is born in it. PID 1 arms its parent-death "
-                "signal once its parent is the runtime (prctl(2) PR_SET_PDEATHSIG)")
+                "signal once the runtime says it is its parent (prctl(2) PR_SET_PDEATHSIG)")
 
     def shell(self) -> str:
         return "unshare --pid --fork ..."
@@ -817,7 +817,8 @@ class AdoptInit(Step):
     phase = PARENT
 
     def what(self) -> str:
-        return "receive PID 1's pid from the first child and reap that child: PID 1 is now the runtime's child"
+        return ("receive PID 1's pid from the first child and reap that child: PID 1 is now the runtime's child, "
+                "and is told so")
 
     def why(self) -> str:
         return "a child subreaper inherits the orphans of its descendants (prctl(2)), and waits for them like its own"

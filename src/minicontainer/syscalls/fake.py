@@ -277,8 +277,8 @@ class FakeChannels:
 
     def __init__(self, sc: Recorder):
         self.sc = sc
-        sc.replies.setdefault("ctl-runtime", [b"U", b"4244"])
-        sc.replies.setdefault("ctl-child", [b"M"])
+        sc.replies.setdefault("ctl-runtime", [b"U", b"4244\n"])
+        sc.replies.setdefault("ctl-child", [b"M", b"A"])
 
     def in_child(self, keep=()):
         self.sc.calls.append(("close_inherited_fds",))
