@@ -5,13 +5,17 @@ uid of the host (START here): its processes and the files it makes belong to
 START.. on the host. The range comes from /etc/subuid and /etc/subgid: the
 ``remap_range`` fixture adds one for a user of its own (named through the
 userns-remap setting, MINICONTAINER_USERNS_REMAP) and removes it afterwards.
+It runs each test twice: with the image's layers idmapped where this kernel
+allows it, and with the shifted copy (MINICONTAINER_IDMAP=off).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -30,17 +34,44 @@ def _edit(path: str, line: str, add: bool) -> None:
     Path(path).write_text(text + line if add else text.replace(line, "", 1))
 
 
-@pytest.fixture
-def remap_range(monkeypatch):
+def _idmap_expected(mc_home) -> bool:
+    """Does this host take the idmapped way (overlayfs storage, Linux 5.19)?"""
+    from minicontainer.container.rootfs import storage_mode
+    from minicontainer.container.userns import kernel_at_least
+
+    return kernel_at_least((5, 19)) and storage_mode(mc_home / "containers") == "overlay"
+
+
+@pytest.fixture(params=["idmap", "copy"])
+def remap_range(request, monkeypatch):
+    if request.param == "copy":
+        monkeypatch.setenv("MINICONTAINER_IDMAP", "off")
     line = f"{USER}:{START}:{COUNT}\n"
     for path in ("/etc/subuid", "/etc/subgid"):
         _edit(path, line, add=True)
     monkeypatch.setenv("MINICONTAINER_USERNS_REMAP", USER)
     try:
         yield START
+        # The tier's leak check is host-wide (other runs show up in it); this
+        # one is exact: no process of the range is left.
+        deadline = time.monotonic() + 5
+        while _processes_of_the_range() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_of_the_range() == [], "a process of the container's range was left running"
     finally:
         for path in ("/etc/subuid", "/etc/subgid"):
             _edit(path, line, add=False)
+
+
+def _processes_of_the_range() -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and START <= os.stat(f"/proc/{entry}").st_uid < START + COUNT:
+                out.append(int(entry))
+        except OSError:
+            pass  # gone meanwhile
+    return out
 
 
 def _status(pid: str) -> dict[str, list[str]]:
@@ -113,19 +144,32 @@ def test_root_inside_cannot_write_what_belongs_to_the_hosts_root(remap_range, tm
     assert (vol / "file").read_text() == "host\n" and not (vol / "new").exists()
 
 
-def test_the_image_is_shifted_once_and_nothing_is_left(remap_range, mc_home, tmp_path):
+def test_the_image_is_root_s_inside_and_nothing_is_left(remap_range, mc_home, tmp_path):
     out = mc("run", "--rm", "--userns", "mini", "/bin/sh", "-c", "stat -c '%u %g' / /bin/busybox /etc/passwd; id -un",
              check=0).stdout.split("\n")
     assert out[:3] == ["0 0"] * 3 and out[3] == "root"  # the image's files are root's inside
-    copies = list((mc_home / "userns" / f"{START}-{START}-{COUNT}").iterdir())
+    # --rm: no layer, no state (the mounts, cgroups and processes are checked by the tier's clean_host)
+    assert list((mc_home / "containers").iterdir()) == []
+    assert not (tmp_path / "run" / "containers").exists() or list((tmp_path / "run" / "containers").iterdir()) == []
+
+
+def test_idmapped_where_the_kernel_allows_else_a_copy_made_once(remap_range, mc_home, monkeypatch):
+    cache = mc_home / "userns" / f"{START}-{START}-{COUNT}"
+    shutil.rmtree(cache, ignore_errors=True)  # the test range's copies, made by the tests before
+    proc = mc("run", "--dry-run", "--userns", "mini", "true", check=0)
+    idmapped = "idmapped to the child's user namespace" in proc.stdout + proc.stderr
+    assert idmapped == (_idmap_expected(mc_home) and os.environ.get("MINICONTAINER_IDMAP") != "off")
+    if idmapped:
+        mc("run", "--rm", "--userns", "mini", "true", check=0)
+        assert not cache.exists() or list(cache.iterdir()) == []  # nothing copied
+        return
+    mc("run", "--rm", "--userns", "mini", "true", check=0)
+    copies = list(cache.iterdir())
     assert len(copies) == 1 and os.stat(copies[0]).st_uid == START
     assert os.stat(copies[0] / "bin" / "busybox").st_uid == START
     before = os.stat(copies[0]).st_ino
     mc("run", "--rm", "--userns", "mini", "true", check=0)
-    assert [os.stat(c).st_ino for c in (mc_home / "userns" / f"{START}-{START}-{COUNT}").iterdir()] == [before]
-    # --rm: no layer, no state (the mounts, cgroups and processes are checked by the tier's clean_host)
-    assert list((mc_home / "containers").iterdir()) == []
-    assert not (tmp_path / "run" / "containers").exists() or list((tmp_path / "run" / "containers").iterdir()) == []
+    assert [os.stat(c).st_ino for c in cache.iterdir()] == [before]
 
 
 def test_the_userns_remap_setting_remaps_every_container(remap_range):

@@ -317,6 +317,10 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["open_path"] * len(step.paths)
     if t == "BecomeRoot":
         return ["setgroups", "setresgid", "setresuid"]
+    if t == "SendIdmappedLayers":
+        return ["open_ns_path"] + ["open_tree", "mount_setattr"] * len(step.layers) + ["send_fds"]
+    if t == "ReceiveIdmappedLayers":
+        return ["recv_fds"]
     if t == "ForkInit":  # played as PID 1: the first child's side writes and exits
         return ["unshare", "fork", "read", "set_pdeathsig"]
     if t == "CgroupStep":
@@ -346,6 +350,8 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
     if t == "MakeMountsPrivate":
         return ["mount"]
     if t == "MountRootfs":
+        if step.idmapped:  # each layer attached where the overlay takes it
+            return ["fchdir"] + ["move_mount"] * (1 + len(step.lower_stack)) + ["mount", "open_dir"]
         if step.opened:
             return ["fchdir", "mount", "open_dir"]
         return (["chdir", "mount"] if step.mode == "overlay" else ["mount"]) + ["open_dir"]
@@ -479,7 +485,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
 
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
-                                  "read-only", "bridge", "device", "remap", "remap-bind"])
+                                  "read-only", "bridge", "device", "remap", "remap-bind", "remap-idmap"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
@@ -493,6 +499,7 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         "device": build_spec("mini", ["/bin/true"], devices=[loop]),
         "remap": build_spec("mini", ["/bin/true"], volumes=[f"{tmp_path}:/data"], devices=[loop]),
         "remap-bind": build_spec("mini", ["/bin/true"]),
+        "remap-idmap": build_spec("mini", ["/bin/true"], volumes=[f"{tmp_path}:/data"]),
         "read-only": build_spec("mini", ["/bin/true"], read_only=True, volumes=[f"{tmp_path}:/data:ro"],
                                 tmpfs=["/run:rw,noexec,nosuid,size=65536k"]),
     }[case]
@@ -500,7 +507,9 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         {"devices": [loop]} if case in ("device", "remap") else None
     rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else \
         P.RootfsLayout(lower="/c/1/copy", layer="/c/1", mode="bind") if case == "remap-bind" else \
-        P.RootfsLayout(lower="/shifted/top", layer="/c/1", lower_stack=("/shifted/below",)) if case == "remap" else ROOTFS
+        P.RootfsLayout(lower="/shifted/top", layer="/c/1", lower_stack=("/shifted/below",)) if case == "remap" else \
+        P.RootfsLayout(lower="/img/top", layer="/c/1", lower_stack=("/img/below",), idmapped=True) \
+        if case == "remap-idmap" else ROOTFS
     networks, network = _attachment(tmp_path) if case == "bridge" else (None, None)
     plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
                          rootfs=rootfs, network=network, remap=REMAP if case.startswith("remap") else None)
@@ -548,6 +557,13 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert paths[:3] == ("/c/1", "/c/1/lower", "/c/1/lower-1") and str(tmp_path) in paths and "/dev/null" in paths
         assert "echo '0 300000 65536' > /proc/$CHILD/uid_map" in printed
         assert any(w.action == "attach-device-filter" for w in cgroup.steps())
+    if case == "remap-idmap":
+        # no copy: the runtime idmaps the image's own layers and the child attaches them on lower, lower-1
+        send = next(s for s in plan.steps if isinstance(s, S.SendIdmappedLayers))
+        assert send.layers == ("/img/top", "/img/below")
+        assert next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths[0] == "/c/1"
+        assert "/c/1/lower" not in next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths
+        assert "lowerdir=lower:lower-1,upperdir=upper,workdir=work merged   # after move_mount" in printed
     if case == "remap-bind":
         assert next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths[:2] == ("/c/1", "/c/1/copy")
     if case == "bridge":

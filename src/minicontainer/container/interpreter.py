@@ -34,6 +34,7 @@ from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
     CLONE_NEWUSER,
+    MOUNT_ATTR_IDMAP,
     NAMESPACE_FLAGS,
     MNT_DETACH,
     MOUNT_ATTR_RDONLY,
@@ -77,6 +78,7 @@ class Interpreter:
         self._own_pidns: int | None = None
         self.ns_fds: dict[str, int] = {}  # exec: the container's namespaces, opened before joining
         self.host_fds: dict[str, int] = {}  # --userns as root: host paths opened before the user namespace
+        self.layer_mounts: list[int] = []  # ... and the image's idmapped layers, from the runtime
         self._handlers = {
             S.UserNamespace: self._user_namespace,
             S.BecomeSubreaper: self._become_subreaper,
@@ -85,6 +87,8 @@ class Interpreter:
             S.BecomeRoot: self._become_root,
             S.WriteIdMaps: self._write_id_maps,
             S.ForkInit: self._fork_init,
+            S.SendIdmappedLayers: self._send_idmapped_layers,
+            S.ReceiveIdmappedLayers: self._receive_idmapped_layers,
             S.AdoptInit: self._adopt_init,
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
@@ -260,6 +264,24 @@ class Interpreter:
         self.sc.write_file(f"{proc}/gid_map", "".join(r.line() + "\n" for r in step.mapping.gids))
         self.sc.write(self.chan.ctl, b"M")
 
+    def _send_idmapped_layers(self, step: S.SendIdmappedLayers) -> None:
+        userns_fd = self.sc.open_ns_path(f"/proc/{self.child_pid}/ns/user")
+        mounts: list[int] = []
+        try:
+            for layer in step.layers:
+                mounts.append(self.sc.open_tree(layer))
+                self.sc.mount_setattr(mounts[-1], MOUNT_ATTR_IDMAP, recursive=False, shown=layer, userns_fd=userns_fd)
+            self.sc.send_fds(self.chan.ctl, b"L", mounts)
+        finally:
+            for fd in [userns_fd, *mounts]:  # the child has its own now
+                self.sc.close(fd)
+
+    def _receive_idmapped_layers(self, step: S.ReceiveIdmappedLayers) -> None:
+        data, fds = self.sc.recv_fds(self.chan.ctl_child, step.count)
+        self.layer_mounts = fds
+        if data != b"L" or len(fds) != step.count:
+            self.chan.runtime_gone()  # the runtime failed (and says why) or died
+
     def _fork_init(self, step: S.ForkInit) -> None:
         self.sc.unshare(CLONE_NEWPID)
         pid = self.sc.fork()
@@ -354,7 +376,14 @@ class Interpreter:
         its fd, and each lower layer is named by its fd."""
         layer, *lowers = (self.host_fds[p] for p in step.host_paths)
         self.sc.fchdir(layer)
-        if step.mode == "overlay":
+        if step.idmapped:
+            for name, fd in zip(step.lower_names, self.layer_mounts):
+                self.sc.move_mount(fd, name, shown=f"{step.layer}/{name}")
+                self.sc.close(fd)
+            self.layer_mounts = []
+            self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options,
+                          shown=step.target)
+        elif step.mode == "overlay":
             options = step.overlay_options_with([self.sc.fd_path(fd) for fd in lowers])
             self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY, options,
                           shown=step.target)

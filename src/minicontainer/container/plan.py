@@ -76,6 +76,7 @@ class RootfsLayout:
     # --userns as root (idshift.py): (image directory, its copy in the range), made before the run
     shifts: tuple[tuple[str, str], ...] = ()
     remap: object = None  # the userns.IdMapping of that range: the layer directories belong to its root
+    idmapped: bool = False  # --userns as root: the layers are idmapped mounts instead of shifted copies
 
     @property
     def target(self) -> str:
@@ -162,6 +163,8 @@ def build_plan(
     plan.add(ReleaseChild())
     if remap is not None:
         plan.add(S.WriteIdMaps(mapping=remap))
+        if rootfs.idmapped:
+            plan.add(S.SendIdmappedLayers(layers=(rootfs.lower, *rootfs.lower_stack)))
         plan.add(S.AdoptInit())
     plan.add(AwaitExec())
     # The child: namespaces, its root and its mounts, before pivot_root.
@@ -169,6 +172,8 @@ def build_plan(
     if remap is not None:
         plan.add(S.UnshareUser())
         plan.add(Unshare(namespaces=("mnt",)))
+        if rootfs.idmapped:
+            plan.add(S.ReceiveIdmappedLayers(count=1 + len(rootfs.lower_stack)))
         opening = plan.add(S.OpenHostPaths())  # its paths are filled in at the end, from the mounts
         plan.add(S.BecomeRoot(uid=remap.uids[0].outside, gid=remap.gids[0].outside))
         plan.add(S.ForkInit())
@@ -194,6 +199,7 @@ def build_plan(
             writable=rootfs.writable,
             lower_stack=rootfs.lower_stack,
             opened=remap is not None,
+            idmapped=rootfs.idmapped,
         )
     )
     if rootfs.mode == "bind" and not rootfs.writable:

@@ -137,10 +137,16 @@ def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
     make_shifted(rootfs)
     os.mkdir(layer / "merged", 0o755)
     made = ["merged"]
-    if rootfs.mode == "overlay":
+    if rootfs.mode == "overlay" and rootfs.idmapped:
+        # --userns as root: the runtime's idmapped mounts of the layers are attached here
+        for name in ["lower"] + [f"lower-{i}" for i in range(1, len(rootfs.lower_stack) + 1)]:
+            os.mkdir(layer / name, 0o755)
+            made.append(name)
+    if rootfs.mode == "overlay" and not rootfs.idmapped:
         os.symlink(rootfs.lower, layer / "lower")
         for i, below in enumerate(rootfs.lower_stack, 1):
             os.symlink(below, layer / f"lower-{i}")
+    if rootfs.mode == "overlay":
         if not rootfs.writable:
             os.mkdir(layer / "empty", 0o755)
             made.append("empty")

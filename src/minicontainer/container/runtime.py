@@ -297,14 +297,20 @@ class Runner:
         # a layered image's /tmp and /dev may be in any layer: give it a layer for mountpoints
         writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
         writable = writable or image.in_place  # mountpoints are made in the bundle's root, then it is made read-only
-        lower, lower_stack, shifts = image.rootfs, image.lower_stack, ()
+        lower, lower_stack, shifts, idmapped = image.rootfs, image.lower_stack, (), False
         if remap is not None:
-            lower, lower_stack, shifts = _shifted_image(image, remap, layer)
+            from minicontainer.container import idshift
+
+            # the image's owners moved into the range: idmapped, or else a copy (idshift.py)
+            idmapped = mode == "overlay" and image.exists and idshift.idmap_works(image.rootfs, remap)
+            if not idmapped:
+                lower, lower_stack, shifts = _shifted_image(image, remap, layer)
         image_top = lower
         if mode == "bind" and writable and not image.in_place:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
         rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
-                                lower_stack=lower_stack, image_top=image_top, shifts=shifts, remap=remap)
+                                lower_stack=lower_stack, image_top=image_top, shifts=shifts, remap=remap,
+                                idmapped=idmapped)
         cgroup_steps = self._cgroup_steps(cid)
         network = self._network(cid, name, dry_run)
         from minicontainer.security import security_steps

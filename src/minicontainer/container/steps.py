@@ -368,6 +368,9 @@ class MountRootfs(Step):
     # fds opened before the user namespace (OpenHostPaths), from which root
     # inside could not search the store's directories.
     opened: bool = False
+    # ... and the image's layers are idmapped mounts (ReceiveIdmappedLayers),
+    # attached on lower, lower-1 ... (directories then, not links)
+    idmapped: bool = False
 
     @property
     def lower_names(self) -> list[str]:
@@ -378,6 +381,8 @@ class MountRootfs(Step):
         """What OpenHostPaths opens for this step: the layer directory, then each lower layer."""
         if self.mode != "overlay":
             return [self.layer, self.lower]
+        if self.idmapped:
+            return [self.layer]
         return [self.layer] + [f"{self.layer}/{name}" for name in self.lower_names]
 
     def overlay_options_with(self, lowers: list[str]) -> str:
@@ -398,7 +403,8 @@ class MountRootfs(Step):
         if self.mode == "overlay":
             kind = "a read-only overlay" if not self.writable else "an overlay"
             layers = f" ({len(self.lower_stack) + 1} layers)" if self.lower_stack else ""
-            return f"mount the root filesystem: {kind} of the image{layers} on {self.target}"
+            idmapped = ", its layers attached idmapped" if self.idmapped else ""
+            return f"mount the root filesystem: {kind} of the image{layers} on {self.target}{idmapped}"
         return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
 
     def why(self) -> str:
@@ -413,6 +419,8 @@ class MountRootfs(Step):
 
     def shell(self) -> str:
         via = "   # lower, the image, through the fd opened before the user namespace" if self.opened else ""
+        if self.idmapped:
+            via = "   # after move_mount of each idmapped layer onto lower, lower-1 ..."
         if self.mode == "overlay":
             return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged{via}"
         return f"mount --rbind {self.lower} {self.target}{via}"
@@ -795,6 +803,39 @@ class WriteIdMaps(Step):
     def shell(self) -> str:
         u, g = self.mapping.uids[0], self.mapping.gids[0]
         return f"echo '{u.line()}' > /proc/$CHILD/uid_map; echo '{g.line()}' > /proc/$CHILD/gid_map"
+
+
+@dataclass(frozen=True)
+class SendIdmappedLayers(Step):
+    """The image without a copy (idshift.py): each layer as a detached bind
+    mount that shows its files' owners through the child's user namespace."""
+
+    phase = PARENT
+    layers: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        return (f"mount the image's {len(self.layers)} layer(s) idmapped to the child's user namespace, and pass "
+                "them to the child")
+
+    def why(self) -> str:
+        return ("mount_setattr(2) MOUNT_ATTR_IDMAP: on disk the image's files belong to the host's uids 0-65535; "
+                "through these mounts they belong to the range (uid 0 reads as root inside), without a copy. "
+                "Only the runtime may make them (CAP_SYS_ADMIN over the image's filesystem): detached mounts "
+                "(open_tree(2) OPEN_TREE_CLONE) sent over the socket (SCM_RIGHTS, unix(7))")
+
+    def shell(self) -> str:
+        return "mount --bind -o X-mount.idmap=/proc/$CHILD/ns/user LAYER $LAYER_DIR/lower   # for each layer"
+
+
+@dataclass(frozen=True)
+class ReceiveIdmappedLayers(Step):
+    count: int = 1
+
+    def what(self) -> str:
+        return f"receive the {self.count} idmapped layer(s) from the runtime"
+
+    def why(self) -> str:
+        return "they are attached (move_mount(2)) in the layer directory when the root filesystem is mounted"
 
 
 @dataclass(frozen=True)

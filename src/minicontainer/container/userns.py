@@ -411,6 +411,11 @@ def diagnose(err: int, *, euid: int | None = None, proc: str = "/proc") -> MiniE
 
 def overlay_allowed(release: str | None = None) -> bool:
     """overlayfs may be mounted inside a user namespace from Linux 5.11."""
+    return kernel_at_least((5, 11), release)
+
+
+def kernel_at_least(version: tuple[int, int], release: str | None = None) -> bool:
+    """Is the running kernel (or ``release``, as uname -r says it) ``version`` or later?"""
     release = os.uname().release if release is None else release
     nums = []
     for part in release.split(".")[:2]:
@@ -418,7 +423,7 @@ def overlay_allowed(release: str | None = None) -> bool:
         nums.append(int(digits) if digits else 0)
     while len(nums) < 2:
         nums.append(0)
-    return tuple(nums) >= (5, 11)
+    return tuple(nums) >= version
 
 
 # --- doing it ---------------------------------------------------------------------

@@ -82,8 +82,22 @@ class Recorder:
     def mount_flags_of(self, path):
         return 0
 
-    def mount_setattr(self, fd, attr_set, attr_clr=0, *, recursive=True, shown=None):
+    def mount_setattr(self, fd, attr_set, attr_clr=0, *, recursive=True, shown=None, userns_fd=0):
         self._rec("mount_setattr", shown or self._fds.get(fd, fd), attr_set, attr_clr, recursive)
+
+    def open_tree(self, path):
+        self._rec("open_tree", path)
+        return self._fd(f"tree:{path}")
+
+    def move_mount(self, fd, target, *, shown=None):
+        self._rec("move_mount", self._fds.get(fd, fd), shown or target)
+
+    def send_fds(self, sock_fd, data, fds):
+        self._rec("send_fds", self._fds.get(sock_fd, sock_fd), data, len(fds))
+
+    def recv_fds(self, sock_fd, count):
+        self._rec("recv_fds", self._fds.get(sock_fd, sock_fd))
+        return b"L", [self._fd(f"received:{i}") for i in range(count)]
 
     def submounts(self, fd):
         return list(self.submount_table.get(self._fds.get(fd, fd), []))
