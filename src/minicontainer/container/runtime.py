@@ -279,9 +279,10 @@ class Runner:
 
             if "pid" not in spec.namespaces:
                 raise UsageError(
-                    "--pid host cannot be combined with a user namespace (rootless mode)",
-                    "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); "
-                    "run as root, or drop --pid host",
+                    "--pid host cannot be combined with a user namespace (" +
+                    ("--userns" if self.remapped else "rootless mode") + ")",
+                    "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); " +
+                    ("drop --userns or --pid host" if self.remapped else "run as root, or drop --pid host"),
                 )
             if self.remapped:
                 remap = userns.remap_mapping(spec.userns_remap or None)
