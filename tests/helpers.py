@@ -245,3 +245,33 @@ def mc_on_a_pty(*args, stdin_too: bool = True):
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+@contextmanager
+def subordinate_range(user: str, start: int, count: int = 65536):
+    """``user:start:count`` in /etc/subuid and /etc/subgid while the block runs.
+
+    Where /etc is read-only (the cgroup2 VM sees the host's / read-only), a
+    copy with the line is bind-mounted over each file instead, and unmounted
+    afterwards (the guest's own mount table)."""
+    line = f"{user}:{start}:{count}\n"
+    done: list[tuple[str, str]] = []  # (path, "edit" | "bind")
+    try:
+        for path in ("/etc/subuid", "/etc/subgid"):
+            text = Path(path).read_text() if os.path.exists(path) else ""
+            try:
+                Path(path).write_text(text + line)
+                done.append((path, "edit"))
+            except OSError:
+                copy = Path(f"/tmp/mc-{user}-{os.path.basename(path)}")
+                copy.write_text(text + line)
+                subprocess.run(["mount", "--bind", str(copy), path], check=True)
+                done.append((path, "bind"))
+        yield
+    finally:
+        for path, how in done:
+            if how == "bind":
+                subprocess.run(["umount", path], check=True)
+                Path(f"/tmp/mc-{user}-{os.path.basename(path)}").unlink()
+            else:
+                Path(path).write_text(Path(path).read_text().replace(line, "", 1))

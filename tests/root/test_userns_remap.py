@@ -20,18 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mc
+from helpers import mc, subordinate_range
 
 pytestmark = pytest.mark.root
 
 USER = "mc-remap-test"
 START = 1_700_000_000  # far from any range an administrator hands out
 COUNT = 65536
-
-
-def _edit(path: str, line: str, add: bool) -> None:
-    text = Path(path).read_text() if os.path.exists(path) else ""
-    Path(path).write_text(text + line if add else text.replace(line, "", 1))
 
 
 def _idmap_expected(mc_home) -> bool:
@@ -46,11 +41,8 @@ def _idmap_expected(mc_home) -> bool:
 def remap_range(request, monkeypatch):
     if request.param == "copy":
         monkeypatch.setenv("MINICONTAINER_IDMAP", "off")
-    line = f"{USER}:{START}:{COUNT}\n"
-    for path in ("/etc/subuid", "/etc/subgid"):
-        _edit(path, line, add=True)
     monkeypatch.setenv("MINICONTAINER_USERNS_REMAP", USER)
-    try:
+    with subordinate_range(USER, START, COUNT):
         yield START
         # The tier's leak check is host-wide (other runs show up in it); this
         # one is exact: no process of the range is left.
@@ -58,9 +50,6 @@ def remap_range(request, monkeypatch):
         while _processes_of_the_range() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _processes_of_the_range() == [], "a process of the container's range was left running"
-    finally:
-        for path in ("/etc/subuid", "/etc/subgid"):
-            _edit(path, line, add=False)
 
 
 def _processes_of_the_range() -> list[int]:
@@ -175,6 +164,17 @@ def test_idmapped_where_the_kernel_allows_else_a_copy_made_once(remap_range, mc_
 def test_the_userns_remap_setting_remaps_every_container(remap_range):
     out = mc("run", "--rm", "mini", "cat", "/proc/self/uid_map", check=0).stdout  # no --userns
     assert out.split() == ["0", str(START), str(COUNT)]
+
+
+def test_start_maps_the_container_to_the_same_range_again(remap_range, monkeypatch):
+    script = "cat /proc/self/uid_map; echo x >> /root/runs; wc -l < /root/runs"
+    first = mc("run", "--name", "again", "--userns", "mini", "/bin/sh", "-c", script, check=0).stdout.split()
+    try:
+        monkeypatch.delenv("MINICONTAINER_USERNS_REMAP")  # the container remembers its range, not the setting
+        second = mc("start", "-a", "again", check=0).stdout.split()
+        assert first == ["0", str(START), str(COUNT), "1"] and second == ["0", str(START), str(COUNT), "2"]
+    finally:
+        mc("rm", "again", check=0)
 
 
 def test_the_device_allow_list_applies(remap_range):
