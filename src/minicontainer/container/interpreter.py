@@ -291,9 +291,10 @@ class Interpreter:
             finally:
                 os._exit(0)
         # PID 1. The parent-death signal fires when the parent exits, so it is
-        # armed once the runtime says it has reaped the first child: by then
-        # we are re-parented to it (an EOF of our pipe would come earlier,
-        # while that child's exit is still under way, exit(2)).
+        # armed only once the runtime says it has reaped the first child: by
+        # then we are re-parented to it. (Waiting for that child's end of a
+        # pipe to close would be too early: an exiting process closes its fds
+        # before it hands its children on, and the signal would kill us.)
         if self.sc.read(self.chan.ctl_child, 1) != b"A":
             self.chan.runtime_gone()
         self.chan.close_ctl()

@@ -20,6 +20,11 @@ Rootless mode adds one step in front: the runtime moves itself into a new
 user namespace (userns.py explains why the runtime, and not the child), so
 the PID namespace and everything the child creates belong to it. From there
 on the path is the same; only the PID namespace cannot be left again.
+
+Root's ``--userns`` (a subordinate range) keeps the runtime outside, as the
+host's root: the child makes the user namespace, the runtime writes its maps
+over a socket pair of the Channels, and PID 1 is the child's own child,
+adopted by the runtime (steps.py draws the exchange).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Rootless mode: a user namespace in which the caller is root.
+"""Rootless mode: a user namespace in which the caller is root (and, at the
+end, the subordinate range root's ``--userns`` containers get: remap_mapping).
 
 user_namespaces(7): any user may create a user namespace and is then root
 inside it, with every capability, but capabilities that count only for what
