@@ -240,8 +240,10 @@ class Runner:
 
         self.unprivileged = host_uid() != 0
         self._userns_asked = userns
+        # (the setting applies to new containers: one made without a range keeps
+        # its layer's owners, and `start` runs it as it was made)
         self.remapped = not self.unprivileged and image is None and bool(
-            userns or spec.userns_remap or remap_setting())
+            userns or spec.userns_remap or (remap_setting() and existing is None))
         self.userns = userns or self.unprivileged or self.remapped
         self.explain = explain
         self.out = out if out is not None else sys.stderr
@@ -302,8 +304,13 @@ class Runner:
         if remap is not None:
             from minicontainer.container import idshift
 
-            # the image's owners moved into the range: idmapped, or else a copy (idshift.py)
-            idmapped = mode == "overlay" and image.exists and idshift.idmap_works(image.rootfs, remap)
+            # the image's owners moved into the range: idmapped, or else a copy (idshift.py);
+            # `start` of a container keeps the way its layer was made with
+            made = layer / "lower"
+            if self.existing is not None and (made.is_symlink() or made.is_dir()):
+                idmapped = mode == "overlay" and not made.is_symlink()
+            else:
+                idmapped = mode == "overlay" and image.exists and idshift.idmap_works(image.rootfs, remap)
             if not idmapped:
                 lower, lower_stack, shifts = _shifted_image(image, remap, layer)
         image_top = lower
