@@ -177,6 +177,22 @@ def test_start_maps_the_container_to_the_same_range_again(remap_range, monkeypat
         mc("rm", "again", check=0)
 
 
+def test_diff_lists_the_changes_and_cp_into_it_is_a_clear_refusal(remap_range, tmp_path):
+    mc("run", "--name", "changed", "--userns", "mini", "/bin/sh", "-c", "echo x > /root/new; rm /etc/hostname",
+       check=0)
+    try:
+        assert {"A /root/new", "D /etc/hostname"} <= set(mc("diff", "changed", check=0).stdout.splitlines())
+        out = tmp_path / "out"
+        mc("cp", "changed:/root/new", str(out), check=0)
+        assert out.read_text() == "x\n"
+        src = tmp_path / "in"
+        src.write_text("y\n")
+        proc = mc("cp", str(src), "changed:/root/in")
+        assert proc.returncode == 125 and "not supported yet" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    finally:
+        mc("rm", "changed", check=0)
+
+
 def test_the_device_allow_list_applies(remap_range):
     proc = mc("run", "--dry-run", "--userns", "mini", "true", check=0)
     plan = proc.stdout + proc.stderr

@@ -563,7 +563,7 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert send.layers == ("/img/top", "/img/below")
         assert next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths[0] == "/c/1"
         assert "/c/1/lower" not in next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths
-        assert "lowerdir=lower:lower-1,upperdir=upper,workdir=work merged   # after move_mount" in printed
+        assert "lowerdir=idmapped/0:idmapped/1,upperdir=upper,workdir=work merged   # after move_mount" in printed
     if case == "remap-bind":
         assert next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths[:2] == ("/c/1", "/c/1/copy")
     if case == "bridge":

@@ -378,12 +378,12 @@ class Interpreter:
         layer, *lowers = (self.host_fds[p] for p in step.host_paths)
         self.sc.fchdir(layer)
         if step.idmapped:
-            for name, fd in zip(step.lower_names, self.layer_mounts):
+            for name, fd in zip(step.idmapped_names, self.layer_mounts):
                 self.sc.move_mount(fd, name, shown=f"{step.layer}/{name}")
                 self.sc.close(fd)
             self.layer_mounts = []
-            self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options,
-                          shown=step.target)
+            self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY,
+                          step.overlay_options_with(step.idmapped_names), shown=step.target)
         elif step.mode == "overlay":
             options = step.overlay_options_with([self.sc.fd_path(fd) for fd in lowers])
             self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY, options,

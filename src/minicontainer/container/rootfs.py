@@ -7,7 +7,8 @@
 - the container's directory under ``$MINICONTAINER_HOME/containers/<id>``:
   ``lower`` (a link to the image; for a layered image to its top layer, and
   ``lower-1``, ``lower-2`` ... to the ones below), ``upper/``, ``work/`` and ``merged/``
-  (where the root is mounted), made by :func:`prepare_layer` and removed by
+  (where the root is mounted; with root's --userns on idmapped layers, also
+  ``idmapped/0``, ``idmapped/1`` ... where those layers are attached), made by :func:`prepare_layer` and removed by
   :func:`remove_layer_dir`.
 """
 
@@ -137,16 +138,17 @@ def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
     make_shifted(rootfs)
     os.mkdir(layer / "merged", 0o755)
     made = ["merged"]
-    if rootfs.mode == "overlay" and rootfs.idmapped:
-        # --userns as root: the runtime's idmapped mounts of the layers are attached here
-        for name in ["lower"] + [f"lower-{i}" for i in range(1, len(rootfs.lower_stack) + 1)]:
-            os.mkdir(layer / name, 0o755)
-            made.append(name)
-    if rootfs.mode == "overlay" and not rootfs.idmapped:
+    if rootfs.mode == "overlay":
         os.symlink(rootfs.lower, layer / "lower")
         for i, below in enumerate(rootfs.lower_stack, 1):
             os.symlink(below, layer / f"lower-{i}")
-    if rootfs.mode == "overlay":
+        if rootfs.idmapped:
+            # --userns as root: the runtime's idmapped mounts of the layers are attached on these
+            os.mkdir(layer / "idmapped", 0o755)
+            made.append("idmapped")
+            for i in range(1 + len(rootfs.lower_stack)):
+                os.mkdir(layer / "idmapped" / str(i), 0o755)
+                made.append(f"idmapped/{i}")
         if not rootfs.writable:
             os.mkdir(layer / "empty", 0o755)
             made.append("empty")

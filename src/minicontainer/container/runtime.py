@@ -306,9 +306,8 @@ class Runner:
 
             # the image's owners moved into the range: idmapped, or else a copy (idshift.py);
             # `start` of a container keeps the way its layer was made with
-            made = layer / "lower"
-            if self.existing is not None and (made.is_symlink() or made.is_dir()):
-                idmapped = mode == "overlay" and not made.is_symlink()
+            if self.existing is not None:
+                idmapped = (layer / "idmapped").is_dir()
             else:
                 idmapped = mode == "overlay" and image.exists and idshift.idmap_works(image.rootfs, remap)
             if not idmapped:

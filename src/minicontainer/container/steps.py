@@ -369,12 +369,17 @@ class MountRootfs(Step):
     # inside could not search the store's directories.
     opened: bool = False
     # ... and the image's layers are idmapped mounts (ReceiveIdmappedLayers),
-    # attached on lower, lower-1 ... (directories then, not links)
+    # attached on idmapped/0, idmapped/1 ... of the layer directory
     idmapped: bool = False
 
     @property
     def lower_names(self) -> list[str]:
         return ["lower"] + [f"lower-{i}" for i in range(1, len(self.lower_stack) + 1)]
+
+    @property
+    def idmapped_names(self) -> list[str]:
+        """Where each idmapped layer is attached, top first, in the layer directory."""
+        return [f"idmapped/{i}" for i in range(1 + len(self.lower_stack))]
 
     @property
     def host_paths(self) -> list[str]:
@@ -419,8 +424,9 @@ class MountRootfs(Step):
 
     def shell(self) -> str:
         via = "   # lower, the image, through the fd opened before the user namespace" if self.opened else ""
-        if self.idmapped:
-            via = "   # after move_mount of each idmapped layer onto lower, lower-1 ..."
+        if self.mode == "overlay" and self.idmapped:
+            options = self.overlay_options_with(self.idmapped_names)
+            return f"cd {self.layer} && mount -t overlay overlay -o {options} merged   # after move_mount of each layer"
         if self.mode == "overlay":
             return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged{via}"
         return f"mount --rbind {self.lower} {self.target}{via}"
@@ -824,7 +830,7 @@ class SendIdmappedLayers(Step):
                 "(open_tree(2) OPEN_TREE_CLONE) sent over the socket (SCM_RIGHTS, unix(7))")
 
     def shell(self) -> str:
-        return "mount --bind -o X-mount.idmap=/proc/$CHILD/ns/user LAYER $LAYER_DIR/lower   # for each layer"
+        return "mount --bind -o X-mount.idmap=/proc/$CHILD/ns/user LAYER $LAYER_DIR/idmapped/N   # for each layer"
 
 
 @dataclass(frozen=True)
