@@ -193,6 +193,21 @@ def test_diff_lists_the_changes_and_cp_into_it_is_a_clear_refusal(remap_range, t
         mc("rm", "changed", check=0)
 
 
+def test_export_gives_the_owners_the_container_sees(remap_range, tmp_path):
+    import tarfile
+
+    mc("run", "--name", "exp", "--userns", "mini", "/bin/sh", "-c",
+       "mkdir -p /home/u && touch /home/u/f && chown -R 1000:1000 /home/u && touch /root/made", check=0)
+    try:
+        mc("export", "exp", str(tmp_path / "exp.tar"), check=0)
+        with tarfile.open(tmp_path / "exp.tar") as tar:
+            owners = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
+        assert owners["home/u/f"] == (1000, 1000) and owners["root/made"] == (0, 0)  # from the upper layer
+        assert owners["bin/busybox"] == (0, 0)  # from the image
+    finally:
+        mc("rm", "exp", check=0)
+
+
 def test_the_device_allow_list_applies(remap_range):
     proc = mc("run", "--dry-run", "--userns", "mini", "true", check=0)
     plan = proc.stdout + proc.stderr
