@@ -282,6 +282,8 @@ def in_netns(netns: str, *argv, timeout=60, check=None, **kw) -> subprocess.Comp
 def mc_in_netns(netns: str, *args, **kw) -> subprocess.CompletedProcess:
     """``minicontainer ARGS`` run inside the network namespace ``netns``."""
     return in_netns(netns, PY, "-m", "minicontainer", *args, **kw)
+
+
 def run_demo(name: str, out_dir, timeout: float = 240) -> str:
     """``minicontainer demo NAME --out OUT_DIR`` as a user would run it, not
     interactively; asserts that every step showed what it claims and that its
@@ -293,3 +295,33 @@ def run_demo(name: str, out_dir, timeout: float = 240) -> str:
     scratch = next(line.split()[0][2:] for line in proc.stdout.splitlines() if line.startswith("T="))
     assert not os.path.exists(scratch), f"the demo's scratch directory {scratch} was left"
     return proc.stdout
+
+
+@contextmanager
+def subordinate_range(user: str, start: int, count: int = 65536):
+    """``user:start:count`` in /etc/subuid and /etc/subgid while the block runs.
+
+    Where /etc is read-only (the cgroup2 VM sees the host's / read-only), a
+    copy with the line is bind-mounted over each file instead, and unmounted
+    afterwards (the guest's own mount table)."""
+    line = f"{user}:{start}:{count}\n"
+    done: list[tuple[str, str]] = []  # (path, "edit" | "bind")
+    try:
+        for path in ("/etc/subuid", "/etc/subgid"):
+            text = Path(path).read_text() if os.path.exists(path) else ""
+            try:
+                Path(path).write_text(text + line)
+                done.append((path, "edit"))
+            except OSError:
+                copy = Path(f"/tmp/mc-{user}-{os.path.basename(path)}")
+                copy.write_text(text + line)
+                subprocess.run(["mount", "--bind", str(copy), path], check=True)
+                done.append((path, "bind"))
+        yield
+    finally:
+        for path, how in done:
+            if how == "bind":
+                subprocess.run(["umount", path], check=True)
+                Path(f"/tmp/mc-{user}-{os.path.basename(path)}").unlink()
+            else:
+                Path(path).write_text(Path(path).read_text().replace(line, "", 1))

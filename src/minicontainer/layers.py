@@ -636,7 +636,7 @@ class _ExactReader:
         return bytes(buf)
 
 
-def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20) -> ExportStats:
+def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20, ids=None) -> ExportStats:
     """Write the merged tree to ``out`` as a tar stream (PAX format, tar(5)).
 
     Kept: types, permission bits with setuid/setgid/sticky, numeric owners
@@ -646,8 +646,11 @@ def write_tar(layers: Layers, out: BinaryIO, *, bufsize: int = 1 << 20) -> Expor
     device nodes and FIFOs, file capabilities (the only xattr kept; the
     overlay's own trusted.overlay.* never leave). Names have no leading "/"
     or "./" and the root itself is not a member (like docker export).
+    ``ids`` (uid base, gid base, count): a container of root's --userns,
+    whose own files belong to its range on the host; they are written with
+    the ids the container sees (base+1000 as 1000), as docker export does.
     """
-    with _TarOut(out, bufsize) as tar:
+    with _TarOut(out, bufsize, ids) as tar:
         for entry in walk_merged(layers):
             tar.add(entry)
     return tar.stats()
@@ -711,7 +714,8 @@ class _TarOut:
     """The tar writer of export and layer tars: one entry at a time, hard
     links between entries of the walk kept, file capabilities as pax records."""
 
-    def __init__(self, out: BinaryIO, bufsize: int):
+    def __init__(self, out: BinaryIO, bufsize: int, ids=None):
+        self._ids = ids  # (uid base, gid base, count): owners moved back out of a --userns range
         # Stream mode: no seeking, so "-" (a pipe) works; big buffers to keep
         # the number of write(2) calls low.
         self._tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=bufsize,
@@ -740,6 +744,10 @@ class _TarOut:
         if info is None:
             self.skipped += 1
             return
+        if self._ids is not None:
+            ubase, gbase, count = self._ids
+            info.uid -= ubase if ubase <= info.uid < ubase + count else 0
+            info.gid -= gbase if gbase <= info.gid < gbase + count else 0
         st = entry.st
         if info.type != tarfile.REGTYPE:
             self._tar.addfile(info)

@@ -320,17 +320,7 @@ def test_files_of_subordinate_ids_are_removed_from_inside(user, subids):
         user.mc("rm", "subfiles")
 
 
-# --- root may ask for a user namespace too -----------------------------------------------------------
-
-
-def test_root_with_userns(mc_home):
-    out = mc("run", "--rm", "--userns", "mini", "/bin/sh", "-c",
-             "cat /proc/self/uid_map; grep CapEff /proc/self/status; mknod /tmp/n c 1 3 && echo made; true", check=0).stdout
-    lines = out.split("\n")
-    assert lines[0].split()[:2] == ["0", "0"]  # the caller, root, is root inside
-    assert "00000000a80425fb" in lines[1]
-    assert "made" not in out  # even root's container cannot make devices from a user namespace
-
+# (root's --userns, a subordinate range of its own: tests/root/test_userns_remap.py)
 
 
 def test_pid_host_is_refused_rootless(user):

@@ -29,7 +29,7 @@ V2_MOUNTINFO = """\
 
 
 def fake_tree(root, *, mountinfo=HYBRID_MOUNTINFO, namespaces=tuple(D.NAMESPACES), filesystems="nodev\toverlay\n",
-              knobs=None, subuid="alice:100000:65536\n", seccomp=True):
+              knobs=None, subuid="alice:100000:65536\nminicontainer:300000:65536\n", seccomp=True):
     (root / "proc/self/ns").mkdir(parents=True)
     for ns in namespaces:
         (root / "proc/self/ns" / ns).write_text("")
@@ -70,7 +70,7 @@ def test_a_complete_hybrid_host_runs_and_lists_every_feature(tmp_path):
     assert line == "features on this host: run, limits, rootless, rootless uid ranges, overlay, --init, networks"
     # every check the issue names is there
     for name in ("root", "kernel", "namespace user", "cgroups", "overlayfs", "idmapped mounts", "mount_setattr",
-                 "pivot_root", "newuidmap/newgidmap", "/etc/subuid", "tini", "seccomp", "python pyroute2",
+                 "pivot_root", "newuidmap/newgidmap", "/etc/subuid", "--userns range", "tini", "seccomp", "python pyroute2",
                  "python psutil", "store disk space"):
         assert name in c
 
@@ -196,3 +196,12 @@ def test_text_and_json_output(tmp_path):
     data = json.loads(D.to_json(checks))
     assert data["run_works"] is True and data["features"]["--init"] is False
     assert {"name", "ok", "detail", "fix", "needed"} <= set(data["checks"][0])
+
+
+def test_roots_userns_range_is_checked(tmp_path, monkeypatch):
+    monkeypatch.delenv("MINICONTAINER_USERNS_REMAP", raising=False)
+    c = by_name(D.run_checks(host(fake_tree(tmp_path, subuid="alice:100000:65536\n"))))
+    assert not c["--userns range"].ok and "minicontainer" in c["--userns range"].detail
+    assert c["--userns range"].fix == "./scripts/setup"
+    c = by_name(D.run_checks(host(fake_tree(tmp_path / "x"))))
+    assert c["--userns range"].ok and "300000" in c["--userns range"].detail

@@ -304,8 +304,26 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["pipe", "pipe", "fork", "unshare", "write", "read", "waitpid"]  # (close is not recorded)
     if t == "UnsharePid":
         return (["unshare"] if interp._in_userns else ["open_ns", "unshare"])
-    if t == "Fork":
-        return ["fork"] + (["close_inherited_fds"] if interp.in_child else ["setns"] if not interp._in_userns else [])
+    if t == "Fork":  # the runtime goes back to its own PID namespace, if it made one and may
+        return ["fork"] + (["close_inherited_fds"] if interp.in_child else ["setns"] if interp.restores_pidns else [])
+    if t == "BecomeSubreaper":
+        return ["set_child_subreaper"]
+    if t == "WriteIdMaps":
+        return ["read", "write_file", "write_file", "write"]  # "U" from the child, uid_map, gid_map, "M"
+    if t == "AdoptInit":
+        return ["read", "waitpid", "write"]  # PID 1's pid, the first child reaped, "A"
+    if t == "UnshareUser":
+        return ["unshare", "write", "read"]
+    if t == "OpenHostPaths":
+        return ["open_path"] * len(step.paths)
+    if t == "BecomeRoot":
+        return ["setgroups", "setresgid", "setresuid"]
+    if t == "SendIdmappedLayers":
+        return ["open_ns_path"] + ["open_tree", "mount_setattr"] * len(step.layers) + ["send_fds"]
+    if t == "ReceiveIdmappedLayers":
+        return ["recv_fds"]
+    if t == "ForkInit":  # played as PID 1: the first child's side writes and exits
+        return ["unshare", "fork", "read", "set_pdeathsig"]
     if t == "CgroupStep":
         return ["cgroup:" + step.write.action]
     if t == "ReleaseChild":
@@ -365,9 +383,15 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
     if t == "MakeMountsPrivate":
         return ["mount"]
     if t == "MountRootfs":
+        if step.idmapped:  # each layer attached where the overlay takes it
+            return ["fchdir"] + ["move_mount"] * (1 + len(step.lower_stack)) + ["mount", "open_dir"]
+        if step.opened:
+            return ["fchdir", "mount", "open_dir"]
         return (["chdir", "mount"] if step.mode == "overlay" else ["mount"]) + ["open_dir"]
     if t == "Mount":
-        return (["open_path"] if step.host_source and step.flags & MS_BIND else []) + ["open_beneath", "mount"]
+        opened = step.source in interp.host_fds  # by OpenHostPaths, before the user namespace
+        return (["open_path"] if step.host_source and step.flags & MS_BIND and not opened else []) + \
+            ["open_beneath", "mount"]
     if t == "RemountReadonly":
         return (["open_beneath"] if step.target else []) + ["mount"]
     if t == "ReadonlyRecursive":
@@ -439,8 +463,12 @@ def _attachment(tmp_path, *, ports=(), nftables=False):
                                       hosts=str(tmp_path / "hosts"), ports=tuple(ports), nftables=nftables)
 
 
+REMAP = userns.IdMapping(uid=0, gid=0, user="minicontainer", uids=(userns.IdRange(0, 300000, 65536),),
+                         gids=(userns.IdRange(0, 300000, 65536),), writer="remap")
+
+
 def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTFS, network=None, volume_root="",
-          **more):
+          remap=None, **more):
     cgroup = None
     cgroup_steps = []
     if limits is not None:
@@ -463,16 +491,18 @@ def _plan(tmp_path, spec, *, rootless=False, limits=None, v1=False, rootfs=ROOTF
     security = security_steps(spec.security, last_cap=40, bounding=ALL_CAPS)
     plan = P.build_plan(spec, hostname="box", rootfs=rootfs, cgroup_steps=cgroup_steps,
                         cgroup_view=cgroup.view() if cgroup is not None else None, security=security,
-                        userns_steps=userns_steps, rootless=rootless, network=network, volume_root=volume_root,
-                        container_id="c1", **more)
+                        userns_steps=userns_steps, rootless=rootless or remap is not None, network=network,
+                        volume_root=volume_root, container_id="c1", remap=remap, **more)
     return plan, cgroup
 
 
 def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
     """Run the whole plan as one side of the fork; (explained steps, calls grouped by step)."""
     forks = [s for s in plan.steps if isinstance(s, (S.UserNamespace, S.Fork))]
-    # The user namespace's map helper is a fork of its own: we stay the runtime there.
-    sc = Recorder(fork_returns=[4243] * (len(forks) - 1) + [fork_returns])
+    # The user namespace's map helper is a fork of its own: we stay the runtime there;
+    # the child's fork of PID 1 (ForkInit): we go on as PID 1.
+    inits = [0] * sum(isinstance(s, S.ForkInit) for s in plan.steps)
+    sc = Recorder(fork_returns=[4243] * (len(forks) - 1) + [fork_returns] + inits)
     explained: list[tuple[int, object, int]] = []
     interp = Interpreter(sc, channels=FakeChannels(sc),
                          cgroup=RecordingCgroup(cgroup, sc) if cgroup is not None else None,
@@ -490,7 +520,7 @@ def _side(plan, cgroup, fork_returns, monkeypatch, networks=None):
 
 @pytest.mark.parametrize("case", ["default", "limits", "limits-v1", "rootless", "rootless-host-net", "privileged",
                                   "read-only", "bridge", "ports", "device", "volumes", "shared", "names",
-                                  "add-host", "hooks"])
+                                  "add-host", "hooks", "remap", "remap-bind", "remap-idmap"])
 def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
     loop = Device(host="/dev/loop0", path="/dev/disk0", kind="b", major=7, minor=0, access="r")
     spec = {
@@ -514,12 +544,19 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         "hooks": dataclasses.replace(build_spec("mini", ["/bin/true"]), hook_state='{"id": "c1"}', hooks=tuple(
             Hook(kind=k, path=f"/h/{k}", args=(k, "x"), env=("A=1",), timeout=5) for k in HOOK_KINDS) + (
             Hook(kind="createRuntime", path="/h/second"),)),
+        "remap": build_spec("mini", ["/bin/true"], volumes=[f"{tmp_path}:/data"], devices=[loop]),
+        "remap-bind": build_spec("mini", ["/bin/true"]),
+        "remap-idmap": build_spec("mini", ["/bin/true"], volumes=[f"{tmp_path}:/data"]),
         "read-only": build_spec("mini", ["/bin/true"], read_only=True, volumes=[f"{tmp_path}:/data:ro"],
                                 tmpfs=["/run:rw,noexec,nosuid,size=65536k"]),
     }[case]
     limits = {"memory": "32m", "pids_limit": 16} if case.startswith("limits") else \
-        {"devices": [loop]} if case == "device" else None
-    rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else ROOTFS
+        {"devices": [loop]} if case in ("device", "remap") else None
+    rootfs = P.RootfsLayout(lower="/img", layer="/c/1", mode="bind", writable=False) if case == "read-only" else \
+        P.RootfsLayout(lower="/c/1/copy", layer="/c/1", mode="bind") if case == "remap-bind" else \
+        P.RootfsLayout(lower="/shifted/top", layer="/c/1", lower_stack=("/shifted/below",)) if case == "remap" else \
+        P.RootfsLayout(lower="/img/top", layer="/c/1", lower_stack=("/img/below",), idmapped=True) \
+        if case == "remap-idmap" else ROOTFS
     networks, network = (_attachment(tmp_path) if case in ("bridge", "names") else
                          _attachment(tmp_path, ports=spec.published_ports(), nftables=True) if case == "ports" else
                          (None, None))
@@ -535,7 +572,8 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         more["etc"] = P.EtcFiles(hosts=str(tmp_path / "own-hosts"), hosts_content="127.0.0.1\tlocalhost\n10.1.1.1\textra\n")
     plan, cgroup = _plan(tmp_path, spec, rootless=case.startswith("rootless"), limits=limits, v1=case == "limits-v1",
                          rootfs=rootfs, network=network,
-                         volume_root=str(tmp_path / "volumes") if case == "volumes" else "", **more)
+                         volume_root=str(tmp_path / "volumes") if case == "volumes" else "",
+                         remap=REMAP if case.startswith("remap") else None, **more)
     printed = plan.render()
     for fork_returns, phases in ((4242, (S.BEFORE_FORK, S.PARENT)), (0, (S.BEFORE_FORK, S.CHILD, S.INSIDE))):
         if case == "names" and fork_returns == 0:
@@ -546,6 +584,9 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert [(i, s) for i, s, _ in explained] == mine  # each of this side's steps, once, in order
         replay = Interpreter(Recorder(fork_returns=fork_returns), channels=None)
         replay._in_userns = case.startswith("rootless")
+        replay.restores_pidns = not case.startswith(("rootless", "remap"))
+        opened = [s for s in plan.steps if isinstance(s, S.OpenHostPaths)]
+        replay.host_fds = dict.fromkeys(opened[0].paths if opened and fork_returns == 0 else ())
         for (i, step, _), got in zip(explained, groups):
             replay.in_child = fork_returns == 0 and step.phase != S.BEFORE_FORK or (
                 fork_returns == 0 and isinstance(step, S.Fork))
@@ -592,6 +633,22 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert f"bind-mount {tmp_path}/volumes/data/_data on /data" in printed
         assert "mount --make-rslave $ROOTFS/src" in printed
         assert sorted(os.listdir(tmp_path / "volumes")) == sorted([".lock", "data", "data2", spec.named_volumes[1].name])
+    if case == "remap":
+        # the child opens every host path its mounts come from, in its mount namespace, before it is the
+        # range's root; the runtime writes the maps and keeps the device allow-list
+        paths = next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths
+        assert paths[:3] == ("/c/1", "/c/1/lower", "/c/1/lower-1") and str(tmp_path) in paths and "/dev/null" in paths
+        assert "echo '0 300000 65536' > /proc/$CHILD/uid_map" in printed
+        assert any(w.action == "attach-device-filter" for w in cgroup.steps())
+    if case == "remap-idmap":
+        # no copy: the runtime idmaps the image's own layers and the child attaches them on lower, lower-1
+        send = next(s for s in plan.steps if isinstance(s, S.SendIdmappedLayers))
+        assert send.layers == ("/img/top", "/img/below")
+        assert next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths[0] == "/c/1"
+        assert "/c/1/lower" not in next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths
+        assert "lowerdir=idmapped/0:idmapped/1,upperdir=upper,workdir=work merged   # after move_mount" in printed
+    if case == "remap-bind":
+        assert next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths[:2] == ("/c/1", "/c/1/copy")
     if case == "bridge":
         # the namespace is made and configured before the PID namespace (no thread can start after it)
         kinds = [type(s).__name__ for s in plan.steps]
@@ -632,6 +689,37 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert [s.target for s in plan.steps if isinstance(s, S.WriteFile)] == ["/etc/hosts"]
         assert any(isinstance(s, S.Mount) and s.target == "/etc/hosts" and s.source == str(tmp_path / "own-hosts")
                    for s in plan.steps)
+
+
+def test_remap_mounts_from_the_fds_opened_before_the_user_namespace(tmp_path, monkeypatch):
+    from minicontainer.syscalls.flags import CLONE_NEWPID, CLONE_NEWUSER
+
+    rootfs = P.RootfsLayout(lower="/shifted/top", layer="/c/1", lower_stack=("/shifted/below",))
+    plan, _ = _plan(tmp_path, build_spec("mini", ["/bin/true"], volumes=[f"{tmp_path}:/data"]), rootfs=rootfs,
+                    remap=REMAP)
+    sc = Recorder(fork_returns=[0, 0])
+    sc.close = lambda fd: None  # keep the fds' names for the checks below
+    interp = Interpreter(sc, channels=FakeChannels(sc))
+    monkeypatch.setattr("minicontainer.container.interpreter.user_for_exec",
+                        lambda root_fd, user, group_add: (ExecUser(0, 0, (), "/root"), True))
+    with pytest.raises(CommandError):
+        interp.run(plan.steps)  # the fake execve fails
+    calls = sc.calls
+    at = {name: i for i, name in reversed(list(enumerate(c[0] for c in calls)))}  # first index of each call
+    unshares = [c[1] for c in calls if c[0] == "unshare"]
+    # the user namespace first, then the mount namespace the paths are opened in, then root of the range
+    assert unshares[:3] == [CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID]
+    assert not any(f & CLONE_NEWNS for f in unshares[3:])  # not a second time: the fds are of this one
+    forks = [i for i, c in enumerate(calls) if c[0] == "fork"]  # the runtime's, then PID 1's
+    assert at["open_path"] < at["setresuid"] < forks[1]
+    overlay = next(c for c in calls if c[0] == "mount" and c[3] == "overlay")
+    lowers = overlay[5].split(",")[0].removeprefix("lowerdir=").split(":")
+    assert [sc._show(p) for p in lowers] == ["/c/1/lower", "/c/1/lower-1"]  # the fds, named by their paths
+    assert overlay[5].endswith(",upperdir=upper,workdir=work") and overlay[2] == "/c/1/merged"
+    assert ("fchdir", "/c/1") in calls
+    bind = next(c for c in calls if c[0] == "mount" and c[2] == "/data")
+    assert bind[1] == str(tmp_path)  # from its fd opened before: no open_path of it afterwards
+    assert [c for c in calls if c[0] == "open_path" and c[1] == str(tmp_path)] == [("open_path", str(tmp_path))]
 
 
 def test_bridge_steps_use_the_leased_address_and_close_the_namespace_in_the_runtime(tmp_path):

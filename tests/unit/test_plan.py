@@ -282,3 +282,45 @@ def test_rootless_binds_the_host_device():
 def test_build_spec_parses_device_strings():
     spec = build_spec("mini", devices=["/dev/null:/dev/mynull:rw"])
     assert [(d.path, d.kind, d.major, d.minor, d.access) for d in spec.devices] == [("/dev/mynull", "c", 1, 3, "rw")]
+
+
+# --- --userns as root: the container in a subordinate range ---------------------------------
+
+
+def _remap_plan(spec):
+    from minicontainer.container import userns
+
+    remap = userns.IdMapping(0, 0, "minicontainer", (userns.IdRange(0, 300000, 65536),),
+                             (userns.IdRange(0, 300000, 65536),), "remap")
+    return P.build_plan(spec, hostname="box", rootfs=ROOTFS, rootless=True, remap=remap)
+
+
+def test_remap_the_child_makes_the_user_namespace_and_the_runtime_maps_it():
+    plan = _remap_plan(build_spec("mini", ["id"], volumes=["/tmp:/data"]))
+    assert [type(s).__name__ for s in plan.phase(S.BEFORE_FORK)] == ["BecomeSubreaper", "Fork"]
+    assert [type(s).__name__ for s in plan.phase(S.PARENT)] == ["ReleaseChild", "WriteIdMaps", "AdoptInit",
+                                                                 "AwaitExec"]
+    k = kinds(plan)
+    child = k[k.index("AwaitRelease"):]
+    assert child[:7] == ["AwaitRelease", "UnshareUser", "Unshare", "OpenHostPaths", "BecomeRoot", "ForkInit",
+                         "Unshare"]
+    unshares = [s.namespaces for s in plan.steps if isinstance(s, S.Unshare)]
+    assert unshares == [("mnt",), ("uts", "ipc", "net", "cgroup")]  # the PID namespace is ForkInit's
+    assert "UnsharePid" not in k
+    rootfs = next(s for s in plan.steps if isinstance(s, S.MountRootfs))
+    assert rootfs.opened
+    opened = next(s for s in plan.steps if isinstance(s, S.OpenHostPaths)).paths
+    assert opened[:2] == ("/c/123", "/c/123/lower") and "/tmp" in opened
+    # nothing can make a device node in a user namespace: the host's are bound
+    assert "MakeDevice" not in k
+    assert any(isinstance(s, P.Mount) and s.target == "/dev/null" and s.source == "/dev/null" for s in plan.steps)
+    shown = plan.render()
+    assert "echo '0 300000 65536' > /proc/$CHILD/uid_map; echo '0 300000 65536' > /proc/$CHILD/gid_map" in shown
+    assert "become root of the user namespace: uid and gid 0 inside, 300000 and 300000 on the host" in shown
+
+
+def test_remap_with_a_device_binds_the_node_and_says_the_cgroup_allows_it():
+    loop = Device(host="/dev/loop0", path="/dev/loop0", kind="b", major=7, minor=0, access="r")
+    plan = _remap_plan(build_spec("mini", ["id"], devices=[loop]))
+    bind = next(s for s in plan.steps if isinstance(s, P.Mount) and s.target == "/dev/loop0")
+    assert bind.source == "/dev/loop0" and "the device cgroup allows it 'r'" in bind.why()

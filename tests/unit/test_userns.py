@@ -317,3 +317,28 @@ def test_rootless_runs_without_a_cgroup_and_refuses_limits():
     with pytest.raises(NotRootError) as e:
         runner._rootless_cgroup_steps(limited)
     assert "need a cgroup" in e.value.message and "run as root" in e.value.hint
+
+
+# --- root's containers in a subordinate range (--userns as root) -------------------------------
+
+
+def test_remap_takes_the_first_range_of_the_user(tmp_path):
+    files = _files(tmp_path, "minicontainer:300000:65536\nminicontainer:500000:10\n", "minicontainer:400000:70000\n")
+    m = userns.remap_mapping("minicontainer", **files)
+    assert m.uids == (userns.IdRange(0, 300000, 65536),) and m.gids == (userns.IdRange(0, 400000, 65536),)
+    assert m.writer == "remap" and m.user == "minicontainer"
+    step = S.WriteIdMaps(mapping=m)
+    assert "0 300000 65536" in step.shell() and "0 400000 65536" in step.shell()
+
+
+def test_remap_without_a_range_is_a_refusal_naming_the_fix(tmp_path):
+    with pytest.raises(SecurityError) as e:
+        userns.remap_mapping("minicontainer", **_files(tmp_path, "alice:100000:65536\n"))
+    assert "subordinate range of user minicontainer" in e.value.message
+    assert "scripts/setup" in e.value.hint and "usermod --add-subuids" in e.value.hint
+
+
+def test_the_remap_setting_names_the_user():
+    assert userns.remap_setting({}) is None
+    assert userns.remap_setting({"MINICONTAINER_USERNS_REMAP": "default"}) == "minicontainer"
+    assert userns.remap_setting({"MINICONTAINER_USERNS_REMAP": "dockremap"}) == "dockremap"

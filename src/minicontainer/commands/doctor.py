@@ -256,7 +256,8 @@ def check_filesystems(h: Host) -> list[Check]:
     else:
         out.append(Check("mount_setattr", True, "present (recursive mount flags, idmapped mounts)"))
     if have_setattr and _release_tuple(h.release) >= (5, 12):
-        out.append(Check("idmapped mounts", True, "possible (MOUNT_ATTR_IDMAP); minicontainer does not use them yet"))
+        out.append(Check("idmapped mounts", True, "possible (MOUNT_ATTR_IDMAP): root's --userns maps the image's "
+                         "layers with them (Linux 5.19), else it copies them"))
     else:
         out.append(Check("idmapped mounts", False, "need mount_setattr and Linux 5.12", "boot Linux 5.12 or newer"))
     root = _root_fstype(h.read("/proc/self/mountinfo") or "")
@@ -299,6 +300,18 @@ def check_ids(h: Host) -> list[Check]:
         out.append(Check("/etc/subuid", False, f"no range for {user} in /etc/subuid and /etc/subgid: "
                          "a rootless container has only uid 0",
                          f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"))
+    if h.euid == 0:
+        from minicontainer.container.userns import REMAP_USER, remap_setting
+
+        remap = remap_setting() or REMAP_USER
+        ranges = parse_subids(h.read("/etc/subuid") or "", remap, -1)
+        granges = parse_subids(h.read("/etc/subgid") or "", remap, -1)
+        if ranges and granges:
+            out.append(Check("--userns range", True, f"root's --userns containers get {remap}'s ids from "
+                             f"{ranges[0][0]} (uid 0 inside is {ranges[0][0]} outside)"))
+        else:
+            out.append(Check("--userns range", False, f"no range for {remap} in /etc/subuid and /etc/subgid: "
+                             "root's --userns is refused", "./scripts/setup"))
     return out
 
 

@@ -64,20 +64,43 @@ def export(container, output):
     from minicontainer import layers
 
     state, lay = _layers_of(container)
+    ids = _range_of(state)
     if output == "-":
         if sys.stdout.isatty():
             raise UsageError("refusing to write a tar archive to a terminal", "redirect stdout, or give a FILE")
         sys.stdout.flush()
         out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
         with out:
-            _write(layers, lay, out, "stdout")
+            _write(layers, lay, out, "stdout", ids)
         return 0
     layers.check_output_outside(output, lay, state.layer_dir)
-    _export_to_file(layers, lay, output)
+    _export_to_file(layers, lay, output, ids)
     return 0
 
 
-def _export_to_file(layers, lay, output: str) -> None:
+def _range_of(state):
+    """(uid base, gid base, count) of a container made with root's --userns, else None."""
+    from minicontainer.container.config import load_spec
+    from minicontainer.container.state import StateStore
+    from minicontainer.errors import MiniError
+
+    try:
+        name = load_spec(StateStore().containers / state.id).userns_remap
+    except MiniError:
+        return None  # no spec (an older container): made without
+    if not name:
+        return None
+    from minicontainer.container.userns import remap_mapping
+
+    try:
+        m = remap_mapping(name)
+        return m.uids[0].outside, m.gids[0].outside, m.uids[0].count
+    except MiniError:  # the range was taken away since: its root owns the layer directory
+        st = os.stat(state.layer_dir)
+        return st.st_uid, st.st_gid, 65536
+
+
+def _export_to_file(layers, lay, output: str, ids=None) -> None:
     """A regular file is written under a temporary name and renamed into
     place when complete, so a failed export leaves no truncated archive
     (and never clobbers an older one). Anything else (/dev/null, a FIFO)
@@ -93,7 +116,7 @@ def _export_to_file(layers, lay, output: str) -> None:
             raise ImageError(f"cannot write the export to {output}: it is a directory", "give a file name")
         try:
             with open(output, "wb", buffering=0) as out:
-                _write(layers, lay, out, output)
+                _write(layers, lay, out, output, ids)
         except OSError as e:
             raise _output_error(e, output) from None
         return
@@ -106,7 +129,7 @@ def _export_to_file(layers, lay, output: str) -> None:
         raise _output_error(e, output) from None
     try:
         with os.fdopen(fd, "wb", buffering=0) as out:
-            _write(layers, lay, out, output)
+            _write(layers, lay, out, output, ids)
             os.fsync(out.fileno())
         os.replace(tmp, output)
     except BaseException as e:
@@ -119,9 +142,9 @@ def _export_to_file(layers, lay, output: str) -> None:
         raise
 
 
-def _write(layers, lay, out, label: str) -> None:
+def _write(layers, lay, out, label: str, ids=None) -> None:
     try:
-        stats = layers.write_tar(lay, out)
+        stats = layers.write_tar(lay, out, ids=ids)
     except BrokenPipeError:
         raise ImageError("the reader of the export went away (broken pipe)") from None
     except OSError as e:

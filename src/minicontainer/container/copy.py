@@ -61,6 +61,10 @@ def with_root(st, op, *, writing: bool):
     return its result (the number of bytes copied)."""
     from minicontainer.container.state import pid_alive
 
+    if writing and _remapped(st):
+        raise ContainerError(f"cp into container {st.name} is not supported yet: it runs in a subordinate id range "
+                             "(--userns as root), where a file made by the host's root would belong to nobody",
+                             f"copy through a -v volume, or: minicontainer exec -i {st.name} sh -c 'cat > PATH' < FILE")
     if st.status in ("running", "created") and pid_alive(st.pid, st.pid_start):
         fd = _proc_root(st)
         try:
@@ -80,6 +84,17 @@ def with_root(st, op, *, writing: bool):
         return op(fd)
     finally:
         os.close(fd)
+
+
+def _remapped(st) -> bool:
+    """Was the container made with root's --userns (a subordinate range)?"""
+    from minicontainer.container.config import load_spec
+    from minicontainer.container.state import StateStore
+
+    try:
+        return bool(load_spec(StateStore().containers / st.id).userns_remap)
+    except ContainerError:
+        return False  # no spec (an older container): made without
 
 
 def _proc_root(st) -> int:

@@ -34,6 +34,8 @@ from minicontainer.errors import CommandError, ContainerError, MiniError, Securi
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
+    CLONE_NEWUSER,
+    MOUNT_ATTR_IDMAP,
     NAMESPACE_FLAGS,
     MNT_DETACH,
     MOUNT_ATTR_RDONLY,
@@ -82,8 +84,19 @@ class Interpreter:
         self._in_userns = False
         self._own_pidns: int | None = None
         self.ns_fds: dict[str, int] = {}  # exec: the container's namespaces, opened before joining
+        self.host_fds: dict[str, int] = {}  # --userns as root: host paths opened before the user namespace
+        self.layer_mounts: list[int] = []  # ... and the image's idmapped layers, from the runtime
         self._handlers = {
             S.UserNamespace: self._user_namespace,
+            S.BecomeSubreaper: self._become_subreaper,
+            S.OpenHostPaths: self._open_host_paths,
+            S.UnshareUser: self._unshare_user,
+            S.BecomeRoot: self._become_root,
+            S.WriteIdMaps: self._write_id_maps,
+            S.ForkInit: self._fork_init,
+            S.SendIdmappedLayers: self._send_idmapped_layers,
+            S.ReceiveIdmappedLayers: self._receive_idmapped_layers,
+            S.AdoptInit: self._adopt_init,
             S.UnsharePid: self._unshare_pid,
             S.Fork: self._fork,
             S.LeaseAddress: self._lease_address,
@@ -312,6 +325,95 @@ class Interpreter:
             finally:
                 self.sc.close(fd)
 
+    def _become_subreaper(self, step: S.BecomeSubreaper) -> None:
+        self.sc.set_child_subreaper()
+
+    # -- --userns as root: the child makes the user namespace, the runtime maps it --
+    def _open_host_paths(self, step: S.OpenHostPaths) -> None:
+        for path in step.paths:
+            if path not in self.host_fds:
+                self.host_fds[path] = self.sc.open_path(path)
+
+    def _unshare_user(self, step: S.UnshareUser) -> None:
+        self.sc.unshare(CLONE_NEWUSER)
+        self.sc.write(self.chan.ctl_child, b"U")
+        if self.sc.read(self.chan.ctl_child, 1) != b"M":
+            self.chan.runtime_gone()  # the runtime failed (and says why) or died
+        self._in_userns = True
+
+    def _become_root(self, step: S.BecomeRoot) -> None:
+        self.sc.setgroups([])
+        self.sc.setresgid(0)
+        self.sc.setresuid(0)
+
+    def _write_id_maps(self, step: S.WriteIdMaps) -> None:
+        if self.sc.read(self.chan.ctl, 1) != b"U":
+            raise self._child_error()
+        proc = f"/proc/{self.child_pid}"
+        self.sc.write_file(f"{proc}/uid_map", "".join(r.line() + "\n" for r in step.mapping.uids))
+        self.sc.write_file(f"{proc}/gid_map", "".join(r.line() + "\n" for r in step.mapping.gids))
+        self.sc.write(self.chan.ctl, b"M")
+
+    def _send_idmapped_layers(self, step: S.SendIdmappedLayers) -> None:
+        userns_fd = self.sc.open_ns_path(f"/proc/{self.child_pid}/ns/user")
+        mounts: list[int] = []
+        try:
+            for layer in step.layers:
+                mounts.append(self.sc.open_tree(layer))
+                self.sc.mount_setattr(mounts[-1], MOUNT_ATTR_IDMAP, recursive=False, shown=layer, userns_fd=userns_fd)
+            self.sc.send_fds(self.chan.ctl, b"L", mounts)
+        finally:
+            for fd in [userns_fd, *mounts]:  # the child has its own now
+                self.sc.close(fd)
+
+    def _receive_idmapped_layers(self, step: S.ReceiveIdmappedLayers) -> None:
+        data, fds = self.sc.recv_fds(self.chan.ctl_child, step.count)
+        self.layer_mounts = fds
+        if data != b"L" or len(fds) != step.count:
+            self.chan.runtime_gone()  # the runtime failed (and says why) or died
+
+    def _fork_init(self, step: S.ForkInit) -> None:
+        self.sc.unshare(CLONE_NEWPID)
+        pid = self.sc.fork()
+        if pid != 0:  # the first child: tell the runtime who PID 1 is, and go
+            try:
+                self.sc.write(self.chan.ctl_child, f"{pid}\n".encode())
+            finally:
+                os._exit(0)
+        # PID 1. The parent-death signal fires when the parent exits, so it is
+        # armed only once the runtime says it has reaped the first child: by
+        # then we are re-parented to it. (Waiting for that child's end of a
+        # pipe to close would be too early: an exiting process closes its fds
+        # before it hands its children on, and the signal would kill us.)
+        if self.sc.read(self.chan.ctl_child, 1) != b"A":
+            self.chan.runtime_gone()
+        self.chan.close_ctl()
+        self.parent_pid = 0  # getppid() is 0 from a new PID namespace
+        self.sc.set_pdeathsig(signal.SIGKILL)
+        if not self.chan.runtime_alive():
+            self.chan.runtime_gone()
+
+    def _adopt_init(self, step: S.AdoptInit) -> None:
+        data = b""
+        while not data.endswith(b"\n"):  # the first child writes PID 1's pid and exits
+            chunk = self.sc.read(self.chan.ctl, 32)
+            if not chunk:
+                break
+            data += chunk
+        code = self.sc.waitpid(self.child_pid)
+        if not data.strip().isdigit() or code != 0:
+            raise self._child_error()
+        self.child_pid = int(data)
+        self.sc.write(self.chan.ctl, b"A")  # PID 1 is ours now: it may arm its parent-death signal
+        self.chan.close_ctl()
+
+    def _child_error(self) -> MiniError:
+        data = self.chan.read_errors(self.sc)
+        if data:
+            return self.chan.decode_error(data)
+        return MiniError("the container's first process exited while its user namespace was being set up",
+                         "run again with --explain to see the step")
+
     # -- the runtime, after the fork -------------------------------------------
     def _start_port_proxy(self, step: S.StartPortProxy) -> None:
         ports = [{"fd": fd, "proto": m.proto, "listen": [m.host_ip, port], "target": [self.lease.ip, m.container_port]}
@@ -391,6 +493,9 @@ class Interpreter:
         self.sc.mount(None, "/", None, step.flags)
 
     def _mount_rootfs(self, step: S.MountRootfs) -> None:
+        if step.opened:
+            self._mount_rootfs_opened(step)
+            return
         if step.mode == "overlay":
             self.sc.chdir(step.layer)  # the options name lower/upper/work relative to it
             self.sc.mount("overlay", step.target, "overlay", 0 if step.writable else MS_RDONLY, step.overlay_options)
@@ -399,6 +504,27 @@ class Interpreter:
             self.sc.mount(step.lower, step.target, None, MS_BIND | MS_REC)
         self.root_fd = self.sc.open_dir(step.target)
 
+    def _mount_rootfs_opened(self, step: S.MountRootfs) -> None:
+        """The same mount from inside the user namespace: the layer directory
+        (the range's root owns it) is our working directory, reached through
+        its fd, and each lower layer is named by its fd."""
+        layer, *lowers = (self.host_fds[p] for p in step.host_paths)
+        self.sc.fchdir(layer)
+        if step.idmapped:
+            for name, fd in zip(step.idmapped_names, self.layer_mounts):
+                self.sc.move_mount(fd, name, shown=f"{step.layer}/{name}")
+                self.sc.close(fd)
+            self.layer_mounts = []
+            self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY,
+                          step.overlay_options_with(step.idmapped_names), shown=step.target)
+        elif step.mode == "overlay":
+            options = step.overlay_options_with([self.sc.fd_path(fd) for fd in lowers])
+            self.sc.mount("overlay", "merged", "overlay", 0 if step.writable else MS_RDONLY, options,
+                          shown=step.target)
+        else:
+            self.sc.mount(self.sc.fd_path(lowers[0]), "merged", None, MS_BIND | MS_REC, shown=step.target)
+        self.root_fd = self.sc.open_dir("merged")  # a lookup from the layer: it crosses into the new mount
+
     def _target(self, path: str, create: str) -> int:
         """An fd for a mountpoint inside the root, made if asked, never through a symlink."""
         if create == "file":  # its directories too (podman binds /run/.containerenv into images without /run)
@@ -406,7 +532,9 @@ class Interpreter:
         return self.sc.open_beneath(self.root_fd, path, directory=True, create_dirs=(create == "dir"))
 
     def _mount(self, step: S.Mount) -> None:
-        if step.host_source and step.flags & MS_BIND:
+        if step.host_source and step.flags & MS_BIND and step.source in self.host_fds:
+            self._mount_on(step, self.sc.fd_path(self.host_fds[step.source]))  # opened before the user namespace
+        elif step.host_source and step.flags & MS_BIND:
             # The source is a host path chosen by the user (-v); open it
             # first so what we bind is what was checked.
             src_fd = self.sc.open_path(step.source)
@@ -578,6 +706,9 @@ class Interpreter:
         if self.root_fd is not None:
             self.sc.close(self.root_fd)
             self.root_fd = None
+        for fd in self.host_fds.values():  # no fd of a host path stays open inside (CVE-2024-21626)
+            self.sc.close(fd)
+        self.host_fds = {}
 
     # -- inside the new root: system calls only -----------------------------------
     def _set_workdir(self, step: S.SetWorkdir) -> None:

@@ -73,6 +73,11 @@ class RootfsLayout:
     mode: str = "overlay"  # overlay | bind
     writable: bool = True  # see MountRootfs.writable
     lower_stack: tuple[str, ...] = ()  # a layered image's other layers, below ``lower``, top first
+    image_top: str = ""  # the image's (top) directory as the container sees it: a private copy is made of it
+    # --userns as root (idshift.py): (image directory, its copy in the range), made before the run
+    shifts: tuple[tuple[str, str], ...] = ()
+    remap: object = None  # the userns.IdMapping of that range: the layer directories belong to its root
+    idmapped: bool = False  # --userns as root: the layers are idmapped mounts instead of shifted copies
 
     @property
     def target(self) -> str:
@@ -164,6 +169,7 @@ def build_plan(
     security=None,
     userns_steps: list[Step] = (),
     rootless: bool = False,
+    remap=None,
     detached: bool = False,
     wait_for_start: bool = False,
     init: str | None = None,
@@ -184,6 +190,10 @@ def build_plan(
     monitor runs the container, which outlives it; ``wait_for_start``:
     ``create``, the process waits just before execve until ``start``.
     ``init``: the host's tini for --init.
+    ``remap`` (a userns.IdMapping): --userns as root, the container in a
+    subordinate range; the child makes the user namespace and the runtime
+    writes its maps (steps.py shows the exchange). ``rootless`` is then set
+    too: nothing can make device nodes in a user namespace.
     ``network``: a bridge network to join (its namespace is made and
     configured by the runtime first: threads cannot be started once the
     runtime has unshared its PID namespace, clone(2) EINVAL).
@@ -208,6 +218,8 @@ def build_plan(
         plan.add(S.OpenNamespaces(pid=sh.pid, pid_start=sh.pid_start, types=sh.types, container=sh.name))
     if "pid" in sharing:
         plan.add(S.JoinNamespace(ns="pid", phase=S.BEFORE_FORK, container=sharing["pid"]))
+    elif remap is not None:
+        plan.add(S.BecomeSubreaper())  # the child makes the PID namespace (ForkInit)
     elif "pid" in spec.namespaces:
         plan.add(UnsharePid())
     joined = dict(spec.join_namespaces)
@@ -227,9 +239,23 @@ def build_plan(
                               "again for the runtime's hooks"))
     else:
         plan.add(ReleaseChild())
+    if remap is not None:
+        plan.add(S.WriteIdMaps(mapping=remap))
+        if rootfs.idmapped:
+            plan.add(S.SendIdmappedLayers(layers=(rootfs.lower, *rootfs.lower_stack)))
+        plan.add(S.AdoptInit())
+    if not runtime_hooks:
         plan.add(AwaitExec())
     # The child: namespaces, its root and its mounts, before pivot_root.
     plan.add(AwaitRelease(keep_open=bool(runtime_hooks)))
+    if remap is not None:
+        plan.add(S.UnshareUser())
+        plan.add(Unshare(namespaces=("mnt",)))
+        if rootfs.idmapped:
+            plan.add(S.ReceiveIdmappedLayers(count=1 + len(rootfs.lower_stack)))
+        opening = plan.add(S.OpenHostPaths())  # its paths are filled in at the end, from the mounts
+        plan.add(S.BecomeRoot(uid=remap.uids[0].outside, gid=remap.gids[0].outside))
+        plan.add(S.ForkInit())
     if spec.hooks_of("createContainer") or spec.hooks_of("startContainer"):
         plan.add(S.ReadHostPid())
     if network is not None:
@@ -240,7 +266,8 @@ def build_plan(
         elif ns in sharing:
             plan.add(S.JoinNamespace(ns=ns, container=sharing[ns]))
     unshared = ("mnt", "uts", "ipc", "cgroup") if network is not None else ("mnt", "uts", "ipc", "net", "cgroup")
-    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces and ns not in joined and ns not in sharing)
+    child_ns = tuple(ns for ns in unshared if ns in spec.namespaces and ns not in joined and ns not in sharing
+                     and not (ns == "mnt" and remap is not None))  # (that one is unshared already)
     plan.add(Unshare(namespaces=child_ns))
     if "net" in spec.namespaces and "net" not in sharing:  # the other container's lo is up already
         plan.add(S.LoopbackUp())
@@ -254,6 +281,8 @@ def build_plan(
             mode=rootfs.mode,
             writable=rootfs.writable,
             lower_stack=rootfs.lower_stack,
+            opened=remap is not None,
+            idmapped=rootfs.idmapped,
         )
     )
     if rootfs.mode == "bind" and not rootfs.writable:
@@ -401,9 +430,10 @@ def build_plan(
                     target=d.path,
                     source=d.host,
                     flags=MS_BIND,
-                    reason=f"--device {d.host}, rootless: mknod(2) needs CAP_MKNOD in the host's user namespace, "
-                    "so the host's node is bind-mounted onto an empty file; there is no device cgroup, the "
-                    "node's own permissions decide",
+                    reason=f"--device {d.host}, in a user namespace: mknod(2) needs CAP_MKNOD in the host's, "
+                    "so the host's node is bind-mounted onto an empty file; "
+                    + (f"the device cgroup allows it '{d.access}'" if remap is not None else
+                       "there is no device cgroup (rootless), the node's own permissions decide"),
                     create="file",
                     host_source=True,
                 )
@@ -462,7 +492,20 @@ def build_plan(
     plan.add(Exec(argv=argv, env=tuple(env.items())))
     if spec.hooks_of("poststart") and not wait_for_start:  # (after `create`, `start` runs them)
         plan.add(_hooks(spec, "poststart", S.PARENT, "running"))
+    if remap is not None:
+        plan.steps[plan.steps.index(opening)] = S.OpenHostPaths(paths=_host_paths(plan))
     return plan
+
+
+def _host_paths(plan: Plan) -> tuple[str, ...]:
+    """Every host path a mount of the plan comes from, in order, once."""
+    out: dict[str, None] = {}
+    for s in plan.steps:
+        if isinstance(s, MountRootfs):
+            out.update(dict.fromkeys(s.host_paths))
+        elif isinstance(s, Mount) and s.host_source and s.flags & MS_BIND:
+            out[s.source] = None
+    return tuple(out)
 
 
 # --- the user's mounts: -v, --mount, --tmpfs, the image's Volumes --------------

@@ -20,6 +20,11 @@ Rootless mode adds one step in front: the runtime moves itself into a new
 user namespace (userns.py explains why the runtime, and not the child), so
 the PID namespace and everything the child creates belong to it. From there
 on the path is the same; only the PID namespace cannot be left again.
+
+Root's ``--userns`` (a subordinate range) keeps the runtime outside, as the
+host's root: the child makes the user namespace, the runtime writes its maps
+over a socket pair of the Channels, and PID 1 is the child's own child,
+adopted by the runtime (steps.py draws the exchange).
 """
 
 from __future__ import annotations
@@ -107,10 +112,14 @@ class Channels:
     - with -t, a socket pair: the child makes the pty in the container's own
       devpts (so `tty` names a device that exists inside, as with runc) and
       sends the master back (SCM_RIGHTS, unix(7));
-    - without -i or -t, /dev/null for the container's stdin (as docker).
+    - without -i or -t, /dev/null for the container's stdin (as docker);
+    - with ``handshake`` (--userns as root), a socket pair on which the child
+      says it made its user namespace, the runtime that it wrote the maps, and
+      the child who PID 1 is (steps.UnshareUser, WriteIdMaps, AdoptInit).
     """
 
-    def __init__(self, *, tty: bool, interactive: bool, log: bool = False, start_fifo: str | None = None):
+    def __init__(self, *, tty: bool, interactive: bool, log: bool = False, start_fifo: str | None = None,
+                 handshake: bool = False):
         self.tty = tty
         self.console = self.console_child = None
         self.winsize = None
@@ -120,8 +129,12 @@ class Channels:
         self.out_r = self.out_w = self.errout_r = self.errout_w = None
         self.in_r = self.in_w = None  # -di: the container's stdin, written by `attach` through the monitor
         self.start_fifo = None
+        self.ctl = self.ctl_child = None
         self._probe = None
         try:
+            if handshake:
+                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec (PEP 446)
+                self.ctl, self.ctl_child = a.detach(), b.detach()
             if start_fifo is not None:
                 # O_PATH: opening it for writing now would block; the child
                 # reopens it through /proc/self/fd once it is set up.
@@ -149,7 +162,7 @@ class Channels:
 
     def _fds(self):
         return ("sync_r", "sync_w", "err_r", "err_w", "devnull", "out_r", "out_w", "errout_r", "errout_w",
-                "in_r", "in_w", "start_fifo")
+                "in_r", "in_w", "start_fifo", "ctl", "ctl_child")
 
     def close(self) -> None:
         """Close whatever is still open (the error paths)."""
@@ -174,7 +187,7 @@ class Channels:
     # -- the child's side ---------------------------------------------------------
     def in_child(self, keep=()) -> None:
         """``keep``: fds the plan still needs (exec: the namespaces to join)."""
-        self._drop("sync_w", "err_r", "out_r", "errout_r", "in_w")
+        self._drop("sync_w", "err_r", "out_r", "errout_r", "in_w", "ctl")
         if self.console is not None:
             self.console.close()
             self.console = None
@@ -183,11 +196,14 @@ class Channels:
         # container's cwd outside its root (CVE-2024-21626).
         slave = self.console_child.fileno() if self.console_child is not None else None
         close_inherited_fds(keep=(self.sync_r, self.err_w, slave, self.devnull, self.out_w, self.errout_w,
-                                  self.in_r, self.start_fifo, *keep))
+                                  self.in_r, self.start_fifo, self.ctl_child, *keep))
         self._probe = RuntimeProbe(self.err_w)
 
     def close_sync(self) -> None:
         self._drop("sync_r", "sync_w")
+
+    def close_ctl(self) -> None:
+        self._drop("ctl", "ctl_child")
 
     def attach_stdio(self, root_fd: int, tty: bool) -> None:
         """After setsid: the pty as controlling terminal and stdio, or /dev/null as stdin."""
@@ -236,7 +252,7 @@ class Channels:
 
     # -- the runtime's side --------------------------------------------------------
     def in_parent(self) -> None:
-        self._drop("sync_r", "err_w", "devnull", "out_w", "errout_w", "in_r", "start_fifo")
+        self._drop("sync_r", "err_w", "devnull", "out_w", "errout_w", "in_r", "start_fifo", "ctl_child")
         if self.console_child is not None:
             self.console_child.close()
             self.console_child = None
@@ -315,7 +331,8 @@ class Container:
     def start(self) -> int:
         _ensure_std_fds()
         chan = Channels(tty=self.tty, interactive=self.interactive, log=self.log is not None or self.relay,
-                        start_fifo=self.start_fifo)
+                        start_fifo=self.start_fifo,
+                        handshake=any(isinstance(s, S.WriteIdMaps) for s in self.plan.steps))
         on_created = None
         if self.hooks.on_created is not None:
             on_created = lambda: self.hooks.on_created(interp.child_pid)  # noqa: E731

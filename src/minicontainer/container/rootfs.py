@@ -7,7 +7,8 @@
 - the container's directory under ``$MINICONTAINER_HOME/containers/<id>``:
   ``lower`` (a link to the image; for a layered image to its top layer, and
   ``lower-1``, ``lower-2`` ... to the ones below), ``upper/``, ``work/`` and ``merged/``
-  (where the root is mounted), made by :func:`prepare_layer` and removed by
+  (where the root is mounted; with root's --userns on idmapped layers, also
+  ``idmapped/0``, ``idmapped/1`` ... where those layers are attached), made by :func:`prepare_layer` and removed by
   :func:`remove_layer_dir`.
 """
 
@@ -155,18 +156,46 @@ def prepare_layer(layer: Path, rootfs, image_rootfs: str) -> None:
     overlayfs, a private copy of the image."""
     paths.ensure_private_dir(layer.parent)
     layer.mkdir(mode=0o700)
+    make_shifted(rootfs)
     os.mkdir(layer / "merged", 0o755)
+    made = ["merged"]
     if rootfs.mode == "overlay":
         os.symlink(rootfs.lower, layer / "lower")
         for i, below in enumerate(rootfs.lower_stack, 1):
             os.symlink(below, layer / f"lower-{i}")
+        if rootfs.idmapped:
+            # --userns as root: the runtime's idmapped mounts of the layers are attached on these
+            os.mkdir(layer / "idmapped", 0o755)
+            made.append("idmapped")
+            for i in range(1 + len(rootfs.lower_stack)):
+                os.mkdir(layer / "idmapped" / str(i), 0o755)
+                made.append(f"idmapped/{i}")
         if not rootfs.writable:
             os.mkdir(layer / "empty", 0o755)
+            made.append("empty")
         else:
             os.mkdir(layer / "upper", 0o755)
             os.mkdir(layer / "work", 0o700)
+            made += ["upper", "work"]
     elif rootfs.writable and rootfs.lower != image_rootfs:  # equal: an OCI bundle's root, used in place
         _copy_fallback(image_rootfs, rootfs.lower)
+    if rootfs.remap is not None:
+        # The container's root (uid 300000, say) mounts the overlay from inside
+        # its user namespace: the directories it mounts from must be its own,
+        # and upper's owner is the owner of / inside.
+        uid, gid = rootfs.remap.uids[0].outside, rootfs.remap.gids[0].outside
+        for name in [".", *made]:
+            os.lchown(layer / name, uid, gid)
+
+
+def make_shifted(rootfs) -> None:
+    """--userns as root: the copies of the image in the container's range
+    that are not there yet (idshift.py; a cached one is made once)."""
+    if rootfs.shifts:
+        from minicontainer.container import idshift
+
+        for source, dest in rootfs.shifts:
+            idshift.ensure(source, dest, rootfs.remap)
 
 
 def _copy_fallback(source: str, copy: str) -> None:

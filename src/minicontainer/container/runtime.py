@@ -32,7 +32,8 @@ from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.errors import ContainerError, ImageError, MiniError, NotRootError, UsageError, warn
 from minicontainer.container.hostcheck import check_namespaces, check_shell, find_init, require_root
-from minicontainer.container.rootfs import ResolvedImage, needs_mountpoints, prepare_layer, remove_layer_dir, resolve_image, storage_mode
+from minicontainer.container.rootfs import (ResolvedImage, make_shifted, needs_mountpoints, prepare_layer, remove_layer_dir,
+                                           resolve_image, storage_mode)
 from minicontainer.container.config import save_spec
 from minicontainer.container.state import (
     LOG_FILE,
@@ -84,6 +85,21 @@ def saved_cgroup(resources) -> str:
     if getattr(resources, "cgroup_path", None):
         return "/" + resources.cgroup_path
     return getattr(resources, "cgroup_parent", None) or ""
+
+
+def _shifted_image(image: ResolvedImage, remap, layer: Path):
+    """--userns as root: the image's directories as copies with their owners
+    in the container's range (idshift.py). A store image's copies are cached
+    and shared; a directory given as the image is copied into the container's
+    own directory (it may change before the next run). Returns (lower,
+    lower_stack, shifts); the copies are made by prepare_layer."""
+    from minicontainer.container import idshift
+
+    if image.image_id.startswith("dir:"):
+        own = str(layer / "image")
+        return own, (), ((image.rootfs, own),)
+    shifts = tuple((d, idshift.cached_copy(d, remap)) for d in (image.rootfs, *image.lower_stack))
+    return shifts[0][1], tuple(dst for _, dst in shifts[1:]), shifts
 
 
 def _is_tty(fd: int) -> bool:
@@ -336,13 +352,19 @@ class Runner:
         # not return: this process exits and PID 1 is left to our caller
         # (the engine's subreaper reaps it, runc's model), with no cleanup.
         self._handoff = handoff
-        # Rootless mode (userns.py): with --userns, or whenever we are not the
-        # host's root. ``unprivileged`` also rules out cgroups and mknod.
-        from minicontainer.container.userns import host_uid
+        # Rootless mode (userns.py): whenever we are not the host's root.
+        # ``unprivileged`` also rules out cgroups and mknod. Root's --userns (or
+        # the userns-remap setting, or a container made so) puts the container
+        # in a subordinate range instead (``remapped``, idshift.py).
+        from minicontainer.container.userns import host_uid, remap_setting
 
         self.unprivileged = host_uid() != 0
         self._userns_asked = userns
-        self.userns = userns or self.unprivileged
+        # (the setting applies to new containers: one made without a range keeps
+        # its layer's owners, and `start` runs it as it was made)
+        self.remapped = not self.unprivileged and image is None and bool(
+            userns or spec.userns_remap or (remap_setting() and existing is None))
+        self.userns = userns or self.unprivileged or self.remapped
         self.explain = explain
         self.out = out if out is not None else sys.stderr
         self._sc = sc
@@ -373,16 +395,22 @@ class Runner:
             layer = paths.home() / "containers" / cid
         mode = "bind" if image.in_place else storage_mode(layer.parent)
         userns_steps = []
+        remap = None
         if self.userns:
             from minicontainer.container import userns
 
             if "pid" not in spec.namespaces:
                 raise UsageError(
-                    "--pid host cannot be combined with a user namespace (rootless mode)",
-                    "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); "
-                    "run as root, or drop --pid host",
+                    "--pid host cannot be combined with a user namespace (" +
+                    ("--userns" if self.remapped else "rootless mode") + ")",
+                    "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); " +
+                    ("drop --userns or --pid host" if self.remapped else "run as root, or drop --pid host"),
                 )
-            userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
+            if self.remapped:
+                remap = userns.remap_mapping(spec.userns_remap or None)
+                self.spec = spec = replace(spec, userns_remap=remap.user)  # `start` maps it the same way
+            else:
+                userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
             if not userns.overlay_allowed():
                 mode = "bind"  # overlayfs in a user namespace needs Linux 5.11
         if image.lower_stack and mode == "bind":
@@ -392,11 +420,24 @@ class Runner:
         # a layered image's /tmp and /dev may be in any layer: give it a layer for mountpoints
         writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
         writable = writable or image.in_place  # mountpoints are made in the bundle's root, then it is made read-only
-        lower = image.rootfs
+        lower, lower_stack, shifts, idmapped = image.rootfs, image.lower_stack, (), False
+        if remap is not None:
+            from minicontainer.container import idshift
+
+            # the image's owners moved into the range: idmapped, or else a copy (idshift.py);
+            # `start` of a container keeps the way its layer was made with
+            if self.existing is not None:
+                idmapped = (layer / "idmapped").is_dir()
+            else:
+                idmapped = mode == "overlay" and image.exists and idshift.idmap_works(image.rootfs, remap)
+            if not idmapped:
+                lower, lower_stack, shifts = _shifted_image(image, remap, layer)
+        image_top = lower
         if mode == "bind" and writable and not image.in_place:
             lower = str(layer / "copy")  # no overlayfs: a private copy, made in run()
         rootfs = P.RootfsLayout(lower=lower, layer=str(layer), mode=mode, writable=writable,
-                                lower_stack=image.lower_stack)
+                                lower_stack=lower_stack, image_top=image_top, shifts=shifts, remap=remap,
+                                idmapped=idmapped)
         shared = self._shared()
         spec = self.spec  # with the ids of the containers it shares namespaces with
         hostname = _shared_hostname(shared, hostname)
@@ -414,6 +455,7 @@ class Runner:
             security=security_steps(spec.security),
             userns_steps=userns_steps,
             rootless=self.userns,
+            remap=remap,
             detached=self.detached,
             wait_for_start=self.wait_for_start,
             init=find_init() if spec.init else None,
@@ -450,6 +492,10 @@ class Runner:
         """``--network NAME``: the network (``bridge`` is made on first use) and its pieces' names."""
         if not self.spec.network:
             return None
+        if self.remapped:
+            raise UsageError(f"--network {self.spec.network} cannot be combined with --userns as root yet: the "
+                             "network namespace is made by the runtime, outside the container's user namespace",
+                             "use --network none or host, or drop --userns")
         if self.userns:
             raise NotRootError(f"--network {self.spec.network} needs root: a rootless container cannot put an "
                                "interface on a host bridge", "run as root, or use --network none")
@@ -543,16 +589,11 @@ class Runner:
         resources = self.spec.resources
         if self.unprivileged:
             return self._rootless_cgroup_steps(resources)
+        # (--userns as root: the runtime stays the host's root, outside the
+        # container's user namespace, and writes the whole cgroup, its device
+        # allow-list too, as for any other container.)
         note = None
-        if self.userns:
-            # The runtime is in the user namespace when it writes the cgroup:
-            # devices.allow and bpf(2) need CAP_SYS_ADMIN in the host's.
-            resources = replace(resources or cgroups.Resources(), all_devices=True)
-            note = S.Note(phase=S.PARENT, text="no device allow-list (user namespace)",
-                          reason="setting one needs CAP_SYS_ADMIN in the host's user namespace, which the runtime "
-                          "left; none is needed for mknod: the kernel refuses device nodes made in a user namespace "
-                          "(CAP_MKNOD counts only in the host's) and ignores those on filesystems mounted there")
-        elif resources is not None and resources.all_devices:
+        if resources is not None and resources.all_devices:
             note = S.Note(phase=S.PARENT, text="no device allow-list (--privileged): every device may be opened",
                           reason="as Docker: the container's cgroup keeps its parent's device access")
         try:
@@ -673,10 +714,11 @@ class Runner:
                 store.clear_stop(state)
                 state.pid, state.pid_start, state.namespaces = 0, 0, {}
                 store.save(state)
+                make_shifted(rootfs)  # the range's copy of the image, if it was removed meanwhile
             else:
                 self._reserve(store, state, image)
                 save_spec(store.containers / state.id, self.spec)
-                prepare_layer(layer, rootfs, image.rootfs)
+                prepare_layer(layer, rootfs, rootfs.image_top)
                 store.write_note(state, layer)
             from minicontainer.container.process import Container, Hooks
 

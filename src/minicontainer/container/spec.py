@@ -431,6 +431,10 @@ class ContainerSpec:
     init: bool = False  # --init: tini as PID 1, reaping orphans and forwarding signals
     restart: str = "no"  # --restart: no | on-failure | always | unless-stopped (the monitor applies it)
     restart_max: int = 0  # on-failure:N (0: no limit)
+    # --userns as root (or the userns-remap setting): the user whose subordinate
+    # range the container is in, kept so `start` maps it to the same range again
+    # ("" for none). Set by the runtime (Runner.make_plan).
+    userns_remap: str = ""
     # Filled by the cgroups and security layers (cgroups.resources.Resources,
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None

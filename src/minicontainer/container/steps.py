@@ -695,10 +695,40 @@ class MountRootfs(Step):
     # lower-2 ... in the layer directory and stacked after ``lower``
     # (overlayfs.rst, "Multiple lower layers": the leftmost is the top).
     lower_stack: tuple[str, ...] = ()
+    # --userns as root: the layer directory and the image are reached through
+    # fds opened before the user namespace (OpenHostPaths), from which root
+    # inside could not search the store's directories.
+    opened: bool = False
+    # ... and the image's layers are idmapped mounts (ReceiveIdmappedLayers),
+    # attached on idmapped/0, idmapped/1 ... of the layer directory
+    idmapped: bool = False
+
+    @property
+    def lower_names(self) -> list[str]:
+        return ["lower"] + [f"lower-{i}" for i in range(1, len(self.lower_stack) + 1)]
+
+    @property
+    def idmapped_names(self) -> list[str]:
+        """Where each idmapped layer is attached, top first, in the layer directory."""
+        return [f"idmapped/{i}" for i in range(1 + len(self.lower_stack))]
+
+    @property
+    def host_paths(self) -> list[str]:
+        """What OpenHostPaths opens for this step: the layer directory, then each lower layer."""
+        if self.mode != "overlay":
+            return [self.layer, self.lower]
+        if self.idmapped:
+            return [self.layer]
+        return [self.layer] + [f"{self.layer}/{name}" for name in self.lower_names]
+
+    def overlay_options_with(self, lowers: list[str]) -> str:
+        """The mount options with ``lowers`` for the lower layers (names in the layer directory, or fd paths)."""
+        options = self.overlay_options
+        return options.replace("lowerdir=" + ":".join(self.lower_names), "lowerdir=" + ":".join(lowers), 1)
 
     @property
     def overlay_options(self) -> str:
-        lowers = ":".join(["lower"] + [f"lower-{i}" for i in range(1, len(self.lower_stack) + 1)])
+        lowers = ":".join(self.lower_names)
         if not self.writable:
             # overlayfs wants two lower layers when there is no upper one; the
             # last is an empty directory, so the root is the image, read-only.
@@ -709,7 +739,8 @@ class MountRootfs(Step):
         if self.mode == "overlay":
             kind = "a read-only overlay" if not self.writable else "an overlay"
             layers = f" ({len(self.lower_stack) + 1} layers)" if self.lower_stack else ""
-            return f"mount the root filesystem: {kind} of the image{layers} on {self.target}"
+            idmapped = ", its layers attached idmapped" if self.idmapped else ""
+            return f"mount the root filesystem: {kind} of the image{layers} on {self.target}{idmapped}"
         return f"bind-mount {self.lower} on {self.target} as the root filesystem" + (" (read-only)" if self.readonly else "")
 
     def why(self) -> str:
@@ -723,9 +754,13 @@ class MountRootfs(Step):
         return "pivot_root(2) needs the new root to be a mount point; a bind mount of the directory makes it one"
 
     def shell(self) -> str:
+        via = "   # lower, the image, through the fd opened before the user namespace" if self.opened else ""
+        if self.mode == "overlay" and self.idmapped:
+            options = self.overlay_options_with(self.idmapped_names)
+            return f"cd {self.layer} && mount -t overlay overlay -o {options} merged   # after move_mount of each layer"
         if self.mode == "overlay":
-            return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged"
-        return f"mount --rbind {self.lower} {self.target}"
+            return f"cd {self.layer} && mount -t overlay overlay -o {self.overlay_options} merged{via}"
+        return f"mount --rbind {self.lower} {self.target}{via}"
 
 
 @dataclass(frozen=True)
@@ -1011,6 +1046,160 @@ class UserNamespace(Step):
 
     def shell(self) -> str:
         return self.mapping.shell()
+
+
+# --- root's --userns: the child makes the user namespace (runc's order) ------
+#
+#   runtime (root) ──fork──▶ child: unshare(CLONE_NEWUSER) ─── "U" ──▶
+#      │ writes /proc/CHILD/uid_map, gid_map ◀──────────────────────────┘
+#      │ ─── "M" ──▶ unshare(CLONE_NEWNS); open the host paths to mount
+#      │             setresuid(0): uid 0 inside, 300000 outside
+#      │             unshare(CLONE_NEWPID), fork ──▶ PID 1 (goes on with the plan)
+#      │ ◀── PID 1's pid ── exits
+#      ▼ reaps it; PID 1 is re-parented to the runtime (a child subreaper)
+#
+# The user namespace comes first, so every namespace made after it belongs
+# to it; the PID namespace too, which is why PID 1 is a second fork.
+
+
+@dataclass(frozen=True)
+class BecomeSubreaper(Step):
+    phase = BEFORE_FORK
+
+    def what(self) -> str:
+        return "become a child subreaper"
+
+    def why(self) -> str:
+        return ("prctl(2) PR_SET_CHILD_SUBREAPER: the container's PID 1 is forked by the first child, which then "
+                "exits; PID 1 is re-parented to the runtime, which waits for it and gets its exit status")
+
+
+@dataclass(frozen=True)
+class OpenHostPaths(Step):
+    """Each mount from the host (the layer, the image, -v sources ...) is made
+    from an fd opened here, while the child is still the host's root."""
+
+    paths: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        return (f"open the {len(self.paths)} host paths the container's mounts come from, while this process "
+                "is still uid 0 of the host")
+
+    def why(self) -> str:
+        return ("once root of the user namespace, the process is an unprivileged uid of the host, which cannot "
+                "search root's 0700 directories (the store, a -v source below /root); uid 0 still owns them "
+                "(path_resolution(7)). Each mount is made from the fd opened here (O_PATH, open(2)), in the "
+                "container's mount namespace already, so the kernel lets it be mounted there")
+
+
+@dataclass(frozen=True)
+class UnshareUser(Step):
+    """The child: a new user namespace, whose maps the runtime writes (WriteIdMaps)."""
+
+    def what(self) -> str:
+        return "create a user namespace, and wait until the runtime has written its maps"
+
+    def why(self) -> str:
+        return ("user_namespaces(7): made first, so the mount, PID, network ... namespaces made after it belong to "
+                "it: root inside has capabilities only over what it owns")
+
+    def shell(self) -> str:
+        return "unshare --user ..."
+
+
+@dataclass(frozen=True)
+class BecomeRoot(Step):
+    uid: int = 0  # on the host
+    gid: int = 0
+
+    def what(self) -> str:
+        return f"become root of the user namespace: uid and gid 0 inside, {self.uid} and {self.gid} on the host"
+
+    def why(self) -> str:
+        return ("setresgid(2), setresuid(2), no supplementary groups (setgroups(2)): from here on what this process "
+                "creates (the container's files, its processes) belongs to the range, not to the host's root")
+
+    def shell(self) -> str:
+        return "setpriv --reuid 0 --regid 0 --clear-groups"
+
+
+@dataclass(frozen=True)
+class WriteIdMaps(Step):
+    phase = PARENT
+    mapping: object = None  # userns.IdMapping
+
+    def what(self) -> str:
+        return f"write the maps of the child's user namespace: {self.mapping.describe()}"
+
+    def why(self) -> str:
+        r = self.mapping.uids[0]
+        return (f"user_namespaces(7): only a process privileged outside may map a range; uid 0 inside is "
+                f"{r.outside} on the host, an unprivileged uid of user {self.mapping.user}'s subordinate range "
+                "(/etc/subuid, /etc/subgid): a process that escapes the container is nobody on the host")
+
+    def shell(self) -> str:
+        u, g = self.mapping.uids[0], self.mapping.gids[0]
+        return f"echo '{u.line()}' > /proc/$CHILD/uid_map; echo '{g.line()}' > /proc/$CHILD/gid_map"
+
+
+@dataclass(frozen=True)
+class SendIdmappedLayers(Step):
+    """The image without a copy (idshift.py): each layer as a detached bind
+    mount that shows its files' owners through the child's user namespace."""
+
+    phase = PARENT
+    layers: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        return (f"mount the image's {len(self.layers)} layer(s) idmapped to the child's user namespace, and pass "
+                "them to the child")
+
+    def why(self) -> str:
+        return ("mount_setattr(2) MOUNT_ATTR_IDMAP: on disk the image's files belong to the host's uids 0-65535; "
+                "through these mounts they belong to the range (uid 0 reads as root inside), without a copy. "
+                "Only the runtime may make them (CAP_SYS_ADMIN over the image's filesystem): detached mounts "
+                "(open_tree(2) OPEN_TREE_CLONE) sent over the socket (SCM_RIGHTS, unix(7))")
+
+    def shell(self) -> str:
+        return "mount --bind -o X-mount.idmap=/proc/$CHILD/ns/user LAYER $LAYER_DIR/idmapped/N   # for each layer"
+
+
+@dataclass(frozen=True)
+class ReceiveIdmappedLayers(Step):
+    count: int = 1
+
+    def what(self) -> str:
+        return f"receive the {self.count} idmapped layer(s) from the runtime"
+
+    def why(self) -> str:
+        return "they are attached (move_mount(2)) in the layer directory when the root filesystem is mounted"
+
+
+@dataclass(frozen=True)
+class ForkInit(Step):
+    def what(self) -> str:
+        return ("create the PID namespace and fork the container's PID 1 into it; this first child then exits, "
+                "and PID 1 goes on")
+
+    def why(self) -> str:
+        return ("pid_namespaces(7): a proc(5) for a PID namespace can only be mounted by its owner, so it is made "
+                "inside the user namespace, and only the next child is born in it. PID 1 arms its parent-death "
+                "signal once the runtime says it is its parent (prctl(2) PR_SET_PDEATHSIG)")
+
+    def shell(self) -> str:
+        return "unshare --pid --fork ..."
+
+
+@dataclass(frozen=True)
+class AdoptInit(Step):
+    phase = PARENT
+
+    def what(self) -> str:
+        return ("receive PID 1's pid from the first child and reap that child: PID 1 is now the runtime's child, "
+                "and is told so")
+
+    def why(self) -> str:
+        return "a child subreaper inherits the orphans of its descendants (prctl(2)), and waits for them like its own"
 
 
 # --- security: the child before pivot_root (may read the image's files) ---

@@ -1,4 +1,5 @@
-"""Rootless mode: a user namespace in which the caller is root.
+"""Rootless mode: a user namespace in which the caller is root (and, at the
+end, the subordinate range root's ``--userns`` containers get: remap_mapping).
 
 user_namespaces(7): any user may create a user namespace and is then root
 inside it, with every capability, but capabilities that count only for what
@@ -148,8 +149,10 @@ class IdMapping:
 
     ``writer``: ``self`` (single id, written by the helper with the caller's
     own rights after setgroups "deny"), ``newidmap`` (ranges from
-    /etc/subuid and /etc/subgid, through the setuid helpers) or ``root``
-    (the caller is root: the helper writes any map directly).
+    /etc/subuid and /etc/subgid, through the setuid helpers), ``root``
+    (the caller is root: the helper writes any map directly) or ``remap``
+    (a container of root's in a subordinate range, :func:`remap_mapping`:
+    the runtime writes its child's maps, steps.WriteIdMaps).
     """
 
     uid: int  # the caller, outside
@@ -253,6 +256,43 @@ def _stack(own: IdRange, ranges: list[tuple[int, int]]) -> tuple[IdRange, ...]:
         out.append(IdRange(nxt, start, count))
         nxt += count
     return tuple(out)
+
+
+# --- root's containers: a subordinate range of a dedicated user --------------------
+
+# The user whose /etc/subuid and /etc/subgid ranges root's --userns containers
+# get (Docker's "dockremap"); scripts/setup creates it with 65536 ids.
+REMAP_USER = "minicontainer"
+# MINICONTAINER_USERNS_REMAP=default|NAME: every container root runs is remapped
+# (Docker's userns-remap daemon setting), to REMAP_USER's range or NAME's.
+REMAP_ENV = "MINICONTAINER_USERNS_REMAP"
+
+
+def remap_setting(environ=os.environ) -> str | None:
+    """The user named by the userns-remap setting (None: the setting is off)."""
+    value = environ.get(REMAP_ENV, "").strip()
+    if not value:
+        return None
+    return REMAP_USER if value == "default" else value
+
+
+def remap_mapping(name: str | None = None, *, subuid: str = "/etc/subuid", subgid: str = "/etc/subgid") -> IdMapping:
+    """The maps of a container root remaps: ids 0-(N-1) inside are the first
+    subordinate range of ``name`` on the host (uid 0 inside is, say, 300000
+    outside: an unprivileged uid that owns nothing of the host). Raises a
+    SecurityError naming the fix when ``name`` has no range."""
+    name = name or remap_setting() or REMAP_USER
+    uids = parse_subids(_read_text(subuid), name, -1)
+    gids = parse_subids(_read_text(subgid), name, -1)
+    if not uids or not gids:
+        raise SecurityError(
+            f"--userns as root maps the container to a subordinate range of user {name}, and {subuid} and "
+            f"{subgid} have none",
+            f"run scripts/setup, or: usermod --add-subuids 300000-365535 --add-subgids 300000-365535 {name}",
+        )
+    (ustart, ucount), (gstart, gcount) = uids[0], gids[0]
+    count = min(ucount, gcount)
+    return IdMapping(0, 0, name, (IdRange(0, ustart, count),), (IdRange(0, gstart, count),), "remap")
 
 
 # --- may we? --------------------------------------------------------------------
@@ -372,6 +412,11 @@ def diagnose(err: int, *, euid: int | None = None, proc: str = "/proc") -> MiniE
 
 def overlay_allowed(release: str | None = None) -> bool:
     """overlayfs may be mounted inside a user namespace from Linux 5.11."""
+    return kernel_at_least((5, 11), release)
+
+
+def kernel_at_least(version: tuple[int, int], release: str | None = None) -> bool:
+    """Is the running kernel (or ``release``, as uname -r says it) ``version`` or later?"""
     release = os.uname().release if release is None else release
     nums = []
     for part in release.split(".")[:2]:
@@ -379,7 +424,7 @@ def overlay_allowed(release: str | None = None) -> bool:
         nums.append(int(digits) if digits else 0)
     while len(nums) < 2:
         nums.append(0)
-    return tuple(nums) >= (5, 11)
+    return tuple(nums) >= version
 
 
 # --- doing it ---------------------------------------------------------------------

@@ -33,6 +33,7 @@ class Recorder:
         self.submount_table = dict(submounts or {})
         self._fds: dict[int, str] = {}
         self._next_fd = 100
+        self.replies: dict[str, list[bytes]] = {}  # what read() of a named fd gives, in order (then EOF)
 
     def _rec(self, name: str, *args) -> None:
         self.calls.append((name, *args))
@@ -105,8 +106,22 @@ class Recorder:
     def mount_flags_of(self, path):
         return 0
 
-    def mount_setattr(self, fd, attr_set, attr_clr=0, *, recursive=True, shown=None):
+    def mount_setattr(self, fd, attr_set, attr_clr=0, *, recursive=True, shown=None, userns_fd=0):
         self._rec("mount_setattr", shown or self._fds.get(fd, fd), attr_set, attr_clr, recursive)
+
+    def open_tree(self, path):
+        self._rec("open_tree", path)
+        return self._fd(f"tree:{path}")
+
+    def move_mount(self, fd, target, *, shown=None):
+        self._rec("move_mount", self._fds.get(fd, fd), shown or target)
+
+    def send_fds(self, sock_fd, data, fds):
+        self._rec("send_fds", self._fds.get(sock_fd, sock_fd), data, len(fds))
+
+    def recv_fds(self, sock_fd, count):
+        self._rec("recv_fds", self._fds.get(sock_fd, sock_fd))
+        return b"L", [self._fd(f"received:{i}") for i in range(count)]
 
     def submounts(self, fd):
         return list(self.submount_table.get(self._fds.get(fd, fd), []))
@@ -138,7 +153,12 @@ class Recorder:
     def read(self, fd, n):
         name = self._fds.get(fd, fd)
         self._rec("read", name)
+        if self.replies.get(name):
+            return self.replies[name].pop(0)
         return b"1" if name == "sync" else b""
+
+    def write_file(self, path, data):
+        self._rec("write_file", path, data)
 
     def write(self, fd, data):
         self._rec("write", self._fds.get(fd, fd), data)
@@ -232,6 +252,9 @@ class Recorder:
     def set_pdeathsig(self, sig):
         self._rec("set_pdeathsig", sig)
 
+    def set_child_subreaper(self):
+        self._rec("set_child_subreaper")
+
     def set_dumpable(self, flag):
         self._rec("set_dumpable", flag)
 
@@ -302,6 +325,8 @@ class FakeChannels:
 
     def __init__(self, sc: Recorder):
         self.sc = sc
+        sc.replies.setdefault("ctl-runtime", [b"U", b"4244\n"])
+        sc.replies.setdefault("ctl-child", [b"M", b"A"])
 
     def in_child(self, keep=()):
         self.sc.calls.append(("close_inherited_fds",))
@@ -310,6 +335,12 @@ class FakeChannels:
         pass
 
     def close_sync(self):
+        pass
+
+    # --userns as root: the child says "U" (unshared), the runtime "M" (mapped), the child PID 1's pid
+    ctl, ctl_child = "ctl-runtime", "ctl-child"
+
+    def close_ctl(self):
         pass
 
     def attach_stdio(self, root_fd, tty):

@@ -60,8 +60,13 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x00100000  # the mount shows its files' owners through a user namespace's maps
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
+# open_tree(2) and move_mount(2) (Linux 5.2): a detached copy of a mount, attached elsewhere
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 # prctl(2) options called through ctypes (python-prctl lacks them)
 PR_SET_SECCOMP = 22

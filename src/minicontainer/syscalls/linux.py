@@ -49,6 +49,9 @@ from minicontainer.syscalls.flags import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
     CLONE_NEWNET,
+    MOVE_MOUNT_F_EMPTY_PATH,
+    OPEN_TREE_CLOEXEC,
+    OPEN_TREE_CLONE,
     MS_BIND,
     MS_NOATIME,
     MS_NODEV,
@@ -96,6 +99,9 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386}.get(platf
 # (the syscall table is shared since Linux 5.1).
 _SYS_CLOSE_RANGE = 436
 _SYS_MOUNT_SETATTR = 442
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_AT_FDCWD = -100
 _CLOSE_RANGE_CLOEXEC = 1 << 2
 
 # capget(2): version 3 carries 64-bit sets as two 32-bit halves.
@@ -399,6 +405,17 @@ class Linux:
     def write(self, fd: int, data: bytes) -> None:
         os.write(fd, data)
 
+    def write_file(self, path: str, data: str) -> None:
+        """One write(2) of ``data`` (a uid_map takes the whole map from a single write, user_namespaces(7))."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, data.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise _oserror("writing", e, path) from None
+
     def getppid(self) -> int:
         return os.getppid()
 
@@ -634,11 +651,12 @@ class Linux:
         return out
 
     def mount_setattr(self, fd: int, attr_set: int, attr_clr: int = 0, *, recursive: bool = True,
-                      shown=None) -> None:
+                      shown=None, userns_fd: int = 0) -> None:
         """mount_setattr(2) on the mount ``fd`` was opened on (AT_EMPTY_PATH),
         with AT_RECURSIVE on every mount below it too, in one call: the
-        kernel applies all or none. ENOSYS before Linux 5.12."""
-        attr = MountAttr(attr_set, attr_clr, 0, 0)
+        kernel applies all or none. ENOSYS before Linux 5.12. ``userns_fd``:
+        the user namespace of MOUNT_ATTR_IDMAP."""
+        attr = MountAttr(attr_set, attr_clr, 0, userns_fd)
         flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
         ret = _syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"", ctypes.c_uint(flags),
                        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
@@ -647,6 +665,38 @@ class Linux:
             hint = "mount_setattr(2) needs Linux 5.12 or later" if err == errno.ENOSYS else None
             raise SyscallError("mount_setattr" + (" (recursive)" if recursive else "") + " of", err,
                                shown or self.fd_path(fd), hint)
+
+    def open_tree(self, path: str) -> int:
+        """open_tree(2) OPEN_TREE_CLONE: a detached bind mount of ``path`` (not of what is mounted below it)."""
+        fd = _syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(_AT_FDCWD), _b(path),
+                      ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
+        if fd == -1:
+            raise SyscallError("open_tree (a detached bind mount) of", ctypes.get_errno(), path)
+        return fd
+
+    def move_mount(self, fd: int, target: str, *, shown=None) -> None:
+        """move_mount(2): attach the detached mount ``fd`` at ``target``."""
+        ret = _syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(fd), b"", ctypes.c_int(_AT_FDCWD), _b(target),
+                       ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+        if ret == -1:
+            raise SyscallError("move_mount (attaching a detached mount) on", ctypes.get_errno(), shown or target)
+
+    def send_fds(self, sock_fd: int, data: bytes, fds: list[int]) -> None:
+        """Pass ``fds`` over the unix socket ``sock_fd`` (SCM_RIGHTS, unix(7))."""
+        sock = socket.socket(fileno=sock_fd)
+        try:
+            socket.send_fds(sock, [data], fds)
+        finally:
+            sock.detach()
+
+    def recv_fds(self, sock_fd: int, count: int) -> tuple[bytes, list[int]]:
+        """The message and the fds (close-on-exec) sent with :meth:`send_fds`."""
+        sock = socket.socket(fileno=sock_fd)
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 64, count)
+        finally:
+            sock.detach()
+        return data, fds
 
     def submounts(self, fd: int) -> list[str]:
         """The mount points of every mount below the one ``fd`` is on
