@@ -231,6 +231,14 @@ def test_the_plan_shows_the_maps_and_who_writes_them(remap_range):
     assert "[runtime] write the maps" in plan and "[container] create a user namespace" in plan
 
 
+def test_a_volume_is_refused_in_one_line_and_nothing_is_made(remap_range):
+    # the volume store is root's (0700): the range's root could not fill or use it
+    proc = mc("run", "--rm", "--userns", "-v", "remapvol:/data", "mini", "true")
+    assert proc.returncode == 125 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "volumes cannot be used with --userns" in proc.stderr and f"chown {START}:{START} DIR" in proc.stderr
+    assert "remapvol" not in mc("volume", "ls", "-q", check=0).stdout.split()
+
+
 def test_without_a_range_the_run_is_refused_in_one_line(monkeypatch, mc_home):
     monkeypatch.setenv("MINICONTAINER_USERNS_REMAP", "mc-no-such-range")
     before = set((mc_home / "containers").iterdir()) if (mc_home / "containers").exists() else set()

@@ -408,6 +408,14 @@ class Runner:
                 )
             if self.remapped:
                 remap = userns.remap_mapping(spec.userns_remap or None)
+                if spec.named_volumes:
+                    # The volume store is root's (0700) and a new volume is filled by the child, which is the
+                    # range's root by then: refused before anything is made, rather than failing half-way.
+                    raise UsageError(
+                        "volumes cannot be used with --userns as root yet: the volume store is root's, out of "
+                        "the range's reach (the image's VOLUMEs count too)",
+                        f"bind a directory the range owns instead: chown {remap.uids[0].outside}:"
+                        f"{remap.gids[0].outside} DIR, then -v DIR:/path")
                 self.spec = spec = replace(spec, userns_remap=remap.user)  # `start` maps it the same way
             else:
                 userns_steps = [S.UserNamespace(mapping=userns.plan_mapping())]
