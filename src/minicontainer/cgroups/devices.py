@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import stat as _stat
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 from typing import Callable, Iterable
 
 from minicontainer.cgroups import ebpf

@@ -33,9 +33,10 @@ from __future__ import annotations
 import os
 import re
 import stat as _stat
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Callable, Iterable
 
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from minicontainer import units
 from minicontainer.cgroups.devices import Device, DeviceRule, parse_device
 from minicontainer.errors import UsageError

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 from typing import Any
 

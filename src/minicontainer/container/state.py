@@ -19,9 +19,10 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from pathlib import Path
 
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from minicontainer import paths
 from minicontainer.procfs import proc_start_time  # noqa: F401 - part of this module's API
 from minicontainer.errors import ContainerError

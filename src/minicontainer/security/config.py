@@ -14,7 +14,7 @@ not be a way back to root.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from typing import Iterable
 
 from minicontainer.errors import UsageError

@@ -32,7 +32,7 @@ are carried out by ``interpreter.Interpreter``, like every other step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.container import steps as S
 from minicontainer.errors import SecurityError
