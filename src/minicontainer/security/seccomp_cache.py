@@ -23,12 +23,16 @@ can write there is already root (or, rootless, the user).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import minicontainer
+
+try:  # the builtin SHA-256: hashlib would load OpenSSL for it (~2.5 ms a start here, -X importtime)
+    from _sha256 import sha256
+except ImportError:  # other Pythons name it otherwise
+    from hashlib import sha256
 
 # The modules whose code decides the program or the step's text.
 _SOURCES = ("seccomp.py", "bpf.py", "syscall_tables.py", "seccomp_profile.py", "steps.py", "seccomp_cache.py")
@@ -38,7 +42,7 @@ INSN_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha256(minicontainer.__version__.encode())
+    h = sha256(minicontainer.__version__.encode())
     for name in _SOURCES:
         with open(os.path.join(here, name), "rb") as f:
             h.update(name.encode() + b"\0" + f.read() + b"\0")
@@ -50,7 +54,7 @@ def key(config, kept: frozenset[str]) -> str:
     profile = "default" if config.seccomp_profile is None else repr(config.seccomp_profile)
     uname = os.uname()
     material = json.dumps([code_version(), config.seccomp, profile, sorted(kept), uname.machine, uname.release])
-    return hashlib.sha256(material.encode()).hexdigest()
+    return sha256(material.encode()).hexdigest()
 
 
 def _file(cache_dir: Path, k: str) -> Path:
