@@ -69,6 +69,7 @@ def test_verdict_and_rows(bench):
     assert bench.verdict(0.9, 1.0) == "met"
     assert bench.verdict(1.3, 1.0).startswith("MISSED (1.30x")
     assert bench.verdict(None, 1.0) == "not measured"
+    assert bench.verdict(19.6, 15.0, "MB") == "MISSED (19.60 MB > 15.0 MB)"
     rows = bench.rows_against({"x": [2.0, 4.0], "ref": [1.0, 2.0]}, "ref")
     assert rows == [("x", 3.0, 2.0, 2.0), ("ref", 1.5, 1.0, 1.0)]
 
