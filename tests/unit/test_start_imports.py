@@ -72,12 +72,13 @@ STATE_MINICONTAINER = {
     "minicontainer.container", "minicontainer.container.state",
 }
 STATE_OTHERS = {
-    "abc", "array", "ast", "builtins", "bz2", "codecs", "collections", "contextlib", "copy", "copyreg",
-    "dataclasses", "dis", "enum", "errno", "fcntl", "fnmatch", "functools", "genericpath", "importlib",
-    "inspect", "io", "ipaddress", "itertools", "json", "keyword", "linecache", "lzma", "marshal", "math",
-    "ntpath", "opcode", "operator", "os", "pathlib", "posix", "posixpath", "re", "reprlib", "select",
-    "selectors", "shutil", "signal", "socket", "stat", "sys", "time", "token", "tokenize", "types", "urllib",
-    "warnings", "weakref", "zlib",
+    "abc", "builtins", "codecs", "collections", "contextlib", "copy", "copyreg", "errno", "fcntl",
+    "functools", "genericpath", "importlib", "io", "itertools", "json", "marshal", "ntpath", "operator", "os",
+    "posix", "posixpath", "re", "reprlib", "signal", "stat", "sys", "time", "types", "warnings", "weakref",
+    "enum", "keyword",
+    "pathlib", "fnmatch", "urllib", "ipaddress",  # pathlib (state.py's paths) and what it imports
+    # dataclasses, through records.py; it imports inspect and so these (~10 ms: the largest cost left here)
+    "dataclasses", "inspect", "ast", "dis", "opcode", "tokenize", "token", "linecache",
 }
 
 _PROBE = """

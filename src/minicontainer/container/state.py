@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, field, fields
@@ -123,6 +122,7 @@ class StateStore:
             self.save(state)
         except BaseException:
             self._unlink_name(state.name, state.id)
+            import shutil  # here, not at the top: the OCI verbs that only read state skip it (~3 ms)
             shutil.rmtree(self.containers / state.id, ignore_errors=True)
             raise
 
@@ -274,6 +274,7 @@ class StateStore:
         os.replace(tmp, Path(layer_dir) / NOTE_FILE)
         spec = self.containers / state.id / "config.json"
         if spec.exists():
+            import shutil
             shutil.copyfile(spec, Path(layer_dir) / "config.json")
 
     def lost(self) -> list[ContainerState]:
@@ -307,6 +308,7 @@ class StateStore:
         d.mkdir(mode=0o700, exist_ok=True)
         spec = Path(st.layer_dir) / "config.json"
         if spec.exists():
+            import shutil
             shutil.copyfile(spec, d / "config.json")
         try:
             os.symlink(st.id, self.names / st.name)
@@ -338,6 +340,7 @@ class StateStore:
     # -- removal ----------------------------------------------------------
     def remove(self, state: ContainerState) -> None:
         on_disk = self._load(state.id)  # renamed since ``state`` was read? that link goes too
+        import shutil
         shutil.rmtree(self.containers / state.id, ignore_errors=True)
         self._unlink_name(state.name, state.id)
         if on_disk is not None and on_disk.name != state.name:
