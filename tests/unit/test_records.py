@@ -103,3 +103,49 @@ def test_the_steps_are_made_with_it():
     assert fork == steps.Fork(2) and hash(fork) == hash(steps.Fork(2))
     assert repr(fork) == "Fork(keep_fds=2)"
     assert steps.Fork.__init__ is records._init
+
+
+def test_own_field_and_fields_asdict_match_dataclasses():
+    @records.dataclass(frozen=True)
+    class Mine:
+        a: int
+        tags: tuple = records.field(default_factory=tuple)
+        nested: list = records.field(default_factory=list)
+
+    m = Mine(1, ("x",), [Mine(2)])
+    assert [f.name for f in records.fields(Mine)] == ["a", "tags", "nested"]
+    assert [f.name for f in dataclasses.fields(m)] == ["a", "tags", "nested"]
+    assert records.asdict(m) == dataclasses.asdict(m) == {
+        "a": 1, "tags": ("x",), "nested": [{"a": 2, "tags": (), "nested": []}]}
+    assert Mine(1).nested is not Mine(1).nested  # a fresh list each time
+    with pytest.raises(ValueError, match="mutable default"):
+        @records.dataclass
+        class Shared:
+            items: list = []
+
+
+def test_a_dataclasses_subclass_of_ours_works():
+    @records.dataclass(frozen=True)
+    class Base:
+        a: int = 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Sub(Base):
+        b: int = 1
+
+    assert Sub(2, 3) == Sub(a=2, b=3) and Sub(2, 3).a == 2
+    assert dataclasses.is_dataclass(Base) and Base.__dataclass_params__.frozen
+    with pytest.raises(TypeError, match="non-frozen"):
+        @dataclasses.dataclass
+        class Thawed(Base):
+            c: int = 0
+
+
+def test_making_classes_does_not_import_dataclasses():
+    import subprocess
+    import sys
+
+    code = ("import sys; from minicontainer.container import steps, state; "
+            "print('dataclasses' in sys.modules, 'inspect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

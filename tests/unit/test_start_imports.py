@@ -77,9 +77,9 @@ STATE_OTHERS = {
     "posix", "posixpath", "re", "reprlib", "signal", "stat", "sys", "time", "types", "warnings", "weakref",
     "enum", "keyword",
     "pathlib", "fnmatch", "urllib", "ipaddress",  # pathlib (state.py's paths) and what it imports
-    # dataclasses, through records.py; it imports inspect and so these (~10 ms: the largest cost left here)
-    "dataclasses", "inspect", "ast", "dis", "opcode", "tokenize", "token", "linecache",
 }
+# Not in the list on purpose: dataclasses (and with it inspect, ast, dis, tokenize: ~10 ms):
+# records.py makes state.py's classes without it.
 
 _PROBE = """
 import importlib, sys

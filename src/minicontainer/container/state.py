@@ -18,10 +18,9 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, field, fields
 from pathlib import Path
 
-from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
+from minicontainer.records import asdict, dataclass, field, fields  # without dataclasses (records.py, issue 15)
 from minicontainer import paths
 from minicontainer.procfs import proc_start_time  # noqa: F401 - part of this module's API
 from minicontainer.errors import ContainerError
