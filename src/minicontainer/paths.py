@@ -23,7 +23,7 @@ import contextlib
 import errno
 import functools
 import os
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 
 DEFAULT_HOME = "/var/lib/minicontainer"

@@ -229,9 +229,10 @@ def test_full_tmpfs_leaves_nothing_and_frees_space(monkeypatch, tmp_path):
 
 
 def _real_tarball(tmp_path: Path, mc_home: Path) -> Path:
-    """The bookworm tarball scripts/bench-import caches, if this machine has
-    it; else a GNU tar of the built-in mini image plus the host's os-release."""
-    for cand in (os.environ.get("MINICONTAINER_TEST_TARBALL"), "/var/cache/minicontainer/bench/bookworm.tar"):
+    """The bookworm tarball scripts/bench caches (or the older bench-import did), if this
+    machine has it; else a GNU tar of the built-in mini image plus the host's os-release."""
+    for cand in (os.environ.get("MINICONTAINER_TEST_TARBALL"), "/var/cache/minicontainer-bench/bookworm.tar",
+                 "/var/cache/minicontainer/bench/bookworm.tar"):
         if cand and os.path.isfile(cand):
             return Path(cand)
     mini = ImageStore(mc_home).get("mini")

@@ -27,7 +27,7 @@ import errno
 import os
 import signal
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer import units
 from minicontainer.cgroups.files import CgroupFs, read_pids, walk_bottom_up

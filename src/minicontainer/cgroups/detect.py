@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 
 # The v1 controllers the kernel may offer (cgroups(7), "Cgroups version 1

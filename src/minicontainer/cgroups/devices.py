@@ -38,12 +38,16 @@ from __future__ import annotations
 
 import os
 import stat as _stat
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.cgroups import ebpf
 from minicontainer.cgroups.ebpf import R0, R1, R2, R3, R4, R5
 from minicontainer.errors import UsageError
+
+# typing only for annotations (strings here): importing it costs ~3 ms of each OCI verb (issue 15)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterable
 
 # struct bpf_cgroup_dev_ctx (linux/bpf.h): access_type = (access << 16) | type.
 CTX_ACCESS_TYPE, CTX_MAJOR, CTX_MINOR = 0, 4, 8

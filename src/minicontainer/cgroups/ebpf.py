@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 
 # Instruction classes, sizes, modes, operations (linux/bpf_common.h, linux/bpf.h).
 BPF_LDX, BPF_ALU, BPF_JMP = 0x01, 0x04, 0x05

@@ -11,7 +11,7 @@ so what you read is what runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.container.steps import (
     AwaitExec,

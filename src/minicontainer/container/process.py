@@ -38,7 +38,7 @@ import socket
 import struct
 import termios
 import tty as ttymod
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer import safepath
 from minicontainer.container import steps as S

@@ -460,7 +460,8 @@ class Runner:
             rootfs=rootfs,
             cgroup_steps=cgroup_steps,
             cgroup_view=self.cgroup.view() if self.cgroup is not None else None,
-            security=security_steps(spec.security),
+            # the seccomp step comes from the state root's cache when this profile was used before
+            security=security_steps(spec.security, cache_dir=StateStore().root / "cache", cache_write=not dry_run),
             userns_steps=userns_steps,
             rootless=self.userns,
             remap=remap,

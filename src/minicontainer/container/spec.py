@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 from typing import Any, Iterable
 
 from minicontainer.errors import UsageError

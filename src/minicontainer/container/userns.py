@@ -62,7 +62,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.errors import MiniError, SecurityError, SyscallError
 from minicontainer.syscalls.flags import CLONE_NEWNS, CLONE_NEWUSER

@@ -42,7 +42,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 from typing import Callable, Iterator, Union
 

@@ -26,7 +26,7 @@ what the program says is decided in seccomp.py.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 
 # Instruction classes and fields (linux/bpf_common.h).
 BPF_LD, BPF_ALU, BPF_JMP, BPF_RET = 0x00, 0x04, 0x05, 0x06

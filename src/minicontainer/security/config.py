@@ -14,16 +14,17 @@ not be a way back to root.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
+from typing import TYPE_CHECKING, Iterable
 
 from minicontainer.errors import UsageError
 from minicontainer.security.caps import normalize_cap
 from minicontainer.security.paths import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 from minicontainer.security.rlimits import Ulimit, parse_ulimit
-from minicontainer.security.seccomp import Profile
-from minicontainer.security.seccomp_profile import load_docker_profile
 from minicontainer.security.users import split_user
+
+if TYPE_CHECKING:
+    from minicontainer.security.seccomp import Profile
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ def parse_security(
             elif v == "unconfined":
                 seccomp, profile = "unconfined", None
             else:
+                # imported only for a JSON profile: the default one needs no
+                # seccomp code on a start whose step is cached (seccomp_cache.py)
+                from minicontainer.security.seccomp_profile import load_docker_profile
+
                 seccomp, profile = v, load_docker_profile(v)
         elif key == "systempaths":
             if (value or "").strip() != "unconfined":

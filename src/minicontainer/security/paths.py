@@ -27,7 +27,7 @@ lists off, as in Docker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -49,7 +49,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.errors import SecurityError
 from minicontainer.security import bpf

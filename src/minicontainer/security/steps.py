@@ -32,11 +32,11 @@ are carried out by ``interpreter.Interpreter``, like every other step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.container import steps as S
 from minicontainer.errors import SecurityError
-from minicontainer.security import caps, rlimits, seccomp
+from minicontainer.security import caps, rlimits
 from minicontainer.security.config import SecurityConfig
 from minicontainer.security.paths import masked_path_ops
 
@@ -64,19 +64,36 @@ def kept_caps(config: SecurityConfig, last_cap: int, bounding_now: int) -> int:
 
 
 def filter_for(config: SecurityConfig, cap_names: frozenset[str], arch: str | None = None,
-               kernel: tuple[int, int] | None = None) -> seccomp.CompiledFilter | None:
-    """The compiled seccomp program for ``config``, or None when unconfined."""
+               kernel: tuple[int, int] | None = None):
+    """The compiled seccomp program for ``config`` (a seccomp.CompiledFilter), or None when unconfined."""
+    from minicontainer.security import seccomp
+
     profile = seccomp.profile_for(config)
     return None if profile is None else seccomp.compile_filter(profile, cap_names, arch, kernel)
 
 
-def _seccomp_step(config: SecurityConfig, kept: frozenset[str], arch: str | None):
+def _seccomp_step(config: SecurityConfig, kept: frozenset[str], arch: str | None,
+                  cache_dir=None, cache_write: bool = True):
     from minicontainer.syscalls.linux import load_filter
 
-    compiled = filter_for(config, kept, arch)
-    if compiled is None:
+    if config.seccomp == "unconfined":
         why = "--privileged" if config.privileged else "--security-opt seccomp=unconfined"
         return S.Note(phase=S.INSIDE, text=f"no seccomp filter ({why})", reason="every system call reaches the kernel")
+    # The same profile, caps, machine and kernel always give the same step:
+    # a run reads it from the state root instead of importing seccomp.py and
+    # assembling the program again (~10 ms a start here; seccomp_cache.py).
+    key = None
+    if cache_dir is not None and arch is None:
+        from minicontainer.security import seccomp_cache
+
+        key = seccomp_cache.key(config, kept)
+        hit = seccomp_cache.load(cache_dir, key)
+        if hit is not None:
+            program, text, reason = hit
+            return S.InstallSeccomp(text=text, reason=reason, fprog=load_filter(program))
+    from minicontainer.security import seccomp
+
+    compiled = filter_for(config, kept, arch)
     refusing = [r for r in compiled.rules if r.action.kind != "allow"]
     partly = {n for r in compiled.rules if r.args for n in r.names}
     blocked = sorted({n for r in refusing for n in r.names} - set(compiled.unknown))
@@ -84,17 +101,18 @@ def _seccomp_step(config: SecurityConfig, kept: frozenset[str], arch: str | None
     if compiled.profile.default_action.kind == "allow":
         text += f": {len(blocked)} calls refused (* only with some arguments): " + ", ".join(
             n + ("*" if n in partly else "") for n in blocked)
-    return S.InstallSeccomp(
-        text=text,
-        reason="seccomp(2): the kernel runs this program on every system call. " + seccomp.explain_filter(compiled),
-        fprog=load_filter(compiled.program),
-    )
+    reason = "seccomp(2): the kernel runs this program on every system call. " + seccomp.explain_filter(compiled)
+    if key is not None and cache_write:
+        seccomp_cache.save(cache_dir, key, compiled.program, text, reason)
+    return S.InstallSeccomp(text=text, reason=reason, fprog=load_filter(compiled.program))
 
 
 def security_steps(config: SecurityConfig | None, *, last_cap: int | None = None, bounding: int | None = None,
-                   arch: str | None = None) -> SecuritySteps:
+                   arch: str | None = None, cache_dir=None, cache_write: bool = True) -> SecuritySteps:
     """The steps for ``config`` (None: the defaults). ``last_cap`` and
-    ``bounding`` are read from this host when not given."""
+    ``bounding`` are read from this host when not given. With ``cache_dir``
+    the seccomp step is read from (and, with ``cache_write``, saved to) the
+    cache there (seccomp_cache.py)."""
     cfg = config if config is not None else SecurityConfig()
     if last_cap is None:
         last_cap = caps.cap_last_cap()
@@ -108,7 +126,7 @@ def security_steps(config: SecurityConfig | None, *, last_cap: int | None = None
     out.masks = [S.MaskPath(path=op.path, kind=op.kind, reason=op.why) for op in masked_path_ops(cfg)]
     out.before_pivot = [S.ResolveUser(user=cfg.user, group_add=cfg.group_add), S.MakeUndumpable()]
 
-    seccomp_step = _seccomp_step(cfg, kept, arch)
+    seccomp_step = _seccomp_step(cfg, kept, arch, cache_dir, cache_write)
     filter_first = isinstance(seccomp_step, S.InstallSeccomp) and not cfg.no_new_privs
     inside = out.inside
     if filter_first:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 # At the top, not in a function: `exec` resolves the user after it joined the
 # container's mount namespace, where an import would read the image's files.
