@@ -175,3 +175,26 @@ def test_demo_names_complete():
 
     assert _complete(None, None, "c") == ["chroot", "cpu", "cgroup-v1-v2"]
     assert _complete(None, None, "") == list(demos.DEMOS)
+
+
+def test_a_demo_needing_bash_in_an_older_mini_names_the_rebuild(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from minicontainer.errors import MiniError
+
+    lower = tmp_path / "rootfs"
+    (lower / "bin").mkdir(parents=True)
+
+    class Store:
+        def exists(self, name):
+            return name == "mini"
+
+        def get(self, name):
+            return SimpleNamespace(stack=(lower,))
+
+    monkeypatch.setattr("minicontainer.images.store.ImageStore", Store)
+    with pytest.raises(MiniError, match="runs /bin/bash in the image mini") as e:
+        demos.preflight(_demo([], in_mini=("/bin/bash",)))
+    assert "build-mini --force" in e.value.hint
+    (lower / "bin" / "bash").symlink_to("/usr/bin/bash")  # a link is enough: it points inside the image
+    demos.preflight(_demo([], in_mini=("/bin/bash",)))

@@ -86,6 +86,7 @@ class Demo:
     # Files the demo writes into $T before its steps (a C program to compile...), shown as written.
     files: dict[str, str] = field(default_factory=dict)
     needs: tuple[tuple[str, str], ...] = ()  # (host program, how to get it)
+    in_mini: tuple[str, ...] = ()  # paths the demo runs inside the built-in image (/bin/bash)
     containers: tuple[str, ...] = ()  # names the demo creates: must not exist yet
     root: bool = True
 
@@ -160,6 +161,23 @@ def listing() -> str:
     return "\n".join(f"{n:<{width}}  {DEMOS[n][1]}" for n in DEMOS)
 
 
+def _missing_in_mini(wanted) -> str:
+    """The first of ``wanted`` absent from the stored mini ("" if all are
+    there, or if mini is not built yet: the first run builds it with them)."""
+    if not wanted:
+        return ""
+    from minicontainer.images.store import ImageStore
+
+    store = ImageStore()
+    if not store.exists("mini"):
+        return ""
+    image = store.get("mini")
+    for path in wanted:
+        if not any(os.path.lexists(d / path.lstrip("/")) for d in image.stack):
+            return path
+    return ""
+
+
 def preflight(demo: Demo) -> None:
     """Refuse before anything runs: not root, a program missing, a name taken."""
     from minicontainer.errors import MiniError
@@ -170,6 +188,11 @@ def preflight(demo: Demo) -> None:
     for prog, how in demo.needs:
         if shutil.which(prog) is None:
             raise MiniError(f"demo {demo.name} needs {prog}, which is not installed", how, exit_code=1)
+    missing = _missing_in_mini(demo.in_mini)
+    if missing:
+        # an image store made before mini carried the host's bash keeps that older mini
+        raise MiniError(f"demo {demo.name} runs {missing} in the image mini, which this store's mini lacks",
+                        "rebuild it: minicontainer image build-mini --force", exit_code=1)
     if demo.containers:
         from minicontainer.container.state import StateStore
 

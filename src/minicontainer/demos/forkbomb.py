@@ -50,6 +50,7 @@ DEMO = Demo(
         cgroup and the host never notices.
     """,
     steps=steps,
+    in_mini=("/bin/bash",),
     needs=(("bash", "mini copies the host's bash: apt-get install bash"),),
     containers=("demo-forkbomb",),
 )

@@ -70,5 +70,6 @@ DEMO = Demo(
         and only in it. Each run is recorded with --report and charted with report --html.
     """,
     steps=steps,
+    in_mini=("/bin/bash",),
     needs=(("bash", "mini copies the host's bash: apt-get install bash"),),
 )
