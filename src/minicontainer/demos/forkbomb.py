@@ -21,10 +21,12 @@ def steps(ctx):
     return [
         Step(
             shows="the fork bomb under --pids-limit 20; after 2 s the container's own shell says it still runs",
-            command=f"minicontainer run --rm --pids-limit 20 mini bash -c '{BOMB}; sleep 2; echo \"the container "
-                    "still answers\"' 2>&1 | uniq -c",
+            command=f"minicontainer run --rm --pids-limit 20 mini bash -c 'mkfifo /tmp/w; exec 3<>/tmp/w; {BOMB}; "
+                    "read -t 2 -u 3; echo \"the container still answers\"' 2>&1 | uniq -c",
             notice="fork() fails with EAGAIN ('Resource temporarily unavailable') once the cgroup holds 20 "
-                   "processes; minicontainer reads pids.events and says the limit was hit; the shell still answers",
+                   "processes; minicontainer reads pids.events and says the limit was hit; the shell still answers. "
+                   "It waits with bash's own read on a fifo, not with sleep: after the bomb, starting any program "
+                   "needs a fork the limit may refuse",
             check=all_of(contains("Resource temporarily unavailable", "pids limit 20 reached",
                                   "the container still answers"), lacks("syntax error")),
         ),
