@@ -173,3 +173,49 @@ def test_a_namespace_path_is_joined_before_the_user_namespace(planned):
     assert steps.index(join) < next(i for i, s in enumerate(steps) if isinstance(s, S.UnshareUser))
     assert sum(isinstance(s, S.JoinNamespace) and s.ns == "net" for s in steps) == 1
     assert not any(isinstance(s, S.LoopbackUp) for s in steps)  # lo of the engine's namespace is the engine's
+
+
+class _RefusingKernel:
+    """Just what WriteIdMaps uses: the child's "U", and a uid_map the kernel refuses (EINVAL)."""
+
+    def __init__(self):
+        self.written = []
+
+    def read(self, fd, n):
+        return b"U"
+
+    def write_file(self, path, data):
+        import errno
+
+        from minicontainer.errors import SyscallError
+
+        if path.endswith("/gid_map"):
+            raise SyscallError("writing", errno.EINVAL, path)
+        self.written.append((path, data))
+
+    def write(self, fd, data):
+        self.written.append((fd, data))
+
+
+@pytest.mark.parametrize("source, fails_with", [("config.json", UsageError), ("", Exception)])
+def test_a_map_the_kernel_refuses_fails_closed_naming_the_field(bundle, source, fails_with):
+    import dataclasses
+    import types
+
+    from minicontainer.container.interpreter import Interpreter
+    from minicontainer.errors import SyscallError
+
+    mapping = convert(_doc(), bundle=str(bundle), name="c1").spec.id_mapping
+    mapping = dataclasses.replace(mapping, source=source)
+    sc = _RefusingKernel()
+    interp = Interpreter(sc)
+    interp.chan = types.SimpleNamespace(ctl=7)
+    interp.child_pid = 4242
+    with pytest.raises(fails_with) as e:
+        interp._write_id_maps(S.WriteIdMaps(mapping=mapping))
+    if source:
+        assert e.value.message.startswith("config.json: linux.gidMappings: the kernel refused the map (0 200000 65536)")
+        assert "Invalid argument" in e.value.message
+    else:  # root's --userns: the syscall's own error, as before
+        assert isinstance(e.value, SyscallError)
+    assert (7, b"M") not in sc.written  # the child is never told to go on
