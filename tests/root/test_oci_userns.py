@@ -137,3 +137,25 @@ def test_a_bad_mapping_is_one_line_and_leaves_nothing(ubundle, tmp_path, mc_home
     assert len(err.splitlines()) <= 2 and all(w in err for w in words), err  # the error and its hint
     assert runc("state", "u3").returncode == 1
     assert json.loads(runc("list", "--format", "json", check=0).stdout or "[]") == []
+
+
+def test_hooks_run_with_a_user_namespace(ubundle, tmp_path):
+    """prestart in the runtime's namespaces (the host's root), createContainer in the child's, where it is
+    already the range's root: what it writes belongs to START on the host."""
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="mc-userns-hooks-"))  # reachable by the range's root (tmp_path is 0700)
+    try:
+        out.chmod(0o1777)
+        configure(ubundle, ["id", "-u"], **MAPS)
+        doc = json.loads((ubundle / "config.json").read_text())
+        doc["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/prestart"]}],
+                        "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/cc"]}]}
+        (ubundle / "config.json").write_text(json.dumps(doc))
+        proc = runc("run", "--bundle", str(ubundle), "u1", stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0 and proc.stdout == "0\n", proc.stdout + proc.stderr
+        for name, owner in (("prestart", 0), ("cc", START)):
+            assert json.loads((out / name).read_text())["id"] == "u1"
+            assert os.stat(out / name).st_uid == owner, name
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
