@@ -159,3 +159,14 @@ def test_hooks_run_with_a_user_namespace(ubundle, tmp_path):
             assert os.stat(out / name).st_uid == owner, name
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_minicontainer_start_of_a_stopped_one_is_refused(ubundle):
+    """Docker-style `start` would take the bundle's (chowned) root for an image and shift it again."""
+    from helpers import mc
+
+    configure(ubundle, ["true"], **MAPS)
+    runc("run", "--bundle", str(ubundle), "u1", stdin=subprocess.DEVNULL, check=0)
+    proc = mc("start", "u1")
+    assert proc.returncode != 0 and "only its engine starts it" in proc.stderr, proc.stderr
+    assert state("u1")["status"] == "stopped"

@@ -413,6 +413,11 @@ class Runner:
                     raise NotRootError("config.json: linux.uidMappings: a user namespace with mappings needs root "
                                        "here (rootless minicontainer-runc maps only the caller)",
                                        "run minicontainer-runc as root, or remove the user namespace")
+                if not image.in_place:
+                    # (`minicontainer start` of a stopped one would take the bundle's root for an image and
+                    # shift its owners a second time)
+                    raise UsageError("this container has config.json's user namespace: only its engine starts it, "
+                                     "through minicontainer-runc", "create it again with the engine")
                 remap = spec.id_mapping  # the bundle's own maps; its root was chowned by the engine
             elif self.remapped:
                 remap = userns.remap_mapping(spec.userns_remap or None)
