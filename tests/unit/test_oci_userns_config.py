@@ -219,3 +219,9 @@ def test_a_map_the_kernel_refuses_fails_closed_naming_the_field(bundle, source, 
     else:  # root's --userns: the syscall's own error, as before
         assert isinstance(e.value, SyscallError)
     assert (7, b"M") not in sc.written  # the child is never told to go on
+
+
+def test_features_lists_the_user_namespace():
+    from minicontainer.oci.features import features
+
+    assert "user" in features()["linux"]["namespaces"] and "time" not in features()["linux"]["namespaces"]
