@@ -100,8 +100,10 @@ def test_seccomp_in_the_oci_shape(bundle):
 @pytest.mark.parametrize("change, words", [
     (lambda d: d["linux"]["namespaces"][0].update(path="/proc/1/ns/pid"), ("path", "pid namespace")),
     (lambda d: d["linux"]["namespaces"].append({"type": "network"}), ("twice",)),
-    (lambda d: d["linux"]["namespaces"].append({"type": "user"}), ("user namespace",)),
-    (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]), ("uidMappings",)),
+    (lambda d: d["linux"]["namespaces"].append({"type": "user"}), ("linux.uidMappings", "is missing")),
+    (lambda d: d["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
+     ("linux.uidMappings", "needs a user namespace")),
+    (lambda d: d["linux"]["namespaces"].append({"type": "time"}), ("time namespace",)),
     (lambda d: d["linux"].update(namespaces=[{"type": "pid"}]), ("mount namespace",)),
     (lambda d: d["process"]["capabilities"].update(effective=["CAP_KILL"]), ("capabilities.effective",)),
     (lambda d: d["process"]["capabilities"].update(bounding=["CAP_KILL"]), ("bounding set lacks",)),

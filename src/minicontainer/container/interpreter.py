@@ -30,7 +30,7 @@ import stat
 
 from minicontainer.container import steps as S
 from minicontainer.container import userns
-from minicontainer.errors import CommandError, ContainerError, MiniError, SecurityError, SyscallError, warn
+from minicontainer.errors import CommandError, ContainerError, MiniError, SecurityError, SyscallError, UsageError, warn
 from minicontainer.security.users import user_for_exec
 from minicontainer.syscalls.flags import (
     CLONE_NEWPID,
@@ -350,8 +350,16 @@ class Interpreter:
         if self.sc.read(self.chan.ctl, 1) != b"U":
             raise self._child_error()
         proc = f"/proc/{self.child_pid}"
-        self.sc.write_file(f"{proc}/uid_map", "".join(r.line() + "\n" for r in step.mapping.uids))
-        self.sc.write_file(f"{proc}/gid_map", "".join(r.line() + "\n" for r in step.mapping.gids))
+        for kind, ranges in (("uid", step.mapping.uids), ("gid", step.mapping.gids)):
+            try:
+                self.sc.write_file(f"{proc}/{kind}_map", "".join(r.line() + "\n" for r in ranges))
+            except MiniError as e:
+                if getattr(step.mapping, "source", "") != "config.json":
+                    raise
+                # fail closed, naming the field: the kernel refused the bundle's map
+                raise UsageError(f"config.json: linux.{kind}Mappings: the kernel refused the map "
+                                 f"({', '.join(r.line() for r in ranges)}): {e.message}",
+                                 "map ranges that do not overlap, within the host's ids") from None
         self.sc.write(self.chan.ctl, b"M")
 
     def _send_idmapped_layers(self, step: S.SendIdmappedLayers) -> None:

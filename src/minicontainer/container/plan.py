@@ -248,7 +248,13 @@ def build_plan(
         plan.add(AwaitExec())
     # The child: namespaces, its root and its mounts, before pivot_root.
     plan.add(AwaitRelease(keep_open=bool(runtime_hooks)))
+    # config.json's namespaces to join by path belong to the host's user
+    # namespace: joined before the child makes its own (runc's nsexec order),
+    # while it is still privileged over them
+    early = tuple(ns for ns in ("cgroup", "ipc", "uts", "net") if ns in joined) if remap is not None else ()
     if remap is not None:
+        for ns in early:
+            plan.add(S.JoinNamespace(ns=ns, path=joined[ns]))
         plan.add(S.UnshareUser())
         plan.add(Unshare(namespaces=("mnt",)))
         if rootfs.idmapped:
@@ -261,6 +267,8 @@ def build_plan(
     if network is not None:
         plan.add(S.JoinNamespace(ns="net"))
     for ns in ("cgroup", "ipc", "uts", "net"):
+        if ns in early:
+            continue
         if ns in joined and not (ns == "net" and network is not None):
             plan.add(S.JoinNamespace(ns=ns, path=joined[ns]))
         elif ns in sharing:
@@ -269,7 +277,8 @@ def build_plan(
     child_ns = tuple(ns for ns in unshared if ns in spec.namespaces and ns not in joined and ns not in sharing
                      and not (ns == "mnt" and remap is not None))  # (that one is unshared already)
     plan.add(Unshare(namespaces=child_ns))
-    if "net" in spec.namespaces and "net" not in sharing:  # the other container's lo is up already
+    # the other container's lo is up already; a joined one's owner is the host's user namespace
+    if "net" in spec.namespaces and "net" not in sharing and "net" not in early:
         plan.add(S.LoopbackUp())
     plan.add(MakeMountsPrivate(slave=any("slave" in v.propagation for v in spec.volumes)))
     plan.add(

@@ -362,8 +362,10 @@ class Runner:
         self._userns_asked = userns
         # (the setting applies to new containers: one made without a range keeps
         # its layer's owners, and `start` runs it as it was made)
-        self.remapped = not self.unprivileged and image is None and bool(
-            userns or spec.userns_remap or (remap_setting() and existing is None))
+        # An OCI bundle with its own user namespace (spec.id_mapping, oci/config.py)
+        # takes the same path, with the bundle's maps.
+        self.remapped = not self.unprivileged and (spec.id_mapping is not None or image is None and bool(
+            userns or spec.userns_remap or (remap_setting() and existing is None)))
         self.userns = userns or self.unprivileged or self.remapped
         self.explain = explain
         self.out = out if out is not None else sys.stderr
@@ -406,7 +408,18 @@ class Runner:
                     "mounting a /proc for the host's PID namespace needs privilege over it (proc(5)); " +
                     ("drop --userns or --pid host" if self.remapped else "run as root, or drop --pid host"),
                 )
-            if self.remapped:
+            if spec.id_mapping is not None:
+                if self.unprivileged:
+                    raise NotRootError("config.json: linux.uidMappings: a user namespace with mappings needs root "
+                                       "here (rootless minicontainer-runc maps only the caller)",
+                                       "run minicontainer-runc as root, or remove the user namespace")
+                if not image.in_place:
+                    # (`minicontainer start` of a stopped one would take the bundle's root for an image and
+                    # shift its owners a second time)
+                    raise UsageError("this container has config.json's user namespace: only its engine starts it, "
+                                     "through minicontainer-runc", "create it again with the engine")
+                remap = spec.id_mapping  # the bundle's own maps; its root was chowned by the engine
+            elif self.remapped:
                 remap = userns.remap_mapping(spec.userns_remap or None)
                 if spec.named_volumes:
                     # The volume store is root's (0700) and a new volume is filled by the child, which is the
@@ -429,7 +442,7 @@ class Runner:
         writable = not spec.read_only or bool(image.lower_stack) or needs_mountpoints(spec, image.rootfs)
         writable = writable or image.in_place  # mountpoints are made in the bundle's root, then it is made read-only
         lower, lower_stack, shifts, idmapped = image.rootfs, image.lower_stack, (), False
-        if remap is not None:
+        if remap is not None and not image.in_place:  # (an OCI bundle's root: as the engine prepared it)
             from minicontainer.container import idshift
 
             # the image's owners moved into the range: idmapped, or else a copy (idshift.py);

@@ -435,6 +435,10 @@ class ContainerSpec:
     # range the container is in, kept so `start` maps it to the same range again
     # ("" for none). Set by the runtime (Runner.make_plan).
     userns_remap: str = ""
+    # An OCI bundle's linux.uidMappings/gidMappings with a user namespace
+    # (oci/config.py): a userns.IdMapping the runtime writes for the child,
+    # as for --userns as root, with the bundle's root used as it is.
+    id_mapping: Any = None
     # Filled by the cgroups and security layers (cgroups.resources.Resources,
     # security.config.SecurityConfig); None means "the defaults".
     resources: Any = None

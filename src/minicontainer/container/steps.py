@@ -1133,13 +1133,20 @@ class WriteIdMaps(Step):
 
     def why(self) -> str:
         r = self.mapping.uids[0]
+        if getattr(self.mapping, "source", "") == "config.json":
+            return (f"user_namespaces(7): only a process privileged outside may map a range; the maps are "
+                    f"config.json's linux.uidMappings and gidMappings: uid 0 inside is {r.outside} on the host")
         return (f"user_namespaces(7): only a process privileged outside may map a range; uid 0 inside is "
                 f"{r.outside} on the host, an unprivileged uid of user {self.mapping.user}'s subordinate range "
                 "(/etc/subuid, /etc/subgid): a process that escapes the container is nobody on the host")
 
     def shell(self) -> str:
-        u, g = self.mapping.uids[0], self.mapping.gids[0]
-        return f"echo '{u.line()}' > /proc/$CHILD/uid_map; echo '{g.line()}' > /proc/$CHILD/gid_map"
+        if len(self.mapping.uids) == 1 and len(self.mapping.gids) == 1:
+            u, g = self.mapping.uids[0], self.mapping.gids[0]
+            return f"echo '{u.line()}' > /proc/$CHILD/uid_map; echo '{g.line()}' > /proc/$CHILD/gid_map"
+        u = "\\n".join(r.line() for r in self.mapping.uids)
+        g = "\\n".join(r.line() for r in self.mapping.gids)
+        return f"printf '{u}\\n' > /proc/$CHILD/uid_map; printf '{g}\\n' > /proc/$CHILD/gid_map"
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,8 @@ class IdMapping:
     gids: tuple[IdRange, ...]
     writer: str = "self"
     note: str = ""  # why there is no full range, for --explain
+    # "config.json": an OCI bundle's linux.uidMappings/gidMappings (oci/config.py), not a subordinate range
+    source: str = ""
 
     @property
     def single(self) -> bool:

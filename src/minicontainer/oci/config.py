@@ -144,6 +144,9 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
     resources = _resources(linux, notes, devices)
     sysctls = _sysctls(linux, namespaces)
     _linux_rest(linux, notes)
+    user = security.user.split(":")
+    id_mapping = _id_mapping(linux, namespaces, int(user[0]), int(user[1]),
+                             tuple(int(g) for g in security.group_add))
     spec = ContainerSpec(
         image=root_dir,
         command=tuple(args),
@@ -159,6 +162,7 @@ def convert(doc: object, *, bundle: str, name: str) -> Bundle:
         mounts=tuple(mounts),
         sysctls=tuple(sysctls),
         join_namespaces=tuple(joins),
+        id_mapping=id_mapping,
         resources=resources,
         security=security,
         devices=tuple(devices),
@@ -360,7 +364,7 @@ def _namespaces(linux: dict, joins: list[tuple[str, str]] | None = None) -> set[
                 raise refuse(f"{where}.path", f"{path!r} is not an absolute path")
             if joins is not None:
                 joins.append((ours, path))
-        if ours in ("user", "time"):
+        if ours == "time":
             raise refuse(where, f"a new {kind} namespace is not supported by minicontainer-runc yet")
         if ours in out:
             raise refuse(where, f"the {kind} namespace is listed twice")
@@ -371,10 +375,76 @@ def _namespaces(linux: dict, joins: list[tuple[str, str]] | None = None) -> set[
     if "pid" not in out:
         raise refuse("linux.namespaces", "has no pid namespace",
                      "sharing the host's PID namespace is not supported here; add {\"type\": \"pid\"}")
-    for key in ("uidMappings", "gidMappings"):
-        if linux.get(key):
-            raise refuse(f"linux.{key}", "user namespace mappings are not supported by minicontainer-runc yet")
     return out
+
+
+# At most this many lines in a uid_map or gid_map (user_namespaces(7), Linux 4.15 and later).
+_MAX_MAP_LINES = 340
+_ID_LIMIT = 1 << 32  # ids are 32-bit; (uid_t)-1 is never a valid id, so a range ends below it
+
+
+def _id_mapping(linux: dict, namespaces: set[str], uid: int, gid: int, groups: tuple = ()):
+    """linux.uidMappings/gidMappings (config-linux.md "User namespace mappings")
+    -> the userns.IdMapping of the container's own user namespace, or None
+    without one. The runtime writes it from outside, as for root's --userns
+    (steps.WriteIdMaps): runc's order. Checked here as the kernel would, so
+    a bad map is refused before anything exists; what the kernel still
+    refuses fails the run naming the field (interpreter._write_id_maps)."""
+    from minicontainer.container.userns import IdMapping, IdRange
+
+    given = {key: _list(linux, key, f"linux.{key}") for key in ("uidMappings", "gidMappings")}
+    if "user" not in namespaces:
+        for key, entries in given.items():
+            if entries:
+                raise refuse(f"linux.{key}", "needs a user namespace",
+                             "add {\"type\": \"user\"} to linux.namespaces, or remove the mappings")
+        return None
+    ranges = {}
+    for key, entries in given.items():
+        if not entries:
+            raise refuse(f"linux.{key}", "is missing: a new user namespace needs uidMappings and gidMappings",
+                         "map a range, e.g. [{\"containerID\": 0, \"hostID\": 200000, \"size\": 65536}]")
+        if len(entries) > _MAX_MAP_LINES:
+            raise refuse(f"linux.{key}", f"has {len(entries)} entries; the kernel takes at most {_MAX_MAP_LINES}")
+        out = []
+        for i, m in enumerate(entries):
+            where = f"linux.{key}[{i}]"
+            if not isinstance(m, dict):
+                raise refuse(where, "must be an object with containerID, hostID and size")
+            values = []
+            for name in ("containerID", "hostID", "size"):
+                v = m.get(name)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise refuse(f"{where}.{name}", f"{v!r} is not a number >= 0")
+                values.append(v)
+            inside, outside, size = values
+            if size == 0:
+                raise refuse(f"{where}.size", "must be greater than zero")
+            if inside + size >= _ID_LIMIT or outside + size >= _ID_LIMIT:
+                raise refuse(where, "the range goes past the last id (4294967294)")
+            out.append(IdRange(inside, outside, size))
+        for side in ("inside", "outside"):
+            spans = sorted((getattr(r, side), getattr(r, side) + r.count) for r in out)
+            for (_, end), (start, _) in zip(spans, spans[1:]):
+                if start < end:
+                    name = "containerID" if side == "inside" else "hostID"
+                    raise refuse(f"linux.{key}", f"ranges overlap (by {name}), which the kernel refuses")
+        out.sort(key=lambda r: r.inside)
+        if out[0].inside != 0:
+            raise refuse(f"linux.{key}", "does not map containerID 0",
+                         "the runtime becomes root of the user namespace to set the container up; map 0")
+        ranges[key] = tuple(out)
+    from minicontainer.container.userns import map_id
+
+    def mapped(i, key):
+        return map_id(i, [(r.inside, r.outside, r.count) for r in ranges[key]]) is not None
+
+    if not mapped(uid, "uidMappings"):
+        raise refuse("process.user.uid", f"{uid} is not mapped by linux.uidMappings")
+    for g in (gid, *groups):
+        if not mapped(g, "gidMappings"):
+            raise refuse("process.user", f"gid {g} is not mapped by linux.gidMappings")
+    return IdMapping(0, 0, "config.json", ranges["uidMappings"], ranges["gidMappings"], "remap", source="config.json")
 
 
 def _mount_options(options: list, where: str, notes: list[str]) -> tuple[int, list[str], bool, bool]:

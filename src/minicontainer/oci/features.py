@@ -29,7 +29,7 @@ def features() -> dict:
         "hooks": list(HOOK_KINDS),
         "mountOptions": options,
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": [c for c in CAP_NAMES if c.startswith("CAP_")],
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": {"enabled": True, "actions": sorted(_ACTIONS), "operators": sorted(_OPS),
