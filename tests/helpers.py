@@ -325,3 +325,16 @@ def subordinate_range(user: str, start: int, count: int = 65536):
                 Path(f"/tmp/mc-{user}-{os.path.basename(path)}").unlink()
             else:
                 Path(path).write_text(Path(path).read_text().replace(line, "", 1))
+
+
+def processes_in_range(start: int, count: int) -> list[int]:
+    """The pids of processes whose owner is a uid of ``start .. start+count``
+    (a --userns container's range): none may outlive its container."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and start <= os.stat(f"/proc/{entry}").st_uid < start + count:
+                out.append(int(entry))
+        except OSError:
+            pass  # gone meanwhile
+    return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import in_netns, mc_in_netns, private_netns
+from helpers import PY, in_netns, mc_in_netns, private_netns
 from minicontainer.network.store import NetworkStore
 
 pytestmark = pytest.mark.root
@@ -67,6 +67,24 @@ def test_two_containers_on_a_network_reach_each_other_by_name(netns):
         assert not [n for n in links(netns) if n.startswith("veth")]
     finally:
         nmc(netns, "network", "rm", "app-net", check=0)
+    assert links(netns) == ["lo"]
+
+
+def test_twenty_concurrent_runs_on_one_network_get_twenty_addresses(netns):
+    # each run leases under the network's lock; twenty at once must not share an address
+    nmc(netns, "network", "create", "--subnet", "10.89.8.0/24", "crowd", check=0)
+    try:
+        runs = [subprocess.Popen(["nsenter", f"--net={netns}", "--", PY, "-m", "minicontainer", "run", "--rm",
+                                  "--network", "crowd", "mini", "ip", "-o", "-4", "addr", "show", "eth0"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(20)]
+        outs = [p.communicate(timeout=240) for p in runs]
+        assert [p.returncode for p in runs] == [0] * 20, [err for _, err in outs if err]
+        addresses = {line.split()[3] for out, _ in outs for line in out.splitlines() if " inet " in line}
+        assert len(addresses) == 20 and all(a.startswith("10.89.8.") for a in addresses)
+        assert json.loads(nmc(netns, "network", "inspect", "crowd", check=0).stdout)[0]["containers"] == []
+        assert not [n for n in links(netns) if n.startswith("veth")]
+    finally:
+        nmc(netns, "network", "rm", "crowd", check=0)
     assert links(netns) == ["lo"]
 
 

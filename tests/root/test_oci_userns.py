@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import processes_in_range
 from test_oci_runc import PY, configure, create, runc, state, wait_for
 
 pytestmark = pytest.mark.root
@@ -37,14 +38,7 @@ def _shift(root: Path, by: int) -> None:
 
 
 def _processes_of_the_range() -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and START <= os.stat(f"/proc/{entry}").st_uid < START + COUNT:
-                out.append(int(entry))
-        except OSError:
-            pass
-    return out
+    return processes_in_range(START, COUNT)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mc, subordinate_range
+from helpers import mc, processes_in_range, subordinate_range
 
 pytestmark = pytest.mark.root
 
@@ -53,14 +53,7 @@ def remap_range(request, monkeypatch):
 
 
 def _processes_of_the_range() -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and START <= os.stat(f"/proc/{entry}").st_uid < START + COUNT:
-                out.append(int(entry))
-        except OSError:
-            pass  # gone meanwhile
-    return out
+    return processes_in_range(START, COUNT)
 
 
 def _status(pid: str) -> dict[str, list[str]]:

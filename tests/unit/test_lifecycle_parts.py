@@ -94,3 +94,36 @@ def test_signal_names():
     assert parse_signal("KILL") == 9 and parse_signal("sigterm") == 15 and parse_signal("1") == 1
     with pytest.raises(ContainerError):
         parse_signal("NOPE")
+
+
+def test_stop_of_a_restarting_container_signals_the_new_pid1_or_finds_it_exited(monkeypatch):
+    # between two runs there is no PID 1: stop waits for the monitor to come back, then signals the
+    # new PID 1 (never the old, gone one), or returns at once if the monitor saw the request first
+    from minicontainer.container import control
+
+    seen = iter([ContainerState(id="c", name="c", image="mini", status="restarting", pid=5),
+                 ContainerState(id="c", name="c", image="mini", status="created", pid=0),
+                 ContainerState(id="c", name="c", image="mini", status="running", pid=77, pid_start=9),
+                 ContainerState(id="c", name="c", image="mini", status="exited", pid=77)])
+    current = {}
+
+    class Store:
+        def request_stop(self, st):
+            current["stop"] = True
+
+        def get(self, cid):
+            current["st"] = next(seen, current.get("st"))
+            return current["st"]
+
+    signalled = []
+    monkeypatch.setattr(control, "pid_alive", lambda pid, start: pid == 77)
+    monkeypatch.setattr(control, "send_signal", lambda st, sig: signalled.append(st.pid))
+    monkeypatch.setattr(control, "_runtime_alive", lambda st: True)
+    done = control.stop(Store(), ContainerState(id="c", name="c", image="mini", status="restarting", pid=5), timeout=1)
+    assert current["stop"] and signalled == [77] and done.status == "exited"
+
+    monkeypatch.setattr(control, "pid_alive", lambda pid, start: False)
+    signalled.clear()
+    seen = iter([ContainerState(id="c", name="c", image="mini", status="exited", pid=5)])
+    done = control.stop(Store(), ContainerState(id="c", name="c", image="mini", status="restarting", pid=5), timeout=1)
+    assert signalled == [] and done.status == "exited"

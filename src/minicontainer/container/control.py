@@ -106,6 +106,12 @@ def stop(store: StateStore, st: ContainerState, timeout: float, sig: int = signa
     if st.status == "created" and not pid_alive(st.pid, st.pid_start):
         return st
     mark_stopped(store, st)
+    if st.status == "restarting":
+        # Between two runs there is no PID 1 to signal: the monitor sees the request before it starts
+        # again, or, if it was starting already, the signal goes to the new PID 1 once it is recorded.
+        st = _settled(store, st)
+        if st.status == "exited":
+            return st
     send_signal(st, sig)
     done = wait_exited(store, st, timeout)
     if done is None:
@@ -116,6 +122,20 @@ def stop(store: StateStore, st: ContainerState, timeout: float, sig: int = signa
         kill_through_cgroup(st)
         done = store.get(st.id) if done is None else done
     return done
+
+
+def _settled(store: StateStore, st: ContainerState, timeout: float = 10) -> ContainerState:
+    """A restarting container's state once it is running again or has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            st = store.get(st.id)
+        except ContainerError:
+            return st  # removed meanwhile
+        if st.status != "restarting" and (st.status == "exited" or pid_alive(st.pid, st.pid_start)):
+            return st
+        time.sleep(0.02)
+    return st
 
 
 def mark_stopped(store: StateStore, st: ContainerState) -> None:

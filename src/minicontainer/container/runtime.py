@@ -732,8 +732,11 @@ class Runner:
         try:
             sweep_dead_runtimes(store)
             if existing:
+                # A user's `start` clears an old stop request; the monitor's restart keeps one that came
+                # while it came back, so that run ends for good (should_restart) instead of losing it.
+                if state.status != "restarting":
+                    store.clear_stop(state)
                 state.status, state.exit_code, state.exit_reason, state.finished = "created", None, "", 0.0
-                store.clear_stop(state)
                 state.pid, state.pid_start, state.namespaces = 0, 0, {}
                 store.save(state)
                 make_shifted(rootfs)  # the range's copy of the image, if it was removed meanwhile
