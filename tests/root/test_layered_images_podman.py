@@ -11,6 +11,7 @@ config with Env, WorkingDir and Cmd.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -36,6 +37,9 @@ EXPECTED = "hello\n/data\n/data/keep:\nk\n\n/data/old:\ng\ngone\n"
 def podman(tmp_path_factory):
     binary = apt_install("podman", "podman")
     runc = shutil.which("runc") or apt_install("runc", "runc")
+    if not (binary and runc) and os.environ.get("MINICONTAINER_IN_DOCKER"):
+        # the docker tier's image is built offline, with the suite's own packages only
+        pytest.skip("podman is not in the docker tier's image and apt-get cannot reach a mirror there")
     assert binary and runc, "podman and runc are installed by scripts/test (apt-get)"
     d = tmp_path_factory.mktemp("podman")
     base = [binary, "--root", str(d / "storage"), "--runroot", str(d / "run"), "--cgroup-manager", "cgroupfs",

@@ -64,7 +64,14 @@ def _device_list(pid: int) -> list[str]:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if "devices" in controllers.split(","):
-            return Path(f"/sys/fs/cgroup/devices{path}/devices.list").read_text().splitlines()
+            # /proc/PID/cgroup names the path from the hierarchy's root; inside a container (the docker
+            # tier) the hierarchy is mounted at that container's own cgroup: drop leading parts until found
+            parts = path.strip("/").split("/")
+            for i in range(len(parts)):
+                found = Path("/sys/fs/cgroup/devices", *parts[i:], "devices.list")
+                if found.exists():
+                    return found.read_text().splitlines()
+            raise AssertionError(f"no devices.list for cgroup {path} under /sys/fs/cgroup/devices")
     pytest.skip("no cgroup v1 devices controller here (cgroup v2 filters devices with eBPF)")
 
 
