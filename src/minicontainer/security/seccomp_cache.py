@@ -25,14 +25,19 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import minicontainer
 
-try:  # the builtin SHA-256: hashlib would load OpenSSL for it (~2.5 ms a start here, -X importtime)
+# The builtin SHA-256, by the name this Python gives it: hashlib would load
+# OpenSSL for it (~2.5 ms a start here, -X importtime). Not guarded: a
+# Python without it cannot key the cache, and the run stops (cli.main's
+# one-line refusal) instead of going on some other way.
+if sys.version_info >= (3, 12):
+    from _sha2 import sha256
+else:
     from _sha256 import sha256
-except ImportError:  # other Pythons name it otherwise
-    from hashlib import sha256
 
 # The modules whose code decides the program or the step's text.
 _SOURCES = ("seccomp.py", "bpf.py", "syscall_tables.py", "seccomp_profile.py", "steps.py", "seccomp_cache.py")
