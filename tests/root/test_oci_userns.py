@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from helpers import processes_in_range
-from test_oci_runc import PY, configure, create, runc, state, wait_for
+from minicontainer.container.idshift import shift_tree
+from test_oci_runc import PY, bundle, configure, create, runc, state, wait_for  # noqa: F401 (bundle: a fixture)
 
 pytestmark = pytest.mark.root
 
@@ -25,31 +26,16 @@ MAPS = {"uidMappings": [{"containerID": 0, "hostID": START, "size": COUNT}],
         "gidMappings": [{"containerID": 0, "hostID": START, "size": COUNT}]}
 
 
-def _shift(root: Path, by: int) -> None:
-    """What the engine does to the rootfs for --uidmap (podman chowns it): every owner moves into the range."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            mode = st.st_mode
-            os.lchown(p, st.st_uid + by, st.st_gid + by)
-            if not os.path.islink(p) and mode & 0o6000:
-                os.chmod(p, mode & 0o7777)  # chown clears set-id bits; put them back as the engine does
-
-
 def _processes_of_the_range() -> list[int]:
     return processes_in_range(START, COUNT)
 
 
 @pytest.fixture
-def ubundle(mc_home, tmp_path):
-    images = sorted(Path(mc_home, "images").glob("*/rootfs"))
-    assert images, "the session's mini image is missing"
-    b = tmp_path / "ubundle"
-    b.mkdir()
-    shutil.copytree(images[0], b / "rootfs", symlinks=True)
-    _shift(b / "rootfs", START)
-    runc("spec", "--bundle", str(b), check=0)
+def ubundle(bundle):
+    """test_oci_runc's bundle, its root chowned into the range as the engine does for --uidmap (podman
+    chowns it; idshift.shift_tree is the same move, set-id bits and hard links kept), in a user namespace."""
+    b = bundle
+    shift_tree(str(b / "rootfs"), START, START, COUNT)
     doc = json.loads((b / "config.json").read_text())
     doc["linux"]["namespaces"].append({"type": "user"})
     (b / "config.json").write_text(json.dumps(doc))
