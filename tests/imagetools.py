@@ -53,6 +53,22 @@ def layer(*members) -> bytes:
     return buf.getvalue()
 
 
+def dir_layer(root) -> bytes:
+    """A directory as a layer tar (the built-in mini's root: a base with a shell)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.add(root, ".")
+    return buf.getvalue()
+
+
+# The whiteout case: MIDDLE has /etc/gone and /data/old/f; TOP deletes the
+# first (.wh.gone) and makes /data/old opaque (.wh..wh..opq) with a new g.
+MIDDLE = layer(D("data"), D("data/old"), F("data/old/f", b"old\n"), D("data/keep"), F("data/keep/k", b"k\n"),
+               D("etc"), F("etc/gone", b"bye\n"))
+TOP = layer(D("etc"), F("etc/.wh.gone"), D("data"), D("data/old"), F("data/old/.wh..wh..opq"),
+            F("data/old/g", b"new\n"))
+
+
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

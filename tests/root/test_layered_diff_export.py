@@ -3,31 +3,23 @@ with a whiteout and an opaque directory of their own), through the real CLI."""
 
 from __future__ import annotations
 
-import io
 import tarfile
 
 import pytest
 
 from helpers import mc
-from imagetools import D, F, docker_archive, layer
+from imagetools import MIDDLE, TOP, dir_layer, docker_archive
 from minicontainer.images.store import ImageStore
 
 pytestmark = pytest.mark.root
 
-MIDDLE = layer(D("data"), D("data/old"), F("data/old/f", b"old\n"), D("data/keep"), F("data/keep/k", b"k\n"),
-               D("etc"), F("etc/gone", b"bye\n"))
-TOP = layer(D("etc"), F("etc/.wh.gone"), D("data"), D("data/old"), F("data/old/.wh..wh..opq"),
-            F("data/old/g", b"new\n"))
 CHANGES = "echo x > /data/keep/new; rm /data/keep/k; echo y > /etc/added; rm /data/old/g"
 
 
 @pytest.fixture
 def layered(mc_home, tmp_path):
-    rootfs = ImageStore(mc_home).get("mini").rootfs
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        tf.add(rootfs, ".")
-    mc("image", "load", "-i", str(docker_archive(tmp_path / "a.tar", [buf.getvalue(), MIDDLE, TOP], "lay-dx:1")),
+    base = dir_layer(ImageStore(mc_home).get("mini").rootfs)
+    mc("image", "load", "-i", str(docker_archive(tmp_path / "a.tar", [base, MIDDLE, TOP], "lay-dx:1")),
        check=0)
     mc("run", "--name", "laydx", "lay-dx:1", "sh", "-c", CHANGES, check=0)
     yield "laydx"

@@ -12,37 +12,27 @@ hand (tests/imagetools.py) on top of a layer holding 'mini'.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from helpers import PY, mc
-from imagetools import D, F, H, docker_archive, layer, oci_layout, sha
+from imagetools import D, F, H, MIDDLE, TOP, dir_layer, docker_archive, layer, oci_layout, sha
 from minicontainer.images.safetree import OPAQUE_XATTR
 from minicontainer.images.store import ImageStore
 
 pytestmark = pytest.mark.root
 
-MIDDLE = layer(D("data"), D("data/old"), F("data/old/f", b"old\n"), D("data/keep"), F("data/keep/k", b"k\n"),
-               D("etc"), F("etc/gone", b"bye\n"))
-TOP = layer(D("etc"), F("etc/.wh.gone"), D("data"), D("data/old"), F("data/old/.wh..wh..opq"),
-            F("data/old/g", b"new\n"))
 SHOW = "ls /data/old; ls /data/keep; test -e /etc/gone || echo 'gone'"
 
 
 @pytest.fixture(scope="module")
 def mini_layer(mc_home) -> bytes:
     """The built-in 'mini' image as a layer tar: a base with a shell."""
-    rootfs = ImageStore(mc_home).get("mini").rootfs
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        tf.add(rootfs, ".")
-    return buf.getvalue()
+    return dir_layer(ImageStore(mc_home).get("mini").rootfs)
 
 
 @pytest.fixture

@@ -10,25 +10,19 @@ config with Env, WorkingDir and Cmd.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 
 import pytest
 
 from helpers import mc
-from imagetools import D, F, docker_archive, layer
+from imagetools import MIDDLE, TOP, dir_layer, docker_archive
 from minicontainer.images.store import ImageStore
 from ocitools import apt_install
 
 pytestmark = pytest.mark.root
 
-MIDDLE = layer(D("data"), D("data/old"), F("data/old/f", b"old\n"), D("data/keep"), F("data/keep/k", b"k\n"),
-               D("etc"), F("etc/gone", b"bye\n"))
-TOP = layer(D("etc"), F("etc/.wh.gone"), D("data"), D("data/old"), F("data/old/.wh..wh..opq"),
-            F("data/old/g", b"new\n"))
 CMD = ["/bin/sh", "-c", "echo $GREETING; pwd; ls /data/old /data/keep; test -e /etc/gone || echo gone"]
 EXPECTED = "hello\n/data\n/data/keep:\nk\n\n/data/old:\ng\ngone\n"
 
@@ -62,11 +56,7 @@ def podman(tmp_path_factory):
 
 @pytest.fixture
 def layered(mc_home, tmp_path):
-    rootfs = ImageStore(mc_home).get("mini").rootfs
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        tf.add(rootfs, ".")
-    archive = docker_archive(tmp_path / "a.tar", [buf.getvalue(), MIDDLE, TOP], "laypod:1",
+    archive = docker_archive(tmp_path / "a.tar", [dir_layer(ImageStore(mc_home).get("mini").rootfs), MIDDLE, TOP], "laypod:1",
                              Env=["GREETING=hello"], WorkingDir="/data", Cmd=CMD)
     mc("image", "load", "-i", str(archive), check=0)
     yield "laypod:1"
