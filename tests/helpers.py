@@ -338,3 +338,10 @@ def processes_in_range(start: int, count: int) -> list[int]:
         except OSError:
             pass  # gone meanwhile
     return out
+
+
+def proc_status(pid) -> dict[str, list[str]]:
+    """/proc/PID/status, each value split into words ({"Uid": ["0", "0", "0", "0"], ...})."""
+    from minicontainer.nsview import status_fields
+
+    return {k: v.split() for k, v in status_fields(Path(f"/proc/{pid}/status").read_text()).items()}

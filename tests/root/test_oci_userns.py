@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import processes_in_range
+from helpers import proc_status, processes_in_range
 from minicontainer.container.idshift import shift_tree
 from test_oci_runc import PY, bundle, configure, create, runc, state, wait_for  # noqa: F401 (bundle: a fixture)
 
@@ -61,14 +61,6 @@ def _device_list(pid: int) -> list[str]:
     pytest.skip("no cgroup v1 devices controller here (cgroup v2 filters devices with eBPF)")
 
 
-def _status(pid: int) -> dict[str, list[str]]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.split()
-    return out
-
-
 def test_run_is_root_inside_with_the_bundles_maps(ubundle):
     configure(ubundle, ["sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; "
                                     "stat -c '%u %g' / /bin/busybox"], **MAPS)
@@ -88,7 +80,7 @@ def test_create_start_exec_kill_delete_in_the_range(ubundle, tmp_path):
     s = state("u2")
     assert s["status"] == "created"
     pid = s["pid"]
-    status = _status(pid)
+    status = proc_status(pid)
     assert status["Uid"] == [str(START)] * 4 and status["Gid"] == [str(START)] * 4  # from outside: the range
     assert status["NSpid"][-1] == "1"
     assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mc, processes_in_range, subordinate_range
+from helpers import mc, proc_status, processes_in_range, subordinate_range
 
 pytestmark = pytest.mark.root
 
@@ -56,14 +56,6 @@ def _processes_of_the_range() -> list[int]:
     return processes_in_range(START, COUNT)
 
 
-def _status(pid: str) -> dict[str, list[str]]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.split()
-    return out
-
-
 @pytest.fixture
 def running(remap_range):
     """A detached --userns container running sleep; removed afterwards."""
@@ -76,7 +68,7 @@ def running(remap_range):
 
 
 def test_root_inside_is_a_uid_of_the_range_outside(running):
-    status = _status(running)
+    status = proc_status(running)
     assert status["Uid"] == [str(START)] * 4 and status["Gid"] == [str(START)] * 4
     assert status["NSpid"][-1] == "1"  # PID 1 of its own PID namespace
     assert os.readlink(f"/proc/{running}/ns/user") != os.readlink("/proc/self/ns/user")
