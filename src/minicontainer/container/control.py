@@ -82,21 +82,27 @@ def running(store: StateStore, st: ContainerState) -> bool:
     return store.get(st.id).status in ("running", "created", "restarting")
 
 
-def wait_exited(store: StateStore, st: ContainerState, timeout: float | None) -> ContainerState | None:
-    """The state once exited (and its runtime done with it), or None at the timeout."""
+def _poll(store: StateStore, st: ContainerState, done, timeout: float | None) -> ContainerState | None:
+    """Read the container's state until ``done(state)`` (that state), it is
+    removed (``st``), or ``timeout`` seconds pass (None)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.01
     while True:
         try:
             now = store.get(st.id)
         except ContainerError:
-            return st  # removed (--rm): it has exited
-        if now.status == "exited":
+            return st  # removed (--rm)
+        if done(now):
             return now
         if deadline is not None and time.monotonic() > deadline:
             return None
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def wait_exited(store: StateStore, st: ContainerState, timeout: float | None) -> ContainerState | None:
+    """The state once exited (and its runtime done with it; removed counts), or None at the timeout."""
+    return _poll(store, st, lambda now: now.status == "exited", timeout)
 
 
 def stop(store: StateStore, st: ContainerState, timeout: float, sig: int = signal.SIGTERM) -> ContainerState:
@@ -125,17 +131,11 @@ def stop(store: StateStore, st: ContainerState, timeout: float, sig: int = signa
 
 
 def _settled(store: StateStore, st: ContainerState, timeout: float = 10) -> ContainerState:
-    """A restarting container's state once it is running again or has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            st = store.get(st.id)
-        except ContainerError:
-            return st  # removed meanwhile
-        if st.status != "restarting" and (st.status == "exited" or pid_alive(st.pid, st.pid_start)):
-            return st
-        time.sleep(0.02)
-    return st
+    """A restarting container's state once it is running again (its new PID 1
+    recorded) or has exited; ``st`` itself if neither happens in time."""
+    now = _poll(store, st, lambda now: now.status == "exited" or (
+        now.status != "restarting" and pid_alive(now.pid, now.pid_start)), timeout)
+    return st if now is None else now
 
 
 def mark_stopped(store: StateStore, st: ContainerState) -> None:
