@@ -338,6 +338,54 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, cleanu
     assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"
 
 
+def test_a_container_being_created_says_creating_and_refuses_start_kill_and_delete(bundle, tmp_path, cleanup):
+    """Between claiming the name and handing PID 1 over, the state says
+    "creating" (runtime-spec runtime.md "State"); start, kill and a plain
+    delete refuse it in one line; delete --force stops the create, which
+    leaves nothing."""
+    cleanup("c1")
+    d = tmp_path / "hk"
+    d.mkdir()
+    (d / "hook.sh").write_text(f'#!/bin/sh\ncat >/dev/null\ntouch {d}/in\nwhile :; do sleep 0.05; done\n')
+    (d / "hook.sh").chmod(0o755)
+    configure(bundle, ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["hooks"] = {"createRuntime": [{"path": str(d / "hook.sh")}]}  # holds create at that moment
+    (bundle / "config.json").write_text(json.dumps(doc))
+    with open(tmp_path / "out", "a") as out:
+        creating = subprocess.Popen([PY, "-m", "minicontainer.oci.cli", "create", "--bundle", str(bundle), "c1"],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        assert wait_for(lambda: (d / "in").exists()), (tmp_path / "out").read_text()
+        assert state("c1")["status"] == "creating"
+        assert state("c1")["pid"] == 0
+        for verb, words in ((["start", "c1"], "cannot start a container in the creating state"),
+                            (["kill", "c1", "KILL"], "container c1 is still being created"),
+                            (["delete", "c1"], "cannot delete container c1 that is not stopped: creating")):
+            proc = runc(*verb, check=1)
+            assert words in proc.stderr and "Traceback" not in proc.stderr, (verb, proc.stderr)
+        runc("delete", "--force", "c1", check=0)
+        assert creating.wait(timeout=30) != 0
+    finally:
+        if creating.poll() is None:
+            creating.kill()
+            creating.wait()
+    assert runc("state", "c1").returncode == 1
+    assert runc("list", "--format", "json", check=0).stdout.strip() == "[]"
+    assert not _running(str(d / "hook.sh")), "the hook outlived the create that ran it"
+
+
+def _running(word: str) -> list[str]:
+    found = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if word.encode() in (p / "cmdline").read_bytes():
+                found.append(p.name)
+        except OSError:
+            pass
+    return found
+
+
 # An engine's monitor as the test plays it: a child subreaper that runs
 # `create` and reaps the container's PID 1 only when told (conmon reaps at
 # once, on SIGCHLD; here the moment is the test's).
@@ -362,9 +410,14 @@ def test_a_stopped_container_says_exited_with_its_code_in_ps(bundle, tmp_path, c
         reaper = subprocess.Popen([PY, "-c", _SLOW_REAPER, str(go), PY, "-m", "minicontainer.oci.cli", "create",
                                    "--bundle", str(bundle), "x1"], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
-        assert wait_for(lambda: runc("state", "x1").returncode == 0), (tmp_path / "out").read_text()
+        # (the state exists from the moment the name is claimed: "creating" until create hands PID 1 over)
+        assert wait_for(lambda: runc("state", "x1").returncode == 0 and state("x1")["status"] == "created"), \
+            (tmp_path / "out").read_text()
         runc("start", "x1", check=0)
         assert wait_for(lambda: "Exited (7)" in mc("ps", "-a", check=0).stdout), mc("ps", "-a").stdout
+    except BaseException:
+        runc("delete", "--force", "x1")  # else PID 1 waits for start, and the reaper for it, past the test
+        raise
     finally:
         go.touch()
         reaper.wait(timeout=30)

@@ -338,9 +338,13 @@ def _run_foreground(cid: str, bundle_dir: str, *, pid_file, console_socket, pres
 
 
 def oci_status(st) -> str:
-    """created | running | paused | stopped (runtime-spec runtime.md "State")."""
+    """creating | created | running | paused | stopped (runtime-spec
+    runtime.md "State"). "creating": the state exists (the name is claimed)
+    but ``create`` has not handed PID 1 over yet; its process is alive."""
     from minicontainer.container.state import pid_alive
 
+    if st.status == "created" and st.pid == 0 and pid_alive(st.runtime_pid, st.runtime_start):
+        return "creating"
     if st.status in ("created", "running", "restarting") and pid_alive(st.pid, st.pid_start):
         if st.status == "created":
             return "created"
@@ -427,8 +431,11 @@ def kill(cid: str, sig_text: str, all_processes: bool) -> None:
     store = _store()
     st = _get(store, cid)
     sig = control.parse_signal(sig_text)
-    if oci_status(st) == "stopped":
+    status = oci_status(st)
+    if status == "stopped":
         raise ContainerError("container not running", None)
+    if status == "creating":  # no PID 1 yet: nothing to signal
+        raise ContainerError(f"container {cid} is still being created", "wait for create to return, then kill it")
     if all_processes:
         for pid in _manager(st).procs():
             try:
@@ -453,9 +460,11 @@ def delete(cid: str, force: bool, log=None) -> None:
             return  # runc: --force of a container that is gone is not an error
         raise ContainerError(f"container {cid} does not exist", None) from None
     status = oci_status(st)
-    if status in ("running", "paused") and not force:
+    if status in ("creating", "running", "paused") and not force:
         raise ContainerError(f"cannot delete container {cid} that is not stopped: {status}",
                              "stop it first, or use delete --force")
+    if status == "creating":
+        _stop_create(st)  # its own unwinding removes what it made; what is left goes below
     # A created container is deleted without --force: it never ran (runc does the same).
     if status != "stopped":
         control.send_signal(st, signal.SIGKILL)
@@ -472,6 +481,24 @@ def delete(cid: str, force: bool, log=None) -> None:
     store.remove(st)
     if spec is not None:
         run_hooks(spec, "poststop", "stopped", st.pid, log)
+
+
+def _stop_create(st, timeout: float = 10.0) -> None:
+    """delete --force of a container still being created: SIGTERM to the
+    ``create`` process, which unwinds through its cleanup (runtime.py
+    _execute), then SIGKILL if it has not ended within ``timeout``."""
+    from minicontainer.container.state import pid_alive
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(st.runtime_pid, sig)  # checked just now to be that process (pid and start time)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if not pid_alive(st.runtime_pid, st.runtime_start):
+                return
+            time.sleep(0.02)
 
 
 # -- pause, ps, events, update, exec -------------------------------------------------
@@ -491,7 +518,7 @@ def pause(cid: str, freeze: bool) -> None:
 
 def processes(cid: str) -> list[int]:
     st = _get(_store(), cid)
-    if oci_status(st) == "stopped":
+    if oci_status(st) in ("stopped", "creating"):
         return []
     return _manager(st).procs()
 
@@ -546,8 +573,9 @@ def events(cid: str, interval: float, out=None) -> None:
     store = _store()
     st = _get(store, cid)
     m = _manager(st)
-    if oci_status(st) == "stopped":
-        raise ContainerError(f"container {cid} is not running", None)
+    status = oci_status(st)
+    if status in ("stopped", "creating"):
+        raise ContainerError(f"container {cid} is not running: {status}", None)
     ooms = m.limit_events()["oom_kills"] if m.exists() else 0
     next_stats = time.monotonic()
     while True:
@@ -578,6 +606,8 @@ def update(cid: str, resources_file: str) -> None:
 
     store = _store()
     st = _get(store, cid)
+    if oci_status(st) == "creating":  # its runtime holds the spec it is applying: a change now would be lost
+        raise ContainerError(f"container {cid} is still being created", "wait for create to return, then update it")
     from minicontainer.jsonfile import load_capped
 
     doc = load_capped("/dev/stdin" if resources_file == "-" else resources_file, 1 << 20,
@@ -590,7 +620,7 @@ def update(cid: str, resources_file: str) -> None:
     old = spec.resources if spec.resources is not None else given
     new = dataclasses.replace(old, **{f.name: getattr(given, f.name) for f in dataclasses.fields(given)
                                       if getattr(given, f.name) not in (None, ())})
-    if oci_status(st) != "stopped":
+    if oci_status(st) in ("created", "running", "paused"):
         manager_for(st.id, spec.resources).update(new)
     save_spec(state_dir, dataclasses.replace(spec, resources=new))
 

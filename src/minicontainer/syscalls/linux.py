@@ -1031,5 +1031,14 @@ class Linux:
                     os.waitpid(pid, 0)
                     return None, output
                 time.sleep(0.01)
+        except BaseException:
+            # Interrupted (SIGTERM while creating: delete --force): the hook
+            # must not outlive the create that ran it.
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            raise
         finally:
             os.close(out_r)
