@@ -1,3 +1,3 @@
-from minicontainer.cli import main
+from minicontainer.main import main
 
 main()

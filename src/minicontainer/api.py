@@ -10,7 +10,7 @@ There is no second implementation. The keyword arguments are the ``run``
 command's options by their Python names (``memory``, ``pids_limit``,
 ``cpus``, ``env=[...]``, ``volume=[...]``, ``read_only=True``...), turned into
 its flags and parsed by that very click command, then by the same
-``spec_from_options`` (commands/run.py): a bad value raises the same
+``spec_from_options`` (commands/runspec.py): a bad value raises the same
 ``UsageError`` the CLI prints, before anything is created.
 
 ``plan()`` stops there and asks the runtime for the plan (``--dry-run``'s
@@ -89,7 +89,7 @@ def _spec(args: list[str]):
     import click
 
     from minicontainer.commands.run import run as command
-    from minicontainer.commands.run import spec_from_options
+    from minicontainer.commands.runspec import spec_from_options
 
     try:
         ctx = command.make_context("run", list(args))

@@ -4,23 +4,18 @@ Each subcommand lives in ``commands/<name>.py`` and is imported only when it
 is used, so ``minicontainer run`` does not pay for the image, stats or
 network code (click's LazyGroup pattern).
 
-Errors: library code raises ``minicontainer.errors.MiniError``; :func:`main`
-prints it as one line ``minicontainer: error: ... (hint: ...)`` and exits with
-its code. A command that goes on past failures (``rm a b c``) raises them
-together as one ``errors.Failures``: one line each, the exit code of the
-last. A Python traceback appears only with ``--debug``.
+Errors become one line in main.py (the entry point), which also lets a
+plain ``run`` skip click entirely (commands/fastparse.py).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
 import click
 
 from minicontainer import __version__
-from minicontainer.errors import MiniError
+from minicontainer import main as entry
 
 # name -> (module, attribute, one-line help shown by `minicontainer --help`)
 COMMANDS = {
@@ -93,66 +88,9 @@ def cli(debug):
     limits and exec your command. Add --explain to `run` to see every step
     with its shell equivalent.
     """
-    global _debug
-    _debug = _debug or debug
+    entry.debug = entry.debug or debug
 
 
-_debug = os.environ.get("MINICONTAINER_DEBUG") == "1"
-
-
-def main(argv=None) -> None:
-    try:
-        code = cli.main(args=argv, prog_name="minicontainer", standalone_mode=False)
-    except MiniError as e:
-        if _debug:
-            raise
-        for line in e.lines():
-            _print_error(line)
-        sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        # Ctrl-C outside a container's run (which forwards it to the container):
-        # one line of ours, not click's bare "Aborted." or a traceback; 128 + SIGINT.
-        _print_interrupted()
-        sys.exit(130)
-    except click.ClickException as e:
-        # Bad flags: one line, docker's exit code for its own errors.
-        if isinstance(e, click.UsageError) and e.ctx is not None:
-            cmd = e.ctx.command_path
-            _print_error(f"{e.format_message()} (see '{cmd} --help')")
-        else:
-            _print_error(e.format_message())
-        sys.exit(125)
-    except BrokenPipeError:
-        # `minicontainer ps | head -1`: the reader left; not an error worth a traceback.
-        try:
-            sys.stdout = None
-        finally:
-            os._exit(141)
-    except ImportError as e:
-        # A layer that cannot be loaded (security, cgroups ...) stops the
-        # command: nothing ever runs with less isolation than asked (fail closed).
-        if _debug:
-            raise
-        _print_error(f"part of minicontainer cannot be loaded, so nothing was started: {e} "
-                     "(hint: reinstall it with ./scripts/setup, or run with --debug)")
-        sys.exit(125)
-    except Exception as e:  # noqa: BLE001 - the one place that catches everything
-        if _debug:
-            raise
-        _print_error(f"internal error: {type(e).__name__}: {e} (hint: run again with --debug and report it)")
-        sys.exit(125)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _print_interrupted() -> None:
-    try:
-        click.echo("minicontainer: interrupted", err=True)
-    except OSError:
-        pass
-
-
-def _print_error(message: str) -> None:
-    try:
-        click.echo(f"minicontainer: error: {message}", err=True)
-    except OSError:
-        pass
+# The entry point (pyproject's script) is minicontainer.main:main; this name
+# stays for callers that import it from here (the tests, older scripts).
+main = entry.main

@@ -128,13 +128,18 @@ def test_dry_run_works_without_root_and_creates_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_command_module_that_cannot_be_imported_is_a_refusal(monkeypatch, capsys):
+@pytest.mark.parametrize("module, argv", [
+    ("minicontainer.commands.runspec", ["run", "--dry-run", "mini", "true"]),  # the lean parser's path
+    ("minicontainer.commands.run", ["run", "--rm=1", "mini"]),  # click's (a flag the lean parser leaves to it)
+    ("minicontainer.commands.ps", ["ps"]),
+])
+def test_a_command_module_that_cannot_be_imported_is_a_refusal(module, argv, monkeypatch, capsys):
     # Not "No such command": the install is broken, and the user is told so.
     from minicontainer.cli import main
 
-    monkeypatch.setitem(sys.modules, "minicontainer.commands.run", None)
+    monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(SystemExit) as e:
-        main(["run", "--dry-run", "mini", "true"])
+        main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 125
-    assert err.startswith("minicontainer: error: part of minicontainer cannot be loaded") and "commands.run" in err
+    assert err.startswith("minicontainer: error: part of minicontainer cannot be loaded") and module in err

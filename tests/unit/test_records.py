@@ -141,11 +141,33 @@ def test_a_dataclasses_subclass_of_ours_works():
             c: int = 0
 
 
+@pytest.mark.parametrize("frozen", [True, False])
+def test_replace_matches_dataclasses_replace(frozen):
+    (RB, RC), (MB, MC) = _pair(frozen)
+    for real, mine in ((RB, MB), (RC, MC)):
+        r, m = real(1, "y", (2,), hidden=7), mine(1, "y", (2,), hidden=7)
+        ours, theirs = records.replace(m, a=9, c=(3,)), dataclasses.replace(r, a=9, c=(3,))
+        assert records.asdict(ours) == dataclasses.asdict(theirs) and type(ours) is mine
+        assert ours.hidden == theirs.hidden == 7
+        with pytest.raises(TypeError):
+            records.replace(m, nosuch=1)
+    assert records.replace(RB(1), a=2) == RB(2)  # a class dataclasses made: its own replace
+
+    @records.dataclass
+    class NoInit:
+        a: int = 0
+        later: int = records.field(default=5, init=False)
+
+    with pytest.raises(ValueError, match="init=False"):
+        records.replace(NoInit(), later=1)
+    assert records.replace(NoInit(1), a=2).a == 2
+
+
 def test_making_classes_does_not_import_dataclasses():
     import subprocess
     import sys
 
-    code = ("import sys; from minicontainer.container import steps, state; "
+    code = ("import sys; from minicontainer.container import steps, state; from minicontainer.security import users; "
             "print('dataclasses' in sys.modules, 'inspect' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

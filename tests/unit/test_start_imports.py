@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 # a real run adds the fork and the interpreter (container.process,
 # container.interpreter), not covered here because it needs root.
 RUN_MINICONTAINER = {
-    "minicontainer", "minicontainer.cli", "minicontainer.errors", "minicontainer.records", "minicontainer.names",
+    "minicontainer", "minicontainer.main", "minicontainer.errors", "minicontainer.records", "minicontainer.names",
     "minicontainer.paths", "minicontainer.procfs", "minicontainer.safepath", "minicontainer.units",
-    "minicontainer.commands", "minicontainer.commands.completion", "minicontainer.commands.run",
+    "minicontainer.commands", "minicontainer.commands.fastparse", "minicontainer.commands.runspec",
     "minicontainer.cgroups", "minicontainer.cgroups.base", "minicontainer.cgroups.detect",
     "minicontainer.cgroups.devices", "minicontainer.cgroups.ebpf", "minicontainer.cgroups.files",
     "minicontainer.cgroups.resources", "minicontainer.cgroups.v1", "minicontainer.cgroups.v2",
@@ -48,17 +48,19 @@ RUN_MINICONTAINER = {
     "minicontainer.security.steps", "minicontainer.security.users",
     "minicontainer.syscalls", "minicontainer.syscalls.flags", "minicontainer.syscalls.linux",
 }
-# Not in the list on purpose: security.seccomp/bpf/syscall_tables (a cached
-# step needs none of them), network/pyroute2 (only with --network NAME),
-# psutil, tarfile, the image importer, report.
+# Not in the list on purpose: click and what it pulls in (inspect, ast, typing's
+# friends, datetime, uuid: 30-50 ms; main.py parses a plain `run` with
+# commands/fastparse.py instead), dataclasses (records.py), decimal (only for
+# a fractional size or --cpus), tempfile and random (only a store write),
+# security.seccomp/bpf/syscall_tables (a cached step needs none of them),
+# network/pyroute2 (only with --network NAME), psutil, tarfile, the image
+# importer, report.
 RUN_OTHERS = {
-    # click and what it pulls in (~30 ms, the largest cost left: see README "Performance")
-    "click", "inspect", "ast", "dis", "tokenize", "token", "linecache", "typing", "datetime", "uuid",
-    "platform", "gettext", "locale", "keyword", "opcode", "numbers", "decimal", "enum", "weakref",
     # the standard library the code uses
-    "abc", "array", "bisect", "builtins", "codecs", "collections", "contextlib", "copy", "copyreg", "ctypes",
-    "dataclasses", "errno", "fcntl", "fnmatch", "functools", "importlib", "io", "ipaddress", "itertools",
-    "json", "math", "operator", "os", "pathlib", "random", "re", "reprlib", "resource", "select", "selectors",
+    "typing", "platform", "keyword", "enum", "weakref",
+    "abc", "array", "builtins", "codecs", "collections", "contextlib", "copyreg", "ctypes",
+    "errno", "fcntl", "fnmatch", "functools", "importlib", "io", "ipaddress", "itertools",
+    "json", "math", "operator", "os", "pathlib", "re", "reprlib", "resource", "select", "selectors",
     "shlex", "shutil", "signal", "socket", "stat", "struct", "sys", "tempfile", "threading", "time", "types",
     "urllib", "warnings", "bz2", "lzma", "zlib", "genericpath", "posixpath", "ntpath", "posix", "marshal",
     # python-prctl (the parent-death signal, the privilege drop)
@@ -125,7 +127,7 @@ def test_run_imports_only_the_agreed_modules(tmp_path, mc_dirs):
 
     security_steps(parse_security(), cache_dir=root / "cache")
     assert list((root / "cache").glob("seccomp-*.json"))
-    found = _imported(tmp_path, "minicontainer.cli", "main", "run", "--dry-run", str(rootfs), "/bin/true")
+    found = _imported(tmp_path, "minicontainer.main", "main", "run", "--dry-run", str(rootfs), "/bin/true")
     assert "minicontainer.container.plan" in found  # it did plan
     assert _compare(found, RUN_MINICONTAINER, RUN_OTHERS) == []
 

@@ -24,7 +24,7 @@ The survey (what exists, what is enabled, who is inside) is read first;
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer import units
 from minicontainer.cgroups import devices

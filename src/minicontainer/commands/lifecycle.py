@@ -18,7 +18,8 @@ import signal
 import click
 
 from minicontainer.commands._each import for_each
-from minicontainer.commands.run import container_options, spec_from_options
+from minicontainer.commands.run import container_options
+from minicontainer.commands.runspec import spec_from_options
 from minicontainer.errors import ContainerError
 
 

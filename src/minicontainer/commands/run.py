@@ -1,56 +1,16 @@
 """``minicontainer run [OPTIONS] IMAGE|DIR [COMMAND [ARG...]]`` — docker's flags.
 
-Everything is validated into a ContainerSpec before anything is created;
-the resource and security flags are parsed by their own layers
-(cgroups/resources.py, security/config.py), imported only when ``run``
-runs. Those imports are never guarded: a build missing either layer fails
-instead of running a container with fewer limits than asked for.
+The flags as click declares them (their names, help, completion); what
+``run`` does with them is commands/runspec.py, which also serves the lean
+parser (commands/fastparse.py) that reads this command's flags without
+importing click, on the start path.
 """
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from minicontainer.commands.completion import complete_images, complete_networks
-from minicontainer.errors import UsageError, warn
-
-
-def _resources(opts: dict, devices=()):
-    keys = (
-        "memory",
-        "memory_swap",
-        "memory_reservation",
-        "cpus",
-        "cpu_shares",
-        "cpuset_cpus",
-        "cpuset_mems",
-        "pids_limit",
-        "device_read_bps",
-        "device_write_bps",
-        "cgroup_parent",
-    )
-    given = {k: opts[k] for k in keys if opts.get(k) not in (None, ())}
-    if devices:
-        given["devices"] = devices  # each --device adds its rule to the device allow-list
-    if opts.get("privileged"):
-        given["all_devices"] = True  # as Docker: no device allow-list
-    # Imported here, not at the top, so `run --help` stays cheap; never
-    # guarded: a build that cannot limit resources must not run at all.
-    from minicontainer.cgroups.resources import parse_resources
-
-    return parse_resources(**given)
-
-
-def _security(opts: dict):
-    keys = ("cap_add", "cap_drop", "privileged", "security_opt", "ulimit", "user", "group_add")
-    given = {k: opts[k] for k in keys if opts.get(k) not in (None, (), False)}
-    # Lazily imported and never guarded, as _resources: a missing or broken
-    # security layer is an error, not a container with less isolation.
-    from minicontainer.security.config import parse_security
-
-    return parse_security(**given)
 
 
 # The flags `run` and `create` share (docker's names): the container's whole spec.
@@ -123,58 +83,6 @@ def container_options(f):
     return f
 
 
-def spec_from_options(image, command, opts: dict):
-    """The flags of `run`/`create` (as click parsed them) as a validated
-    ContainerSpec; also the Python API's path (api.py), so both validate alike."""
-    from minicontainer.cgroups.devices import parse_devices
-    from minicontainer.container.spec import build_spec
-
-    if command[:1] == ("--",):
-        command = command[1:]
-    devices = parse_devices(opts.get("device") or ())
-    spec = build_spec(
-        image,
-        command,
-        name=opts["name"],
-        hostname=opts["hostname"],
-        env=opts["env"],
-        env_files=opts["env_file"],
-        workdir=opts["workdir"],
-        entrypoint=opts["entrypoint"],
-        interactive=opts["interactive"],
-        tty=opts["tty"],
-        remove=opts["remove"],
-        pid=opts["pid"],
-        network=opts["network"],
-        uts=opts["uts"],
-        ipc=opts["ipc"],
-        cgroupns=opts["cgroupns"],
-        use_chroot=opts["use_chroot"],
-        read_only=opts["read_only"],
-        volumes=opts["volume"],
-        tmpfs=opts["tmpfs"],
-        mount=opts.get("mount") or (),
-        devices=devices,
-        init=opts["init"],
-        restart=opts["restart"],
-        publish=opts.get("publish") or (),
-        publish_all=opts.get("publish_all", False),
-        network_aliases=opts.get("network_alias") or (),
-        add_hosts=opts.get("add_host") or (),
-        dns=opts.get("dns") or (),
-        ip=opts.get("ip"),
-        resources=_resources(opts, devices),
-        security=_security(opts),
-    )
-    return spec
-
-
-def check_terminal(spec) -> None:
-    """A foreground -it needs our stdin to be a terminal (a detached one does not: attach brings one)."""
-    if spec.tty and spec.interactive and (sys.stdin is None or not sys.stdin.isatty()):
-        raise UsageError("the input device is not a TTY", "drop -t (keep -i to pipe input), or run from a terminal")
-
-
 @click.command(
     context_settings={"allow_interspersed_args": False, "help_option_names": ["--help"]},
     short_help="Run a command in a new container.",
@@ -200,29 +108,7 @@ def run(image, command, explain, dry_run, userns, detach, report_path, **opts):
       minicontainer run --dry-run -m 64m --pids-limit 20 mini
       minicontainer run -d --name web mini sleep 1000
     """
-    from minicontainer.container.runtime import Runner
+    from minicontainer.commands.runspec import run_container
 
-    spec = spec_from_options(image, command, opts)
-    if not detach:
-        check_terminal(spec)
-    if spec.use_chroot and not dry_run:
-        warn("--chroot is escapable by a root process; use it only to see why pivot_root exists")
-    if spec.restart != "no" and not detach:
-        raise UsageError("--restart needs -d: a restart policy is carried out by a detached container's monitor",
-                         "add -d, or drop --restart")
-    recorder = None
-    if report_path is not None:
-        if dry_run:
-            raise UsageError("--report records a run, and --dry-run does not run", "drop one of them")
-        if detach:
-            raise UsageError("--report samples a run from its own process, which -d leaves at once", "drop -d")
-        from minicontainer import report  # only with --report: run alone does not load the sampler
-
-        recorder = report.Recorder(report.check_target(report_path))
-    runner = Runner(spec, explain=explain, userns=userns, recorder=recorder)
-    if dry_run:
-        return runner.dry_run()
-    if detach:
-        click.echo(runner.run_detached())
-        return 0
-    return runner.run()
+    return run_container(image, command, opts, explain=explain, dry_run=dry_run, userns=userns, detach=detach,
+                         report_path=report_path)

@@ -14,10 +14,10 @@ reading, so a state file cannot name arbitrary code.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from minicontainer.errors import ContainerError
@@ -26,10 +26,27 @@ CONFIG_FILE = "config.json"
 _PACKAGE = "minicontainer."
 
 
+def _fields(value):
+    """The fields of a spec value, or None if it is not a dataclass. The
+    spec's classes are made by records.py, whose field list needs no
+    ``dataclasses`` (importing it costs ~9 ms of every run); a class made by
+    dataclasses exists only once that module is loaded."""
+    if isinstance(value, type):
+        return None
+    found = getattr(type(value), "__record_fields__", None)
+    if found is not None:
+        return found
+    dataclasses = sys.modules.get("dataclasses")
+    if dataclasses is not None and dataclasses.is_dataclass(value):
+        return dataclasses.fields(value)
+    return None
+
+
 def encode(value):
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    fields = _fields(value)
+    if fields is not None:
         out = {"__type__": _type_name(value)}
-        for f in dataclasses.fields(value):
+        for f in fields:
             if f.name == "extra":
                 continue  # run-time notes, not part of what was asked for
             out[f.name] = encode(getattr(value, f.name))

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
@@ -230,4 +229,6 @@ def remove_layer_dir(layer) -> None:
 
         if remove_tree(str(layer)):
             return
+    import shutil  # here: only a removal needs it (it imports zlib, bz2, lzma: ~2.5 ms)
+
     shutil.rmtree(layer, ignore_errors=True)

@@ -24,13 +24,13 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from minicontainer import paths
 from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.errors import ContainerError, ImageError, MiniError, NotRootError, UsageError, warn
+from minicontainer.records import replace  # not dataclasses': that import is ~9 ms of every run (records.py)
 from minicontainer.container.hostcheck import check_namespaces, check_shell, find_init, require_root
 from minicontainer.container.rootfs import (ResolvedImage, make_shifted, needs_mountpoints, prepare_layer, remove_layer_dir,
                                            resolve_image, storage_mode)

@@ -483,7 +483,7 @@ class ContainerSpec:
 
     def with_image(self, config) -> ContainerSpec:
         """This spec on an image with ``config``: its User applies unless -u was given."""
-        from dataclasses import replace
+        from minicontainer.records import replace
 
         security = self.security
         if config.user and security is not None and getattr(security, "user", None) is None:

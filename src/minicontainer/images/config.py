@@ -17,7 +17,7 @@ is refused then, not at some later ``run``. container/spec.py applies it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.errors import ImageError
 

@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
@@ -63,6 +62,14 @@ def _is_image_name(name: str) -> bool:
 def _is_image_id(image_id: str) -> bool:
     # an id is a directory name under images/: never a path
     return is_name(image_id, max_len=128)
+
+
+def _mkdtemp(prefix: str, parent) -> Path:
+    """``tempfile.mkdtemp``, imported here: tempfile pulls in random (~3 ms),
+    and ``run`` only reads the store."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,8 @@ class ImageStore:
         self.ensure()
         leases = self.home / "leases"
         leases.mkdir(mode=0o700, exist_ok=True)
+        import tempfile
+
         path = Path(tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".json", dir=leases)[1])
         held: set[str] = set()
 
@@ -329,7 +338,7 @@ class ImageStore:
         """A fresh 0700 work directory in tmp/ (removed by clean_tmp if we die)."""
         self.ensure()
         self.clean_tmp()
-        return Path(tempfile.mkdtemp(prefix=f"new-{os.getpid()}-", dir=self.tmp_dir))
+        return _mkdtemp(f"new-{os.getpid()}-", self.tmp_dir)
 
     @paths.on_store
     def list(self) -> list[Image]:
@@ -410,7 +419,7 @@ class ImageStore:
         """Fill a fresh work directory in tmp/; returns it (with its meta.json
         written) and the image id. On any error nothing is left behind."""
         self.clean_tmp()
-        work = Path(tempfile.mkdtemp(prefix=f"new-{os.getpid()}-", dir=self.tmp_dir))
+        work = _mkdtemp(f"new-{os.getpid()}-", self.tmp_dir)
         try:
             rootfs = work / "rootfs"
             rootfs.mkdir()
@@ -554,7 +563,7 @@ class ImageStore:
                     if self._drop_if_unused(d.name, "", doomed):
                         removed.append(Image(name="", id=d.name, rootfs=d / "rootfs", meta=meta))
                 # and layers no image has (a build that failed, or was interrupted, made them)
-                grave = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
+                grave = _mkdtemp(f"old-{os.getpid()}-", self.tmp_dir)
                 doomed.append(grave)
                 self._drop_unused_layers(grave)
         finally:
@@ -578,7 +587,7 @@ class ImageStore:
             return False
         # Rename first: a half-deleted tree is never visible as an image.
         self.ensure()
-        grave = Path(tempfile.mkdtemp(prefix=f"old-{os.getpid()}-", dir=self.tmp_dir))
+        grave = _mkdtemp(f"old-{os.getpid()}-", self.tmp_dir)
         doomed.append(grave)
         try:
             os.rename(self.images_dir / image_id, grave / "image")

@@ -30,10 +30,9 @@ user (or the default root) it is simply not used.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
-from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
+from minicontainer.records import dataclass, replace  # dataclasses without exec (records.py, issue 15)
 
 # At the top, not in a function: `exec` resolves the user after it joined the
 # container's mount namespace, where an import would read the image's files.
@@ -298,7 +297,7 @@ def user_for_exec(root_fd: int, user: str | None, group_add: tuple[str, ...] = (
                 "supplementary groups cannot be set in this user namespace (/proc/self/setgroups is 'deny')",
                 "drop --group-add, or map groups with newgidmap (rootless mode with /etc/subgid)",
             )
-        resolved = dataclasses.replace(resolved, groups=(), notes=resolved.notes + (
+        resolved = replace(resolved, groups=(), notes=resolved.notes + (
             "supplementary groups from /etc/group left out: setgroups is denied in this user namespace",))
     check_mapped(resolved)
     return resolved, allowed

@@ -1,0 +1,116 @@
+"""The ``minicontainer`` entry point: one place that turns errors into one
+line, and the choice of parser.
+
+``run`` is the start path, and click costs 30-50 ms to import here (it pulls
+in inspect, typing, enum, datetime, uuid): more than the rest of a run's
+setup. So a ``run`` whose flags are all plain (commands/fastparse.py) is
+parsed without click and goes straight to commands/runspec.py; anything
+else (another command, --help, a flag click would refuse, tab completion)
+goes through click (cli.py), which gives its own answers and error messages.
+Both paths end in the same ``run_container``, with the same values.
+
+Errors: library code raises ``minicontainer.errors.MiniError``; :func:`main`
+prints it as one line ``minicontainer: error: ... (hint: ...)`` and exits with
+its code. A command that goes on past failures (``rm a b c``) raises them
+together as one ``errors.Failures``: one line each, the exit code of the
+last. A Python traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from minicontainer.errors import MiniError
+
+debug = os.environ.get("MINICONTAINER_DEBUG") == "1"  # set by --debug too (here, or cli.py's group option)
+
+
+def main(argv=None) -> None:
+    global debug
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _fast_run(args)
+        if code is None:
+            from minicontainer.cli import cli
+
+            code = cli.main(args=args, prog_name="minicontainer", standalone_mode=False)
+    except MiniError as e:
+        if debug:
+            raise
+        for line in e.lines():
+            _print_error(line)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a container's run (which forwards it to the container):
+        # one line of ours, not a traceback; 128 + SIGINT.
+        _print_interrupted()
+        sys.exit(130)
+    except BrokenPipeError:
+        # `minicontainer ps | head -1`: the reader left; not an error worth a traceback.
+        try:
+            sys.stdout = None
+        finally:
+            os._exit(141)
+    except ImportError as e:
+        # A layer that cannot be loaded (security, cgroups ...) stops the
+        # command: nothing ever runs with less isolation than asked (fail closed).
+        if debug:
+            raise
+        _print_error(f"part of minicontainer cannot be loaded, so nothing was started: {e} "
+                     "(hint: reinstall it with ./scripts/setup, or run with --debug)")
+        sys.exit(125)
+    except Exception as e:  # noqa: BLE001 - the one place that catches everything
+        click = sys.modules.get("click")  # only the click path can raise its exceptions
+        if click is not None and isinstance(e, click.exceptions.Abort):
+            _print_interrupted()  # click's Ctrl-C at a prompt: ours, not its bare "Aborted."
+            sys.exit(130)
+        if click is not None and isinstance(e, click.ClickException):
+            # Bad flags: one line, docker's exit code for its own errors.
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                _print_error(f"{e.format_message()} (see '{e.ctx.command_path} --help')")
+            else:
+                _print_error(e.format_message())
+            sys.exit(125)
+        if debug:
+            raise
+        _print_error(f"internal error: {type(e).__name__}: {e} (hint: run again with --debug and report it)")
+        sys.exit(125)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fast_run(args: list[str]) -> int | None:
+    """``[--debug ...] run FLAGS IMAGE [COMMAND...]`` without click, when the
+    lean parser takes every flag; None hands the command line to click."""
+    global debug
+    if any(k.startswith("_MINICONTAINER_COMPLETE") for k in os.environ):
+        return None  # tab completion is click's
+    lead = 0
+    while lead < len(args) and args[lead] == "--debug":
+        lead += 1
+    if args[lead:lead + 1] != ["run"]:
+        return None
+    from minicontainer.commands.fastparse import parse_run
+
+    parsed = parse_run(args[lead + 1:])
+    if parsed is None:
+        return None
+    debug = debug or lead > 0
+    from minicontainer.commands.runspec import run_container
+
+    image, command, run_opts, opts = parsed
+    return run_container(image, command, opts, **run_opts)
+
+
+def _print_interrupted() -> None:
+    try:
+        print("minicontainer: interrupted", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _print_error(message: str) -> None:
+    try:
+        print(f"minicontainer: error: {message}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
