@@ -34,7 +34,7 @@ import os
 import shutil
 import stat
 import time
-from dataclasses import asdict, dataclass
+from minicontainer.records import asdict, dataclass  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 
 from minicontainer import paths
