@@ -12,7 +12,6 @@ privileges, as ``docker exec`` allows. The steps are planned
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -21,6 +20,7 @@ from minicontainer.container import steps as S
 from minicontainer.container.config import load_spec
 from minicontainer.container.state import StateStore, pid_alive
 from minicontainer.errors import ContainerError
+from minicontainer.records import replace  # not dataclasses' (records.py, issue 15)
 
 
 def _security(spec, user: str | None, privileged: bool):
@@ -28,9 +28,9 @@ def _security(spec, user: str | None, privileged: bool):
 
     config = spec.security if spec.security is not None else SecurityConfig()
     if user is not None:
-        config = dataclasses.replace(config, user=user)
+        config = replace(config, user=user)
     if privileged:
-        config = dataclasses.replace(config, privileged=True, seccomp="unconfined", seccomp_profile=None)
+        config = replace(config, privileged=True, seccomp="unconfined", seccomp_profile=None)
     return security_steps(config)
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from minicontainer.records import dataclass, field  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 
 from minicontainer.errors import UsageError
