@@ -78,3 +78,20 @@ def test_quick_is_a_short_run(bench):
     args = bench.parse_args(["--quick"])
     assert (args.pairs, args.seq, args.conc) == (5, 20, 5)
     assert bench.parse_args([]).pairs == 21 and bench.parse_args([]).seq == 100
+
+
+def test_the_launchers_run_the_entry_points_pyproject_names(bench, tmp_path):
+    """The bench times what an install runs: `minicontainer` is main.py's main
+    (not cli.py's, which imports click), for this checkout and a baseline's."""
+    from types import SimpleNamespace
+
+    base = tmp_path / "old"
+    (base / "src").mkdir(parents=True)
+    (base / "pyproject.toml").write_text('[project.scripts]\nminicontainer = "minicontainer.cli:main"\n')
+    (tmp_path / "work").mkdir()
+    s = SimpleNamespace(work=tmp_path / "work", python="/usr/bin/python3")
+    ours = bench.Setup._script(s, "minicontainer").read_text()
+    theirs = bench.Setup._script(s, "minicontainer", base / "src", prefix="baseline-").read_text()
+    assert "from minicontainer.main import main\n" in ours
+    assert "from minicontainer.cli import main\n" in theirs and str(base / "src") in theirs
+    assert (tmp_path / "work" / "bin" / "baseline-minicontainer").exists()
