@@ -80,11 +80,17 @@ def main(argv=None) -> None:
 
 
 def _fast_run(args: list[str]) -> int | None:
-    """``[--debug ...] run FLAGS IMAGE [COMMAND...]`` without click, when the
-    lean parser takes every flag; None hands the command line to click."""
+    """``--version``, and ``[--debug ...] run FLAGS IMAGE [COMMAND...]`` when
+    the lean parser takes every flag, without click; None hands the command
+    line to click."""
     global debug
     if any(k.startswith("_MINICONTAINER_COMPLETE") for k in os.environ):
         return None  # tab completion is click's
+    if args == ["--version"]:  # what click's version_option prints (cli.py), without importing click
+        from minicontainer import __version__
+
+        print(f"minicontainer, version {__version__}", flush=True)
+        return 0
     lead = 0
     while lead < len(args) and args[lead] == "--debug":
         lead += 1

@@ -143,3 +143,17 @@ def test_a_command_module_that_cannot_be_imported_is_a_refusal(module, argv, mon
     err = capsys.readouterr().err
     assert e.value.code == 125
     assert err.startswith("minicontainer: error: part of minicontainer cannot be loaded") and module in err
+
+
+def test_version_is_what_click_prints_without_importing_click():
+    """main.py answers --version itself (the bench's floor of a command):
+    the same line as click's version_option in cli.py."""
+    from click.testing import CliRunner
+
+    from minicontainer.cli import cli
+
+    clicks = CliRunner().invoke(cli, ["--version"]).output
+    code = ("import sys; from minicontainer.main import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
+            "    print('exit', e.code, 'click' in sys.modules)")
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert ours == clicks + "exit 0 False\n"
