@@ -19,7 +19,7 @@ supported: a network here is IPv4 only.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.errors import ImageError, UsageError
 

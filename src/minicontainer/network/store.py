@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from minicontainer.records import asdict, dataclass  # dataclasses without exec (records.py, issue 15)
 from pathlib import Path
 
 from minicontainer import paths
