@@ -321,6 +321,7 @@ class Container:
         self.exit_code: int | None = None  # set once PID 1 is reaped
         self.master_fd: int | None = None
         self._stop_requested = 0
+        self._previous_handlers: dict | None = None  # while ours forward signals to PID 1
 
     @property
     def cgroup_owned(self) -> bool:
@@ -357,19 +358,30 @@ class Container:
             chan.out_r = chan.errout_r = None
         self.stdin_w, chan.in_w = chan.in_w, None
         chan.close()
+        # From here the command runs: a Ctrl-C is its own, not the end of
+        # our setup. Forwarding starts now, not when wait() is reached: in
+        # between the state is saved, and a signal there would unwind this
+        # runtime and kill the command (seen on a loaded CI machine).
+        self._forward_signals()
         if self.hooks.on_started is not None:
             self.hooks.on_started(self.pid)
         return self.pid
 
-    # -- waiting ----------------------------------------------------------
-    def wait(self) -> int:
-        """Wait for the container's PID 1, forwarding signals; return its exit code."""
+    def _forward_signals(self) -> None:
+        if self._previous_handlers is not None:
+            return
         previous = {}
         for sig in FORWARDED:
             previous[sig] = signal.signal(sig, self._forward)
         previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._escalate)
         if self.master_fd is not None:
             previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
+        self._previous_handlers = previous
+
+    # -- waiting ----------------------------------------------------------
+    def wait(self) -> int:
+        """Wait for the container's PID 1, forwarding signals; return its exit code."""
+        self._forward_signals()
         try:
             if self.relay:
                 return self._relay_loop()
@@ -378,8 +390,9 @@ class Container:
             return self._reap()
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            for sig, handler in previous.items():
+            for sig, handler in (self._previous_handlers or {}).items():
                 signal.signal(sig, handler)
+            self._previous_handlers = None
 
     def _forward(self, sig, frame) -> None:
         try:
