@@ -494,18 +494,9 @@ def _stop_create(st, timeout: float = 10.0) -> None:
     """delete --force of a container still being created: SIGTERM to the
     ``create`` process, which unwinds through its cleanup (runtime.py
     _execute), then SIGKILL if it has not ended within ``timeout``."""
-    from minicontainer.container.state import pid_alive
+    from minicontainer.syscalls.linux import Linux
 
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
-        try:
-            os.kill(st.runtime_pid, sig)  # checked just now to be that process (pid and start time)
-        except ProcessLookupError:
-            return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            if not pid_alive(st.runtime_pid, st.runtime_start):
-                return
-            time.sleep(0.02)
+    Linux().stop_process(st.runtime_pid, st.runtime_start, grace=timeout, then_kill=True)
 
 
 # -- pause, ps, events, update, exec -------------------------------------------------

@@ -87,7 +87,7 @@ class Recorder:
         self._rec("spawn_proxy", config, tuple(fds))
         return 4343, 1
 
-    def stop_process(self, pid, start):
+    def stop_process(self, pid, start, *, grace=2.0, then_kill=False):
         self._rec("stop_process", pid, start)
 
     def nft(self, commands):

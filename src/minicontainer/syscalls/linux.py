@@ -577,26 +577,31 @@ class Linux:
             raise _oserror("starting the port proxy", e, sys.executable) from None
         return proc.pid, proc_start_time(proc.pid)
 
-    def stop_process(self, pid: int, start: int) -> None:
+    def stop_process(self, pid: int, start: int, *, grace: float = 2.0, then_kill: bool = False) -> None:
         """SIGTERM to ``pid`` if it is still the process that started at
-        ``start``, and wait until it is gone (reaped, if it is our child)."""
+        ``start``, and wait until it is gone (reaped, if it is our child), at
+        most ``grace`` seconds; with ``then_kill``, SIGKILL after that and
+        wait 2 s more."""
         import time
 
         if pid <= 1 or not start or proc_start_time(pid) != start:
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            os.waitpid(pid, 0)
-            return
-        except ChildProcessError:
-            pass  # not ours (a sweep of a dead runtime's proxy): wait for it to go
-        for _ in range(200):
-            if proc_start_time(pid) != start:
+        steps = [(signal.SIGTERM, grace)] + ([(signal.SIGKILL, 2.0)] if then_kill else [])
+        for sig, wait in steps:
+            try:
+                os.kill(pid, sig)  # checked just now to be that process (pid and start time)
+            except ProcessLookupError:
                 return
-            time.sleep(0.01)
+            try:
+                os.waitpid(pid, 0)
+                return
+            except ChildProcessError:
+                pass  # not ours (a sweep of a dead runtime's proxy, another command's create): wait for it to go
+            end = time.monotonic() + wait
+            while time.monotonic() < end:
+                if proc_start_time(pid) != start:
+                    return
+                time.sleep(0.01)
 
     def nft(self, commands) -> None:
         """nft(8) -f -: the commands as one transaction (all or nothing)."""
