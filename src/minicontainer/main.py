@@ -27,7 +27,6 @@ debug = os.environ.get("MINICONTAINER_DEBUG") == "1"  # set by --debug too (here
 
 
 def main(argv=None) -> None:
-    global debug
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = _fast_run(args)
