@@ -54,15 +54,17 @@ RUN_MINICONTAINER = {
 # a fractional size or --cpus), tempfile and random (only a store write),
 # security.seccomp/bpf/syscall_tables (a cached step needs none of them),
 # network/pyroute2 (only with --network NAME), psutil, tarfile, the image
-# importer, report.
+# importer, report; typing (annotations only, under TYPE_CHECKING), platform
+# (os.uname), threading (only a network namespace's helper thread), shutil and
+# its bz2/lzma/zlib (only a removal).
 RUN_OTHERS = {
     # the standard library the code uses
-    "typing", "platform", "keyword", "enum", "weakref",
+    "keyword", "enum", "weakref",
     "abc", "array", "builtins", "codecs", "collections", "contextlib", "copyreg", "ctypes",
     "errno", "fcntl", "fnmatch", "functools", "importlib", "io", "ipaddress", "itertools",
     "json", "math", "operator", "os", "pathlib", "re", "reprlib", "resource", "select", "selectors",
-    "shlex", "shutil", "signal", "socket", "stat", "struct", "sys", "tempfile", "threading", "time", "types",
-    "urllib", "warnings", "bz2", "lzma", "zlib", "genericpath", "posixpath", "ntpath", "posix", "marshal",
+    "shlex", "signal", "socket", "stat", "struct", "sys", "time", "types",
+    "urllib", "warnings", "genericpath", "posixpath", "ntpath", "posix", "marshal",
     # python-prctl (the parent-death signal, the privilege drop)
     "prctl",
 }

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
 
 from minicontainer.errors import MiniError, SecurityError, SyscallError
@@ -230,10 +229,14 @@ def plan_mapping(
     name: str | None = None,
     subuid: str = "/etc/subuid",
     subgid: str = "/etc/subgid",
-    which=shutil.which,
+    which=None,
 ) -> IdMapping:
     """Decide the maps for the caller: a full range when configured, else one id. Pure
     apart from reading the two files and looking for the helpers (both injectable)."""
+    if which is None:
+        import shutil  # ~3.5 ms (with the bz2/lzma it loads) that a run without --userns does not pay
+
+        which = shutil.which
     uid = os.geteuid() if uid is None else uid
     gid = os.getegid() if gid is None else gid
     name = caller_name(uid) if name is None else name
@@ -536,6 +539,8 @@ def remove_tree(path: str, mapping: IdMapping | None = None) -> bool:
     map, where it is root over exactly those files, and removes them there.
     Directories overlayfs leaves with mode 000 (work/work) are opened up first.
     """
+    import shutil  # before the fork: the child imports nothing
+
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -556,6 +561,8 @@ def _open_up_and_retry(func, path, exc_info) -> None:
         os.chmod(os.path.dirname(path), 0o700)
         func(path)
     elif func in (os.scandir, os.listdir, os.open):
+        import shutil  # already loaded: this runs inside shutil.rmtree
+
         os.chmod(path, 0o700)
         shutil.rmtree(path, onerror=_open_up_and_retry)
     else:

@@ -21,11 +21,13 @@ open_by_handle_at escape).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms of every run, issue 15)
 
 from minicontainer.errors import UsageError
 
 if TYPE_CHECKING:
+    from typing import Iterable
+
     from minicontainer.security.config import SecurityConfig
 
 # Index = capability number (linux/capability.h). The kernel may be newer

@@ -28,7 +28,7 @@ lists off, as in Docker.
 from __future__ import annotations
 
 from minicontainer.records import dataclass  # dataclasses without exec (records.py, issue 15)
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms of every run, issue 15)
 
 if TYPE_CHECKING:
     from minicontainer.security.config import SecurityConfig

@@ -10,7 +10,7 @@ are applied before capabilities are dropped; ``nofile`` can never exceed
 from __future__ import annotations
 
 import resource
-from typing import NamedTuple
+from collections import namedtuple
 
 from minicontainer.errors import UsageError
 
@@ -37,12 +37,10 @@ ULIMIT_NAMES: dict[str, int] = {
 }
 
 
-class Ulimit(NamedTuple):
-    """One limit: Docker's name, soft and hard values (``INFINITY`` = unlimited)."""
-
-    name: str
-    soft: int
-    hard: int
+# One limit: Docker's name, soft and hard values (``INFINITY`` = unlimited).
+# collections.namedtuple, not typing.NamedTuple: the same class, without
+# typing's import and metaclass (~2.5 ms of every run, issue 15).
+Ulimit = namedtuple("Ulimit", "name soft hard")
 
 
 def _value(text: str, spec: str) -> int:

@@ -29,7 +29,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import re
 import resource  # setrlimit and the close_range fallback run after pivot_root
 import select
@@ -37,7 +36,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 
 import prctl as _prctl  # python-prctl
@@ -92,9 +90,11 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 # glibc has no pivot_root() wrapper: call it by number (asm/unistd.h).
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i686": 217, "armv7l": 218}.get(platform.machine(), 155)
+# os.uname().machine is what platform.machine() returns; the platform module costs ~3 ms to import.
+_MACHINE = os.uname().machine
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i686": 217, "armv7l": 218}.get(_MACHINE, 155)
 # bpf(2) has no glibc wrapper either.
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386}.get(platform.machine(), 321)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386}.get(_MACHINE, 321)
 # close_range(2) and mount_setattr(2) have one number on every architecture
 # (the syscall table is shared since Linux 5.1).
 _SYS_CLOSE_RANGE = 436
@@ -375,6 +375,10 @@ def _in_thread(fn, netns_fd: int | None):
             out["value"] = fn()
         except BaseException as e:  # re-raised in the caller
             out["error"] = e
+
+    # Imported here, unlike the rest of this module: only the runtime calls this, never a process that
+    # has entered a container's root, and a run without networks does not pay ~1.3 ms for threading.
+    import threading
 
     t = threading.Thread(target=body, name="netns")
     t.start()
