@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minicontainer.errors import UsageError
+from minicontainer.errors import SecurityError, UsageError
 from minicontainer.security import caps
 from minicontainer.security.config import SecurityConfig, parse_security
 from minicontainer.security.paths import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
@@ -87,6 +87,23 @@ def test_cap_last_cap_fallback(tmp_path):
     (tmp_path / "f").write_text("37\n")
     assert caps.cap_last_cap(str(tmp_path / "f")) == 37
     assert len(caps.all_caps(37)) == 38
+
+
+def test_the_bounding_set_is_read_from_proc_status_as_the_kernel_reports_it(tmp_path):
+    # the host's own: the CapBnd line says what PR_CAPBSET_READ says, capability by capability
+    import prctl
+
+    last = caps.cap_last_cap()
+    mask = caps.read_bounding(last)
+    assert [bool(mask >> c & 1) for c in range(last + 1)] == [bool(prctl.capbset_read(c)) for c in range(last + 1)]
+    # a kernel that knows more capabilities than last_cap: only 0..last_cap count
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t000001fffeffffff\nSeccomp:\t0\n")
+    assert caps.read_bounding(40, str(status)) == 0x1FFFEFFFFFF
+    assert caps.read_bounding(23, str(status)) == 0xFFFFFF
+    status.write_text("Name:\tx\n")
+    with pytest.raises(SecurityError, match="no CapBnd line"):
+        caps.read_bounding(40, str(status))
 
 
 def test_mask_roundtrip():

@@ -65,9 +65,9 @@ RUN_OTHERS = {
     "json", "math", "operator", "os", "pathlib", "re", "reprlib", "resource", "select", "selectors",
     "shlex", "signal", "socket", "stat", "struct", "sys", "time", "types",
     "urllib", "warnings", "genericpath", "posixpath", "ntpath", "posix", "marshal",
-    # python-prctl (the parent-death signal, the privilege drop)
-    "prctl",
 }
+# python-prctl is not in it either: only the container's process calls it
+# (syscalls/linux.py loads it there, before that process leaves the host's files).
 
 # `minicontainer-runc state ID`: its own parser, no click, no planning.
 STATE_MINICONTAINER = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms of every run, issue 15)
 
-from minicontainer.errors import UsageError
+from minicontainer.errors import SecurityError, UsageError
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -189,8 +189,12 @@ def effective_caps(config: "SecurityConfig", last_cap: int | None = None) -> fro
 # -- reading the host --------------------------------------------------------
 
 
-def read_bounding(last_cap: int) -> int:
-    """This process's bounding set as a mask (PR_CAPBSET_READ per capability)."""
-    from minicontainer.syscalls.linux import capbset_read
-
-    return sum(1 << cap for cap in range(last_cap + 1) if capbset_read(cap))
+def read_bounding(last_cap: int, status: str = "/proc/self/status") -> int:
+    """This process's bounding set as a mask, from the CapBnd line of
+    /proc/self/status (proc(5)): one read, where asking PR_CAPBSET_READ for
+    each capability would load python-prctl into every run (issue 15)."""
+    with open(status) as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return int(line.split()[1], 16) & ((1 << (last_cap + 1)) - 1)
+    raise SecurityError(f"{status} has no CapBnd line", "is /proc mounted? minicontainer reads the bounding set there")

@@ -38,8 +38,6 @@ import struct
 import sys
 import time
 
-import prctl as _prctl  # python-prctl
-
 from minicontainer import safepath
 from minicontainer.errors import ContainerError, SyscallError
 from minicontainer.procfs import proc_start_time
@@ -47,6 +45,7 @@ from minicontainer.syscalls.flags import (
     AT_EMPTY_PATH,
     AT_RECURSIVE,
     CLONE_NEWNET,
+    CLONE_NEWNS,
     MOVE_MOUNT_F_EMPTY_PATH,
     OPEN_TREE_CLOEXEC,
     OPEN_TREE_CLONE,
@@ -84,6 +83,26 @@ _umount2 = _bind("umount2", [_c_str, ctypes.c_int])
 _unshare = _bind("unshare", [ctypes.c_int])
 _setns = _bind("setns", [ctypes.c_int, ctypes.c_int])
 _sethostname = _bind("sethostname", [_c_str, ctypes.c_size_t])
+# python-prctl is imported on first use, not with this module: a run's runtime
+# never calls it, and it is ~4 ms of every start (issue 15). The container's
+# first process does, first thing after the fork (the parent-death signal),
+# while the runtime is still writing its cgroups, so the import costs the
+# start nothing. Every call that takes a process away from the host's
+# filesystem (unshare of a mount namespace, setns, pivot_root, chroot) loads it
+# before it goes: no process can import it from a container's files.
+_prctl_module = None
+
+
+def _pr():
+    """The python-prctl module (``import prctl``), loaded once."""
+    global _prctl_module
+    if _prctl_module is None:
+        import prctl
+
+        _prctl_module = prctl
+    return _prctl_module
+
+
 _prctl5 = _bind("prctl", [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
 _statfs = _bind("statfs", [_c_str, ctypes.c_void_p])
 _syscall = _libc.syscall
@@ -303,10 +322,6 @@ def fs_magic(path: str) -> int | None:
     return int.from_bytes(buf.raw[:8], sys.byteorder) & 0xFFFFFFFF
 
 
-def capbset_read(cap: int) -> bool:
-    return bool(_prctl.capbset_read(cap))
-
-
 def capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of this thread as 64-bit masks."""
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
@@ -349,7 +364,7 @@ def submounts_of(mnt_id: int, mountinfo: list[str]) -> list[str]:
 
 
 def get_dumpable() -> int:
-    return _prctl.get_dumpable()
+    return _pr().get_dumpable()
 
 
 def raw_syscall(nr: int, *args: int) -> int:
@@ -468,9 +483,13 @@ class Linux:
 
     # -- namespaces and mounts ---------------------------------------------
     def unshare(self, flags: int) -> None:
+        if flags & CLONE_NEWNS:
+            _pr()  # before mounts can change what this process sees (see _pr)
         _check(_unshare(flags), "unshare")
 
     def setns(self, fd: int, nstype: int = 0) -> None:
+        if nstype in (0, CLONE_NEWNS):
+            _pr()  # a mount namespace's root is not the host's (see _pr)
         _check(_setns(fd, nstype), "setns")
 
     def link_up(self, name: str) -> None:
@@ -569,7 +588,7 @@ class Linux:
         parent = os.getpid()
 
         def lifeline():
-            _prctl.set_pdeathsig(signal.SIGTERM)
+            _pr().set_pdeathsig(signal.SIGTERM)
             if os.getppid() != parent:
                 os._exit(0)
 
@@ -724,6 +743,7 @@ class Linux:
         _check(_umount2(_b(target), flags), "umount", target)
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
+        _pr()  # see _pr
         _check(_syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root to", new_root)
 
     def sethostname(self, name: str) -> None:
@@ -811,6 +831,7 @@ class Linux:
             raise _oserror("fchdir", e) from None
 
     def chroot(self, path: str) -> None:
+        _pr()  # see _pr
         try:
             os.chroot(path)
         except OSError as e:
@@ -860,32 +881,32 @@ class Linux:
     # -- privileges (prctl(2), capabilities(7)) ------------------------------
     def set_pdeathsig(self, sig: int) -> None:
         try:
-            _prctl.set_pdeathsig(sig)
+            _pr().set_pdeathsig(sig)
         except OSError as e:
             raise _oserror("setting the parent-death signal (PR_SET_PDEATHSIG)", e) from None
 
     def set_child_subreaper(self) -> None:
         """Orphaned descendants are reparented to us, not to init (prctl(2))."""
         try:
-            _prctl.set_child_subreaper(1)
+            _pr().set_child_subreaper(1)
         except OSError as e:
             raise _oserror("becoming a child subreaper (PR_SET_CHILD_SUBREAPER)", e) from None
 
     def set_dumpable(self, flag: bool) -> None:
         try:
-            _prctl.set_dumpable(flag)
+            _pr().set_dumpable(flag)
         except OSError as e:
             raise _oserror("setting the dumpable flag (PR_SET_DUMPABLE)", e) from None
 
     def set_no_new_privs(self) -> None:
         try:
-            _prctl.set_no_new_privs(1)
+            _pr().set_no_new_privs(1)
         except OSError as e:
             raise _oserror("setting no_new_privs (PR_SET_NO_NEW_PRIVS)", e) from None
 
     def capbset_drop(self, cap: int) -> None:
         try:
-            _prctl.capbset_drop(cap)
+            _pr().capbset_drop(cap)
         except OSError as e:
             raise _oserror(f"dropping capability {cap} from the bounding set", e) from None
 
@@ -901,11 +922,12 @@ class Linux:
         every other one cleared, inheritable empty: one cap_set_proc(3),
         which is one capset(2). python-prctl applies its "set" list before
         its "clear" list, so each capability goes in exactly one of them."""
-        wanted = [c for c in _prctl.ALL_CAPS if keep >> c & 1]
-        dropped = [c for c in _prctl.ALL_CAPS if not keep >> c & 1]
-        ep = [_prctl.CAP_EFFECTIVE, _prctl.CAP_PERMITTED]
+        pr = _pr()
+        wanted = [c for c in pr.ALL_CAPS if keep >> c & 1]
+        dropped = [c for c in pr.ALL_CAPS if not keep >> c & 1]
+        ep = [pr.CAP_EFFECTIVE, pr.CAP_PERMITTED]
         try:
-            _prctl.set_caps((wanted, ep, True), (dropped, ep, False), (list(_prctl.ALL_CAPS), _prctl.CAP_INHERITABLE, False))
+            pr.set_caps((wanted, ep, True), (dropped, ep, False), (list(pr.ALL_CAPS), pr.CAP_INHERITABLE, False))
         except OSError as e:
             raise _oserror("setting capabilities (capset)", e) from None
 

@@ -1,0 +1,47 @@
+"""syscalls/linux.py imports python-prctl lazily (issue 15), so it must load it
+before any call that takes a process away from the host's files: after that,
+an import could read a module planted in the container's root (the security
+rules in README: nothing imported after entering the container's root)."""
+
+from __future__ import annotations
+
+import pytest
+
+from minicontainer.syscalls import linux
+from minicontainer.syscalls.flags import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def unloaded(monkeypatch):
+    """linux.py as a fresh runtime has it (prctl not loaded), with the kernel calls stubbed out."""
+    monkeypatch.setattr(linux, "_prctl_module", None)
+    calls = []
+    monkeypatch.setattr(linux, "_unshare", lambda flags: calls.append(("unshare", flags)) or 0)
+    monkeypatch.setattr(linux, "_setns", lambda fd, nstype: calls.append(("setns", nstype)) or 0)
+    monkeypatch.setattr(linux, "_syscall", lambda nr, *a: calls.append(("syscall", nr)) or 0)
+    monkeypatch.setattr(linux.os, "chroot", lambda path: calls.append(("chroot", path)))
+    return calls
+
+
+@pytest.mark.parametrize("leave", [
+    lambda sc: sc.unshare(CLONE_NEWNS | CLONE_NEWUTS),
+    lambda sc: sc.setns(3, CLONE_NEWNS),
+    lambda sc: sc.setns(3, 0),  # nstype 0: whatever namespace fd is, a mount namespace included
+    lambda sc: sc.pivot_root("/new", "/new/old"),
+    lambda sc: sc.chroot("/new"),
+], ids=["unshare-mnt", "setns-mnt", "setns-any", "pivot_root", "chroot"])
+def test_prctl_is_loaded_before_the_process_leaves_the_hosts_files(unloaded, leave):
+    leave(linux.Linux())
+    assert unloaded  # the (stubbed) kernel call was made
+    assert linux._prctl_module is not None and linux._prctl_module.__name__ == "prctl"
+
+
+def test_namespaces_that_keep_the_hosts_files_do_not_load_it(unloaded):
+    # the runtime's own unshare of a PID namespace (before the fork) and a network namespace
+    sc = linux.Linux()
+    sc.unshare(CLONE_NEWPID)
+    sc.setns(3, CLONE_NEWNET)
+    assert unloaded == [("unshare", CLONE_NEWPID), ("setns", CLONE_NEWNET)]
+    assert linux._prctl_module is None
