@@ -60,14 +60,14 @@ RUN_MINICONTAINER = {
 RUN_OTHERS = {
     # the standard library the code uses
     "keyword", "enum", "weakref",
-    "abc", "array", "builtins", "codecs", "collections", "contextlib", "copyreg", "ctypes",
+    "abc", "builtins", "codecs", "collections", "contextlib", "copyreg", "ctypes",
     "errno", "fcntl", "fnmatch", "functools", "importlib", "io", "ipaddress", "itertools",
-    "json", "math", "operator", "os", "pathlib", "re", "reprlib", "resource", "select", "selectors",
-    "shlex", "signal", "socket", "stat", "struct", "sys", "time", "types",
+    "json", "operator", "os", "pathlib", "re", "reprlib", "resource", "select",
+    "shlex", "signal", "stat", "struct", "sys", "time", "types",
     "urllib", "warnings", "genericpath", "posixpath", "ntpath", "posix", "marshal",
 }
-# python-prctl is not in it either: only the container's process calls it
-# (syscalls/linux.py loads it there, before that process leaves the host's files).
+# python-prctl and socket are not in it either: only the container's process
+# needs them (syscalls/linux.py loads them there, before it leaves the host's files).
 
 # `minicontainer-runc state ID`: its own parser, no click, no planning.
 STATE_MINICONTAINER = {

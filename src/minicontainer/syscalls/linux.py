@@ -33,7 +33,6 @@ import re
 import resource  # setrlimit and the close_range fallback run after pivot_root
 import select
 import signal
-import socket
 import struct
 import sys
 import time
@@ -83,24 +82,38 @@ _umount2 = _bind("umount2", [_c_str, ctypes.c_int])
 _unshare = _bind("unshare", [ctypes.c_int])
 _setns = _bind("setns", [ctypes.c_int, ctypes.c_int])
 _sethostname = _bind("sethostname", [_c_str, ctypes.c_size_t])
-# python-prctl is imported on first use, not with this module: a run's runtime
-# never calls it, and it is ~4 ms of every start (issue 15). The container's
-# first process does, first thing after the fork (the parent-death signal),
-# while the runtime is still writing its cgroups, so the import costs the
-# start nothing. Every call that takes a process away from the host's
-# filesystem (unshare of a mount namespace, setns, pivot_root, chroot) loads it
-# before it goes: no process can import it from a container's files.
-_prctl_module = None
+# Two modules are imported on first use, not with this module: python-prctl
+# and socket. A run's runtime calls neither (together ~9 ms of every start and
+# ~1.5 MB of its memory, issue 15). The container's process needs both: a
+# forked child loads them at once, which for it happens while the runtime is
+# still writing its cgroups, so they cost the start nothing. And every call
+# that takes a process away from the host's filesystem (unshare of a mount
+# namespace, setns, pivot_root, chroot) loads them before it goes: no process
+# can import them from a container's files.
+_late: dict = {}
+
+
+def _late_module(name: str):
+    module = _late.get(name)
+    if module is None:
+        module = _late[name] = __import__(name)
+    return module
 
 
 def _pr():
-    """The python-prctl module (``import prctl``), loaded once."""
-    global _prctl_module
-    if _prctl_module is None:
-        import prctl
+    """python-prctl (``import prctl``)."""
+    return _late_module("prctl")
 
-        _prctl_module = prctl
-    return _prctl_module
+
+def _sock():
+    """The socket module."""
+    return _late_module("socket")
+
+
+def _leaving_host() -> None:
+    """Load the late modules now: this process may not see the host's files afterwards."""
+    _pr()
+    _sock()
 
 
 _prctl5 = _bind("prctl", [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong])
@@ -408,7 +421,10 @@ class Linux:
 
     # -- processes ---------------------------------------------------------
     def fork(self) -> int:
-        return os.fork()
+        pid = os.fork()
+        if pid == 0:
+            _leaving_host()  # the container's process, or a helper of its setup (see _late)
+        return pid
 
     def pipe(self) -> tuple[int, int]:
         return os.pipe()  # both ends close-on-exec (PEP 446)
@@ -484,12 +500,12 @@ class Linux:
     # -- namespaces and mounts ---------------------------------------------
     def unshare(self, flags: int) -> None:
         if flags & CLONE_NEWNS:
-            _pr()  # before mounts can change what this process sees (see _pr)
+            _leaving_host()  # mounts may change what this process sees
         _check(_unshare(flags), "unshare")
 
     def setns(self, fd: int, nstype: int = 0) -> None:
         if nstype in (0, CLONE_NEWNS):
-            _pr()  # a mount namespace's root is not the host's (see _pr)
+            _leaving_host()  # a mount namespace's root is not the host's
         _check(_setns(fd, nstype), "setns")
 
     def link_up(self, name: str) -> None:
@@ -497,6 +513,7 @@ class Linux:
         then SIOCSIFFLAGS on any socket (netdevice(7)). An ioctl, not
         netlink: a container with --network none must not pay pyroute2's import."""
         try:
+            socket = _sock()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 req = struct.pack("16sh14x", name.encode(), 0)
                 flags = struct.unpack("16sh14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
@@ -554,6 +571,7 @@ class Linux:
         SO_REUSEADDR only for tcp: it lets a port in TIME_WAIT be bound again
         (as docker-proxy, Go's default), never one that is listened on; for
         udp it would let two sockets share the port."""
+        socket = _sock()
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
         try:
@@ -711,6 +729,7 @@ class Linux:
 
     def send_fds(self, sock_fd: int, data: bytes, fds: list[int]) -> None:
         """Pass ``fds`` over the unix socket ``sock_fd`` (SCM_RIGHTS, unix(7))."""
+        socket = _sock()
         sock = socket.socket(fileno=sock_fd)
         try:
             socket.send_fds(sock, [data], fds)
@@ -719,6 +738,7 @@ class Linux:
 
     def recv_fds(self, sock_fd: int, count: int) -> tuple[bytes, list[int]]:
         """The message and the fds (close-on-exec) sent with :meth:`send_fds`."""
+        socket = _sock()
         sock = socket.socket(fileno=sock_fd)
         try:
             data, fds, _, _ = socket.recv_fds(sock, 64, count)
@@ -743,7 +763,7 @@ class Linux:
         _check(_umount2(_b(target), flags), "umount", target)
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
-        _pr()  # see _pr
+        _leaving_host()
         _check(_syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root to", new_root)
 
     def sethostname(self, name: str) -> None:
@@ -831,7 +851,7 @@ class Linux:
             raise _oserror("fchdir", e) from None
 
     def chroot(self, path: str) -> None:
-        _pr()  # see _pr
+        _leaving_host()
         try:
             os.chroot(path)
         except OSError as e:

@@ -1,7 +1,8 @@
-"""syscalls/linux.py imports python-prctl lazily (issue 15), so it must load it
-before any call that takes a process away from the host's files: after that,
-an import could read a module planted in the container's root (the security
-rules in README: nothing imported after entering the container's root)."""
+"""syscalls/linux.py imports python-prctl and socket lazily (issue 15), so it
+must load them before any call that takes a process away from the host's
+files: after that, an import could read a module planted in the container's
+root (the security rules in README: nothing imported after entering the
+container's root)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.unit
 @pytest.fixture
 def unloaded(monkeypatch):
     """linux.py as a fresh runtime has it (prctl not loaded), with the kernel calls stubbed out."""
-    monkeypatch.setattr(linux, "_prctl_module", None)
+    monkeypatch.setattr(linux, "_late", {})
     calls = []
     monkeypatch.setattr(linux, "_unshare", lambda flags: calls.append(("unshare", flags)) or 0)
     monkeypatch.setattr(linux, "_setns", lambda fd, nstype: calls.append(("setns", nstype)) or 0)
@@ -35,7 +36,7 @@ def unloaded(monkeypatch):
 def test_prctl_is_loaded_before_the_process_leaves_the_hosts_files(unloaded, leave):
     leave(linux.Linux())
     assert unloaded  # the (stubbed) kernel call was made
-    assert linux._prctl_module is not None and linux._prctl_module.__name__ == "prctl"
+    assert sorted(m.__name__ for m in linux._late.values()) == ["prctl", "socket"]
 
 
 def test_namespaces_that_keep_the_hosts_files_do_not_load_it(unloaded):
@@ -44,4 +45,15 @@ def test_namespaces_that_keep_the_hosts_files_do_not_load_it(unloaded):
     sc.unshare(CLONE_NEWPID)
     sc.setns(3, CLONE_NEWNET)
     assert unloaded == [("unshare", CLONE_NEWPID), ("setns", CLONE_NEWNET)]
-    assert linux._prctl_module is None
+    assert linux._late == {}
+
+
+def test_a_forked_child_loads_them_at_once(unloaded):
+    import os
+
+    pid = linux.Linux().fork()
+    if pid == 0:  # the child: exit 0 when both are loaded, 1 if not
+        os._exit(0 if sorted(linux._late) == ["prctl", "socket"] else 1)
+    assert linux._late == {}  # the parent (the runtime) did not load them
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
