@@ -99,13 +99,24 @@ class VolumeStore:
         return data_dir(self.root, name)
 
     def users(self) -> dict[str, list[str]]:
-        """Volume name -> the names of the containers (any status) made with it."""
+        """Volume name -> the names of the containers (any status) that use it:
+        made with it (``-v NAME:/path``, ``--mount type=volume``, an anonymous
+        ``-v /path``), or binding a path inside its directory (``-v
+        $MINICONTAINER_HOME/volumes/NAME/_data:/path``). The one notion of "in
+        use" for ``volume rm``, ``volume prune``, ``system df`` and ``system prune``."""
         containers = self._containers if self._containers is not None else _state_containers()
         out: dict[str, list[str]] = {}
         if not containers.is_dir():
             return out
+        root = os.path.realpath(self.root)
         for d in sorted(containers.iterdir()):
-            for name in _volume_names(d):
+            spec = _saved_spec(d)
+            names = {name for name, _ in _named_volumes(spec)}
+            for source in _bind_sources(spec):
+                inside = os.path.relpath(os.path.realpath(source), root)
+                if inside not in (".", "..") and not inside.startswith(".." + os.sep):
+                    names.add(inside.split(os.sep, 1)[0])  # a path in (or at) the volume NAME/
+            for name in sorted(names):
                 out.setdefault(name, []).append(_container_name(d))
         return out
 
@@ -207,19 +218,31 @@ def _state_containers() -> Path:
 
 
 def volumes_of(state_dir: Path) -> list[tuple[str, bool]]:
-    """(name, anonymous) of each volume a container's config.json names
-    (read as plain JSON: no class is loaded)."""
+    """(name, anonymous) of each volume a container's config.json names."""
+    return _named_volumes(_saved_spec(state_dir))
+
+
+def _saved_spec(state_dir: Path) -> dict:
+    """A container's config.json, read as plain JSON: no class is loaded."""
     try:
         spec = json.loads((state_dir / "config.json").read_text())
     except (OSError, ValueError):
-        return []
-    vols = spec.get("named_volumes") if isinstance(spec, dict) else None
-    return [(v["name"], bool(v.get("anonymous"))) for v in vols or ()
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _named_volumes(spec: dict) -> list[tuple[str, bool]]:
+    return [(v["name"], bool(v.get("anonymous"))) for v in spec.get("named_volumes") or ()
             if isinstance(v, dict) and isinstance(v.get("name"), str)]
 
 
-def _volume_names(state_dir: Path) -> list[str]:
-    return [name for name, _ in volumes_of(state_dir)]
+def _bind_sources(spec: dict) -> list[str]:
+    """The host paths bound into the container: -v HOST:... and --mount
+    type=bind (``volumes``), an OCI bundle's bind mounts (``mounts`` without
+    a filesystem type)."""
+    binds = [v for v in spec.get("volumes") or () if isinstance(v, dict)]
+    binds += [m for m in spec.get("mounts") or () if isinstance(m, dict) and m.get("fstype") is None]
+    return [b["source"] for b in binds if isinstance(b.get("source"), str) and b["source"]]
 
 
 def _container_name(state_dir: Path) -> str:

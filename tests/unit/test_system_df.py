@@ -39,14 +39,17 @@ def _import(tmp_path, name, data: bytes):
 def store(mc_dirs, tmp_path):
     from minicontainer.container.state import ContainerState, StateStore
     from minicontainer.images.store import ImageStore
+    from minicontainer.volumes import VolumeStore
 
     home, _ = mc_dirs
     _import(tmp_path, "used", b"a" * 10000)
     _import(tmp_path, "idle", b"b" * 20000)
     used = ImageStore().get("used")
     StateStore().reserve(ContainerState(id="c" * 64, name="old", image="used", image_id=used.id, status="exited"))
-    (home / "volumes" / "v1").mkdir(parents=True)
-    (home / "volumes" / "v1" / "data").write_bytes(b"x" * 5000)
+    volumes = VolumeStore()
+    volumes.create("v1")
+    with open(f"{volumes.path('v1')}/data", "wb") as f:
+        f.write(b"x" * 5000)
     (home / "build-cache.json").write_text(json.dumps({"k1": "sha256:" + "0" * 64}))  # its layer is gone
     return home
 
@@ -101,18 +104,28 @@ def test_prune_all_keeps_what_a_container_uses(store, monkeypatch):
     assert again == "Total reclaimed space: 0B\n"
 
 
-def test_a_volume_a_container_names_is_in_use_and_kept(store, monkeypatch):
+@pytest.mark.parametrize("how", ["named", "bind inside"])
+def test_a_volume_a_container_uses_is_in_use_and_kept(store, monkeypatch, how):
     from minicontainer.commands import system
+    from minicontainer.container.config import save_spec
+    from minicontainer.container.spec import build_spec
     from minicontainer.container.state import ContainerState, StateStore
+    from minicontainer.volumes import VolumeStore
 
-    # however the volumes module records it: here the name in the container's state
-    StateStore().reserve(ContainerState(id="d" * 64, name="user", image="used", status="exited",
-                                        command=["sh", "-c", "ls /v1"], hostname="v1"))
+    # the one notion of "in use" (VolumeStore.users): the container's saved spec names it or binds a path in it
+    volume = "v1:/v" if how == "named" else f"{VolumeStore().path('v1')}:/v"
+    StateStore().reserve(ContainerState(id="d" * 64, name="user", image="used", status="exited"))
+    save_spec(StateStore().containers / ("d" * 64), build_spec("used", volumes=[volume]))
+    # a name that only appears somewhere in a container's state is no use of it
+    StateStore().reserve(ContainerState(id="e" * 64, name="v2", image="used", status="exited",
+                                        command=["sh", "-c", "ls /v2"], hostname="v2"))
+    VolumeStore().create("v2")
     rows = {r.type: r for r in system.disk_usage_rows()}
-    assert rows["Local Volumes"].active == 1
+    assert (rows["Local Volumes"].total, rows["Local Volumes"].active) == (2, 1)
     monkeypatch.setattr(system, "_prune_containers", lambda freed: None)
-    invoke("system", "prune", "-f", "--volumes")
-    assert (store / "volumes" / "v1").is_dir()
+    out = invoke("system", "prune", "-f", "--volumes").output
+    assert "Deleted Volumes:\nv2\n" in out
+    assert VolumeStore().names() == ["v1"]
 
 
 def test_prune_removes_networks_no_container_uses(mc_dirs, monkeypatch):

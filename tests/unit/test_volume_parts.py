@@ -197,6 +197,21 @@ def test_rm_is_refused_while_any_container_uses_it(tmp_path):
     assert store.remove("data", missing_ok=True) is False
 
 
+def test_a_bind_of_a_path_inside_a_volume_is_a_use_of_it(tmp_path):
+    # -v $MINICONTAINER_HOME/volumes/NAME/_data/sub:/x reaches the volume's files as -v NAME:/x does
+    store = _store(tmp_path)
+    for name in ("data", "other", "spare"):
+        store.create(name)
+    os.mkdir(f"{store.path('data')}/sub")
+    os.symlink(store.path("other"), tmp_path / "link")  # the real path counts, not the spelling
+    _container(tmp_path, "c1", "web", [f"{store.path('data')}/sub:/x"])
+    _container(tmp_path, "c2", "db", [f"{tmp_path / 'link'}:/y", f"{tmp_path}:/all"])
+    assert store.users() == {"data": ["web"], "other": ["db"]}  # the store's parent is no use of a volume
+    with pytest.raises(ContainerError, match="in use by container web"):
+        store.remove("data")
+    assert [n for n, _ in store.prune(all_volumes=True)] == ["spare"]
+
+
 def test_prune_takes_unused_anonymous_ones_and_with_all_named_too(tmp_path):
     store = _store(tmp_path)
     store.create("named")

@@ -95,51 +95,14 @@ def _in_use(containers) -> set[str]:
     return {st.image_id for st in containers if st.image_id} | {st.image for st in containers if not st.image_id}
 
 
-def _volumes(home: Path, containers) -> list[tuple[Path, bool]]:
-    """(volume directory, used by a container) for each volume, if the store has any.
+def _volumes(home: Path) -> list[tuple[Path, bool]]:
+    """(volume directory, used by a container) for each volume; "used" is
+    VolumeStore.users(), as for volume rm and volume prune."""
+    from minicontainer.volumes import VolumeStore
 
-    Named volumes are another module's (MINICONTAINER_HOME/volumes/NAME); a
-    volume counts as used when a container binds a path inside it, or when
-    its path or its name, as a JSON string, appears anywhere in a container's
-    config.json or state.json: prune must rather keep a volume than remove
-    one in use, whatever the way a container refers to it."""
-    root = home / "volumes"
-    if not root.is_dir():
-        return []
-    sources = {s for st in containers for s in _bind_sources(st)}
-    texts = [_container_text(st) for st in containers]
-    out = []
-    for d in sorted(root.iterdir()):
-        if d.is_dir() and not d.name.startswith("."):
-            bound = any(s == str(d) or s.startswith(str(d) + os.sep) for s in sources)
-            named = any(str(d) in t or json.dumps(d.name) in t for t in texts)
-            out.append((d, bound or named))
-    return out
-
-
-def _container_text(st) -> str:
-    from minicontainer.container.state import StateStore
-
-    d = StateStore().containers / st.id
-    text = ""
-    for name in ("config.json", "state.json"):
-        try:
-            text += (d / name).read_text(errors="replace")
-        except OSError:
-            pass
-    return text
-
-
-def _bind_sources(st) -> list[str]:
-    """The host paths bound into a container (its -v/--mount sources, from its config.json)."""
-    from minicontainer.container.config import load_spec
-    from minicontainer.container.state import StateStore
-
-    try:
-        spec = load_spec(StateStore().containers / st.id)
-    except MiniError:
-        return []
-    return [os.path.realpath(v.source) for v in getattr(spec, "volumes", ())]
+    store = VolumeStore(home / "volumes")
+    users = store.users()
+    return [(store.root / name, bool(users.get(name))) for name in store.names()]
 
 
 def _build_cache(home: Path) -> dict[str, str]:
@@ -175,7 +138,7 @@ def disk_usage_rows() -> list[Usage]:
     rows.append(Usage("Containers", len(containers), sum(1 for st in containers if st.status == "running"),
                       sum(n for _, n in sizes), sum(n for st, n in sizes if st.status != "running")))
 
-    vols = [(d, in_use, disk_usage(d)) for d, in_use in _volumes(store.home, containers)]
+    vols = [(d, in_use, disk_usage(d)) for d, in_use in _volumes(store.home)]
     rows.append(Usage("Local Volumes", len(vols), sum(1 for _, u, _ in vols if u), sum(n for *_, n in vols),
                       sum(n for _, u, n in vols if not u)))
 
@@ -299,21 +262,14 @@ def _prune_networks() -> None:
 
 
 def _prune_volumes(freed: list[int]) -> None:
-    from minicontainer import paths
-    from minicontainer.images.store import disk_usage, remove_tree
-
     from minicontainer.volumes import VolumeStore
 
     section = _Section("Deleted Volumes")
     try:
-        # under the volume store's lock: a run creating a volume, or `volume rm`, waits (volumes.py)
-        with VolumeStore(paths.home() / "volumes").lock():
-            for d, in_use in _volumes(paths.home(), _containers()):
-                if not in_use:
-                    size = disk_usage(d)
-                    remove_tree(d)
-                    freed[0] += size
-                    section(d.name)
+        # every volume no container uses, named ones too (docker 20.10's system prune --volumes)
+        for name, size in VolumeStore().prune(all_volumes=True):
+            freed[0] += size
+            section(name)
     finally:
         section.end()
 
