@@ -92,74 +92,101 @@ def dataclass(cls=None, /, *, frozen: bool = False, **options):
 
 def _simple(cls) -> bool:
     """Can this module make the class? (else dataclasses does)"""
-    for base in cls.__mro__[1:]:
+    for base in cls.__mro__[1:-1]:  # not object
         if "__dataclass_fields__" in base.__dict__ and "__record_fields__" not in base.__dict__:
             return False  # a base made by dataclasses
-    for name, ann in cls.__dict__.get("__annotations__", {}).items():
+    own = cls.__dict__
+    for name, ann in own.get("__annotations__", {}).items():
         if not isinstance(ann, str):
             return False  # evaluated annotations (no `from __future__ import annotations`): let dataclasses look
-        if any(word in ann for word in ("ClassVar", "InitVar", "KW_ONLY")):
+        if "ClassVar" in ann or "InitVar" in ann or "KW_ONLY" in ann:
             return False
-        value = cls.__dict__.get(name, MISSING)
-        if type(value).__name__ == "Field" and not isinstance(value, Field):
+        value = own.get(name)
+        if value is not None and type(value).__name__ == "Field" and not isinstance(value, Field):
             kw_only = getattr(value, "kw_only", None)
             if kw_only is not None and not _is_missing(kw_only):
                 return False  # dataclasses.field(kw_only=...)
     return True
 
 
+def _plain_field(name: str, ann: str, default) -> Field:
+    """``name: ann = default`` (or no default): Field(default=...) without its checks (~40% of a class's cost)."""
+    f = Field.__new__(Field)
+    f.name, f.type, f.default, f.default_factory = name, ann, default, MISSING
+    f.init = f.repr = f.compare = True
+    f.hash = None
+    f.metadata = {}
+    return f
+
+
 def _process(cls, frozen: bool):
+    # Each start-path class passes here once per process (~110 of them on a
+    # run's path), so this is written for speed: one pass over the fields for
+    # every derived tuple. Measured: ~42 -> ~20 us a class (issue 15).
     found: dict[str, Field] = {}
-    for base in reversed(cls.__mro__[1:]):
+    for base in reversed(cls.__mro__[1:-1]):
         for f in base.__dict__.get("__record_fields__", ()):
             found[f.name] = f
-    for name, ann in cls.__dict__.get("__annotations__", {}).items():
+    own = cls.__dict__
+    anns = own.get("__annotations__", {})
+    for name, ann in anns.items():
         value = getattr(cls, name, MISSING)  # an inherited class attribute is a default too, as in dataclasses
         if isinstance(value, Field):
             f = value
+            f.name, f.type = name, ann
         elif type(value).__name__ == "Field":  # dataclasses.field(...)
             f = Field(value.default, value.default_factory, value.init, value.repr, value.hash, value.compare,
                       value.metadata)
+            f.name, f.type = name, ann
         else:
-            f = Field(default=value)
-        if isinstance(f.default, (list, dict, set)):
+            f = _plain_field(name, ann, value)
+        default = f.default
+        if default is not MISSING and isinstance(default, (list, dict, set)):
             # the same error dataclasses raises: one list would be shared by every instance
-            raise ValueError(f"mutable default {type(f.default)} for field {name} is not allowed: "
+            raise ValueError(f"mutable default {type(default)} for field {name} is not allowed: "
                              "use default_factory")
-        f.name, f.type = name, ann
-        if name in cls.__dict__:
-            if _is_missing(f.default):
+        if name in own and (f is value or type(value).__name__ == "Field"):
+            # a field(...) in the class body (a plain default is the class attribute already)
+            if default is MISSING:
                 delattr(cls, name)  # a default_factory, or no default: no class attribute
             else:
-                setattr(cls, name, f.default)
+                setattr(cls, name, default)
         found[name] = f
-    for name, value in cls.__dict__.items():
-        if type(value).__name__ == "Field" and name not in cls.__dict__.get("__annotations__", {}):
+    for name, value in own.items():
+        if type(value).__name__ == "Field" and name not in anns:
             raise TypeError(f"{name!r} is a field but has no type annotation")
     fields_ = tuple(found.values())
+    init_spec, reprs, compares, hashes, match = [], [], [], [], []
     seen_default = False
     for f in fields_:
         if f.init:
-            has_default = not _is_missing(f.default) or not _is_missing(f.default_factory)
+            has_default = f.default is not MISSING or f.default_factory is not MISSING
             if seen_default and not has_default:
                 raise TypeError(f"non-default argument {f.name!r} follows default argument")
             seen_default = seen_default or has_default
+            match.append(f.name)
+        init_spec.append((f.name, f.init, f.default, f.default_factory))
+        if f.repr:
+            reprs.append(f.name)
+        if f.compare:
+            compares.append(f.name)
+        if f.compare if f.hash is None else f.hash:
+            hashes.append(f.name)
 
     cls.__record_fields__ = fields_
     cls.__record_frozen__ = frozen
-    cls.__record_init__ = tuple((f.name, f.init, f.default, f.default_factory) for f in fields_)
-    cls.__record_n_init__ = sum(1 for f in fields_ if f.init)
-    cls.__record_repr__ = tuple(f.name for f in fields_ if f.repr)
-    cls.__record_compare__ = tuple(f.name for f in fields_ if f.compare)
-    cls.__record_hash__ = tuple(f.name for f in fields_ if (f.compare if f.hash is None else f.hash))
+    cls.__record_init__ = tuple(init_spec)
+    cls.__record_n_init__ = len(match)
+    cls.__record_repr__ = tuple(reprs)
+    cls.__record_compare__ = tuple(compares)
+    cls.__record_hash__ = tuple(hashes)
     cls.__record_post_init__ = hasattr(cls, "__post_init__")
-    cls.__match_args__ = tuple(f.name for f in fields_ if f.init)
-    cls.__dataclass_fields__ = _DataclassView("__dataclass_fields__")
-    cls.__dataclass_params__ = _DataclassView("__dataclass_params__")
+    cls.__match_args__ = tuple(match)
+    cls.__dataclass_fields__ = _FIELDS_VIEW
+    cls.__dataclass_params__ = _PARAMS_VIEW
     if not cls.__doc__:
         cls.__doc__ = f"{cls.__name__}({', '.join(f.name for f in fields_)})"
 
-    own = cls.__dict__
     if "__init__" not in own:
         cls.__init__ = _init
     if "__repr__" not in own:
@@ -214,6 +241,10 @@ class _DataclassView:
             if "__record_fields__" in c.__dict__:
                 return c
         raise AttributeError("__dataclass_fields__")
+
+
+_FIELDS_VIEW = _DataclassView("__dataclass_fields__")  # one of each serves every class (``owner`` says which)
+_PARAMS_VIEW = _DataclassView("__dataclass_params__")
 
 
 def fields(class_or_instance) -> tuple[Field, ...]:

@@ -39,6 +39,10 @@ def test_same_behaviour_as_dataclasses(frozen):
         assert [f.name for f in dataclasses.fields(m)] == [f.name for f in dataclasses.fields(r)]
         assert dataclasses.asdict(m) | {"hidden": None} == dataclasses.asdict(r) | {"hidden": None}
         assert mine.__match_args__ == real.__match_args__
+        # class attributes as dataclasses leaves them: a default stays, a field(default_factory=...) goes
+        for attr in ("a", "b", "c", "hidden", "d"):
+            assert hasattr(mine, attr) == hasattr(real, attr), attr
+            assert getattr(mine, attr, None) == getattr(real, attr, None), attr
         assert dataclasses.is_dataclass(m)
         # eq ignores compare=False fields; other classes are not equal
         assert m == mine(1, "y", (2,)) and m != mine(2) and m != r
