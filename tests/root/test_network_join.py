@@ -166,6 +166,26 @@ def test_connect_and_disconnect_a_running_container(netns):
             # connected again (a fixed address), then the container ends: the lease and veth go with it
             mc("network", "connect", "--ip", "10.89.64.99", "conn-b", "web", check=0)
             assert "inet 10.89.64.99/24" in mc("exec", "web", "ip", "-o", "-4", "addr", "show", "eth1", check=0).stdout
+            # remembered, as docker: a start makes it again, after eth0, with its fixed address
+            mc("stop", "-t", "1", "web", check=0)
+            mc("start", "web", check=0)
+            out = mc("exec", "web", "/bin/sh", "-c", "ip -o -4 addr show eth1; ip route", check=0).stdout
+            assert "inet 10.89.64.99/24" in out and "default via 10.89.63.1 dev eth0" in out
+            assert mc("exec", "other", "wget", "-q", "-O-", "http://web:8080/hostname", check=0).stdout == "mini\n"
+            # a remembered network that is gone: start refuses in one line and makes nothing
+            mc("network", "create", "--subnet", "10.89.65.0/24", "conn-c", check=0)
+            mc("network", "connect", "conn-c", "web", check=0)
+            mc("stop", "-t", "1", "web", check=0)
+            mc("network", "rm", "conn-c", check=0)
+            one_line_error(mc("start", "web"), "connected to network conn-c")
+            assert inspect(netns, "web")["State"]["Status"] == "exited"
+            assert len([n for n in links(netns) if n.startswith("veth")]) == 1  # other's: web made none
+            # disconnected while stopped: forgotten, and the next start does without it
+            mc("network", "disconnect", "conn-c", "web", check=0)
+            mc("network", "disconnect", "conn-b", "web", check=0)
+            mc("start", "web", check=0)
+            assert mc("exec", "web", "ip", "link", "show", "eth1").returncode != 0
+            assert "inet 10.89.63." in mc("exec", "web", "ip", "-o", "-4", "addr", "show", "eth0", check=0).stdout
         finally:
             mc("rm", "-f", "web", "other")
         assert json.loads(mc("network", "inspect", "conn-b", check=0).stdout)[0]["containers"] == []

@@ -112,6 +112,24 @@ def _attachment(tmp_path):
                                       hosts=str(tmp_path / "web.hosts"))
 
 
+def test_connections_are_remembered_in_order_replaced_and_forgotten(tmp_path):
+    from minicontainer.container import netconnect
+    from minicontainer.container.state import ContainerState, StateStore
+
+    store = StateStore(tmp_path / "state")
+    store.reserve(ContainerState(id="c" * 64, name="web", image="mini", status="running"))
+    d = store.containers / ("c" * 64)
+    assert netconnect.connected(d) == []
+    netconnect._remember(store, "c" * 64, "back", {"network": "back", "ip": "", "aliases": ["api"]})
+    netconnect._remember(store, "c" * 64, "side", {"network": "side", "ip": "10.0.9.9", "aliases": []})
+    netconnect._remember(store, "c" * 64, "back", {"network": "back", "ip": "10.0.8.8", "aliases": []})
+    assert [(c["network"], c["ip"]) for c in netconnect.connected(d)] == [("side", "10.0.9.9"), ("back", "10.0.8.8")]
+    netconnect._remember(store, "c" * 64, "side", None)
+    assert [c["network"] for c in netconnect.connected(d)] == ["back"]
+    (d / netconnect.CONNECTED_FILE).write_text('{"not": "a list"}')
+    assert netconnect.connected(d) == []  # a damaged file is no connection, not a traceback
+
+
 def test_connect_plan_puts_a_veth_into_the_pinned_pid1s_namespace_and_keeps_its_route(tmp_path):
     from minicontainer.container.interpreter import Interpreter
 

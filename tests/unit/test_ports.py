@@ -130,6 +130,37 @@ def test_the_proxy_gets_the_bound_sockets_and_the_leased_address(tmp_path):
     assert sc.calls[-1] == ("stop_process", 4343, 1)
 
 
+def test_a_started_container_gets_its_connected_networks_after_eth0_and_ports_still_lead_to_eth0(tmp_path):
+    # `start` of a container that `network connect` put on a second network (netconnect.py)
+    store, net = _net(tmp_path)
+    side = store.define("side", subnet="10.89.9.0/24")
+    ports = (PortMapping(80, "tcp", "127.0.0.1", 18080),)
+    att = P.NetworkAttachment(network=net, container="c1", name="web", veth="vethc1", peer="mcpeerc1",
+                              hosts=str(tmp_path / "hosts"), ports=ports, nftables=True)
+    extra = P.NetworkAttachment(network=side, container="c1", name="web", veth="vethc1side", peer="mcpc1side",
+                                hosts=str(tmp_path / "hosts"), nftables=True)
+    plan = P.build_plan(build_spec("mini", network="app"), hostname="web",
+                        rootfs=P.RootfsLayout(lower="/img", layer=str(tmp_path / "layer")), network=att,
+                        connected=((extra, "10.89.9.50", ("websvc",)),), container_id="c1")
+    names = [type(s).__name__ for s in plan.steps]
+    first, second = names.index("ConfigureEth"), names.index("ConfigureEth", names.index("ConfigureEth") + 1)
+    assert names[first + 1:second + 1] == ["LeaseAddress", "EnsureBridge", "SetupNat", "EnableForwarding",
+                                          "AddVeth", "ConfigureEth"]
+    assert "eth1" in plan.render() and "no default route (it keeps the one it has)" in plan.render()
+    sc = Recorder(fork_returns=4242)
+    interp = Interpreter(sc, channels=FakeChannels(sc), networks=store)
+    for step in plan.steps[:second + 1] + [s for s in plan.steps if isinstance(s, S.StartPortProxy)]:
+        interp.apply(step)
+    configured = [c[2:] for c in sc.calls if c[0] == "net_configure"]
+    assert configured == [("mcpeerc1", "eth0", "10.89.0.2", 24, "10.89.0.1"),
+                          ("mcpc1side", "eth1", "10.89.9.50", 24, None)]
+    ((_, config, _),) = [c for c in sc.calls if c[0] == "spawn_proxy"]
+    assert config["ports"][0]["target"] == ["10.89.0.2", 80]  # eth0's address, not the last one leased
+    assert {(lease.network, lease.ifname, tuple(lease.aliases)) for net_ in ("app", "side")
+            for lease in store.leases(net_)} == {("app", "eth0", ()), ("side", "eth1", ("websvc",))}
+    interp.abandon()
+
+
 def test_a_taken_port_fails_the_first_step_before_anything_exists(tmp_path):
     store, net = _net(tmp_path)
     att = P.NetworkAttachment(network=net, container="c1", name="web", veth="vethc1", peer="mcpeerc1",

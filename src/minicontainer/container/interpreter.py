@@ -64,7 +64,8 @@ class Interpreter:
         self.warn = warn  # a failed poststart/poststop hook: one line (default: on stderr)
         self.host_pid = pid  # the container's pid as the host sees it, for hooks (ReadHostPid in the child)
         self.networks = networks  # a network.store.NetworkStore (made on first use)
-        self.lease = None  # the address LeaseAddress got
+        self.lease = None  # the address the last LeaseAddress got (for the ConfigureEth after it)
+        self.first_lease = None  # eth0's: the one published ports lead to
         self._own_netns = False
         self.port_fds: list[tuple[object, int, int]] = []  # BindPorts: (mapping, fd, host port), until the proxy has them
         self.published: list[dict] = []  # what is published, for the state (ps, port, inspect)
@@ -219,6 +220,7 @@ class Interpreter:
                                          hosts=step.hosts, ip=step.ip, aliases=step.aliases, hostname=step.hostname,
                                          extra_hosts=step.extra_hosts, ifname=step.ifname, holder=step.holder,
                                          only_once=bool(step.holder))
+        self.first_lease = self.first_lease or self.lease
 
     def _release_lease(self, step: S.ReleaseLease) -> None:
         if self.networks is None:
@@ -424,7 +426,8 @@ class Interpreter:
 
     # -- the runtime, after the fork -------------------------------------------
     def _start_port_proxy(self, step: S.StartPortProxy) -> None:
-        ports = [{"fd": fd, "proto": m.proto, "listen": [m.host_ip, port], "target": [self.lease.ip, m.container_port]}
+        target = self.first_lease.ip
+        ports = [{"fd": fd, "proto": m.proto, "listen": [m.host_ip, port], "target": [target, m.container_port]}
                  for m, fd, port in self.port_fds]
         self.proxy = self.sc.spawn_proxy({"ports": ports}, [fd for _, fd, _ in self.port_fds])
         self.published = [{"container_port": m.container_port, "proto": m.proto, "host_ip": m.host_ip,

@@ -8,11 +8,18 @@ container's runtime (its monitor, or a foreground ``run``), so it is released
 with the others when the container ends (runtime.finish), and is stale if
 that runtime is killed. Disconnect releases the lease and deletes the veth.
 Both rewrite the /etc/hosts of the network's containers, and the
-container's own. Not remembered across a restart of the container.
+container's own.
+
+A connection is remembered (networks.json in the container's state
+directory, with its --ip and aliases), so a ``start`` or a restart makes it
+again, in the run's plan (runtime.Runner.make_plan: the interfaces after
+eth0, in the order they were connected), as docker does. ``disconnect`` of
+a stopped container forgets it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -20,6 +27,29 @@ from minicontainer.container import plan as P
 from minicontainer.container import steps as S
 from minicontainer.container.state import StateStore, pid_alive
 from minicontainer.errors import ContainerError, NotRootError
+
+
+CONNECTED_FILE = "networks.json"  # in the container's state directory: [{"network", "ip", "aliases"}, ...]
+
+
+def connected(state_dir) -> list[dict]:
+    """The networks a container was connected to, in order ([] if none)."""
+    try:
+        data = json.loads((state_dir / CONNECTED_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [d for d in data if isinstance(d, dict) and isinstance(d.get("network"), str)] \
+        if isinstance(data, list) else []
+
+
+def _remember(store: StateStore, cid: str, network: str, entry: dict | None) -> None:
+    """Add (``entry``) or drop (None) the connection to ``network``, under the container's state lock."""
+    d = store.containers / cid
+    with store._locked(cid):
+        kept = [c for c in connected(d) if c["network"] != network] + ([entry] if entry else [])
+        tmp = d / (CONNECTED_FILE + ".tmp")
+        tmp.write_text(json.dumps(kept))
+        os.replace(tmp, d / CONNECTED_FILE)
 
 
 def _running(store: StateStore, ref: str):
@@ -102,6 +132,7 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
     interp = _interpreter(plan, explain, out, networks)
     try:
         _carry_out(interp, plan)
+        _remember(store, st.id, net.name, {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)})
     except BaseException:
         if interp.lease is None:
             raise  # refused before anything was made (the address is taken, it is on the network already)
@@ -119,6 +150,10 @@ def disconnect(network: str, ref: str, *, explain: bool = False, out=None) -> No
         raise NotRootError("network disconnect needs root: it deletes an interface", "run as root")
     store = StateStore()
     st = store.get(ref)
+    if st.status != "running" and any(c["network"] == network for c in connected(store.containers / st.id)):
+        # a stopped container: its next start does without it (even if the network is gone meanwhile)
+        _remember(store, st.id, network, None)
+        return
     networks, net = _network(network)
     lease = next((lease for lease in networks.leases(net.name) if lease.container == st.id), None)
     if lease is None or st.status != "running":
@@ -127,3 +162,4 @@ def disconnect(network: str, ref: str, *, explain: bool = False, out=None) -> No
     plan = P.build_disconnect_plan(lease)
     plan.legend = {"ID": st.id, "NETWORKS": str(networks.root)}
     _carry_out(_interpreter(plan, explain, out, networks), plan)
+    _remember(store, st.id, net.name, None)

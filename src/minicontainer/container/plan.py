@@ -142,6 +142,29 @@ def network_steps(att: NetworkAttachment, spec=None, hostname: str = "") -> list
     ]
 
 
+def interface_steps(att: NetworkAttachment, *, ifname: str, default_route: bool, hostname: str = "", ip: str = "",
+                    aliases: tuple[str, ...] = (), holder: int = 0, nat: bool = False) -> list[Step]:
+    """One more interface (eth1, eth2 ...) on a network, in the namespace the
+    steps before made or opened: `network connect`, and its connections made
+    again when the container starts (``nat``: the network's rules too, which
+    a start may be the first to need)."""
+    net = att.network
+    out: list[Step] = [
+        S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name, veth=att.veth,
+                       hosts=att.hosts, hostname=hostname, ifname=ifname, holder=holder, ip=ip, aliases=tuple(aliases)),
+        S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen),
+    ]
+    if nat:
+        out += nat_steps(net, att.nftables)
+    route = default_route and not net.internal
+    out += [
+        S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge),
+        S.ConfigureEth(peer=att.peer, ifname=ifname, prefixlen=net.prefixlen, gateway=net.gateway if route else "",
+                       no_route="--internal" if net.internal else "it keeps the one it has"),
+    ]
+    return out
+
+
 def nat_steps(net, nftables: bool) -> list[Step]:
     """Outbound NAT (or --internal's isolation) for the network, and forwarding (network/nat.py)."""
     from minicontainer.network import nat
@@ -174,6 +197,7 @@ def build_plan(
     wait_for_start: bool = False,
     init: str | None = None,
     network: NetworkAttachment | None = None,
+    connected: tuple = (),
     volume_root: str = "",
     container_id: str = "",
     shared: tuple[SharedNamespaces, ...] = (),
@@ -196,7 +220,9 @@ def build_plan(
     too: nothing can make device nodes in a user namespace.
     ``network``: a bridge network to join (its namespace is made and
     configured by the runtime first: threads cannot be started once the
-    runtime has unshared its PID namespace, clone(2) EINVAL).
+    runtime has unshared its PID namespace, clone(2) EINVAL). ``connected``:
+    the networks `network connect` added, made again after it as eth1, eth2
+    ... ((NetworkAttachment, ip, aliases) each).
     ``volume_root``: the volume store's directory, for the named and
     anonymous volumes; ``container_id`` the container they are made for.
     ``shared``: other containers' namespaces to join (container:NAME);
@@ -207,6 +233,10 @@ def build_plan(
         plan.add(s)
     for s in (network_steps(network, spec, hostname) if network is not None else ()):
         plan.add(s)
+    for i, (att, ip, aliases) in enumerate(connected, 1):
+        for s in interface_steps(att, ifname=f"eth{i}", default_route=False, hostname=hostname, ip=ip,
+                                 aliases=aliases, nat=True):
+            plan.add(s)
     for s in _etc_writes(etc):
         plan.add(s)
     # The runtime, before the fork.
@@ -685,18 +715,12 @@ def build_connect_plan(att: NetworkAttachment, *, pid: int, pid_start: int, runt
     (pure). The same steps as a run's bridge network, on the namespace of
     its PID 1 (pinned and checked) instead of a new one; the lease is held
     by the container's runtime, so it goes when the container ends."""
-    net = att.network
     plan = Plan()
     # first: a container that has exited meanwhile is refused before anything is taken
     plan.add(S.OpenNamespaces(pid=pid, pid_start=pid_start, types=("net",), container=att.name))
-    plan.add(S.LeaseAddress(network=net.name, subnet=net.subnet, container=att.container, name=att.name,
-                            veth=att.veth, hosts=att.hosts, hostname=hostname, ifname=ifname, holder=runtime_pid,
-                            ip=ip, aliases=tuple(aliases)))
-    plan.add(S.EnsureBridge(bridge=net.bridge, gateway=net.gateway, prefixlen=net.prefixlen))
-    plan.add(S.AddVeth(host=att.veth, peer=att.peer, bridge=net.bridge))
-    route = default_route and not net.internal
-    plan.add(S.ConfigureEth(peer=att.peer, ifname=ifname, prefixlen=net.prefixlen, gateway=net.gateway if route else "",
-                            no_route="--internal" if net.internal else "it keeps the one it has"))
+    for s in interface_steps(att, ifname=ifname, default_route=default_route, hostname=hostname, ip=ip,
+                             aliases=aliases, holder=runtime_pid):
+        plan.add(s)
     return plan
 
 

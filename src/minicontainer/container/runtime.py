@@ -464,6 +464,7 @@ class Runner:
         hostname = _shared_hostname(shared, hostname)
         cgroup_steps = self._cgroup_steps(cid)
         network = self._network(cid, name, dry_run)
+        connected = self._connected(cid, name, network, dry_run)
         etc = self._etc_files(cid, network, shared)
         from minicontainer.security import security_steps
 
@@ -482,6 +483,7 @@ class Runner:
             wait_for_start=self.wait_for_start,
             init=find_init() if spec.init else None,
             network=network,
+            connected=connected,
             volume_root=str(paths.home() / "volumes") if spec.named_volumes else "",
             container_id=cid,
             shared=shared,
@@ -546,6 +548,35 @@ class Runner:
         return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:11],
                                    peer="mcpeer" + cid[:9], hosts=str(StateStore().containers / cid / HOSTS_FILE),
                                    ports=ports, nftables=shutil.which("nft") is not None)
+
+    def _connected(self, cid: str, name: str, network, dry_run: bool) -> tuple:
+        """The networks `network connect` added to this container (netconnect.py), made again when it
+        starts, after eth0, as docker does: ((NetworkAttachment, ip, aliases), ...)."""
+        if self.existing is None or network is None:
+            return ()  # a new container has none; connect refuses one without a network of its own
+        from minicontainer.container.netconnect import connected
+
+        records = connected(StateStore().containers / cid)
+        if not records:
+            return ()
+        from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+
+        networks = NetworkStore()
+        out = []
+        for rec in records:
+            try:
+                net = (networks.default(save=not dry_run) if rec["network"] == DEFAULT_NETWORK
+                       else networks.require(rec["network"]))
+            except MiniError as e:
+                raise ContainerError(f"container {name} is connected to network {rec['network']}: {e.message}",
+                                     f"disconnect it (minicontainer network disconnect {rec['network']} {name}), "
+                                     "then start it again") from None
+            # the names `network connect` gives them (IFNAMSIZ: at most 15 characters)
+            att = P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:7] + net.id[:4],
+                                      peer="mcp" + cid[:8] + net.id[:4], hosts=network.hosts,
+                                      nftables=network.nftables)
+            out.append((att, str(rec.get("ip") or ""), tuple(str(a) for a in rec.get("aliases") or ())))
+        return tuple(out)
 
     def _shared(self) -> tuple:
         """``container:NAME``: each running container whose namespaces are
