@@ -25,6 +25,14 @@ def netns():
         yield path
 
 
+GET = "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 8080"  # busybox wget has no timeout
+
+
+def in_ns(netns, *cmd) -> str:
+    return subprocess.run(["nsenter", f"--net={netns}", "--", *cmd], capture_output=True, text=True,
+                          check=True).stdout
+
+
 def links(netns) -> list[str]:
     out = subprocess.run(["nsenter", f"--net={netns}", "--", "ip", "-o", "link"], capture_output=True, text=True,
                          check=True).stdout
@@ -145,6 +153,11 @@ def test_connect_and_disconnect_a_running_container(netns):
         mc("run", "-d", "--name", "other", "--network", "conn-b", "mini", "sleep", "60", check=0)
         try:
             assert "\tweb" not in mc("exec", "other", "cat", "/etc/hosts", check=0).stdout
+            # two networks do not reach each other (docker's isolation rules): the host routes nothing from
+            # conn-b's bridge into conn-a's, though it forwards (for the NAT) and has a route to both
+            web_a = inspect(netns, "web")["NetworkSettings"]["Networks"]["conn-a"]["IPAddress"]
+            assert "mini" not in mc("exec", "other", "/bin/sh", "-c", GET.format(web_a)).stdout
+            assert in_ns(netns, "cat", "/proc/sys/net/ipv4/ip_forward") == "1\n"
             explained = mc("network", "connect", "--explain", "--alias", "webalias", "conn-b", "web", check=0).stderr
             assert "open the namespaces of container web's PID 1" in explained and "rename" in explained
             out = mc("exec", "web", "/bin/sh", "-c", "ip -o -4 addr show eth1; ip route", check=0).stdout
@@ -153,6 +166,7 @@ def test_connect_and_disconnect_a_running_container(netns):
             for name in ("web", "webalias"):
                 assert mc("exec", "other", "wget", "-q", "-O-", f"http://{name}:8080/hostname", check=0).stdout == "mini\n"
             assert "10.89.64.3\tweb webalias" in mc("exec", "other", "cat", "/etc/hosts", check=0).stdout
+            assert "mini" in mc("exec", "other", "/bin/sh", "-c", GET.format("10.89.64.3"), check=0).stdout
             nets = inspect(netns, "web")["NetworkSettings"]["Networks"]
             assert {n: v["Interface"] for n, v in nets.items()} == {"conn-a": "eth0", "conn-b": "eth1"}
             one_line_error(mc("network", "connect", "conn-b", "web"), "already on network conn-b")

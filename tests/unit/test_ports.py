@@ -88,7 +88,14 @@ def test_nat_rules_masquerade_out_of_the_bridge_and_internal_drops_crossing():
     out = nat.setup_commands("mcbr-x", "10.89.0.0/24", internal=False)
     assert out[:3] == ["table ip minicontainer-mcbr-x", "delete table ip minicontainer-mcbr-x",
                        "add table ip minicontainer-mcbr-x"]  # one transaction that can be applied again
-    assert out[-1] == 'add rule ip minicontainer-mcbr-x postrouting ip saddr 10.89.0.0/24 oifname != "mcbr-x" masquerade'
+    assert 'add rule ip minicontainer-mcbr-x postrouting ip saddr 10.89.0.0/24 oifname != "mcbr-x" masquerade' in out
+    # docker's isolation: nothing is routed from this bridge into another network's
+    assert out[-2:] == ['add rule ip minicontainer-mcbr-x forward iifname "mcbr-x" oifname "mc0" drop',
+                        'add rule ip minicontainer-mcbr-x forward iifname "mcbr-x" oifname "mcbr-*" '
+                        'oifname != "mcbr-x" drop']
+    default = nat.setup_commands("mc0", "10.88.0.0/16", internal=False)
+    assert [c for c in default if "drop" in c] == [
+        'add rule ip minicontainer-mc0 forward iifname "mc0" oifname "mcbr-*" oifname != "mc0" drop']
     internal = "\n".join(nat.setup_commands("mcbr-x", "10.89.0.0/24", internal=True))
     assert "masquerade" not in internal and 'iifname "mcbr-x" oifname != "mcbr-x" drop' in internal
     assert nat.remove_commands("mcbr-x") == ["table ip minicontainer-mcbr-x", "delete table ip minicontainer-mcbr-x"]

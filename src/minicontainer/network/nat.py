@@ -13,7 +13,18 @@ deleting the table, and nothing else of the host's ruleset is touched::
             type nat hook postrouting priority srcnat; policy accept;
             ip saddr 10.89.0.0/24 oifname != "mcbr-0123456789" masquerade
         }
+        chain forward {
+            type filter hook forward priority filter; policy accept;
+            iifname "mcbr-0123456789" oifname "mc0" drop
+            iifname "mcbr-0123456789" oifname "mcbr-*" oifname != "mcbr-0123456789" drop
+        }
     }
+
+The forward chain is docker's DOCKER-ISOLATION rules: nothing is routed
+from one network's bridge into another's (``mc0`` is the default
+network's, ``mcbr-*`` the others'), so two networks reach the outside and
+not each other; a container on both (``network connect``) talks to each on
+its own interface.
 
 An ``--internal`` network gets no masquerade but a forward chain that drops
 whatever would cross between its bridge and another interface (docker's
@@ -36,6 +47,8 @@ the rest makes it anew.
 from __future__ import annotations
 
 FAMILY = "ip"
+DEFAULT_BRIDGE = "mc0"  # the default network's bridge (network/store.py names them so) ...
+BRIDGE_PREFIX = "mcbr-"  # ... and the start of every other network's
 IP_FORWARD = "net/ipv4/ip_forward"  # /proc/sys/..., per network namespace
 
 
@@ -57,7 +70,11 @@ def setup_commands(bridge: str, subnet: str, internal: bool) -> list[str]:
         out += [
             f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
             f'add rule {t} postrouting ip saddr {subnet} oifname != "{bridge}" masquerade',
+            f"add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}",
         ]
+        if bridge != DEFAULT_BRIDGE:
+            out.append(f'add rule {t} forward iifname "{bridge}" oifname "{DEFAULT_BRIDGE}" drop')
+        out.append(f'add rule {t} forward iifname "{bridge}" oifname "{BRIDGE_PREFIX}*" oifname != "{bridge}" drop')
     return out
 
 

@@ -165,7 +165,9 @@ class NetworkStore:
         if gw not in net or gw in (net.network_address, net.broadcast_address):
             raise UsageError(f"--gateway {gateway} is not a host address of {subnet}", "choose one inside the subnet")
         nid = os.urandom(32).hex()
-        bridge = "mc0" if name == DEFAULT_NETWORK else "mcbr-" + nid[:10]  # IFNAMSIZ: at most 15 characters
+        from minicontainer.network.nat import BRIDGE_PREFIX, DEFAULT_BRIDGE  # (nat.py's isolation rules match them)
+
+        bridge = DEFAULT_BRIDGE if name == DEFAULT_NETWORK else BRIDGE_PREFIX + nid[:10]  # IFNAMSIZ: at most 15
         return Network(name=name, id=nid, subnet=str(net), gateway=str(gw), bridge=bridge, internal=internal,
                        created=time.time())
 
