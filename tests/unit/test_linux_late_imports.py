@@ -57,3 +57,21 @@ def test_a_forked_child_loads_them_at_once(unloaded):
     assert linux._late == {}  # the parent (the runtime) did not load them
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_child_that_cannot_load_them_exits_at_once_and_never_unwinds_as_the_runtime(unloaded, monkeypatch):
+    import os
+
+    def broken(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(linux, "_late_module", broken)
+    r, w = os.pipe()
+    pid = linux.Linux().fork()
+    if pid == 0:  # reached only if fork() returned in the child: the failure went unnoticed
+        os.write(w, b"returned")
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 125 and os.read(r, 10) == b""
+    os.close(r)

@@ -423,7 +423,14 @@ class Linux:
     def fork(self) -> int:
         pid = os.fork()
         if pid == 0:
-            _leaving_host()  # the container's process, or a helper of its setup (see _late)
+            try:
+                _leaving_host()  # the container's process, or a helper of its setup (see _late)
+            except BaseException as e:  # noqa: BLE001 - a broken install: the child must not unwind as the runtime
+                try:
+                    os.write(2, f"minicontainer: error: the container's process cannot load python-prctl and socket "
+                                f"({e}), so nothing runs (hint: reinstall with ./scripts/setup)\n".encode())
+                finally:
+                    os._exit(125)
         return pid
 
     def pipe(self) -> tuple[int, int]:
