@@ -42,6 +42,13 @@ def connected(state_dir) -> list[dict]:
         if isinstance(data, list) else []
 
 
+def attachment(net, cid: str, name: str, hosts: str, nftables: bool = False) -> P.NetworkAttachment:
+    """The pieces of one more interface of container ``cid`` on ``net``, as
+    connect names them (and start again): IFNAMSIZ allows 15 characters."""
+    return P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:7] + net.id[:4],
+                               peer="mcp" + cid[:8] + net.id[:4], hosts=hosts, nftables=nftables)
+
+
 def _remember(store: StateStore, cid: str, network: str, entry: dict | None) -> None:
     """Add (``entry``) or drop (None) the connection to ``network``, under the container's state lock."""
     d = store.containers / cid
@@ -122,9 +129,7 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
                              f"disconnect it first: minicontainer network disconnect {net.name} {st.name}")
     used = {lease.ifname for lease in mine}
     ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
-    # IFNAMSIZ (netdevice(7)): at most 15 characters, unique per container and network
-    att = P.NetworkAttachment(network=net, container=st.id, name=st.name, veth="veth" + st.id[:7] + net.id[:4],
-                              peer="mcp" + st.id[:8] + net.id[:4], hosts=str(store.containers / st.id / "hosts"))
+    att = attachment(net, st.id, st.name, str(store.containers / st.id / "hosts"))
     plan = P.build_connect_plan(att, pid=st.pid, pid_start=st.pid_start, runtime_pid=st.runtime_pid, ifname=ifname,
                                 default_route=not mine, hostname=st.hostname, ip=names.ip,
                                 aliases=names.network_aliases)
@@ -132,7 +137,8 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
     interp = _interpreter(plan, explain, out, networks)
     try:
         _carry_out(interp, plan)
-        _remember(store, st.id, net.name, {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)})
+        _remember(store, st.id, net.name,
+                  {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)})
     except BaseException:
         if interp.lease is None:
             raise  # refused before anything was made (the address is taken, it is on the network already)

@@ -554,7 +554,7 @@ class Runner:
         starts, after eth0, as docker does: ((NetworkAttachment, ip, aliases), ...)."""
         if self.existing is None or network is None:
             return ()  # a new container has none; connect refuses one without a network of its own
-        from minicontainer.container.netconnect import connected
+        from minicontainer.container.netconnect import attachment, connected
 
         records = connected(StateStore().containers / cid)
         if not records:
@@ -571,10 +571,7 @@ class Runner:
                 raise ContainerError(f"container {name} is connected to network {rec['network']}: {e.message}",
                                      f"disconnect it (minicontainer network disconnect {rec['network']} {name}), "
                                      "then start it again") from None
-            # the names `network connect` gives them (IFNAMSIZ: at most 15 characters)
-            att = P.NetworkAttachment(network=net, container=cid, name=name, veth="veth" + cid[:7] + net.id[:4],
-                                      peer="mcp" + cid[:8] + net.id[:4], hosts=network.hosts,
-                                      nftables=network.nftables)
+            att = attachment(net, cid, name, network.hosts, network.nftables)
             out.append((att, str(rec.get("ip") or ""), tuple(str(a) for a in rec.get("aliases") or ())))
         return tuple(out)
 
