@@ -204,8 +204,12 @@ def test_connect_and_disconnect_a_running_container(netns):
             mc("rm", "-f", "web", "other")
         assert json.loads(mc("network", "inspect", "conn-b", check=0).stdout)[0]["containers"] == []
         assert not [n for n in links(netns) if n.startswith("veth")]
-        mc("run", "--name", "stopped", "--network", "conn-a", "mini", "true", check=0)
-        one_line_error(mc("network", "connect", "conn-b", "stopped"), "container stopped is not running")
+        # a stopped container: the connection is remembered, and made when it starts (as docker)
+        show = ["/bin/sh", "-c", "ip -o -4 addr show | grep -o 'eth[0-9] *inet [0-9.]*'"]
+        assert "eth1" not in mc("run", "--name", "stopped", "--network", "conn-a", "mini", *show, check=0).stdout
+        mc("network", "connect", "--ip", "10.89.64.77", "conn-b", "stopped", check=0)
+        one_line_error(mc("network", "connect", "conn-b", "stopped"), "already on network conn-b")
+        assert "eth1    inet 10.89.64.77" in mc("start", "-a", "stopped", check=0).stdout.replace("\t", "    ")
         mc("rm", "stopped", check=0)
     finally:
         mc("network", "rm", "conn-a", "conn-b", check=0)

@@ -105,26 +105,29 @@ def inspect(names):
     click.echo(json.dumps(out, indent=2))
 
 
-@network.command("connect", short_help="Connect a running container to a network.")
+@network.command("connect", short_help="Connect a container to a network.")
 @click.option("--ip", metavar="IPV4", help="A fixed address (a user-defined network's).")
 @click.option("--alias", multiple=True, metavar="NAME", help="Another name of it on this network (repeatable).")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
 @click.argument("name", shell_complete=complete_networks)
 @click.argument("container", shell_complete=complete_containers)
 def connect(ip, alias, explain, name, container):
-    """Give the running CONTAINER one more interface (eth1, ...) on network
-    NAME, with an address of it; the network's containers know it by name."""
+    """Give CONTAINER one more interface (eth1, ...) on network NAME, with an
+    address of it; the network's containers know it by name. The connection
+    is remembered: a stopped CONTAINER gets it when it starts, and a started
+    one again each time."""
     from minicontainer.container.netconnect import connect as do
 
     do(name, container, ip=ip, aliases=alias, explain=explain)
 
 
-@network.command("disconnect", short_help="Disconnect a running container from a network.")
+@network.command("disconnect", short_help="Disconnect a container from a network.")
 @click.option("--explain", is_flag=True, help="Print each step (what, why, shell equivalent) as it is done.")
 @click.argument("name", shell_complete=complete_networks)
 @click.argument("container", shell_complete=complete_containers)
 def disconnect(explain, name, container):
-    """Remove CONTAINER's interface on network NAME and release its address."""
+    """Remove CONTAINER's interface on network NAME and release its address;
+    a stopped CONTAINER forgets the connection."""
     from minicontainer.container.netconnect import disconnect as do
 
     do(name, container, explain=explain)

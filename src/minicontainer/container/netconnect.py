@@ -1,4 +1,4 @@
-"""``network connect`` and ``network disconnect`` of a running container.
+"""``network connect`` and ``network disconnect`` of a container.
 
 Connect gives the container one more interface (eth1, eth2 ...) on a
 bridge network: the same steps as a run's network (plan.build_connect_plan),
@@ -13,8 +13,9 @@ container's own.
 A connection is remembered (networks.json in the container's state
 directory, with its --ip and aliases), so a ``start`` or a restart makes it
 again, in the run's plan (runtime.Runner.make_plan: the interfaces after
-eth0, in the order they were connected), as docker does. ``disconnect`` of
-a stopped container forgets it.
+eth0, in the order they were connected), as docker does. ``connect`` of a
+stopped container only remembers the connection, and ``disconnect`` of one
+forgets it.
 """
 
 from __future__ import annotations
@@ -59,14 +60,6 @@ def _remember(store: StateStore, cid: str, network: str, entry: dict | None) -> 
         os.replace(tmp, d / CONNECTED_FILE)
 
 
-def _running(store: StateStore, ref: str):
-    st = store.get(ref)
-    if st.status != "running" or not pid_alive(st.pid, st.pid_start):
-        raise ContainerError(f"container {ref} is not running ({st.status})",
-                             "network connect and disconnect work on a running container; start it first")
-    return st
-
-
 def _network(name: str):
     from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
 
@@ -103,7 +96,10 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
     if os.geteuid() != 0:
         raise NotRootError("network connect needs root: it puts an interface on a host bridge", "run as root")
     store = StateStore()
-    st = _running(store, ref)
+    st = store.get(ref)
+    # A live PID 1 (running, paused, or created and waiting for start) gets the interface now; a
+    # stopped container only has the connection remembered, for its next start (as docker).
+    live = st.status in ("running", "created") and pid_alive(st.pid, st.pid_start)
     from minicontainer.container.config import load_spec
 
     spec = load_spec(store.containers / st.id)
@@ -115,7 +111,7 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
     if not spec.network:
         # as docker: its /etc/hosts is the image's, and nothing would keep it current
         raise ContainerError(f"container {st.name} runs with --network none", "run it on a network (--network NAME)")
-    if not pid_alive(st.runtime_pid, st.runtime_start):
+    if live and not pid_alive(st.runtime_pid, st.runtime_start):
         raise ContainerError(f"container {st.name} has no runtime to hold the address",
                              "its monitor is gone; restart the container")
     networks, net = _network(network)
@@ -123,6 +119,13 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
         from minicontainer.network.store import check_fixed_ip
 
         check_fixed_ip(net, names.ip)
+    entry = {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)}
+    if not live:
+        if any(c["network"] == net.name for c in connected(store.containers / st.id)):
+            raise ContainerError(f"container {st.name} is already on network {net.name}",
+                                 f"disconnect it first: minicontainer network disconnect {net.name} {st.name}")
+        _remember(store, st.id, net.name, entry)  # made when it starts (runtime.Runner._connected)
+        return
     mine = networks.leases_of(st.id)
     if any(lease.network == net.name for lease in mine):
         raise ContainerError(f"container {st.name} is already on network {net.name}",
@@ -137,8 +140,7 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
     interp = _interpreter(plan, explain, out, networks)
     try:
         _carry_out(interp, plan)
-        _remember(store, st.id, net.name,
-                  {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)})
+        _remember(store, st.id, net.name, entry)
     except BaseException:
         if interp.lease is None:
             raise  # refused before anything was made (the address is taken, it is on the network already)
