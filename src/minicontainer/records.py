@@ -122,7 +122,7 @@ def _plain_field(name: str, ann: str, default) -> Field:
 def _process(cls, frozen: bool):
     # Each start-path class passes here once per process (~110 of them on a
     # run's path), so this is written for speed: one pass over the fields for
-    # every derived tuple. Measured: ~42 -> ~20 us a class (issue 15).
+    # every derived tuple. Measured: ~42 -> ~23 us a class (issue 15).
     found: dict[str, Field] = {}
     for base in reversed(cls.__mro__[1:-1]):
         for f in base.__dict__.get("__record_fields__", ()):
