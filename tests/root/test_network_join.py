@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -213,4 +214,35 @@ def test_connect_and_disconnect_a_running_container(netns):
         mc("rm", "stopped", check=0)
     finally:
         mc("network", "rm", "conn-a", "conn-b", check=0)
+    assert links(netns) == ["lo"]
+
+
+def test_a_restart_makes_the_remembered_connections_again(netns):
+    mc = lambda *a, **kw: mc_in_netns(netns, *a, **kw)  # noqa: E731
+    mc("network", "create", "--subnet", "10.89.66.0/24", "rs-a", check=0)
+    mc("network", "create", "--subnet", "10.89.67.0/24", "rs-b", check=0)
+    try:
+        # the first run waits for the interface `network connect` adds, then fails; the restart (its
+        # layer keeps /ran) prints what the restart's own plan made and succeeds
+        script = ("if [ -e /ran ]; then ip -o -4 addr show; exit 0; fi; touch /ran; "
+                  "while ! ip link show eth1 >/dev/null 2>&1; do sleep 0.1; done; exit 1")
+        mc("run", "-d", "--name", "flaky", "--restart", "on-failure:1", "--network", "rs-a", "mini",
+           "/bin/sh", "-c", script, check=0)
+        try:
+            mc("network", "connect", "--ip", "10.89.67.40", "rs-b", "flaky", check=0)
+            deadline = time.monotonic() + 30
+            while True:
+                row = next(r for r in json.loads(mc("ps", "-a", "--format", "json", check=0).stdout)
+                           if r["name"] == "flaky")
+                if row["status"] == "exited" and row["restart_count"] == 1:
+                    break
+                assert time.monotonic() < deadline, row
+                time.sleep(0.1)
+            assert row["exit_code"] == 0
+            logs = mc("logs", "flaky", check=0).stdout
+            assert "eth1" in logs and "10.89.67.40/24" in logs and "10.89.66." in logs, logs
+        finally:
+            mc("rm", "-f", "flaky", check=0)
+    finally:
+        mc("network", "rm", "rs-a", "rs-b", check=0)
     assert links(netns) == ["lo"]
