@@ -61,10 +61,10 @@ def _remember(store: StateStore, cid: str, network: str, entry: dict | None) -> 
 
 
 def _network(name: str):
-    from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+    from minicontainer.network.store import NetworkStore
 
     networks = NetworkStore()
-    return networks, (networks.default() if name == DEFAULT_NETWORK else networks.require(name))
+    return networks, networks.named(name)
 
 
 def _interpreter(plan: P.Plan, explain: bool, out, networks):

@@ -523,13 +523,10 @@ class Runner:
         if self.userns:
             raise NotRootError(f"--network {self.spec.network} needs root: a rootless container cannot put an "
                                "interface on a host bridge", "run as root, or use --network none")
-        from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+        from minicontainer.network.store import NetworkStore
 
         networks = NetworkStore()
-        if self.spec.network == DEFAULT_NETWORK:
-            net = networks.default(save=not dry_run)
-        else:
-            net = networks.require(self.spec.network)
+        net = networks.named(self.spec.network, save=not dry_run)
         if self.spec.ip:  # refused before anything exists; LeaseAddress checks again under the lock
             from minicontainer.network.store import check_fixed_ip
 
@@ -559,14 +556,13 @@ class Runner:
         records = connected(StateStore().containers / cid)
         if not records:
             return ()
-        from minicontainer.network.store import DEFAULT_NETWORK, NetworkStore
+        from minicontainer.network.store import NetworkStore
 
         networks = NetworkStore()
         out = []
         for rec in records:
             try:
-                net = (networks.default(save=not dry_run) if rec["network"] == DEFAULT_NETWORK
-                       else networks.require(rec["network"]))
+                net = networks.named(rec["network"], save=not dry_run)
             except MiniError as e:
                 raise ContainerError(f"container {name} is connected to network {rec['network']}: {e.message}",
                                      f"disconnect it (minicontainer network disconnect {rec['network']} {name}), "

@@ -128,6 +128,12 @@ class NetworkStore:
             raise UsageError(f"network {name} not found", "create it with: minicontainer network create " + name)
         return net
 
+    def named(self, name: str, *, save: bool = True) -> Network:
+        """What ``--network NAME`` (or ``network connect NAME``) means: ``bridge``
+        is docker's default network, made on first use (``save=False``: not
+        written, for --dry-run); any other name must exist."""
+        return self.default(save=save) if name == DEFAULT_NETWORK else self.require(name)
+
     def define(self, name: str, *, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
                save: bool = True) -> Network:
         """A new network (``save=False``: what it would be, for --dry-run)."""
