@@ -210,6 +210,7 @@ def test_connect_and_disconnect_a_running_container(netns):
         assert "eth1" not in mc("run", "--name", "stopped", "--network", "conn-a", "mini", *show, check=0).stdout
         mc("network", "connect", "--ip", "10.89.64.77", "conn-b", "stopped", check=0)
         one_line_error(mc("network", "connect", "conn-b", "stopped"), "already on network conn-b")
+        one_line_error(mc("network", "connect", "conn-a", "stopped"), "already on network conn-a")  # its own
         assert "eth1    inet 10.89.64.77" in mc("start", "-a", "stopped", check=0).stdout.replace("\t", "    ")
         mc("rm", "stopped", check=0)
     finally:

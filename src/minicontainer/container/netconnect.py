@@ -119,17 +119,19 @@ def connect(network: str, ref: str, *, ip: str | None = None, aliases=(), explai
         from minicontainer.network.store import check_fixed_ip
 
         check_fixed_ip(net, names.ip)
-    entry = {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)}
-    if not live:
-        if any(c["network"] == net.name for c in connected(store.containers / st.id)):
-            raise ContainerError(f"container {st.name} is already on network {net.name}",
-                                 f"disconnect it first: minicontainer network disconnect {net.name} {st.name}")
-        _remember(store, st.id, net.name, entry)  # made when it starts (runtime.Runner._connected)
-        return
-    mine = networks.leases_of(st.id)
-    if any(lease.network == net.name for lease in mine):
+    if live:
+        mine = networks.leases_of(st.id)
+        on = {lease.network for lease in mine}
+    else:  # its own network and the remembered ones: what its start makes
+        mine = []
+        on = {spec.network} | {c["network"] for c in connected(store.containers / st.id)}
+    if net.name in on:
         raise ContainerError(f"container {st.name} is already on network {net.name}",
                              f"disconnect it first: minicontainer network disconnect {net.name} {st.name}")
+    entry = {"network": net.name, "ip": names.ip, "aliases": list(names.network_aliases)}
+    if not live:
+        _remember(store, st.id, net.name, entry)  # made when it starts (runtime.Runner._connected)
+        return
     used = {lease.ifname for lease in mine}
     ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
     att = attachment(net, st.id, st.name, str(store.containers / st.id / "hosts"))
