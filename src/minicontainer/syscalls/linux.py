@@ -627,9 +627,10 @@ class Linux:
 
     def stop_process(self, pid: int, start: int, *, grace: float = 2.0, then_kill: bool = False) -> None:
         """SIGTERM to ``pid`` if it is still the process that started at
-        ``start``, and wait until it is gone (reaped, if it is our child), at
-        most ``grace`` seconds; with ``then_kill``, SIGKILL after that and
-        wait 2 s more."""
+        ``start``, and wait until it is gone: our own child (the port proxy,
+        which exits on SIGTERM) until it is reaped; another process at most
+        ``grace`` seconds, and with ``then_kill`` SIGKILL after that and 2 s
+        more."""
         import time
 
         if pid <= 1 or not start or proc_start_time(pid) != start:
