@@ -1,3 +1,3 @@
-from minicontainer.main import main
+from minicontainer.main import entry
 
-main()
+entry()

@@ -91,6 +91,6 @@ def cli(debug):
     entry.debug = entry.debug or debug
 
 
-# The entry point (pyproject's script) is minicontainer.main:main; this name
+# The entry point (pyproject's script) is minicontainer.main:entry; this name
 # stays for callers that import it from here (the tests, older scripts).
 main = entry.main

@@ -81,8 +81,8 @@ def test_quick_is_a_short_run(bench):
 
 
 def test_the_launchers_run_the_entry_points_pyproject_names(bench, tmp_path):
-    """The bench times what an install runs: `minicontainer` is main.py's main
-    (not cli.py's, which imports click), for this checkout and a baseline's."""
+    """The bench times what an install runs: `minicontainer` is main.py's entry
+    (not cli.py's main, which imports click), for this checkout and a baseline's."""
     from types import SimpleNamespace
 
     base = tmp_path / "old"
@@ -92,6 +92,6 @@ def test_the_launchers_run_the_entry_points_pyproject_names(bench, tmp_path):
     s = SimpleNamespace(work=tmp_path / "work", python="/usr/bin/python3")
     ours = bench.Setup._script(s, "minicontainer").read_text()
     theirs = bench.Setup._script(s, "minicontainer", base / "src", prefix="baseline-").read_text()
-    assert "from minicontainer.main import main\n" in ours
+    assert "from minicontainer.main import entry\n" in ours
     assert "from minicontainer.cli import main\n" in theirs and str(base / "src") in theirs
     assert (tmp_path / "work" / "bin" / "baseline-minicontainer").exists()

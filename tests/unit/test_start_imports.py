@@ -61,7 +61,7 @@ RUN_OTHERS = {
     # the standard library the code uses
     "keyword", "enum", "weakref",
     "abc", "builtins", "codecs", "collections", "contextlib", "copyreg", "ctypes",
-    "errno", "fcntl", "fnmatch", "functools", "importlib", "io", "ipaddress", "itertools",
+    "errno", "fcntl", "fnmatch", "functools", "gc", "importlib", "io", "ipaddress", "itertools",
     "json", "operator", "os", "pathlib", "re", "reprlib", "resource", "select",
     "shlex", "signal", "stat", "struct", "sys", "time", "types",
     "urllib", "warnings", "genericpath", "posixpath", "ntpath", "posix", "marshal",
