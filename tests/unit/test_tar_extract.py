@@ -792,6 +792,20 @@ def test_parse_header_matches_tarfile():
     assert seen >= 28
 
 
+def test_the_checksum_sum_is_exact_up_to_the_largest_block():
+    """_byte_sum (two adler32 halves) is sum(): each half's sum stays under
+    adler32's modulus 65521, even for 512 bytes of 0xff (65280 a half)."""
+    import random
+
+    from minicontainer.images.tarread import _byte_sum
+
+    rng = random.Random(7)
+    blocks = [bytes(512), b"\xff" * 512, b"\xff" * 256 + bytes(256), bytes(255) + b"\xff" * 257]
+    blocks += [rng.randbytes(512) for _ in range(200)] + [bytes(rng.choice((0, 0xFF)) for _ in range(512))]
+    for block in blocks:
+        assert _byte_sum(block) == sum(block)
+
+
 def test_parse_header_v7_directory_and_signed_checksum():
     ti = tarfile.TarInfo("old/dir/")
     ti.type = tarfile.AREGTYPE  # V7: a directory is a "file" whose name ends in /
