@@ -129,9 +129,10 @@ def main(argv=None) -> None:
 
 
 def _fast_run(args: list[str]) -> int | None:
-    """``--version``, and ``[--debug ...] run FLAGS IMAGE [COMMAND...]`` when
-    the lean parser takes every flag, without click; None hands the command
-    line to click."""
+    """``--version``, ``[--debug ...] run FLAGS IMAGE [COMMAND...]`` when the
+    lean parser takes every flag, and a plain ``image import FILE NAME
+    [--force]`` (commands/image_import.py), without click; None hands the
+    command line to click."""
     global debug
     if any(k.startswith("_MINICONTAINER_COMPLETE") for k in os.environ):
         return None  # tab completion is click's
@@ -143,6 +144,16 @@ def _fast_run(args: list[str]) -> int | None:
     lead = 0
     while lead < len(args) and args[lead] == "--debug":
         lead += 1
+    if args[lead:lead + 2] == ["image", "import"]:
+        from minicontainer.commands.fastparse import parse_image_import
+
+        plain = parse_image_import(args[lead + 2:])
+        if plain is None:
+            return None
+        debug = debug or lead > 0
+        from minicontainer.commands.image_import import import_tarball
+
+        return import_tarball(*plain)
     if args[lead:lead + 1] != ["run"]:
         return None
     from minicontainer.commands.fastparse import parse_run

@@ -86,3 +86,40 @@ def test_random_command_lines_agree_with_click():
         ours, theirs = parse_run(argv), _click(argv)
         if ours is not None:
             assert ours == theirs, argv
+
+
+# -- image import -----------------------------------------------------------------------------------------
+
+from minicontainer.commands.fastparse import parse_image_import  # noqa: E402
+from minicontainer.commands.image import import_cmd  # noqa: E402
+
+
+def _click_import(argv: list[str]):
+    try:
+        p = import_cmd.make_context("import", list(argv)).params
+    except click.exceptions.Exit:
+        return "exit"
+    except click.ClickException:
+        return None
+    return p["file"], p["name"], p["force"]
+
+
+def test_image_import_declares_what_the_lean_parser_reads():
+    assert [(p.name, type(p).__name__, tuple(p.opts)) for p in import_cmd.params] == [
+        ("file", "Argument", ("file",)), ("name", "Argument", ("name",)), ("force", "Option", ("--force",))]
+
+
+@pytest.mark.parametrize("argv", [
+    ["rootfs.tar", "base"], ["--force", "rootfs.tar", "base"], ["rootfs.tar", "--force", "base"],
+    ["rootfs.tar", "base", "--force"], ["-", "base"], ["a b.tar.gz", "base:1"],
+])
+def test_plain_image_import_is_read_as_click_reads_it(argv):
+    assert parse_image_import(argv) == _click_import(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["rootfs.tar"], ["a", "b", "c"], ["--help"], ["a", "b", "--help"], ["--", "a", "b"], ["-f", "a", "b"],
+    ["--force=1", "a", "b"], ["--forc", "a", "b"], ["a", "-x", "b"], ["--force", "--force", "a", "b"],
+])
+def test_anything_else_of_image_import_goes_to_click(argv):
+    assert parse_image_import(argv) is None

@@ -219,7 +219,9 @@ def test_import_dir_errors(store, tmp_path):
 
 
 def test_debootstrap_missing_gives_apt_hint(store, monkeypatch):
-    monkeypatch.setattr(importer.shutil, "which", lambda name: None)
+    import shutil  # importer imports it only for debootstrap
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(importer.os, "access", lambda p, m: False)
     with pytest.raises(ImageError, match="debootstrap is not installed") as exc:
         importer.debootstrap(store, "bookworm", "deb")
@@ -325,7 +327,7 @@ def test_every_image_command_has_help(capsys, sub):
 
 
 def test_progress_only_on_a_terminal():
-    from minicontainer.commands.image import _Progress
+    from minicontainer.commands.image_import import Progress as _Progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -653,3 +655,43 @@ def test_an_unreadable_store_is_one_line(mc_dirs, capsys):
         os.chmod(home, 0o700)
     assert code == 1 and len(err.splitlines()) == 1 and "Permission denied" in err
     assert "unset MINICONTAINER_HOME" in err
+
+
+def test_a_plain_image_import_says_what_clicks_says_without_click(tmp_path, monkeypatch, capsys):
+    """main.py reads `image import FILE NAME [--force]` itself (commands/
+    fastparse.py, commands/image_import.py): the same lines and exit codes as
+    the click command, step by step in two stores, for imports, a shared one,
+    a forced one and refusals."""
+    import subprocess
+    import sys
+
+    from minicontainer.main import main as lean
+
+    def ours(*argv):
+        with pytest.raises(SystemExit) as exc:
+            lean(list(argv))
+        out, err = capsys.readouterr()
+        return exc.value.code, out, err
+
+    t = _tar(tmp_path / "a.tar", {"etc/os-release": b"ID=test\n"})
+    steps = [(str(t), "one"), (str(t), "one"), ("--force", str(t), "one"), (str(t), "two"),
+             (str(tmp_path / "none.tar"), "x"), (str(t), "../bad")]
+    def by_click(*argv):
+        with monkeypatch.context() as m:
+            m.setattr("minicontainer.commands.fastparse.parse_image_import", lambda argv: None)
+            return ours("image", "import", *argv)
+
+    runs = {"click": by_click, "lean": lambda *argv: ours("image", "import", *argv)}
+    seen = {}
+    for who, run in runs.items():
+        monkeypatch.setenv("MINICONTAINER_HOME", str(tmp_path / who / "home"))
+        monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / who / "run"))
+        seen[who] = [run(*argv) for argv in steps]
+    assert seen["lean"] == seen["click"]
+    assert [code for code, _, _ in seen["lean"]] == [0, 1, 0, 0, 1, 1]
+    assert seen["lean"][0][1].startswith("one ") and "minicontainer: error:" in seen["lean"][4][2]
+    probe = ("import sys\nfrom minicontainer.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+             "    pass\nprint('click' in sys.modules, 'dataclasses' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", probe, "image", "import", str(t), "three"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.stdout.splitlines()[-1] == "False False" and p.stdout.startswith("three ")

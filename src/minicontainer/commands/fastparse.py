@@ -137,3 +137,17 @@ def parse_run(argv: list[str]):
 
 def _store(values: dict, dest: str, kind: str, value: str) -> None:
     values[dest] = values[dest] + (value,) if kind == MANY else value
+
+
+def parse_image_import(argv: list[str]):
+    """``image import``'s arguments (after those two words) as (file, name,
+    force), when they are FILE NAME and at most a ``--force`` anywhere, as
+    click reads them (commands/image.py: two arguments, one switch; ``-`` is
+    stdin, an argument); None for anything else (``--help``, ``--``, another
+    flag, a missing or extra word), which click parses and answers."""
+    words = [w for w in argv if w != "--force"]
+    if len(words) != 2 or len(argv) - len(words) > 1:
+        return None  # click accepts --force twice; nobody writes it, so click may have it
+    if any(w[:1] == "-" and w != "-" for w in words):
+        return None
+    return words[0], words[1], len(words) < len(argv)

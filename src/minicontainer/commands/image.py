@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import click
 
@@ -33,42 +32,6 @@ def _ago(t: float | None) -> str:
     from minicontainer.units import ago
 
     return ago(t)
-
-
-class _Progress:
-    """A one-line progress display on stderr: bytes, total if known, speed.
-    Only on a terminal (a log file would fill with carriage returns)."""
-
-    def __init__(self, total: int | None, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty()
-        self.total = total
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and now - self._last >= 0.1:
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        speed = self.done / max(now - self.start, 1e-6)
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            text = f"[{bar:<30}] {format_size(self.done)} / {format_size(self.total)}  {frac:4.0%}"
-        else:
-            text = f"{format_size(self.done)}"
-        self.stream.write(f"\r{text}  {format_size(int(speed))}/s\033[K")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
 
 
 class _DebootstrapProgress:
@@ -145,26 +108,6 @@ class _DebootstrapProgress:
         self.stream.flush()
 
 
-def _notices(outcome) -> None:
-    if outcome.skipped_special:
-        click.echo(
-            f"note: skipped {outcome.skipped_special} device node(s)/FIFO(s); /dev is a fresh tmpfs at run time",
-            err=True,
-        )
-    if getattr(outcome, "skipped_mounts", 0):
-        click.echo(f"note: skipped {outcome.skipped_mounts} mount point(s) of other filesystems", err=True)
-
-
-def _done(outcome) -> None:
-    img = outcome.image
-    how = ""
-    if outcome.from_cache:
-        how = " (already imported: shares the stored copy)"
-    elif outcome.shared:
-        how = " (same content as a stored image: shares it)"
-    click.echo(f"{img.name} {img.short_id}{how}")
-
-
 @click.group(cls=ExitOneGroup, short_help="Manage images.")
 def image():
     """Manage images: import, import-dir, debootstrap, build-mini, load, save, history, ls, inspect, rm, prune.
@@ -188,15 +131,9 @@ def import_cmd(file, name, force):
     the tree, whiteouts) refuse the whole archive; device nodes and FIFOs
     are skipped. The image id is the sha256 of the uncompressed stream.
     """
-    from minicontainer.images import importer
+    from minicontainer.commands.image_import import import_tarball
 
-    progress = _Progress(importer.tarball_size(file))
-    try:
-        outcome = importer.import_tarball(_store(), file, name, force=force, progress=progress)
-    finally:
-        progress.close()
-    _notices(outcome)
-    _done(outcome)
+    import_tarball(file, name, force)
 
 
 @image.command("import-dir", short_help="Copy a directory tree into a new image.")
@@ -208,9 +145,11 @@ def import_dir_cmd(directory, name, force):
     links kept, symlinks never followed, other mounted filesystems left out."""
     from minicontainer.images import importer
 
+    from minicontainer.commands.image_import import done, notices
+
     outcome = importer.import_dir(_store(), directory, name, force=force)
-    _notices(outcome)
-    _done(outcome)
+    notices(outcome)
+    done(outcome)
 
 
 @image.command("debootstrap", short_help="Build a Debian/Ubuntu image with debootstrap.")

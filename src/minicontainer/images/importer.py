@@ -24,11 +24,9 @@ import errno
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
 import sys
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec or inspect (records.py, issue 15)
 from pathlib import Path
 from typing import BinaryIO, Callable, TextIO
 
@@ -377,6 +375,8 @@ _SUITE_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")  # fullmatch: '$' matches be
 
 
 def find_debootstrap() -> str:
+    import shutil  # debootstrap alone needs shutil and subprocess: an import of a tarball does not
+
     exe = shutil.which("debootstrap") or next(
         (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.access(p, os.X_OK)), None
     )
@@ -406,6 +406,8 @@ def debootstrap(
     exe = find_debootstrap()
     if os.geteuid() != 0:
         raise ImageError("debootstrap needs root (it chroots and sets file owners)", "run it as root")
+
+    import subprocess
 
     def populate(rootfs: Path) -> None:
         cmd = [exe, f"--variant={variant}", suite, str(rootfs)] + ([mirror] if mirror else [])

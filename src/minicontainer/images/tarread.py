@@ -52,7 +52,7 @@ import re
 import struct
 import tarfile
 import zlib
-from dataclasses import dataclass
+from minicontainer.records import dataclass  # dataclasses without exec or inspect (records.py, issue 15)
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
