@@ -68,6 +68,7 @@ class SafeTree:
     def __init__(self, root: Path, *, same_owner: bool | None = None):
         self._root_fd = os.open(root, safepath.DIR_NOFOLLOW)
         self._chain: list[tuple[str, int]] = []
+        self._chain_dirs: tuple[str, ...] = ()  # the names in _chain, to recognise the same directory at once
         # directory -> (final mode, mtime_ns or None): applied by finish(),
         # after the contents, or writing them would have changed the mtime.
         self._dirs: dict[tuple[str, ...], tuple[int, int | None]] = {}
@@ -93,16 +94,20 @@ class SafeTree:
         finish(); 0755 then, tar's default for directories it had to make)."""
         dirs = parts[:-1]
         chain = self._chain
+        if chain and len(chain) == len(dirs) and chain[-1][0] == dirs[-1] and self._chain_dirs == dirs:
+            return chain[-1][1]  # the same directory as the last member's (tar lists a directory's entries together)
         keep = 0
         while keep < len(chain) and keep < len(dirs) and chain[keep][0] == dirs[keep]:
             keep += 1
         for _, fd in chain[keep:]:
             os.close(fd)
         del chain[keep:]
+        self._chain_dirs = dirs[:keep]
         fd = chain[-1][1] if chain else self._root_fd
         for i in range(keep, len(dirs)):
             fd = self._open_dir(fd, dirs[: i + 1], label, create=create)
             chain.append((dirs[i], fd))
+            self._chain_dirs = dirs[: i + 1]  # kept equal to the chain's names, even if the next open fails
         return fd
 
     def _open_dir(self, parent_fd: int, path: tuple[str, ...], label: str, *, create: bool) -> int:
@@ -145,6 +150,7 @@ class SafeTree:
         for _, fd in self._chain[start:]:
             os.close(fd)
         del self._chain[start:]
+        self._chain_dirs = self._chain_dirs[:start]
 
     def _remove(self, parent_fd: int, parts: tuple[str, ...], label: str) -> None:
         """Make room for a new entry, as tar does: unlink what is there (an

@@ -267,7 +267,7 @@ def parse_header(block: bytes) -> Header:
         text = text.rstrip("/")
     if magic == _POSIX_MAGIC and prefix[0] and kind not in _GNU_TYPES:
         text = _text(prefix) + "/" + text
-    return Header(text, _text(linkname), kind, mode, uid, gid, size, mtime)
+    return Header(text, _text(linkname) if linkname[0] else "", kind, mode, uid, gid, size, mtime)
 
 
 # Octal digits, spaces and NULs only: int() may read such a field directly
@@ -526,8 +526,12 @@ class _Input:
 
     def copy_to(self, fd: int | None, n: int) -> None:
         """Move ``n`` bytes to ``fd`` (or drop them if ``fd`` is None)."""
-        if fd is None and self._pos + n <= len(self._buf):  # padding, a skipped member: no generator
-            self._pos += n
+        pos = self._pos
+        if pos + n <= len(self._buf):  # within the chunk (most members, all padding): no generator
+            self._pos = pos + n
+            piece = self._buf[pos : pos + n]
+            while fd is not None and piece:  # write(2) may take less than all
+                piece = piece[os.write(fd, piece) :]
             return
         for piece in self._pieces(n):
             while fd is not None and piece:  # write(2) may take less than all
