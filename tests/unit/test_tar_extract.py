@@ -860,3 +860,29 @@ def test_parse_header_strict_numbers(field, value):
     block[148:156] = b"%06o\0 " % sum(block)
     with pytest.raises(BadHeader, match="invalid number"):
         parse_header(bytes(block))
+
+
+def test_safetree_finds_each_members_directory_after_a_switch_and_after_a_refused_walk(tmp_path):
+    """SafeTree._parent keeps the last walked chain of directory fds and
+    answers the same directory at once: a member in a/x/c after a/b/c, and a
+    walk that failed half way (x/c is a symlink), must not get a/b/c's fd."""
+    from minicontainer.images.safetree import SafeTree
+
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def put(tree, parts, data):
+        tree.write_file(parts, 0o644, 0, 0, None, "/".join(parts), lambda fd: os.write(fd, data))
+
+    with SafeTree(root, same_owner=False) as tree:
+        put(tree, ("a", "b", "c", "1"), b"1")
+        put(tree, ("a", "x", "c", "2"), b"2")
+        put(tree, ("a", "b", "c", "3"), b"3")
+        os.symlink("/", root / "a" / "x" / "c" / "l")
+        with pytest.raises(ImageError, match="symlink"):
+            put(tree, ("a", "x", "c", "l", "4"), b"4")  # the chain is a/x/c when it fails, as long as a/b/c
+        put(tree, ("a", "b", "c", "5"), b"5")
+        put(tree, ("a", "x", "c", "6"), b"6")
+    assert sorted(p.name for p in (root / "a" / "b" / "c").iterdir()) == ["1", "3", "5"]
+    assert sorted(p.name for p in (root / "a" / "x" / "c").iterdir()) == ["2", "6", "l"]
+    assert not Path("/4").exists()
