@@ -38,6 +38,7 @@ from minicontainer.records import asdict, dataclass  # dataclasses without exec 
 from pathlib import Path
 
 from minicontainer import paths
+from minicontainer.container.config import named_volumes, saved_fields
 from minicontainer.errors import ContainerError, UsageError
 
 DATA = "_data"
@@ -110,8 +111,8 @@ class VolumeStore:
             return out
         root = os.path.realpath(self.root)
         for d in sorted(containers.iterdir()):
-            spec = _saved_spec(d)
-            names = {name for name, _ in _named_volumes(spec)}
+            spec = saved_fields(d)
+            names = {name for name, _ in named_volumes(spec)}
             for source in _bind_sources(spec):
                 inside = os.path.relpath(os.path.realpath(source), root)
                 if inside not in (".", "..") and not inside.startswith(".." + os.sep):
@@ -219,21 +220,7 @@ def _state_containers() -> Path:
 
 def volumes_of(state_dir: Path) -> list[tuple[str, bool]]:
     """(name, anonymous) of each volume a container's config.json names."""
-    return _named_volumes(_saved_spec(state_dir))
-
-
-def _saved_spec(state_dir: Path) -> dict:
-    """A container's config.json, read as plain JSON: no class is loaded."""
-    try:
-        spec = json.loads((state_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return spec if isinstance(spec, dict) else {}
-
-
-def _named_volumes(spec: dict) -> list[tuple[str, bool]]:
-    return [(v["name"], bool(v.get("anonymous"))) for v in spec.get("named_volumes") or ()
-            if isinstance(v, dict) and isinstance(v.get("name"), str)]
+    return named_volumes(saved_fields(state_dir))
 
 
 def _bind_sources(spec: dict) -> list[str]:

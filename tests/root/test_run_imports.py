@@ -29,7 +29,7 @@ with open(sys.argv[1], "w") as f:
 # Each costs milliseconds of every run here (python -X importtime), and the start path needs none of them.
 HEAVY = ("click", "dataclasses", "inspect", "ast", "decimal", "tempfile", "random", "psutil", "pyroute2",
          "minicontainer.cli", "minicontainer.security.seccomp", "minicontainer.network.netlink",
-         "typing", "platform", "threading", "prctl", "socket")
+         "typing", "platform", "threading", "prctl", "socket", "minicontainer.volumes")
 # (minicontainer.network.store is allowed: it is how a run's leases are found once a network exists)
 
 

@@ -102,6 +102,23 @@ def save_spec(state_dir: Path, spec) -> None:
     os.replace(tmp, state_dir / CONFIG_FILE)
 
 
+def saved_fields(state_dir: Path) -> dict:
+    """A container's config.json as plain JSON, no class loaded ({} when it
+    is missing or unreadable): what the volume store and a container's
+    cleanup read of it without decoding the spec."""
+    try:
+        spec = json.loads((state_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def named_volumes(fields: dict) -> list[tuple[str, bool]]:
+    """(name, anonymous) of each volume in a saved spec's ``named_volumes``."""
+    return [(v["name"], bool(v.get("anonymous"))) for v in fields.get("named_volumes") or ()
+            if isinstance(v, dict) and isinstance(v.get("name"), str)]
+
+
 def load_spec(state_dir: Path):
     """The ContainerSpec a container was made with."""
     path = state_dir / CONFIG_FILE
