@@ -792,6 +792,15 @@ def test_parse_header_matches_tarfile():
     assert seen >= 28
 
 
+def test_the_type_flags_are_tarfiles():
+    from minicontainer.images import tarread
+
+    names = [n for n in dir(tarfile) if n.endswith("TYPE")] + ["GNUTYPE_LONGNAME", "GNUTYPE_LONGLINK",
+                                                                 "GNUTYPE_SPARSE"]
+    assert len(names) == 15
+    assert {n: getattr(tarread, n) for n in names} == {n: getattr(tarfile, n) for n in names}
+
+
 def test_the_checksum_sum_is_exact_up_to_the_largest_block():
     """_byte_sum (two adler32 halves) is sum(): each half's sum stays under
     adler32's modulus 65521, even for 512 bytes of 0xff (65280 a half)."""

@@ -50,7 +50,6 @@ import hashlib
 import os
 import re
 import struct
-import tarfile
 import zlib
 from minicontainer.records import dataclass  # dataclasses without exec or inspect (records.py, issue 15)
 from pathlib import Path
@@ -66,10 +65,19 @@ BLOCK = 512  # tar(5): everything is in 512-byte blocks
 # 346 ms with no hash at all; at 4 MiB, 350 ms (8 runs each, interleaved).
 CHUNK = 4 << 20
 
-_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
-_SPECIAL = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
-_PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
-_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XGLTYPE) + _PAX_LOCAL
+# tar(5) type flags (a header's byte 156), named as tarfile names them;
+# written here because importing tarfile (with shutil, bz2 and lzma) only
+# for these costs ~4 ms of an import (tests/unit/test_tar_extract.py checks
+# them against tarfile's).
+REGTYPE, AREGTYPE, LNKTYPE, SYMTYPE, CHRTYPE = b"0", b"\0", b"1", b"2", b"3"
+BLKTYPE, DIRTYPE, FIFOTYPE, CONTTYPE = b"4", b"5", b"6", b"7"
+XHDTYPE, XGLTYPE, SOLARIS_XHDTYPE = b"x", b"g", b"X"  # pax: local, global, Solaris's local
+GNUTYPE_LONGNAME, GNUTYPE_LONGLINK, GNUTYPE_SPARSE = b"L", b"K", b"S"
+
+_REGULAR = (REGTYPE, AREGTYPE, CONTTYPE)
+_SPECIAL = (CHRTYPE, BLKTYPE, FIFOTYPE)
+_PAX_LOCAL = (XHDTYPE, SOLARIS_XHDTYPE)
+_EXTENDED = (GNUTYPE_LONGNAME, GNUTYPE_LONGLINK, XGLTYPE) + _PAX_LOCAL
 
 NAME_MAX = 255  # bytes in one path component (limits.h)
 
@@ -219,7 +227,7 @@ _HEADER = struct.Struct(
 _SIGNED_BYTES = struct.Struct("148b8x356b")
 _POSIX_MAGIC = b"ustar\0"
 _ZERO_BLOCK = bytes(BLOCK)  # the end-of-archive marker
-_GNU_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.GNUTYPE_SPARSE)
+_GNU_TYPES = (GNUTYPE_LONGNAME, GNUTYPE_LONGLINK, GNUTYPE_SPARSE)
 
 
 class BadHeader(ValueError):
@@ -261,9 +269,9 @@ def parse_header(block: bytes) -> Header:
     if stored != _byte_sum(block) - sum(checksum) + 8 * 0x20 and stored != sum(_SIGNED_BYTES.unpack(block)) + 8 * 0x20:
         raise BadHeader("bad checksum")
     text = _text(name)
-    if kind == tarfile.DIRTYPE or (kind == tarfile.AREGTYPE and text.endswith("/")):
+    if kind == DIRTYPE or (kind == AREGTYPE and text.endswith("/")):
         # V7 tars mark a directory only by its trailing slash
-        kind = tarfile.DIRTYPE
+        kind = DIRTYPE
         text = text.rstrip("/")
     if magic == _POSIX_MAGIC and prefix[0] and kind not in _GNU_TYPES:
         text = _text(prefix) + "/" + text
@@ -693,9 +701,9 @@ class _TarReader:
                     f"after member {self.last!r}",
                     "a real archive has at most a few before each member; is it an archive bomb?",
                 )
-            if info.type == tarfile.GNUTYPE_LONGNAME:
+            if info.type == GNUTYPE_LONGNAME:
                 long_name = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            elif info.type == tarfile.GNUTYPE_LONGLINK:
+            elif info.type == GNUTYPE_LONGLINK:
                 long_link = self._ext_data(info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             elif info.type in _PAX_LOCAL:
                 pax.update(parse_pax(self._ext_data(info), self.last))
@@ -741,11 +749,11 @@ class _TarReader:
                 raise ImageError(f"corrupt archive: bad pax number for member {name!r}", REFUSED_HINT) from None
             if any(k.startswith("GNU.sparse.") for k in pax):
                 raise refused(name, _SPARSE)
-        if info.type == tarfile.GNUTYPE_SPARSE:
+        if info.type == GNUTYPE_SPARSE:
             raise refused(name, _SPARSE)
         kind = info.type
-        if kind == tarfile.AREGTYPE and name.endswith("/"):
-            kind = tarfile.DIRTYPE  # old tars mark directories only by the slash
+        if kind == AREGTYPE and name.endswith("/"):
+            kind = DIRTYPE  # old tars mark directories only by the slash
         self.count += 1
         self.last = name
         if self.count > self._limits.max_members:
@@ -845,11 +853,11 @@ def _extract(inp: _Input, dest: Path, limits: Limits, same_owner: bool | None, l
                 elif m.type in _REGULAR:
                     tree.write_file(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name, reader.copy_data, m.caps)
                     file_bytes += m.size
-                elif m.type == tarfile.DIRTYPE:
+                elif m.type == DIRTYPE:
                     tree.make_dir(m.parts, m.mode, m.uid, m.gid, m.mtime_ns, m.name)
-                elif m.type == tarfile.SYMTYPE:
+                elif m.type == SYMTYPE:
                     tree.make_symlink(m.parts, m.linkname, m.uid, m.gid, m.mtime_ns, m.name)
-                elif m.type == tarfile.LNKTYPE:
+                elif m.type == LNKTYPE:
                     tree.make_hardlink(m.parts, member_parts(m.linkname, limits), m.name)
                 elif m.type in _SPECIAL:
                     skipped += 1  # /dev is a fresh tmpfs at run time
