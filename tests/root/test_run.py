@@ -145,6 +145,18 @@ def test_command_not_found_is_127():
     assert "Traceback" not in proc.stderr
 
 
+def test_a_setup_failure_of_the_child_is_its_own_error(mc_home):
+    """The child mounts while the runtime writes its cgroups (plan.py): when a
+    mount fails there, the child's error is what the run says, not the
+    runtime's failed release (the autouse fixture checks that nothing leaked)."""
+    for _ in range(3):  # the child fails before, during or after the cgroup writes: the same line each time
+        proc = mc("run", "--rm", "-m", "32m", "--pids-limit", "16", "--tmpfs", "/x:nr_inodes=abc", "mini", "true")
+        assert proc.returncode == 125
+        assert proc.stderr.startswith("minicontainer: error: mount tmpfs (nosuid,nodev,nr_inodes=abc) of tmpfs on /x: "
+                                      "Invalid argument"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_not_executable_is_126():
     proc = mc("run", "--rm", "mini", "/etc")
     assert proc.returncode == 126

@@ -73,7 +73,7 @@ def test_network_host_leaves_lo_alone():
 
 def test_calls_in_order():
     sc = run_all(build_spec("mini"))
-    calls = [c for c in sc.calls if c[0] not in ("set_pdeathsig", "read")]  # AwaitRelease
+    calls = [c for c in sc.calls if c[0] not in ("set_pdeathsig", "read")]  # DieWithRuntime, AwaitRelease
     names = [c[0] for c in calls]
     assert names[0] == "unshare" and calls[0][1] & CLONE_NEWNS and calls[0][1] & CLONE_NEWNET
     assert calls.pop(1) == ("link_up", "lo")  # the new namespace's loopback, up (--network none)
@@ -182,7 +182,7 @@ def test_explain_is_called_before_each_step():
         seen.append((i, type(step).__name__, len(sc.calls)))
 
     child(sc, explain=explain).run(steps, start_index=3)
-    assert seen[0][:2] == (3, "AwaitRelease") and seen[0][2] == 0  # before its first call
+    assert seen[0][:2] == (3, "DieWithRuntime") and seen[0][2] == 0  # before its first call
     assert seen[1][1] == "Unshare"
     assert len(seen) == len(steps)
 
@@ -194,6 +194,26 @@ def test_an_injected_failure_stops_the_run_with_context():
     assert exc.value.errno == errno.EINVAL
     assert "pivot_root" in str(exc.value)
     assert "umount2" not in sc.names()
+
+
+@pytest.mark.parametrize("child_said", [None, "mounting overlay on /c/1/merged: Invalid argument"])
+def test_a_runtime_step_that_fails_after_the_child_did_reports_the_childs_error(child_said):
+    """The child makes its mounts while the runtime writes its cgroups: when the
+    child fails there and exits, the runtime's release then fails (EPIPE), and
+    the child's own error is the one reported; otherwise the runtime's."""
+    from minicontainer.errors import MiniError
+
+    plan = P.build_plan(build_spec("mini"), hostname="box", rootfs=ROOTFS)
+    sc = Recorder(fork_returns=4242, fail={"write": errno.EPIPE})
+    chan = FakeChannels(sc)
+    chan.reported = MiniError(child_said) if child_said else None
+    interp = Interpreter(sc, channels=chan)
+    with pytest.raises(MiniError) as exc:
+        interp.run(plan.steps)
+    if child_said:
+        assert str(exc.value).startswith(child_said)
+    else:
+        assert isinstance(exc.value, SyscallError) and exc.value.errno == errno.EPIPE
 
 
 def test_workdir_signals_and_exec_search_path():
@@ -330,8 +350,10 @@ def expected_calls(step, interp: Interpreter) -> list[str]:
         return ["write"]
     if t == "AwaitExec":
         return ["read"]
+    if t == "DieWithRuntime":
+        return ["set_pdeathsig"]
     if t == "AwaitRelease":
-        return ["set_pdeathsig", "read"]
+        return ["read"]
     if t == "ReportMounted":
         return ["write"]
     if t == "AwaitMounted":
@@ -675,7 +697,7 @@ def test_what_you_read_is_what_runs(tmp_path, monkeypatch, case):
         assert not any(isinstance(s, (S.UnsharePid, S.LoopbackUp, S.SetHostname)) for s in plan.steps)
         joins = [(s.ns, s.container) for s in plan.steps if isinstance(s, S.JoinNamespace) and s.phase == S.CHILD]
         assert joins == [("ipc", "ipcbox"), ("uts", "db"), ("net", "db")]
-        assert next(s for s in plan.steps if isinstance(s, S.Unshare)).namespaces == ("mnt", "cgroup")
+        assert [s.namespaces for s in plan.steps if isinstance(s, S.Unshare)] == [("mnt",), ("cgroup",)]
         assert "open the namespaces of container db's PID 1 (777): pid, net, uts" in printed
         assert "join container db's net namespace" in printed and "--network container:db" in printed
         bound = {s.target: s.source for s in plan.steps if isinstance(s, S.Mount) and s.target.startswith("/etc/")}

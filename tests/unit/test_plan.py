@@ -22,14 +22,49 @@ def kinds(plan):
 def test_order_of_a_default_run():
     plan = P.build_plan(build_spec("mini", ["echo", "hi"]), hostname="box", rootfs=ROOTFS)
     k = kinds(plan)
-    assert k[:9] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "AwaitRelease", "Unshare", "LoopbackUp",
+    assert k[:9] == ["UnsharePid", "Fork", "ReleaseChild", "AwaitExec", "DieWithRuntime", "Unshare", "LoopbackUp",
                      "MakeMountsPrivate", "MountRootfs"]
-    assert k[-5:] == ["NewSession", "PivotRoot", "SetWorkdir", "ResetSignals", "Exec"]
+    assert k[-7:] == ["NewSession", "AwaitRelease", "Unshare", "PivotRoot", "SetWorkdir", "ResetSignals", "Exec"]
+    assert plan.steps[-6].after_setup and plan.steps[-5].namespaces == ("cgroup",)
     # proc before sys, /dev before its devices, devices before pivot_root
     order = [getattr(s, "target", None) for s in plan.steps if isinstance(s, P.Mount)]
     assert order == ["/proc", "/sys", "/tmp", "/dev", "/dev/pts", "/dev/shm"]
     assert k.index("MakeDevice") > k.index("Mount")
     assert plan.steps[-1].argv == ("echo", "hi")
+
+
+def test_the_child_makes_what_needs_no_cgroup_before_its_release():
+    """While the runtime writes the cgroups, the child unshares every namespace
+    but the cgroup one and makes its mounts; after the release, the cgroup
+    namespace (whose root is then its own cgroup) and /sys/fs/cgroup in it."""
+    plan = P.build_plan(build_spec("mini", ["true"]), hostname="box", rootfs=ROOTFS, cgroup_view=_view("v2"))
+    child = [s for s in plan.steps if s.phase == S.CHILD]
+    k = [type(s).__name__ for s in child]
+    assert k[0] == "DieWithRuntime"
+    first, second = [s for s in child if isinstance(s, P.Unshare)]
+    assert "cgroup" not in first.namespaces and second.namespaces == ("cgroup",)
+    release = k.index("AwaitRelease")
+    assert child[release].after_setup
+    assert k.index("MountRootfs") < k.index("SetHostname") < release < child.index(second)
+    targets = [getattr(s, "target", None) for s in child]
+    assert targets.index("/sys/fs/cgroup") > child.index(second)  # cgroup2, mounted inside the cgroup namespace
+    assert targets.index("/dev") < release and targets.index("/proc") < release
+
+
+@pytest.mark.parametrize("change", [
+    dict(tmpfs=["/sys/fs/cgroup/extra"]),  # a user's mount there must lie on top of ours
+    dict(cgroupns="host"),
+])
+def test_the_early_setup_keeps_the_old_order_where_it_must(change):
+    spec = build_spec("mini", ["true"], **change)
+    plan = P.build_plan(spec, hostname="box", rootfs=ROOTFS, cgroup_view=_view("v1"))
+    child = [type(s).__name__ for s in plan.steps if s.phase == S.CHILD]
+    unshares = [s for s in plan.steps if isinstance(s, P.Unshare)]
+    assert len(unshares) == 1
+    if "tmpfs" in change:  # the old order: the release first, one unshare with the cgroup namespace
+        assert child[:2] == ["DieWithRuntime", "AwaitRelease"] and "cgroup" in unshares[0].namespaces
+    else:  # no cgroup namespace to make: only the /sys/fs/cgroup mounts wait for the release
+        assert child.index("AwaitRelease") > child.index("MountRootfs") and "cgroup" not in unshares[0].namespaces
 
 
 def test_parent_and_child_phases():
@@ -43,8 +78,8 @@ def test_parent_and_child_phases():
 def test_namespaces_follow_the_spec():
     plan = P.build_plan(build_spec("mini", pid="host", network="host"), hostname="h", rootfs=ROOTFS)
     assert "UnsharePid" not in kinds(plan)
-    unshare = next(s for s in plan.steps if isinstance(s, P.Unshare))
-    assert unshare.namespaces == ("mnt", "uts", "ipc", "cgroup")
+    unshare, later = [s for s in plan.steps if isinstance(s, P.Unshare)]
+    assert unshare.namespaces == ("mnt", "uts", "ipc") and later.namespaces == ("cgroup",)
     assert "--net" not in unshare.shell()
 
 
@@ -145,10 +180,12 @@ def _view(version):
 
 
 def _cgroup_part(plan):
+    """The steps that make /sys/fs/cgroup (one run of them, after the child's release)."""
     steps = plan.steps
-    start = next(i for i, s in enumerate(steps) if isinstance(s, P.Mount) and s.target == "/sys") + 1
-    end = next(i for i, s in enumerate(steps) if isinstance(s, P.Mount) and s.target == "/tmp")
-    return steps[start:end]
+    part = [i for i, s in enumerate(steps)
+            if (s.path if isinstance(s, S.Symlink) else getattr(s, "target", "") or "").startswith("/sys/fs/cgroup")]
+    assert part == list(range(part[0], part[-1] + 1)) if part else True  # together
+    return [steps[i] for i in part]
 
 
 def test_v2_cgroup_namespace_gets_cgroup2_read_only():
@@ -195,7 +232,7 @@ def test_render_has_what_why_and_shell_for_every_step():
     plan = P.build_plan(build_spec("mini", ["true"]), hostname="box", rootfs=ROOTFS)
     text = plan.render()
     assert text.count("why:") >= len(plan.steps) - 1  # Fork has a why too; Exec as well
-    for needle in ("unshare --mount --uts --ipc --net --cgroup", "mount --make-rprivate /",
+    for needle in ("unshare --mount --uts --ipc --net", "unshare --cgroup", "mount --make-rprivate /",
                    "mount -t proc proc $ROOTFS/proc -o nosuid,nodev,noexec", "mknod -m 666 $ROOTFS/dev/null c 1 3",
                    "hostname box", "pivot_root . .", "exec env -i", "mount_namespaces(7)"):
         assert needle in text, needle

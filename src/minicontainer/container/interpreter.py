@@ -118,6 +118,7 @@ class Interpreter:
             S.CgroupStep: self._cgroup,
             S.ReleaseChild: self._release_child,
             S.AwaitExec: self._await_exec,
+            S.DieWithRuntime: self._die_with_runtime,
             S.AwaitRelease: self._await_release,
             S.AwaitMounted: self._await_mounted,
             S.ReportMounted: self._report_mounted,
@@ -174,6 +175,9 @@ class Interpreter:
         except BaseException as e:
             if self.in_child:
                 self.chan.child_failed(e)  # never returns into the runtime's code
+            reported = self.chan.reported_error() if self.child_pid and isinstance(e, Exception) else None
+            if reported is not None:
+                raise reported from None  # the child failed first, in its own setup: its error says why
             raise
 
     def apply(self, step) -> None:
@@ -440,7 +444,13 @@ class Interpreter:
             self.cgroup_owned = True
 
     def _release_child(self, step: S.ReleaseChild) -> None:
-        self.sc.write(self.chan.sync_w, b"1")
+        try:
+            self.sc.write(self.chan.sync_w, b"1")
+        except BrokenPipeError:
+            # The child has exited: it failed in its setup (run() reports its own error, when it
+            # said one) or was killed. Not main's "the reader left" (a silent exit 141).
+            raise ContainerError("the container's process exited before the runtime released it",
+                                 "see the kernel log (dmesg) if nothing else was reported") from None
         if not step.keep_open:
             self.chan.close_sync()
 
@@ -478,10 +488,12 @@ class Interpreter:
         self.chan.receive_console()
 
     # -- the child, before its root changes --------------------------------------
-    def _await_release(self, step: S.AwaitRelease) -> None:
-        # If the runtime died before the first line, the read below sees EOF
-        # (getppid() can't tell: in a new PID namespace it is always 0).
+    def _die_with_runtime(self, step: S.DieWithRuntime) -> None:
         self.sc.set_pdeathsig(signal.SIGKILL)
+
+    def _await_release(self, step: S.AwaitRelease) -> None:
+        # If the runtime died before DieWithRuntime, this read sees EOF
+        # (getppid() can't tell: in a new PID namespace it is always 0).
         if self.sc.read(self.chan.sync_r, 1) != b"1":
             self.chan.runtime_gone()
         if not step.keep_open:

@@ -9,7 +9,8 @@ runs: signal forwarding, the pty copy loop, reaping. The shape::
                                       │  ▲ sync pipe: "you are in your cgroup, go on"
                                       ▼  │ error pipe: closes on execve, or carries the error
                               child (PID 1 in the new PID namespace)
-                              unshare, mounts, pivot_root ... execve(command)
+                              unshare, mounts (while the runtime writes the cgroups),
+                              wait on the sync pipe, cgroup ns, pivot_root ... execve(command)
 
 The runtime itself does the unshare(CLONE_NEWPID), so the child is PID 1 and
 no intermediate process is left running. The child cannot outlive the
@@ -104,8 +105,10 @@ class RuntimeProbe:
 class Channels:
     """The pipes and sockets between the runtime and its child.
 
-    - sync pipe: the child waits on it until the runtime has put it in its
-      cgroup (the ReleaseChild / AwaitRelease steps);
+    - sync pipe: the child waits on it, once it has made what needs no
+      cgroup, until the runtime has put it in its cgroups (the ReleaseChild /
+      AwaitRelease steps); a child that failed first has closed it (EPIPE),
+      and its error is on the error pipe (reported_error);
     - error pipe: close-on-exec, so it reads EOF once the command runs, or
       the child's error (AwaitExec); the child also polls its end to notice a
       dead runtime (RearmParentDeath);
@@ -296,6 +299,22 @@ class Channels:
 
     def decode_error(self, data: bytes) -> MiniError:
         return _decode_error(data)
+
+    def reported_error(self) -> MiniError | None:
+        """The child's error, if it has already failed and said why (the runtime
+        failing at once, without waiting): its setup runs while the runtime
+        writes the cgroups, and when it dies there, the runtime's next write to
+        it fails too (the release: EPIPE). Its own error is the one that says
+        what went wrong."""
+        if self.err_r is None or not select.select([self.err_r], [], [], 0)[0]:
+            return None  # still running (it holds the write end): nothing to say yet
+        try:
+            data = os.read(self.err_r, 65536)
+        except OSError:
+            return None
+        if data.startswith(CREATED):
+            data = data[len(CREATED):]
+        return _decode_error(data) if data else None
 
     def receive_console(self) -> None:
         if self.console is not None:

@@ -122,8 +122,8 @@ class Fork(Step):
         return "fork the container's first process; it closes every fd it inherited but its pipes"
 
     def why(self) -> str:
-        return ("the child must be in its cgroup before it runs anything (no moment without limits); an fd left "
-                "open on a host directory would let the container reach the host (CVE-2024-21626)")
+        return ("the child must be in its cgroup before it runs anything of the container's (no moment without "
+                "limits); an fd left open on a host directory would let the container reach the host (CVE-2024-21626)")
 
 
 # --- before the fork: a bridge network (network/) --------------------------
@@ -572,20 +572,34 @@ class AwaitExec(Step):
 
 
 @dataclass(frozen=True)
+class DieWithRuntime(Step):
+    def what(self) -> str:
+        return "die with the runtime (parent-death signal SIGKILL)"
+
+    def why(self) -> str:
+        return ("prctl(2) PR_SET_PDEATHSIG: the container cannot outlive the runtime (reliability case F37); "
+                "if the runtime died before this, the wait on the sync pipe below reads EOF and the child exits")
+
+
+@dataclass(frozen=True)
 class AwaitRelease(Step):
     again: bool = False  # the second wait: for the runtime's hooks, after ReportMounted
     keep_open: bool = False  # a second wait follows
+    after_setup: bool = False  # the setup that needs no cgroup came first, while the runtime wrote them
 
     def what(self) -> str:
         if self.again:
             return "wait on the sync pipe again, until the runtime's hooks are done"
-        return "die with the runtime (parent-death signal SIGKILL), then wait on the sync pipe"
+        return "wait on the sync pipe until the runtime has put this process in its cgroups"
 
     def why(self) -> str:
         if self.again:
             return "the runtime's hooks may still change the mounts; a failed hook closes the pipe (the child exits)"
-        return ("prctl(2) PR_SET_PDEATHSIG: the container cannot outlive the runtime (reliability case F37); "
-                "it runs nothing of its own before the runtime has put it in its cgroup")
+        if self.after_setup:
+            return ("the namespaces and mounts above need no cgroup, so they were made while the runtime wrote "
+                    "the cgroups (the first cgroup.procs write waits ~10-17 ms for the kernel); what follows does: "
+                    "the cgroup namespace, /sys/fs/cgroup, and the command")
+        return "nothing of the container's runs before the runtime has put it in its cgroups"
 
 
 @dataclass(frozen=True)

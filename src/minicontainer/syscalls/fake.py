@@ -375,5 +375,10 @@ class FakeChannels:
     def decode_error(self, data):
         raise AssertionError("fake: no error expected")
 
+    reported = None  # the error a test's child "already reported" when a runtime step fails
+
+    def reported_error(self):
+        return self.reported
+
     def receive_console(self):
         pass
