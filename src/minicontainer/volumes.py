@@ -218,11 +218,6 @@ def _state_containers() -> Path:
     return StateStore().containers
 
 
-def volumes_of(state_dir: Path) -> list[tuple[str, bool]]:
-    """(name, anonymous) of each volume a container's config.json names."""
-    return named_volumes(saved_fields(state_dir))
-
-
 def _bind_sources(spec: dict) -> list[str]:
     """The host paths bound into the container: -v HOST:... and --mount
     type=bind (``volumes``), an OCI bundle's bind mounts (``mounts`` without
@@ -243,7 +238,8 @@ def release(vols: list[tuple[str, bool]], cid: str, *, half_made: bool, store: V
     """After a container's state is removed: its anonymous volumes go (rm -v,
     --rm, as docker), and when it never started, the volumes its run made on
     first use too (bad input leaves no volume behind). ``vols``: its
-    :func:`volumes_of`, read before the state went. Returns the names removed."""
+    (name, anonymous) pairs (container.runtime.volumes_of), read before the state went.
+    Returns the names removed."""
     if not vols:
         return []
     store = store or VolumeStore()

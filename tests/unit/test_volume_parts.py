@@ -234,11 +234,14 @@ def test_release_removes_anonymous_and_what_a_failed_run_made(tmp_path):
     assert store.names() == ["old"]
 
 
-def test_volumes_of_reads_the_saved_spec(tmp_path):
+def test_the_volumes_of_a_saved_spec(tmp_path):
+    """What a run's cleanup (runtime.volumes_of) and VolumeStore.users read of config.json."""
+    from minicontainer.container.config import named_volumes, saved_fields
+
     _container(tmp_path, "c1", "web", ["n:/n", "/anon"])
-    got = V.volumes_of(tmp_path / "containers" / "c1")
+    got = named_volumes(saved_fields(tmp_path / "containers" / "c1"))
     assert got[0] == ("n", False) and got[1][1] is True
-    assert V.volumes_of(tmp_path / "nothing") == []
+    assert named_volumes(saved_fields(tmp_path / "nothing")) == []
 
 
 # -- filling -----------------------------------------------------------------------------------

@@ -143,9 +143,8 @@ def import_cmd(file, name, force):
 def import_dir_cmd(directory, name, force):
     """Copy DIRECTORY into a new image NAME: modes, owners, symlinks and hard
     links kept, symlinks never followed, other mounted filesystems left out."""
-    from minicontainer.images import importer
-
     from minicontainer.commands.image_import import done, notices
+    from minicontainer.images import importer
 
     outcome = importer.import_dir(_store(), directory, name, force=force)
     notices(outcome)
